@@ -1,0 +1,3 @@
+from codemix.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,44 @@
+"""The `codemix` command. Each area registers its subcommands from a `_cli_*` module;
+those modules import only argparse at load time so `codemix --help` stays instant."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from codemix.errors import CodemixError
+
+_AREAS = ("_cli_data", "_cli_models", "_cli_train", "_cli_study", "_cli_analysis")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = argparse.ArgumentParser(
+        prog="codemix",
+        description="Find how much code, of what kind, at which stage belongs in a "
+        "pretraining mixture, from small proxy runs.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for area in _AREAS:
+        try:
+            module = importlib.import_module(f"codemix.{area}")
+        except ModuleNotFoundError as e:
+            if e.name != f"codemix.{area}":
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CodemixError as e:
+        print(f"codemix: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("codemix: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,1 @@
+"""Optuna studies over mixtures and stage schedules."""

@@ -1,0 +1,243 @@
+"""Reading per-domain sources as a stream of documents.
+
+Formats by suffix: .jsonl / .jsonl.zst / .json.gz (one JSON object per line, a text field),
+.parquet (a text column), anything else one document per file (.txt, source code). A
+directory is a source tree: every file below it whose suffix is in `extensions`.
+Nothing here holds a whole file in memory; parquet is read in row batches through polars.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from codemix.errors import CodemixError
+
+CODE_EXTENSIONS = (
+    ".py .pyi .ipynb .c .h .cc .cpp .hpp .cu .java .kt .scala .go .rs .js .jsx .ts .tsx .rb "
+    ".php .cs .swift .m .mm .r .jl .lua .pl .sh .bash .sql .hs .ml .ex .erl .clj .dart .f90 "
+    ".html .css .xml .json .yaml .yml .toml .md .rst .tex .txt"
+).split()
+_CHUNK = 1 << 20
+
+
+def source_format(path: Path) -> str:
+    name = path.name.lower()
+    for suffix, fmt in (
+        (".jsonl.zst", "jsonl.zst"),
+        (".json.zst", "jsonl.zst"),
+        (".jsonl.gz", "json.gz"),
+        (".json.gz", "json.gz"),
+        (".jsonl", "jsonl"),
+        (".parquet", "parquet"),
+    ):
+        if name.endswith(suffix):
+            return fmt
+    return "file"
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: Path
+    size: int
+    mtime_ns: int
+
+    @property
+    def format(self) -> str:
+        return source_format(self.path)
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    text_field: str = "text"  # JSON lines (SlimPajama, Dolma)
+    content_field: str = "content"  # parquet (The Stack)
+    extensions: tuple[str, ...] = field(default=tuple(CODE_EXTENSIONS))
+
+
+def resolve(domain: str, pattern: str, options: ReadOptions) -> list[SourceFile]:
+    """Expand a path, glob or directory into files, sorted, or fail naming the pattern."""
+    p = Path(os.path.expanduser(pattern))
+    if p.is_dir():
+        exts = {e.lower() if e.startswith(".") else "." + e.lower() for e in options.extensions}
+        paths = [
+            Path(root) / f
+            for root, dirs, files in os.walk(p)
+            if not dirs.sort()  # sorted, deterministic walk
+            for f in sorted(files)
+            if Path(f).suffix.lower() in exts and "__pycache__" not in root
+        ]
+        if not paths:
+            raise CodemixError(
+                f"domain {domain!r}: directory {pattern} holds no file with a suffix in "
+                f"{sorted(exts)} (see --extensions)"
+            )
+    else:
+        paths = sorted(Path(x) for x in glob.glob(os.path.expanduser(pattern), recursive=True))
+        paths = [x for x in paths if x.is_file()]
+        if not paths:
+            raise CodemixError(f"domain {domain!r}: no file matches {pattern!r}")
+    files = []
+    for path in paths:
+        try:
+            st = path.stat()
+        except OSError as e:
+            raise CodemixError(f"domain {domain!r}: cannot read {path}: {e.strerror}") from e
+        files.append(SourceFile(path, st.st_size, st.st_mtime_ns))
+    if sum(f.size for f in files) == 0:
+        raise CodemixError(f"domain {domain!r}: every file matching {pattern!r} is empty")
+    return files
+
+
+def _raw_chunks(
+    path: Path, fmt: str, on_raw: Callable[[int], None] = lambda n: None
+) -> Iterator[bytes]:
+    """Decompressed bytes of a file, failing on a truncated or corrupt stream; `on_raw` is
+    told how many bytes of the file itself were read (for progress)."""
+    import zstandard
+
+    with open(path, "rb") as f:
+        if fmt == "jsonl":
+            while chunk := f.read(_CHUNK):
+                on_raw(len(chunk))
+                yield chunk
+            return
+        if fmt == "json.gz":
+            d = zlib.decompressobj(wbits=47)  # gzip header, possibly several members
+            fed = False
+            while raw := f.read(_CHUNK):
+                on_raw(len(raw))
+                while raw:
+                    fed = True
+                    try:
+                        yield d.decompress(raw)
+                    except zlib.error as e:
+                        raise CodemixError(f"{path}: corrupt gzip data ({e})") from e
+                    raw = d.unused_data if d.eof else b""
+                    if d.eof:
+                        d, fed = zlib.decompressobj(wbits=47), False
+            if fed and not d.eof:
+                raise CodemixError(f"{path}: gzip stream ends early (truncated file?)")
+            return
+        # zstd: one or more frames; a frame that has begun must end, else truncated
+        d, fed = zstandard.ZstdDecompressor().decompressobj(), False
+        while raw := f.read(_CHUNK):
+            on_raw(len(raw))
+            while raw:
+                fed = True
+                try:
+                    yield d.decompress(raw)
+                except zstandard.ZstdError as e:
+                    raise CodemixError(f"{path}: corrupt zstd data ({e})") from e
+                raw = d.unused_data if d.eof else b""
+                if d.eof:
+                    d, fed = zstandard.ZstdDecompressor().decompressobj(), False
+        if fed and not d.eof:
+            raise CodemixError(f"{path}: zstd stream ends early (truncated file?)")
+
+
+def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    tail = b""
+    for chunk in chunks:
+        buf = tail + chunk
+        lines = buf.split(b"\n")
+        tail = lines.pop()
+        yield from lines
+    if tail:
+        yield tail
+
+
+def _json_text(line: bytes, path: Path, lineno: int, key: str) -> str | None:
+    try:
+        record = json.loads(line)
+    except ValueError as e:
+        raise CodemixError(f"{path}:{lineno}: not valid JSON ({e})") from e
+    if not isinstance(record, dict) or key not in record:
+        raise CodemixError(f"{path}:{lineno}: no {key!r} field (see --text-field)")
+    text = record[key]
+    if text is not None and not isinstance(text, str):
+        raise CodemixError(f"{path}:{lineno}: field {key!r} is {type(text).__name__}, not text")
+    return text
+
+
+def _parquet_column(path: Path, key: str) -> None:
+    import polars as pl
+
+    try:
+        schema = pl.scan_parquet(path).collect_schema()
+    except Exception as e:  # polars raises several types for a bad footer
+        raise CodemixError(f"{path}: not a readable parquet file ({e})") from e
+    if key not in schema:
+        raise CodemixError(
+            f"{path}: no column {key!r} (columns: {', '.join(schema.names())}; see --content-field)"
+        )
+    if schema[key] not in (pl.String, pl.Binary):
+        raise CodemixError(f"{path}: column {key!r} is {schema[key]}, not text")
+
+
+def check(source: SourceFile, options: ReadOptions) -> str:
+    """Validate a file before any work and return its content hash (blake2b of raw bytes).
+
+    Compressed files are decompressed to the end here, so a truncated one fails now rather
+    than halfway through tokenisation."""
+    fmt = source.format
+    h = hashlib.blake2b(digest_size=16)
+    try:
+        with open(source.path, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                h.update(chunk)
+        if fmt == "parquet":
+            _parquet_column(source.path, options.content_field)
+        elif fmt != "file":
+            first = None
+            for chunk_lines in _lines(_raw_chunks(source.path, fmt)):
+                if first is None and chunk_lines.strip():
+                    first = chunk_lines
+            if first is not None:
+                _json_text(first, source.path, 1, options.text_field)
+    except OSError as e:
+        raise CodemixError(f"cannot read {source.path}: {e.strerror or e}") from e
+    return h.hexdigest()
+
+
+def iter_documents(
+    source: SourceFile, options: ReadOptions, on_bytes: Callable[[int], None] | None = None
+) -> Iterator[str]:
+    """Documents of one file, in order; `on_bytes` gets how many raw bytes were consumed."""
+    fmt = source.format
+    report = on_bytes or (lambda n: None)
+    if fmt == "file":
+        with open(source.path, "rb") as f:
+            text = f.read().decode("utf-8", errors="replace")
+        report(source.size)
+        if text.strip():
+            yield text
+        return
+    if fmt == "parquet":
+        import polars as pl
+
+        key, n_rows = options.content_field, pl.scan_parquet(source.path).select(pl.len())
+        total = max(1, int(n_rows.collect().item()))
+        seen, done = 0, 0
+        batches = pl.scan_parquet(source.path).select(key).collect_batches(chunk_size=4096)
+        for batch in batches:
+            for text in batch.get_column(key).to_list():
+                if isinstance(text, bytes):
+                    text = text.decode("utf-8", errors="replace")
+                if text and text.strip():
+                    yield text
+            seen += batch.height
+            step = source.size * seen // total - done
+            done += step
+            report(step)
+        return
+    for lineno, line in enumerate(_lines(_raw_chunks(source.path, fmt, report)), start=1):
+        if line.strip():
+            text = _json_text(line, source.path, lineno, options.text_field)
+            if text and text.strip():
+                yield text

@@ -1,0 +1,43 @@
+"""Shared fixtures: small real stores built from the built-in corpus, made once per session."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+
+
+def small_builtin() -> dict[str, tuple[str, ...]]:
+    """A dozen State of the Union addresses and four stdlib packages: real data, small."""
+    from proxy_train.prepare import builtin_domains
+
+    full = builtin_domains()
+    text = sorted(Path(full["text"][0]).parent.glob("*.txt"))[:12]
+    stdlib = Path(full["code"][0]).parent.parent
+    code = [stdlib / m for m in ("json", "email", "collections", "logging")]
+    return {"text": tuple(map(str, text)), "code": tuple(map(str, code))}
+
+
+@pytest.fixture(scope="session")
+def small_store(tmp_path_factory) -> Path:
+    """A byte-level BPE store (vocab 512) of about 1 MB of real text and code."""
+    from proxy_train.prepare import PrepareConfig, prepare
+    from proxy_train.sources import ReadOptions
+    from proxy_train.tokenizer import TokenizerSpec
+
+    out = tmp_path_factory.mktemp("corpus") / "store"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prepare(
+            PrepareConfig(
+                domains=small_builtin(),
+                out=out,
+                tokenizer=TokenizerSpec("bpe", 512),
+                val_frac=0.1,
+                read=ReadOptions(extensions=(".py",)),
+                tokenizer_sample_bytes=300_000,
+            ),
+            quiet=True,
+        )
+    return out
