@@ -1,0 +1,207 @@
+"""Run specs: one TOML file gives the token store, the model, the training settings and
+the stages. Studies add their own tables to the same file (see `optimizer/`).
+
+    [data]   store = "runs/demo/store"
+    [model]  size = "1M"                       # a preset; any ModelConfig field may follow
+    [train]  seq_len = 256, batch_size = 16, lr_peak = 3e-3, ...
+    [[stages]]
+    name = "init"; tokens_per_param = 20; mixture = { text = 0.75, code = 0.25 }
+    lr = { shape = "cosine", warmup = 0.05, end = 0.1 }
+
+Every key is checked on load: a typo or a value of the wrong type fails before any work,
+naming the file, the key and what was expected. `--set key=value` edits the raw tables
+first (`train.lr_peak=1e-3`, `stages.cooldown.mixture.code=0.3`, `stages.0.tokens=1M`).
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from codemix.errors import CodemixError
+from proxy_train.schedule import LRShape, Schedule, Stage
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    seq_len: int = 256
+    batch_size: int = 16
+    lr_peak: float = 3e-3
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    seed: int = 0
+    tokens: str | int | float | None = None  # the run's total, when stages give fractions
+    carry_optimizer_state: bool = True  # keep Adam moments across stage boundaries
+    eval_every: int = 0  # steps between evaluations; 0: at stage ends only
+    eval_tokens: int = 32768  # per domain, from the validation split
+    checkpoint_every_minutes: float = 10.0
+    log_every: int = 10
+
+    def __post_init__(self):
+        for name in ("seq_len", "batch_size", "eval_tokens", "log_every"):
+            if getattr(self, name) < 1:
+                raise CodemixError(f"train.{name} = {getattr(self, name)}: must be >= 1")
+        for name in ("lr_peak", "grad_clip", "checkpoint_every_minutes"):
+            if not getattr(self, name) > 0:
+                raise CodemixError(f"train.{name} = {getattr(self, name)}: must be > 0")
+        if self.eval_every < 0 or self.weight_decay < 0:
+            raise CodemixError("train.eval_every and train.weight_decay must be >= 0")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise CodemixError("train.beta1 and train.beta2 must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    store: Path
+    model: dict[str, Any]  # "size" plus ModelConfig overrides
+    train: TrainSettings
+    schedule: Schedule
+    path: Path | None = None
+    raw: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def size(self) -> str:
+        return self.model["size"]
+
+
+_TYPES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _check_type(value, expected, where: str):
+    """TOML gives ints where floats are meant (lr_peak = 1); accept those, nothing looser."""
+    ok = isinstance(value, expected) and not (expected is not bool and isinstance(value, bool))
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not ok:
+        raise CodemixError(f"{where}: expected {_TYPES.get(expected, expected)}, got {value!r}")
+    return value
+
+
+def _settings(table: dict, where: str) -> TrainSettings:
+    known = {f.name: f for f in fields(TrainSettings)}
+    kwargs = {}
+    for key, value in table.items():
+        if key not in known:
+            raise CodemixError(f"{where}: unknown key [train].{key}; known: {', '.join(known)}")
+        default = known[key].default
+        if key == "tokens":
+            kwargs[key] = value
+            continue
+        kwargs[key] = _check_type(value, type(default), f"{where}: [train].{key}")
+    return TrainSettings(**kwargs)
+
+
+_LR_KEYS = {"shape": str, "warmup": float, "start": None, "end": float, "end_lr": float}
+_STAGE_KEYS = ("name", "mixture", "tokens", "tokens_per_param", "fraction", "lr")
+
+
+def _stage(table: dict, i: int, where: str) -> Stage:
+    if not isinstance(table, dict):
+        raise CodemixError(f"{where}: [[stages]] entry {i} is not a table")
+    name = table.get("name", f"stage{i}")
+    at = f"{where}: stage {name!r}"
+    for key in table:
+        if key not in _STAGE_KEYS:
+            raise CodemixError(f"{at}: unknown key {key!r}; known: {', '.join(_STAGE_KEYS)}")
+    if "mixture" not in table or not isinstance(table["mixture"], dict):
+        raise CodemixError(f"{at}: needs mixture = {{ DOMAIN = WEIGHT, ... }}")
+    lr = table.get("lr", {})
+    if not isinstance(lr, dict):
+        raise CodemixError(f"{at}: lr must be a table like {{ shape = 'cosine' }}")
+    lr_kwargs = {}
+    for key, value in lr.items():
+        if key not in _LR_KEYS:
+            raise CodemixError(f"{at}: unknown key lr.{key}; known: {', '.join(_LR_KEYS)}")
+        expected = _LR_KEYS[key]
+        lr_kwargs[key] = (
+            value if expected is None else _check_type(value, expected, f"{at}: lr.{key}")
+        )
+    try:
+        return Stage(
+            name=str(name),
+            mixture=dict(table["mixture"]),
+            tokens=table.get("tokens"),
+            tokens_per_param=table.get("tokens_per_param"),
+            fraction=table.get("fraction"),
+            lr=LRShape(**lr_kwargs),
+        )
+    except CodemixError as e:
+        raise CodemixError(f"{where}: {e}") from None
+
+
+def _parse_value(text: str):
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text  # a bare word: a string
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """`--set a.b.c=value` on the raw TOML tables; stages are addressed by name or index."""
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise CodemixError(f"--set {item!r}: expected KEY=VALUE, e.g. train.lr_peak=1e-3")
+        parts = key.strip().split(".")
+        node: Any = raw
+        for depth, part in enumerate(parts[:-1]):
+            if isinstance(node, list):
+                match = [s for s in node if isinstance(s, dict) and s.get("name") == part]
+                if match:
+                    node = match[0]
+                elif part.isdigit() and int(part) < len(node):
+                    node = node[int(part)]
+                else:
+                    names = [s.get("name") for s in node if isinstance(s, dict)]
+                    raise CodemixError(f"--set {key}: no stage {part!r} (stages: {names})")
+            else:
+                if part not in node:
+                    if depth == 0:
+                        raise CodemixError(f"--set {key}: the spec has no table [{part}]")
+                    node[part] = {}
+                node = node[part]
+                if not isinstance(node, dict | list):
+                    raise CodemixError(f"--set {key}: {part} is a value, not a table")
+        node[parts[-1]] = _parse_value(text.strip())
+    return raw
+
+
+def build_spec(raw: dict, where: str = "spec", path: Path | None = None) -> RunSpec:
+    for key in ("data", "model", "stages"):
+        if key not in raw:
+            raise CodemixError(
+                f"{where}: missing [{key}]" if key != "stages" else f"{where}: missing [[stages]]"
+            )
+    data, model = raw["data"], dict(raw["model"])
+    if not isinstance(data, dict) or "store" not in data:
+        raise CodemixError(f"{where}: [data] needs store = 'PATH' (a token store)")
+    if "size" not in model:
+        raise CodemixError(f"{where}: [model] needs size = 'NAME' (see `codemix presets`)")
+    stages = raw["stages"]
+    if not isinstance(stages, list):
+        raise CodemixError(f"{where}: stages must be an array of tables, [[stages]]")
+    settings = _settings(raw.get("train", {}), where)
+    schedule_stages = tuple(_stage(t, i, where) for i, t in enumerate(stages))
+    try:
+        schedule = Schedule(schedule_stages, run_tokens=settings.tokens)
+    except CodemixError as e:
+        raise CodemixError(f"{where}: {e}") from None
+    return RunSpec(Path(str(data["store"])), model, settings, schedule, path, raw)
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> RunSpec:
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise CodemixError(f"{path}: no such spec file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise CodemixError(f"{path}: not valid TOML ({e})") from None
+    raw = apply_overrides(raw, overrides or [])
+    return build_spec(raw, str(path), path)

@@ -1,0 +1,105 @@
+import pytest
+
+from codemix.errors import CodemixError
+from proxy_train.spec import apply_overrides, load_spec
+
+GOOD = """
+[data]
+store = "somewhere"
+[model]
+size = "test"
+[train]
+seq_len = 32
+batch_size = 4
+lr_peak = 1
+[[stages]]
+name = "init"
+tokens = "10k"
+mixture = { text = 0.5, code = 0.5 }
+lr = { shape = "cosine", warmup = 0.1 }
+[[stages]]
+name = "cooldown"
+tokens = 2000
+mixture = { text = 0.8, code = 0.2 }
+lr = { shape = "linear", start = "continue", end_lr = 1e-6 }
+"""
+
+
+def _write(tmp_path, text):
+    (tmp_path / "s.toml").write_text(text)
+    return tmp_path / "s.toml"
+
+
+def test_loads_a_good_spec(tmp_path):
+    spec = load_spec(_write(tmp_path, GOOD))
+    assert spec.size == "test" and spec.train.lr_peak == 1.0
+    assert [s.name for s in spec.schedule.stages] == ["init", "cooldown"]
+    assert spec.schedule.stages[1].lr.end_lr == 1e-6
+
+
+def test_overrides_by_stage_name_and_index(tmp_path):
+    spec = load_spec(
+        _write(tmp_path, GOOD),
+        [
+            "stages.cooldown.mixture.code=0.3",
+            "stages.cooldown.mixture.text=0.7",
+            "stages.0.tokens=20k",
+            "train.lr_peak=1e-3",
+            "model.size=1M",
+        ],
+    )
+    assert spec.schedule.stages[1].mixture == {"text": 0.7, "code": 0.3}
+    assert spec.schedule.stages[0].tokens == "20k"
+    assert spec.train.lr_peak == 1e-3 and spec.size == "1M"
+
+
+def test_override_raw_is_not_mutated():
+    raw = {"train": {"seed": 1}}
+    assert apply_overrides(raw, ["train.seed=2"])["train"]["seed"] == 2
+    assert raw["train"]["seed"] == 1
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda t: t.replace("lr_peak = 1", "lr_peek = 1"), r"unknown key \[train\]\.lr_peek"),
+        (lambda t: t.replace("batch_size = 4", 'batch_size = "4"'), r"batch_size: expected an int"),
+        (
+            lambda t: t.replace("code = 0.2", "code = 0.3"),
+            r"'cooldown': mixture weights sum to 1.1",
+        ),
+        (lambda t: t.replace('tokens = "10k"', "tokens = 0"), "'init': tokens = 0"),
+        (lambda t: t.replace('shape = "cosine"', 'shape = "cosin"'), "lr.shape 'cosin'"),
+        (lambda t: t.replace("[model]\nsize", "[model]\nwidth"), r"\[model\] needs size"),
+        (lambda t: t.replace("store =", "stor ="), r"\[data\] needs store"),
+        (lambda t: t + "\n[[stages]]\nname = 'x'\nmixture = 3\n", "needs mixture ="),
+        (
+            lambda t: t + "\n[[stages]]\nname = 'x'\ntokens = 1\nmixture = {a=1}\nwarm = 1\n",
+            "unknown key 'warm'",
+        ),
+        (lambda t: t + "\n[[[oops", "not valid TOML"),
+    ],
+)
+def test_bad_specs_name_file_and_key(tmp_path, edit, message):
+    path = _write(tmp_path, edit(GOOD))
+    with pytest.raises(CodemixError, match=message) as e:
+        load_spec(path)
+    assert "s.toml" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.lr_peak", "expected KEY=VALUE"),
+        ("stages.warmup.tokens=1", "no stage 'warmup'"),
+        ("nothing.x=1", r"no table \[nothing\]"),
+    ],
+)
+def test_bad_overrides(tmp_path, override, message):
+    with pytest.raises(CodemixError, match=message):
+        load_spec(_write(tmp_path, GOOD), [override])
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(CodemixError, match="no such spec file"):
+        load_spec(tmp_path / "nope.toml")

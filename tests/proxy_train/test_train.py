@@ -1,0 +1,242 @@
+"""Training on CPU with the "test" preset (2 layers, d=64) on a small real store."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+
+from codemix.cli import main
+from proxy_train import train as train_mod
+from proxy_train.schedule import LRShape, Schedule, Stage
+from proxy_train.spec import TrainSettings
+from proxy_train.store import TokenStore
+from proxy_train.train import Member, model_config_for, train_population
+
+S = TrainSettings(
+    seq_len=32, batch_size=4, lr_peak=3e-3, eval_every=10, eval_tokens=256, log_every=5
+)
+THREE = Schedule(
+    (
+        Stage("init", {"text": 0.5, "code": 0.5}, tokens=1280, lr=LRShape("cosine", warmup=0.1)),
+        Stage(
+            "continual",
+            {"text": 0.9, "code": 0.1},
+            tokens=1280,
+            lr=LRShape("constant", start="continue"),
+        ),
+        Stage(
+            "cooldown",
+            {"text": 0.8, "code": 0.2},
+            tokens=512,
+            lr=LRShape("linear", start="continue", end_lr=1e-6),
+        ),
+    )
+)
+
+
+def _cfg(store):
+    return model_config_for({"size": "test", "dtype": "float32"}, store.vocab_size, S.seq_len)
+
+
+def _run(store, tmp, members, settings=S, **kw):
+    return train_population(
+        store, _cfg(store), settings, members, tmp / "ckpt", progress=False, **kw
+    )
+
+
+def _losses(path):
+    return [(r["step"], r["loss"], r["bpb"]) for r in map(json.loads, open(path))]
+
+
+def test_three_stage_run_end_to_end(small_store, tmp_path):
+    store = TokenStore(small_store)
+    (s,) = _run(store, tmp_path, [Member("a", THREE, 0, tmp_path / "a")])
+    assert s["status"] == "completed" and s["steps"] == 10 + 10 + 4
+    assert (
+        s["realised_mixture"]["continual"] == {"text": 0.9, "code": 0.1}
+        or abs(s["realised_mixture"]["continual"]["code"] - 0.1) < 0.02
+    )
+    assert set(s["epochs"]) == {"text", "code"}
+    assert s["flops"] == s["flops_per_token"] * s["tokens"]
+    recs = [json.loads(x) for x in open(tmp_path / "a" / "metrics.jsonl")]
+    assert [r["step"] for r in recs] == [10, 20, 24]  # every 10 steps and at stage ends
+    assert [r["stage"] for r in recs] == ["init", "continual", "cooldown"]
+    assert recs[-1]["lr"] == pytest.approx(1e-6)
+    assert recs[-1]["loss"]["text"] < recs[0]["loss"]["text"] < np.log(store.vocab_size)
+    assert all(r["bpb"]["code"] > 0 for r in recs)
+    assert s["final"]["loss"] == recs[-1]["loss"]
+
+
+def test_resume_after_a_kill_mid_stage_is_exact(small_store, tmp_path, monkeypatch):
+    store = TokenStore(small_store)
+    every_step = TrainSettings(**{**S.__dict__, "checkpoint_every_minutes": 1e-9})
+    _run(store, tmp_path / "full", [Member("a", THREE, 1, tmp_path / "full" / "a")])
+
+    real = train_mod.learning_rate
+
+    class Killed(BaseException):
+        pass
+
+    def dies_at_step_15(plans, step, peak):
+        if step == 15:
+            raise Killed
+        return real(plans, step, peak)
+
+    monkeypatch.setattr(train_mod, "learning_rate", dies_at_step_15)
+    run = tmp_path / "killed"
+    with pytest.raises(Killed):
+        _run(store, run, [Member("a", THREE, 1, run / "a")], every_step)
+    monkeypatch.setattr(train_mod, "learning_rate", real)
+    (s,) = _run(store, run, [Member("a", THREE, 1, run / "a")], every_step)
+    assert s["status"] == "completed"
+    assert _losses(run / "a" / "metrics.jsonl") == _losses(
+        tmp_path / "full" / "a" / "metrics.jsonl"
+    )
+
+
+def test_nan_loss_fails_the_run_cleanly(small_store, tmp_path):
+    import orbax.checkpoint as ocp
+
+    store = TokenStore(small_store)
+    wild = TrainSettings(**{**S.__dict__, "lr_peak": 1e30, "grad_clip": 1e30})
+    (s,) = _run(store, tmp_path, [Member("a", THREE, 0, tmp_path / "a")], wild)
+    assert s["status"] == "failed" and "loss became" in s["reason"]
+    mngr = ocp.CheckpointManager((tmp_path / "ckpt").absolute())
+    for step in mngr.all_steps():  # whatever was saved holds no NaN
+        state = mngr.restore(
+            step,
+            args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()),
+        )["state"]
+        assert all(np.isfinite(x).all() for x in jax.tree.leaves(state["params"]))
+
+
+def test_population_member_equals_the_run_alone(small_store, tmp_path):
+    store = TokenStore(small_store)
+    other = Schedule(
+        tuple(
+            Stage(s.name, {"text": 0.3, "code": 0.7}, tokens=s.tokens, lr=s.lr)
+            for s in THREE.stages
+        )
+    )
+    pop = [
+        Member("a", THREE, 3, tmp_path / "pop" / "a"),
+        Member("b", other, 4, tmp_path / "pop" / "b"),
+    ]
+    _run(store, tmp_path / "pop", pop)
+    _run(store, tmp_path / "alone", [Member("b", other, 4, tmp_path / "alone" / "b")])
+    together = _losses(tmp_path / "pop" / "b" / "metrics.jsonl")
+    alone = _losses(tmp_path / "alone" / "b" / "metrics.jsonl")
+    for (s1, l1, _), (s2, l2, _) in zip(together, alone, strict=True):
+        assert s1 == s2
+        for d in l1:
+            assert l1[d] == pytest.approx(l2[d], rel=1e-4)
+    a = _losses(tmp_path / "pop" / "a" / "metrics.jsonl")
+    assert a[-1][1] != together[-1][1]  # the members really differ
+
+
+def test_optimizer_state_reset_between_stages(small_store, tmp_path):
+    store = TokenStore(small_store)
+    fresh = TrainSettings(**{**S.__dict__, "carry_optimizer_state": False})
+    (s,) = _run(store, tmp_path, [Member("a", THREE, 0, tmp_path / "a")], fresh)
+    (c,) = _run(store, tmp_path / "c", [Member("a", THREE, 0, tmp_path / "c" / "a")])
+    assert s["status"] == "completed"
+    assert s["final"]["loss"] != c["final"]["loss"]
+
+
+SHARDED = """
+import json, sys, jax
+from pathlib import Path
+sys.path.insert(0, {root!r})
+from tests.proxy_train.test_train import S, THREE, _run
+from proxy_train.store import TokenStore
+from proxy_train.train import Member
+store, out = TokenStore({store!r}), Path({out!r})
+assert jax.device_count() == 4
+res = {{}}
+for name, n_pop, devs in [("pop4", 4, None), ("pop1dev", 4, jax.devices()[:1]),
+                          ("fsdp", 1, None), ("single", 1, jax.devices()[:1])]:
+    ms = [Member(f"m{{i}}", THREE, i, out / name / f"m{{i}}") for i in range(n_pop)]
+    sums = _run(store, out / name, ms, devices=devs)
+    res[name] = [s["final"]["loss"] for s in sums]
+print(json.dumps(res))
+"""
+
+
+def test_sharded_equals_unsharded(small_store, tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    code = SHARDED.format(root=root, store=str(small_store), out=str(tmp_path))
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+        "JAX_PLATFORMS": "cpu",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=root,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    for a, b in [("pop4", "pop1dev"), ("fsdp", "single")]:
+        for la, lb in zip(res[a], res[b], strict=True):
+            for d in la:
+                assert la[d] == pytest.approx(lb[d], rel=1e-4)
+
+
+SPEC = """
+[data]
+store = "{store}"
+[model]
+size = "test"
+[train]
+seq_len = 32
+batch_size = 4
+eval_tokens = 256
+[[stages]]
+name = "init"
+tokens = 2560
+mixture = {{ text = 0.75, code = 0.25 }}
+"""
+
+
+def test_cli_train(small_store, tmp_path, capsys):
+    (tmp_path / "s.toml").write_text(SPEC.format(store=small_store))
+    argv = [
+        "train",
+        str(tmp_path / "s.toml"),
+        "--out",
+        str(tmp_path / "run"),
+        "--quiet",
+        "--max-tokens",
+        "1280",
+    ]
+    assert main(argv) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["tokens"] == 1280 and summary["status"] == "completed"
+    assert "validation loss" in capsys.readouterr().out
+    assert main(argv) == 0  # a finished run is not redone
+    assert "already completed" in capsys.readouterr().out
+    # the same folder with another spec is refused, nothing touched
+    assert main(argv + ["--set", "train.seed=5"]) == 2
+    assert "holds a run of another spec" in capsys.readouterr().err
+    bad = main(
+        [
+            "train",
+            str(tmp_path / "s.toml"),
+            "--out",
+            str(tmp_path / "r2"),
+            "--set",
+            "stages.init.mixture.web=0.1",
+            "--quiet",
+        ]
+    )
+    assert bad == 2
+    assert "sum to 1.1" in capsys.readouterr().err
+    assert not (tmp_path / "r2").exists()
