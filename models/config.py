@@ -1,0 +1,93 @@
+"""`ModelConfig`: the shape and numerics of one transformer, validated on construction.
+
+Kept free of JAX so presets, accounting and the CLI load instantly and analysis can count
+parameters without the accelerator stack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from codemix.errors import CodemixError
+
+DTYPES = ("bfloat16", "float32", "float16")
+REMAT_POLICIES = ("none", "full", "dots_saveable")
+ATTENTION_IMPLS = (None, "xla", "cudnn", "reference")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Decoder-only transformer. `seq_len` is the longest context the model accepts.
+
+    `n_kv_heads=None` means one key/value head per query head (multi-head attention);
+    fewer gives grouped-query attention. `dtype` is the compute dtype; parameters are
+    always stored in float32. `attention_impl`: None lets XLA choose, "xla" is the portable
+    fused path, "cudnn" asks for cuDNN flash attention (falls back to "xla" off GPU),
+    "reference" is an explicit softmax einsum kept for tests.
+    """
+
+    vocab_size: int
+    d_model: int
+    n_layers: int
+    n_heads: int
+    d_ff: int
+    seq_len: int
+    n_kv_heads: int | None = None
+    tied_embeddings: bool = True
+    rope_theta: float = 10000.0
+    dtype: str = "bfloat16"
+    remat: str = "none"
+    attention_impl: str | None = None
+
+    def __post_init__(self) -> None:
+        for field in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "seq_len"):
+            _check_positive_int(field, getattr(self, field))
+        if self.n_kv_heads is not None:
+            _check_positive_int("n_kv_heads", self.n_kv_heads)
+            if self.n_heads % self.n_kv_heads:
+                raise CodemixError(
+                    f"ModelConfig.n_kv_heads must divide n_heads={self.n_heads}, "
+                    f"got {self.n_kv_heads}"
+                )
+        if self.d_model % self.n_heads:
+            raise CodemixError(
+                f"ModelConfig.d_model must be a multiple of n_heads={self.n_heads}, "
+                f"got {self.d_model}"
+            )
+        if self.head_dim % 2:
+            # Rotary embeddings rotate pairs of channels.
+            raise CodemixError(
+                f"ModelConfig.d_model / n_heads (the head dim) must be even, got {self.head_dim}"
+            )
+        if not isinstance(self.tied_embeddings, bool):
+            raise CodemixError(
+                f"ModelConfig.tied_embeddings must be true or false, got {self.tied_embeddings!r}"
+            )
+        if isinstance(self.rope_theta, bool) or not (
+            isinstance(self.rope_theta, int | float) and self.rope_theta > 0
+        ):
+            raise CodemixError(
+                f"ModelConfig.rope_theta must be a positive number, got {self.rope_theta!r}"
+            )
+        _check_choice("dtype", self.dtype, DTYPES)
+        _check_choice("remat", self.remat, REMAT_POLICIES)
+        _check_choice("attention_impl", self.attention_impl, ATTENTION_IMPLS)
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_heads if self.n_kv_heads is None else self.n_kv_heads
+
+
+def _check_positive_int(field: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise CodemixError(f"ModelConfig.{field} must be a positive integer, got {value!r}")
+
+
+def _check_choice(field: str, value: object, choices: tuple) -> None:
+    if value not in choices:
+        names = ", ".join(repr(c) for c in choices)
+        raise CodemixError(f"ModelConfig.{field} must be one of {names}, got {value!r}")

@@ -1,0 +1,198 @@
+"""Decoder-only transformer in flax.linen: pre-norm RMSNorm, rotary positions, SwiGLU, no biases.
+
+Parameters are a plain pytree stored in float32; the blocks are stacked with `nn.scan`, so
+each block parameter carries a leading layer axis L (one compiled layer, whatever the depth):
+
+    embed                          (V, D)
+    blocks/norm_attn/scale         (L, D)
+    blocks/attn/wq                 (L, D, H, K)
+    blocks/attn/wk, wv             (L, D, G, K)
+    blocks/attn/wo                 (L, H, K, D)
+    blocks/norm_mlp/scale          (L, D)
+    blocks/mlp/w_gate, w_up        (L, D, F)
+    blocks/mlp/w_down              (L, F, D)
+    norm_out/scale                 (D,)
+    unembed                        (D, V)   untied embeddings only
+
+Letters: B batch, T time, S key time, D width, H query heads, G key/value heads, K head dim,
+F MLP width, V vocabulary, L layers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from codemix.errors import CodemixError
+from models.config import ModelConfig
+
+__all__ = [
+    "ModelConfig",
+    "Transformer",
+    "forward",
+    "init_params",
+    "loss_fn",
+    "reference_attention",
+    "token_losses",
+]
+
+_REMAT_POLICY = {"full": None, "dots_saveable": jax.checkpoint_policies.dots_saveable}
+
+
+def _init(cfg: ModelConfig, out: bool = False) -> nn.initializers.Initializer:
+    # GPT-2: projections writing into the residual stream are scaled by 1/sqrt(2L) so the
+    # stream's variance at init does not grow with depth.
+    return nn.initializers.normal(0.02 / math.sqrt(2 * cfg.n_layers) if out else 0.02)
+
+
+def rope_tables(T: int, K: int, theta: float) -> tuple[jax.Array, jax.Array]:
+    """cos and sin of the rotation angles, each (T, K/2), float32."""
+    inv_freq_K2 = theta ** (-jnp.arange(0, K, 2, dtype=jnp.float32) / K)
+    angle_TK2 = jnp.arange(T, dtype=jnp.float32)[:, None] * inv_freq_K2[None, :]
+    return jnp.cos(angle_TK2), jnp.sin(angle_TK2)
+
+
+def apply_rope(x_BTHK: jax.Array, cos_TK2: jax.Array, sin_TK2: jax.Array) -> jax.Array:
+    """Rotate channel pairs (i, i + K/2) by position-dependent angles (in float32)."""
+    x1, x2 = jnp.split(x_BTHK.astype(jnp.float32), 2, axis=-1)
+    c, s = cos_TK2[None, :, None, :], sin_TK2[None, :, None, :]
+    return jnp.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1).astype(x_BTHK.dtype)
+
+
+def reference_attention(q_BTHK: jax.Array, k_BSGK: jax.Array, v_BSGK: jax.Array) -> jax.Array:
+    """Causal attention as an explicit softmax; the yardstick for the fused paths."""
+    H, G, K = q_BTHK.shape[2], k_BSGK.shape[2], q_BTHK.shape[3]
+    # Query head h reads key/value head h // (H/G), as jax.nn.dot_product_attention does.
+    k_BSHK = jnp.repeat(k_BSGK, H // G, axis=2)
+    v_BSHK = jnp.repeat(v_BSGK, H // G, axis=2)
+    s_BHTS = jnp.einsum("BTHK,BSHK->BHTS", q_BTHK, k_BSHK, preferred_element_type=jnp.float32)
+    s_BHTS = s_BHTS / math.sqrt(K)
+    T, S = s_BHTS.shape[-2:]
+    causal_TS = jnp.tril(jnp.ones((T, S), dtype=bool))
+    s_BHTS = jnp.where(causal_TS, s_BHTS, jnp.finfo(jnp.float32).min)
+    p_BHTS = jax.nn.softmax(s_BHTS, axis=-1).astype(v_BSHK.dtype)
+    return jnp.einsum("BHTS,BSHK->BTHK", p_BHTS, v_BSHK)
+
+
+def attention(
+    q_BTHK: jax.Array, k_BSGK: jax.Array, v_BSGK: jax.Array, impl: str | None
+) -> jax.Array:
+    """Causal attention through the implementation `impl` (see ModelConfig)."""
+    if impl == "reference":
+        return reference_attention(q_BTHK, k_BSGK, v_BSGK)
+    if impl == "cudnn" and jax.default_backend() != "gpu":
+        impl = "xla"  # the same config must run on CPU and TPU hosts
+    return jax.nn.dot_product_attention(q_BTHK, k_BSGK, v_BSGK, is_causal=True, implementation=impl)
+
+
+class Attention(nn.Module):
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x_BTD: jax.Array, cos_TK2: jax.Array, sin_TK2: jax.Array) -> jax.Array:
+        cfg = self.cfg
+        D, H, G, K = cfg.d_model, cfg.n_heads, cfg.kv_heads, cfg.head_dim
+        dt = jnp.dtype(cfg.dtype)
+        wq_DHK = self.param("wq", _init(cfg), (D, H, K), jnp.float32).astype(dt)
+        wk_DGK = self.param("wk", _init(cfg), (D, G, K), jnp.float32).astype(dt)
+        wv_DGK = self.param("wv", _init(cfg), (D, G, K), jnp.float32).astype(dt)
+        wo_HKD = self.param("wo", _init(cfg, out=True), (H, K, D), jnp.float32).astype(dt)
+        q_BTHK = jnp.einsum("BTD,DHK->BTHK", x_BTD, wq_DHK)
+        k_BTGK = jnp.einsum("BTD,DGK->BTGK", x_BTD, wk_DGK)
+        v_BTGK = jnp.einsum("BTD,DGK->BTGK", x_BTD, wv_DGK)
+        q_BTHK = apply_rope(q_BTHK, cos_TK2, sin_TK2)
+        k_BTGK = apply_rope(k_BTGK, cos_TK2, sin_TK2)
+        o_BTHK = attention(q_BTHK, k_BTGK, v_BTGK, cfg.attention_impl)
+        return jnp.einsum("BTHK,HKD->BTD", o_BTHK, wo_HKD)
+
+
+class Mlp(nn.Module):
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x_BTD: jax.Array) -> jax.Array:
+        cfg = self.cfg
+        D, F = cfg.d_model, cfg.d_ff
+        dt = jnp.dtype(cfg.dtype)
+        w_gate_DF = self.param("w_gate", _init(cfg), (D, F), jnp.float32).astype(dt)
+        w_up_DF = self.param("w_up", _init(cfg), (D, F), jnp.float32).astype(dt)
+        w_down_FD = self.param("w_down", _init(cfg, out=True), (F, D), jnp.float32).astype(dt)
+        h_BTF = jax.nn.silu(x_BTD @ w_gate_DF) * (x_BTD @ w_up_DF)
+        return h_BTF @ w_down_FD
+
+
+class Block(nn.Module):
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x_BTD: jax.Array, cos_TK2: jax.Array, sin_TK2: jax.Array):
+        dt = jnp.dtype(self.cfg.dtype)
+        h_BTD = nn.RMSNorm(dtype=dt, name="norm_attn")(x_BTD)
+        x_BTD = x_BTD + Attention(self.cfg, name="attn")(h_BTD, cos_TK2, sin_TK2)
+        h_BTD = nn.RMSNorm(dtype=dt, name="norm_mlp")(x_BTD)
+        x_BTD = x_BTD + Mlp(self.cfg, name="mlp")(h_BTD)
+        return x_BTD, None  # (carry, per-layer output) for nn.scan
+
+
+class Transformer(nn.Module):
+    """tokens (B, T) int -> next-token logits (B, T, V) float32."""
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, tokens_BT: jax.Array) -> jax.Array:
+        cfg = self.cfg
+        V, D = cfg.vocab_size, cfg.d_model
+        T = tokens_BT.shape[1]
+        if T > cfg.seq_len:
+            raise CodemixError(f"sequence of {T} tokens is longer than seq_len={cfg.seq_len}")
+        dt = jnp.dtype(cfg.dtype)
+        embed_VD = self.param("embed", _init(cfg), (V, D), jnp.float32)
+        x_BTD = jnp.take(embed_VD, tokens_BT, axis=0).astype(dt)
+        cos_TK2, sin_TK2 = rope_tables(T, cfg.head_dim, cfg.rope_theta)
+
+        block = Block
+        if cfg.remat != "none":
+            # prevent_cse=False is safe (and faster) inside scan.
+            block = nn.remat(Block, prevent_cse=False, policy=_REMAT_POLICY[cfg.remat])
+        blocks = nn.scan(
+            block,
+            variable_axes={"params": 0},
+            split_rngs={"params": True},
+            in_axes=(nn.broadcast, nn.broadcast),
+            length=cfg.n_layers,
+        )(cfg, name="blocks")
+        x_BTD, _ = blocks(x_BTD, cos_TK2, sin_TK2)
+        x_BTD = nn.RMSNorm(dtype=dt, name="norm_out")(x_BTD)
+
+        if cfg.tied_embeddings:
+            w_DV = embed_VD.T
+        else:
+            w_DV = self.param("unembed", _init(cfg), (D, V), jnp.float32)
+        # Accumulate in float32: the softmax over a large vocabulary needs the precision.
+        return jnp.einsum("BTD,DV->BTV", x_BTD, w_DV.astype(dt), preferred_element_type=jnp.float32)
+
+
+def init_params(cfg: ModelConfig, rng: jax.Array) -> dict:
+    """Fresh float32 parameters (see the module docstring for the tree)."""
+    return Transformer(cfg).init(rng, jnp.zeros((1, 1), jnp.int32))["params"]
+
+
+def forward(params: dict, tokens_BT: jax.Array, cfg: ModelConfig) -> jax.Array:
+    """Logits (B, T, V) in float32."""
+    return Transformer(cfg).apply({"params": params}, tokens_BT)
+
+
+def token_losses(params: dict, tokens_BT1: jax.Array, cfg: ModelConfig) -> jax.Array:
+    """Next-token cross-entropy (B, T) in float32 for B sequences of T + 1 tokens."""
+    logits_BTV = forward(params, tokens_BT1[:, :-1], cfg)
+    return optax.softmax_cross_entropy_with_integer_labels(logits_BTV, tokens_BT1[:, 1:])
+
+
+def loss_fn(params: dict, tokens_BT1: jax.Array, cfg: ModelConfig) -> jax.Array:
+    """Mean next-token cross-entropy over a batch of B sequences of T + 1 tokens."""
+    return token_losses(params, tokens_BT1, cfg).mean()
