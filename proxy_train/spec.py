@@ -40,6 +40,7 @@ class TrainSettings:
     eval_every: int = 0  # steps between evaluations; 0: at stage ends only
     eval_tokens: int = 32768  # per domain, from the validation split
     checkpoint_every_minutes: float = 10.0
+    checkpoints: bool = True  # off only for throughput benchmarks
     log_every: int = 10
 
     def __post_init__(self):

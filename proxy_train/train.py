@@ -26,6 +26,7 @@ from models.accounting import flops_per_token, param_count
 from models.config import ModelConfig
 from models.transformer import init_params, token_losses
 from proxy_train import sharding as shd
+from proxy_train._progress import Progress
 from proxy_train.evaluate import bits_per_byte, domain_losses, val_sample
 from proxy_train.sampler import MixtureSampler
 from proxy_train.schedule import Schedule, StagePlan, learning_rate, stage_at
@@ -141,7 +142,6 @@ def train_population(
 ) -> list[dict]:
     """Train every member to the end of its schedule; returns each member's summary."""
     import orbax.checkpoint as ocp
-    from tqdm import tqdm
 
     t_start = time.time()
     P, B, T = len(members), settings.batch_size, settings.seq_len
@@ -237,14 +237,7 @@ def train_population(
     losses_window: list[np.ndarray] = []
     pending = None
     prefetch = _Prefetch(samplers, start, total)
-    bar = tqdm(
-        total=total,
-        initial=start,
-        disable=not progress,
-        unit="step",
-        dynamic_ncols=True,
-        desc=f"{P} x {cfg.n_layers}L{cfg.d_model}d",
-    )
+    bar = Progress(total, start, f"{P} x {cfg.n_layers}L{cfg.d_model}d", progress)
     tok_s = 0.0
 
     def evaluate(step_done: int):
@@ -287,6 +280,8 @@ def train_population(
             )(state, keep)
         losses_window.append(np.where(alive, loss_P, np.nan))
 
+    timing = {"compile_s": 0.0, "eval_s": 0.0, "checkpoint_s": 0.0}
+    t_loop, t_first, first_step = time.time(), None, start
     try:
         for step in range(start, total):
             if not alive.any():
@@ -307,6 +302,10 @@ def train_population(
                 check(np.asarray(pending), step)
             pending = loss
             done = step + 1
+            if t_first is None:  # the first step carries the compilation
+                jax.block_until_ready(loss)
+                t_first = time.time()
+                timing["compile_s"] = t_first - t_loop
             eval_now = done in ends or (settings.eval_every and done % settings.eval_every == 0)
             if eval_now or done % settings.log_every == 0:
                 check(np.asarray(pending), done)
@@ -321,10 +320,17 @@ def train_population(
                     post["MFU"] = f"{tok_s * fpt / peak / jax.device_count():.1%}"
                 bar.set_postfix(post)
             if eval_now and alive.any():
+                t0 = time.time()
                 evaluate(done)
-            if alive.any() and (
-                done in ends or time.time() - last_ckpt > 60 * settings.checkpoint_every_minutes
+                timing["eval_s"] += time.time() - t0
+            if (
+                settings.checkpoints
+                and alive.any()
+                and (
+                    done in ends or time.time() - last_ckpt > 60 * settings.checkpoint_every_minutes
+                )
             ):
+                t0 = time.time()
                 if not bool(np.asarray(_is_finite(state["params"]))[alive].all()):
                     raise FloatingPointError("non-finite weights in a live member")
                 meta = {"failed": failed}
@@ -336,9 +342,16 @@ def train_population(
                 )
                 last_ckpt = t_mark = time.time()
                 step_mark = done
+                timing["checkpoint_s"] += time.time() - t0
             bar.update(1)
         if pending is not None:
             check(np.asarray(pending), total)
+        if t_first is not None and total - first_step > 1:
+            steady = time.time() - t_first - timing["eval_s"] - timing["checkpoint_s"]
+            timing["step_tokens_per_s"] = (total - first_step - 1) * B * T * P / max(steady, 1e-9)
+            timing["step_mfu"] = (
+                timing["step_tokens_per_s"] * fpt / peak / jax.device_count() if peak else None
+            )
     finally:
         bar.close()
         mngr.wait_until_finished()
@@ -377,6 +390,7 @@ def train_population(
             "flops_per_token": fpt,
             "flops": fpt * tokens,
             "wall_time_s": wall,
+            "timing": timing,
             "population": P,
         }
         _write_json(m.out / "summary.json", summary)
@@ -408,4 +422,7 @@ def model_config_for(
 
     overrides = {k: v for k, v in spec_model.items() if k != "size"}
     overrides["dtype"] = resolve_dtype(overrides.get("dtype", "auto"))
+    if overrides.get("attention_impl", "auto") == "auto":
+        # XLA does not pick cuDNN's fused attention by itself; ask for it on GPUs
+        overrides["attention_impl"] = "cudnn" if jax.default_backend() == "gpu" else None
     return model_config(size or spec_model["size"], vocab_size, seq_len, **overrides)

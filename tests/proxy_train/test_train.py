@@ -38,6 +38,8 @@ THREE = Schedule(
     )
 )
 
+SHORT = Schedule((Stage("only", {"text": 0.5, "code": 0.5}, tokens=640),))
+
 
 def _cfg(store):
     return model_config_for({"size": "test", "dtype": "float32"}, store.vocab_size, S.seq_len)
@@ -74,7 +76,6 @@ def test_three_stage_run_end_to_end(small_store, tmp_path):
 
 def test_resume_after_a_kill_mid_stage_is_exact(small_store, tmp_path, monkeypatch):
     store = TokenStore(small_store)
-    every_step = TrainSettings(**{**S.__dict__, "checkpoint_every_minutes": 1e-9})
     _run(store, tmp_path / "full", [Member("a", THREE, 1, tmp_path / "full" / "a")])
 
     real = train_mod.learning_rate
@@ -89,10 +90,10 @@ def test_resume_after_a_kill_mid_stage_is_exact(small_store, tmp_path, monkeypat
 
     monkeypatch.setattr(train_mod, "learning_rate", dies_at_step_15)
     run = tmp_path / "killed"
-    with pytest.raises(Killed):
-        _run(store, run, [Member("a", THREE, 1, run / "a")], every_step)
+    with pytest.raises(Killed):  # after the checkpoint at the end of stage 1 (step 10)
+        _run(store, run, [Member("a", THREE, 1, run / "a")])
     monkeypatch.setattr(train_mod, "learning_rate", real)
-    (s,) = _run(store, run, [Member("a", THREE, 1, run / "a")], every_step)
+    (s,) = _run(store, run, [Member("a", THREE, 1, run / "a")])
     assert s["status"] == "completed"
     assert _losses(run / "a" / "metrics.jsonl") == _losses(
         tmp_path / "full" / "a" / "metrics.jsonl"
@@ -152,7 +153,7 @@ SHARDED = """
 import json, sys, jax
 from pathlib import Path
 sys.path.insert(0, {root!r})
-from tests.proxy_train.test_train import S, THREE, _run
+from tests.proxy_train.test_train import S, SHORT, _run
 from proxy_train.store import TokenStore
 from proxy_train.train import Member
 store, out = TokenStore({store!r}), Path({out!r})
@@ -160,7 +161,7 @@ assert jax.device_count() == 4
 res = {{}}
 for name, n_pop, devs in [("pop4", 4, None), ("pop1dev", 4, jax.devices()[:1]),
                           ("fsdp", 1, None), ("single", 1, jax.devices()[:1])]:
-    ms = [Member(f"m{{i}}", THREE, i, out / name / f"m{{i}}") for i in range(n_pop)]
+    ms = [Member(f"m{{i}}", SHORT, i, out / name / f"m{{i}}") for i in range(n_pop)]
     sums = _run(store, out / name, ms, devices=devs)
     res[name] = [s["final"]["loss"] for s in sums]
 print(json.dumps(res))

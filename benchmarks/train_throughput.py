@@ -1,0 +1,195 @@
+"""Trainer throughput: tokens/s and MFU (6N + 12*L*d*T FLOPs per token against the chip's
+dense bf16 peak, 989 TFLOP/s for H100/H200), through the real trainer (`train_population`).
+
+Suites and their budgets:
+  large    124M (32 x 1024 tokens a step; variants of remat), 470M (16 x 1024) and 2.8B
+           (8 x 1024, full remat) for a few dozen steps each, no checkpoints. About 4 minutes
+           on one H100/H200, mostly compilation.
+  proxies  64 proxies of the "1M" preset (vocab 8192, 32 x 512 tokens a step), 20M tokens
+           each (1.28B in all, ~2.3e16 FLOPs) through three stages with evaluation every 200
+           steps and checkpoints at stage ends, in populations sized to the GPU's memory;
+           against the floor of 64 x 20M tokens at one proxy's own step rate. About 5
+           minutes on one H100.
+  cpu      the smallest presets on this machine's CPU (16 x 256 tokens a step, fp32), 30
+           steps each: about 2 minutes on 2 cores.
+
+    python benchmarks/train_throughput.py --store STORE --suite large|proxies|cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import jax
+
+from proxy_train.schedule import LRShape, Schedule, Stage
+from proxy_train.spec import TrainSettings
+from proxy_train.store import TokenStore
+from proxy_train.train import (
+    Member,
+    enable_compilation_cache,
+    model_config_for,
+    population_size,
+    train_population,
+)
+
+MIX = {"text": 0.75, "code": 0.25}
+
+
+def _one_stage(tokens: int) -> Schedule:
+    return Schedule((Stage("run", MIX, tokens=tokens, lr=LRShape("cosine", warmup=0.1)),))
+
+
+def _three_stages(tokens: int) -> Schedule:
+    return Schedule(
+        (
+            Stage(
+                "init",
+                {"text": 0.5, "code": 0.5},
+                tokens=int(tokens * 0.45),
+                lr=LRShape("cosine", warmup=0.02, end=0.3),
+            ),
+            Stage(
+                "continual",
+                {"text": 0.9, "code": 0.1},
+                tokens=int(tokens * 0.45),
+                lr=LRShape("constant", start="continue"),
+            ),
+            Stage(
+                "cooldown",
+                {"text": 0.8, "code": 0.2},
+                tokens=tokens - 2 * int(tokens * 0.45),
+                lr=LRShape("linear", start="continue", end_lr=1e-6),
+            ),
+        )
+    )
+
+
+def run(store, size, B, T, steps, tmp, P=1, model=None, schedule=None, **settings):
+    s = TrainSettings(
+        seq_len=T,
+        batch_size=B,
+        checkpoints=settings.pop("checkpoints", False),
+        eval_tokens=settings.pop("eval_tokens", T),
+        **settings,
+    )
+    cfg = model_config_for({"size": size, **(model or {})}, store.vocab_size, T)
+    schedule = schedule or _one_stage(steps * B * T)
+    members = [Member(f"m{i}", schedule, i, tmp / f"m{i}") for i in range(P)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # repeats of the small corpus are fine here
+        sums = train_population(store, cfg, s, members, tmp / "ckpt", progress=False)
+    return cfg, sums
+
+
+def large(store, tmp, only=None):
+    rows = []
+    configs = [
+        ("124M", 32, 1024, 40, {}),
+        ("124M", 32, 1024, 40, {"remat": "dots_saveable"}),
+        ("124M", 64, 1024, 30, {"remat": "dots_saveable"}),
+        ("470M", 16, 1024, 30, {"remat": "dots_saveable"}),
+        ("470M", 32, 1024, 20, {"remat": "full"}),
+        ("2.8B", 8, 1024, 12, {"remat": "full"}),
+    ]
+    for i, (size, B, T, steps, model) in enumerate(configs):
+        if only and size not in only:
+            continue
+        try:
+            cfg, (s,) = run(store, size, B, T, steps, tmp / f"l{i}", model=model)
+        except Exception as e:  # an out-of-memory configuration is a result, not a crash
+            rows.append((size, B, T, model, None, None, None, f"{type(e).__name__}: {e}"[:80]))
+            continue
+        t = s["timing"]
+        rows.append((size, B, T, model, t["step_tokens_per_s"], t["step_mfu"], t["compile_s"], ""))
+    print(
+        f"\n{'preset':>6} {'batch':>9} {'options':>24} {'tokens/s':>10} {'MFU':>6} {'compile s':>9}"
+    )
+    for size, B, T, model, tps, mfu, comp, err in rows:
+        opt = ",".join(f"{k}={v}" for k, v in model.items()) or "-"
+        if tps is None:
+            print(f"{size:>6} {B:>4}x{T:<4} {opt:>24}   failed: {err}")
+        else:
+            print(
+                f"{size:>6} {B:>4}x{T:<4} {opt:>24} {tps:>10,.0f} {(mfu or 0):>6.1%} {comp:>9.1f}"
+            )
+
+
+def proxies(store, tmp, n=64, tokens=20_000_000, B=32, T=512):
+    _, (alone,) = run(store, "1M", B, T, 400, tmp / "alone")
+    rate = alone["timing"]["step_tokens_per_s"]
+    floor = n * tokens / rate
+    cfg = model_config_for({"size": "1M"}, store.vocab_size, T)
+    per_pop = population_size(cfg, B, n)
+    t0 = time.time()
+    done, timings = 0, []
+    while done < n:
+        P = min(per_pop, n - done)
+        _, sums = run(
+            store,
+            "1M",
+            B,
+            T,
+            0,
+            tmp / f"pop{done}",
+            P=P,
+            schedule=_three_stages(tokens),
+            checkpoints=True,
+            eval_every=200,
+            eval_tokens=16384,
+        )
+        timings.append(sums[0]["timing"] | {"P": P, "wall": sums[0]["wall_time_s"]})
+        done += P
+    wall = time.time() - t0
+    print(f"\none proxy alone: {rate:,.0f} tokens/s (steady state, {alone['params']:,} parameters)")
+    print(
+        f"{'population':>10} {'wall s':>8} {'compile s':>9} {'eval s':>7} {'ckpt s':>7} "
+        f"{'step tokens/s':>14}"
+    )
+    for t in timings:
+        print(
+            f"{t['P']:>10} {t['wall']:>8.1f} {t['compile_s']:>9.1f} {t['eval_s']:>7.1f} "
+            f"{t['checkpoint_s']:>7.1f} {t['step_tokens_per_s']:>14,.0f}"
+        )
+    print(
+        f"\n{n} proxies x {tokens / 1e6:.0f}M tokens: {wall:.0f} s end to end; floor "
+        f"(at one proxy's rate) {floor:.0f} s; ratio {wall / floor:.2f}x (target <= 1.5x)"
+    )
+
+
+def cpu(store, tmp):
+    print(f"\n{'preset':>6} {'params':>8} {'batch':>8} {'tokens/s':>9} {'compile s':>9}")
+    for size in ("test", "0.5M", "1M", "2M"):
+        cfg, (s,) = run(store, size, 16, 256, 30, tmp / size)
+        print(
+            f"{size:>6} {s['params']:>8,} {'16x256':>8} "
+            f"{s['timing']['step_tokens_per_s']:>9,.0f} {s['timing']['compile_s']:>9.1f}"
+        )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--store", required=True)
+    ap.add_argument("--suite", choices=["large", "proxies", "cpu"], required=True)
+    ap.add_argument("--only", nargs="*", help="large suite: only these presets")
+    args = ap.parse_args()
+    enable_compilation_cache()
+    store = TokenStore(args.store)
+    dev = jax.devices()[0]
+    print(
+        f"device: {dev.device_kind} x {jax.device_count()} ({jax.default_backend()}), "
+        f"jax {jax.__version__}; store vocab {store.vocab_size}"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.suite == "large":
+            large(store, Path(tmp), args.only)
+        else:
+            {"proxies": proxies, "cpu": cpu}[args.suite](store, Path(tmp))
+
+
+if __name__ == "__main__":
+    main()
