@@ -6,6 +6,8 @@ the stages. Studies add their own tables to the same file (see `optimizer/`).
     [train]  seq_len = 256, batch_size = 16, lr_peak = 3e-3, ...
     [[stages]]
     name = "init"; tokens_per_param = 20; mixture = { text = 0.75, code = 0.25 }
+    # or code_frac = 0.25: that share from [groups.code], the rest from [groups.text]
+    [groups]  code = { web = 0.8, hq = 0.2 }, text = { text = 1.0 }   # default: code, text
     lr = { shape = "cosine", warmup = 0.05, end = 0.1 }
 
 Every key is checked on load: a typo or a value of the wrong type fails before any work,
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from codemix.errors import CodemixError
-from proxy_train.schedule import LRShape, Schedule, Stage
+from proxy_train.schedule import LRShape, Schedule, Stage, check_mixture
 
 
 @dataclass(frozen=True)
@@ -98,10 +100,38 @@ def _settings(table: dict, where: str) -> TrainSettings:
 
 
 _LR_KEYS = {"shape": str, "warmup": float, "start": None, "end": float, "end_lr": float}
-_STAGE_KEYS = ("name", "mixture", "tokens", "tokens_per_param", "fraction", "lr")
+_STAGE_KEYS = ("name", "mixture", "code_frac", "tokens", "tokens_per_param", "fraction", "lr")
+DEFAULT_GROUPS = {"code": {"code": 1.0}, "text": {"text": 1.0}}
 
 
-def _stage(table: dict, i: int, where: str) -> Stage:
+def _mixture_from_code_frac(code_frac, groups: dict, at: str) -> dict[str, float]:
+    """code_frac of the tokens from the code group, the rest from the text group, each
+    group split by its own shares ([groups] in the spec)."""
+    code_frac = _check_type(code_frac, float, f"{at}: code_frac")
+    if not 0.0 <= code_frac <= 1.0:
+        raise CodemixError(f"{at}: code_frac = {code_frac}; expected a share in [0, 1]")
+    mixture: dict[str, float] = {}
+    for group, share in (("code", code_frac), ("text", 1.0 - code_frac)):
+        for domain, w in groups[group].items():
+            mixture[domain] = mixture.get(domain, 0.0) + share * w
+    return mixture
+
+
+def _groups(raw: dict, where: str) -> dict:
+    groups = raw.get("groups", DEFAULT_GROUPS)
+    if not isinstance(groups, dict) or set(groups) != {"code", "text"}:
+        raise CodemixError(f"{where}: [groups] needs exactly the tables code and text")
+    for name, shares in groups.items():
+        if not isinstance(shares, dict) or not shares:
+            raise CodemixError(f"{where}: [groups.{name}] must map domains to shares")
+        try:
+            check_mixture(shares, f"group {name!r}")
+        except CodemixError as e:
+            raise CodemixError(f"{where}: {e}") from None
+    return groups
+
+
+def _stage(table: dict, i: int, where: str, groups: dict) -> Stage:
     if not isinstance(table, dict):
         raise CodemixError(f"{where}: [[stages]] entry {i} is not a table")
     name = table.get("name", f"stage{i}")
@@ -109,8 +139,12 @@ def _stage(table: dict, i: int, where: str) -> Stage:
     for key in table:
         if key not in _STAGE_KEYS:
             raise CodemixError(f"{at}: unknown key {key!r}; known: {', '.join(_STAGE_KEYS)}")
+    if "code_frac" in table:
+        if "mixture" in table:
+            raise CodemixError(f"{at}: give mixture or code_frac, not both")
+        table = {**table, "mixture": _mixture_from_code_frac(table["code_frac"], groups, at)}
     if "mixture" not in table or not isinstance(table["mixture"], dict):
-        raise CodemixError(f"{at}: needs mixture = {{ DOMAIN = WEIGHT, ... }}")
+        raise CodemixError(f"{at}: needs mixture = {{ DOMAIN = WEIGHT, ... }} or code_frac")
     lr = table.get("lr", {})
     if not isinstance(lr, dict):
         raise CodemixError(f"{at}: lr must be a table like {{ shape = 'cosine' }}")
@@ -188,7 +222,8 @@ def build_spec(raw: dict, where: str = "spec", path: Path | None = None) -> RunS
     if not isinstance(stages, list):
         raise CodemixError(f"{where}: stages must be an array of tables, [[stages]]")
     settings = _settings(raw.get("train", {}), where)
-    schedule_stages = tuple(_stage(t, i, where) for i, t in enumerate(stages))
+    groups = _groups(raw, where)
+    schedule_stages = tuple(_stage(t, i, where, groups) for i, t in enumerate(stages))
     try:
         schedule = Schedule(schedule_stages, run_tokens=settings.tokens)
     except CodemixError as e:

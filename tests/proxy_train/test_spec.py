@@ -103,3 +103,16 @@ def test_bad_overrides(tmp_path, override, message):
 def test_missing_file(tmp_path):
     with pytest.raises(CodemixError, match="no such spec file"):
         load_spec(tmp_path / "nope.toml")
+
+
+def test_code_frac_builds_the_mixture_from_groups(tmp_path):
+    text = GOOD.replace('mixture = { text = 0.5, code = 0.5 }', "code_frac = 0.25")
+    text += '\n[groups]\ncode = { code = 0.8, web = 0.2 }\ntext = { text = 1.0 }\n'
+    spec = load_spec(_write(tmp_path, text))
+    mix = spec.schedule.stages[0].mixture
+    assert mix["code"] == pytest.approx(0.2) and mix["web"] == pytest.approx(0.05)
+    assert mix["text"] == pytest.approx(0.75)
+    with pytest.raises(CodemixError, match="code_frac = 1.5"):
+        load_spec(_write(tmp_path, text), ["stages.init.code_frac=1.5"])
+    with pytest.raises(CodemixError, match="group 'code': mixture weights sum to 0.9"):
+        load_spec(_write(tmp_path, text), ["groups.code.web=0.1"])

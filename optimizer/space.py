@@ -1,0 +1,268 @@
+"""Study specs: a run spec (see `proxy_train/spec.py`) plus [study], [search] and
+[[objectives]] tables.
+
+    [study]
+    name = "code-share"; sampler = "tpe"; n_trials = 24; sizes = ["0.5M", "1M"]
+    [search]
+    "stages.init.code_frac" = { low = 0.0, high = 1.0 }                  # a float range
+    "stages.init.code_frac" = { values = [0.0, 0.25, 0.5] }              # a list (grid-able)
+    "stages.init.code_frac" = { choices = { text = 0.0, balanced = 0.5 } }   # named values
+    "groups.code" = { simplex = ["web", "hq"] }                          # shares in a group
+    [[objectives]]
+    metric = "bpb.text"; direction = "minimize"        # several: a Pareto front
+    # weight = 0.7 on every objective: one weighted sum instead
+
+Search keys are the `--set` paths of the run spec, so anything can be searched or fixed.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from codemix.errors import CodemixError
+from optimizer.samplers import SAMPLERS
+from proxy_train.spec import RunSpec, apply_overrides, build_spec
+
+METRIC_KINDS = ("loss", "bpb")
+_STUDY_KEYS = {
+    "name": str,
+    "sampler": str,
+    "n_trials": int,
+    "sizes": list,
+    "promotion": str,
+    "halving_keep": float,
+    "population": int,
+    "seed": int,
+    "max_tokens": (str, int, float),
+    "heartbeat_seconds": int,
+    "grace_seconds": int,
+    "max_retries": int,
+    "out": str,
+}
+
+
+@dataclass(frozen=True)
+class Param:
+    key: str  # a --set path, or a group for a simplex
+    kind: str  # float | values | choices | simplex
+    low: float = 0.0
+    high: float = 1.0
+    log: bool = False
+    values: tuple = ()
+    choices: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Objective:
+    metric: str
+    direction: str = "minimize"
+    weight: float | None = None
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    path: Path
+    raw: dict
+    name: str
+    sampler: str = "tpe"
+    n_trials: int = 12
+    sizes: tuple[str, ...] = ("1M",)
+    promotion: str = "all"  # every trial at every size, or "halving"
+    halving_keep: float = 0.5
+    population: int = 0  # 0: as many as fit the device
+    seed: int = 0
+    max_tokens: float | None = None
+    heartbeat_seconds: int = 30
+    grace_seconds: int = 120
+    max_retries: int = 2
+    out: Path = Path("runs")
+    params: tuple[Param, ...] = ()
+    objectives: tuple[Objective, ...] = ()
+
+    @property
+    def directions(self) -> list[str]:
+        if self.weighted:
+            return [self.objectives[0].direction]
+        return [o.direction for o in self.objectives]
+
+    @property
+    def weighted(self) -> bool:
+        return any(o.weight is not None for o in self.objectives)
+
+    def space_json(self) -> str:
+        """What a study with this name must keep: its search space and objectives."""
+        return json.dumps(
+            {
+                "params": [p.__dict__ for p in self.params],
+                "objectives": [o.__dict__ for o in self.objectives],
+            },
+            sort_keys=True,
+            default=str,
+        )
+
+    def grid(self) -> dict[str, list] | None:
+        if self.sampler != "grid":
+            return None
+        grid = {}
+        for p in self.params:
+            if p.kind == "values":
+                grid[p.key] = list(p.values)
+            elif p.kind == "choices":
+                grid[p.key] = list(p.choices)
+            else:
+                raise CodemixError(
+                    f"{self.path}: sampler 'grid' needs values or choices for every search "
+                    f"key; {p.key!r} is a {p.kind}"
+                )
+        return grid
+
+    def suggest(self, trial) -> list[str]:
+        """Ask the trial for every parameter; return the run spec overrides it implies."""
+        overrides = []
+        for p in self.params:
+            if p.kind == "float":
+                v = trial.suggest_float(p.key, p.low, p.high, log=p.log)
+            elif p.kind == "values":
+                v = trial.suggest_categorical(p.key, list(p.values))
+            elif p.kind == "choices":
+                v = p.choices[trial.suggest_categorical(p.key, list(p.choices))]
+            else:  # simplex: independent draws, then shares (a uniform Dirichlet-like draw)
+                raw = [trial.suggest_float(f"{p.key}.{d}", 1e-6, 1.0) for d in p.values]
+                total = sum(raw)
+                for d, x in zip(p.values, raw, strict=True):
+                    overrides.append(f"{p.key}.{d}={x / total!r}")
+                continue
+            overrides.append(f"{p.key}={json.dumps(v)}")
+        return overrides
+
+    def run_spec(self, overrides: list[str]) -> RunSpec:
+        raw = {k: v for k, v in self.raw.items() if k not in ("study", "search", "objectives")}
+        return build_spec(apply_overrides(raw, overrides), str(self.path), self.path)
+
+    def objective_value(self, final: dict) -> list[float]:
+        values = [metric_value(final, o.metric) for o in self.objectives]
+        if self.weighted:
+            sign = {self.objectives[0].direction: 1.0}
+            return [
+                sum(
+                    (o.weight or 0.0) * sign.get(o.direction, -1.0) * v
+                    for o, v in zip(self.objectives, values, strict=True)
+                )
+            ]
+        return values
+
+
+def metric_value(final: dict, metric: str) -> float:
+    kind, _, domain = metric.partition(".")
+    return float(final[kind][domain])
+
+
+def _param(key: str, table: Any, where: str) -> Param:
+    at = f"{where}: [search] {key!r}"
+    if not isinstance(table, dict):
+        raise CodemixError(f"{at}: expected a table such as {{ low = 0.0, high = 1.0 }}")
+    if "simplex" in table:
+        domains = table["simplex"]
+        if not isinstance(domains, list) or len(domains) < 2:
+            raise CodemixError(f"{at}: simplex needs a list of two or more domains")
+        return Param(key, "simplex", values=tuple(map(str, domains)))
+    if "values" in table:
+        if not isinstance(table["values"], list) or not table["values"]:
+            raise CodemixError(f"{at}: values must be a non-empty list")
+        return Param(key, "values", values=tuple(table["values"]))
+    if "choices" in table:
+        if not isinstance(table["choices"], dict) or not table["choices"]:
+            raise CodemixError(f"{at}: choices must map names to values")
+        return Param(key, "choices", choices=dict(table["choices"]))
+    if "low" in table and "high" in table:
+        low, high = table["low"], table["high"]
+        if not all(isinstance(x, int | float) for x in (low, high)) or not low < high:
+            raise CodemixError(f"{at}: needs numbers low < high, got {low!r}, {high!r}")
+        return Param(key, "float", float(low), float(high), bool(table.get("log", False)))
+    raise CodemixError(f"{at}: give low/high, values, choices or simplex")
+
+
+def load_study(path: str | Path, overrides: list[str] | None = None) -> StudySpec:
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise CodemixError(f"{path}: no such study spec") from None
+    except tomllib.TOMLDecodeError as e:
+        raise CodemixError(f"{path}: not valid TOML ({e})") from None
+    raw = apply_overrides(raw, overrides or [])
+    where = str(path)
+    study = raw.get("study")
+    if not isinstance(study, dict) or "name" not in study:
+        raise CodemixError(f"{where}: missing [study] with name = '...'")
+    kwargs: dict[str, Any] = {}
+    for key, value in study.items():
+        if key not in _STUDY_KEYS:
+            raise CodemixError(
+                f"{where}: unknown key [study].{key}; known: {', '.join(_STUDY_KEYS)}"
+            )
+        if not isinstance(value, _STUDY_KEYS[key]) or isinstance(value, bool):
+            raise CodemixError(f"{where}: [study].{key} = {value!r} has the wrong type")
+        kwargs[key] = value
+    if kwargs.get("sampler", "tpe") not in SAMPLERS:
+        raise CodemixError(
+            f"{where}: [study].sampler {kwargs['sampler']!r}: expected one of {', '.join(SAMPLERS)}"
+        )
+    if kwargs.get("promotion", "all") not in ("all", "halving"):
+        raise CodemixError(f"{where}: [study].promotion: expected 'all' or 'halving'")
+    if kwargs.get("n_trials", 1) < 1:
+        raise CodemixError(f"{where}: [study].n_trials must be >= 1")
+    if "sizes" in kwargs:
+        if not kwargs["sizes"]:
+            raise CodemixError(f"{where}: [study].sizes must name at least one preset")
+        kwargs["sizes"] = tuple(map(str, kwargs["sizes"]))
+    if "max_tokens" in kwargs:
+        from codemix.units import parse_count
+
+        kwargs["max_tokens"] = parse_count(kwargs["max_tokens"], f"{where}: max_tokens")
+    kwargs["out"] = Path(kwargs.get("out", Path("runs") / kwargs["name"]))
+    search = raw.get("search", {})
+    if not isinstance(search, dict) or not search:
+        raise CodemixError(
+            f"{where}: the search space is empty; add a [search] table "
+            '(e.g. "stages.init.code_frac" = { low = 0.0, high = 1.0 })'
+        )
+    params = tuple(_param(k, v, where) for k, v in search.items())
+    objectives = raw.get("objectives")
+    if not isinstance(objectives, list) or not objectives:
+        raise CodemixError(f"{where}: no [[objectives]]; e.g. metric = 'bpb.text'")
+    objs = []
+    for o in objectives:
+        if not isinstance(o, dict) or "metric" not in o:
+            raise CodemixError(f"{where}: every [[objectives]] needs metric = 'KIND.DOMAIN'")
+        if o.get("direction", "minimize") not in ("minimize", "maximize"):
+            raise CodemixError(
+                f"{where}: objective {o['metric']!r}: direction must be minimize or maximize"
+            )
+        objs.append(Objective(o["metric"], o.get("direction", "minimize"), o.get("weight")))
+    spec = StudySpec(path=path, raw=raw, params=params, objectives=tuple(objs), **kwargs)
+    # sample one point of the space now, so a space that cannot make a valid run fails here
+    spec.grid()
+    spec.run_spec([])
+    for o in objs:
+        kind, _, domain = o.metric.partition(".")
+        if kind not in METRIC_KINDS or not domain:
+            raise CodemixError(
+                f"{where}: objective {o.metric!r}: no run reports it; runs "
+                f"report {', '.join(k + '.DOMAIN' for k in METRIC_KINDS)}"
+            )
+    return spec
+
+
+def check_objectives(spec: StudySpec, store_domains: tuple[str, ...]) -> None:
+    for o in spec.objectives:
+        domain = o.metric.partition(".")[2]
+        if domain not in store_domains:
+            raise CodemixError(
+                f"{spec.path}: objective {o.metric!r}: no run reports it; the token store's "
+                f"domains are {', '.join(store_domains)}"
+            )

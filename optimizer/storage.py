@@ -1,0 +1,66 @@
+"""Study storage: an SQLite file beside the spec by default, a PostgreSQL URL for workers
+on many machines, or `journal:PATH` (Optuna's journal file) for shared file systems. Plain
+Optuna storage throughout, so `optuna-dashboard URL` opens it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from codemix.errors import CodemixError
+
+_PASSWORD = re.compile(r"(://[^:/@]+:)([^@]*)(@)")
+
+
+def redact(url: str) -> str:
+    """postgresql://user:secret@host/db -> postgresql://user:***@host/db"""
+    return _PASSWORD.sub(r"\1***\3", url)
+
+
+def default_url(spec_path: Path) -> str:
+    return f"sqlite:///{spec_path.with_suffix('.db').absolute()}"
+
+
+def open_storage(
+    url: str, heartbeat_seconds: int = 30, grace_seconds: int = 120, max_retries: int = 2
+):
+    """An Optuna storage with heartbeats (RDB only), failing clearly if unreachable."""
+    import warnings
+
+    import optuna
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend
+
+        path = Path(url[len("journal:") :])
+        if not path.parent.is_dir():
+            raise CodemixError(f"storage {url}: folder {path.parent} does not exist")
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    if not url.startswith(("sqlite:///", "postgresql://", "postgresql+psycopg2://", "mysql")):
+        raise CodemixError(
+            f"storage {redact(url)}: expected sqlite:///PATH, postgresql://USER@HOST/DB or "
+            "journal:PATH"
+        )
+    if url.startswith("sqlite:///"):
+        folder = Path(url[len("sqlite:///") :]).parent
+        if not folder.is_dir():
+            raise CodemixError(f"storage {url}: folder {folder} does not exist")
+    engine = (
+        {"connect_args": {"timeout": 60}}
+        if url.startswith("sqlite")
+        else {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
+    )
+    try:
+        with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna
+            warnings.simplefilter("ignore")
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine,
+                heartbeat_interval=heartbeat_seconds,
+                grace_period=grace_seconds,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retries),
+            )
+    except Exception as e:  # sqlalchemy raises many kinds; none may leak the password
+        reason = redact(str(e).splitlines()[0]) if str(e) else type(e).__name__
+        raise CodemixError(f"storage {redact(url)} is unreachable or invalid: {reason}") from None
