@@ -22,6 +22,9 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 
 demo: $(VENV)/.installed
 	$(BIN)/codemix prepare --builtin --tokenizer bpe:4096 --out $(DEMO)/store
+	$(BIN)/codemix study run studies/quickstart.toml
+	$(BIN)/codemix study export studies/quickstart.toml -o $(DEMO)/quickstart.csv
+	@echo "results table: $(DEMO)/quickstart.csv (one row per trial and size)"
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile

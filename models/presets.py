@@ -29,10 +29,10 @@ the names are reached only with a large vocabulary (and untied embeddings).
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass
 
 from codemix.errors import CodemixError
+from codemix.units import format_count, parse_count
 from models.config import ModelConfig
 
 __all__ = ["LADDER", "PRESETS", "Shape", "format_size", "model_config", "parse_size"]
@@ -80,33 +80,9 @@ def model_config(
     return ModelConfig(**(fields | overrides))
 
 
-_SCALE = {"": 1.0, "k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}
-_SIZE = re.compile(r"\s*([0-9][0-9_]*(?:\.[0-9]*)?(?:e[+-]?[0-9]+)?|\.[0-9]+)\s*([kmbt]?)\s*")
-
-
 def parse_size(size: str | int | float) -> float:
     """'470M' -> 4.7e8, '2.8b' -> 2.8e9, '1.5K' -> 1500.0, '3e6' -> 3e6 (suffixes K/M/B/T)."""
-    if isinstance(size, bool):
-        raise CodemixError(f"expected a size such as 470M or 2.8B, got {size!r}")
-    if isinstance(size, int | float):
-        value = float(size)
-    else:
-        m = _SIZE.fullmatch(str(size).lower())
-        if m is None:
-            raise CodemixError(
-                f"cannot read size {size!r}: expected a number with an optional suffix "
-                "K, M, B or T, such as 470M or 2.8B"
-            )
-        value = float(m.group(1)) * _SCALE[m.group(2)]
-    if value < 0 or value != value or value == float("inf"):
-        raise CodemixError(f"a size must be a finite number >= 0, got {size!r}")
-    return value
+    return parse_count(size, "size")
 
 
-def format_size(n: float, digits: int = 3) -> str:
-    """4.7e8 -> '470M', 85_000_000 -> '85M', 2_520_000_000 -> '2.52B'; inverts parse_size."""
-    n = float(f"{n:.{digits}g}")  # round first so 999_999 reads '1M', not '1e+03K'
-    for suffix, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.{digits}g}{suffix}"
-    return f"{n:.{digits}g}"
+format_size = format_count

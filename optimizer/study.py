@@ -9,6 +9,7 @@ command again resumes: finished trials stay, and only the missing ones are asked
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import subprocess
@@ -127,7 +128,8 @@ def _train_size(spec: StudySpec, store, size: str, batch: list, quiet: bool) -> 
         )
         groups[(cfg, run.train, plan[-1].end_step)].append((trial, run))
     for (cfg, settings, _), members in groups.items():
-        first = members[0][0].number
+        numbers = "-".join(str(t.number) for t, _ in members)
+        pop = hashlib.sha1(f"{spec.name}/{numbers}".encode()).hexdigest()[:10]
         ms = [
             Member(
                 f"trial-{t.number}",
@@ -142,7 +144,7 @@ def _train_size(spec: StudySpec, store, size: str, batch: list, quiet: bool) -> 
             cfg,
             settings,
             ms,
-            spec.out / f"pop-{first:04d}-{size}",
+            spec.out / "populations" / f"{pop}-{size}",
             max_tokens=spec.max_tokens,
             progress=not quiet,
         )

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from codemix.errors import CodemixError
 from models.accounting import flops_per_token, param_count
 from models.config import ModelConfig
 from models.transformer import init_params, token_losses
@@ -208,6 +209,12 @@ def train_population(
     start, meta = 0, {"failed": {}}
     if mngr.latest_step() is not None:
         start = mngr.latest_step()
+        saved = mngr.restore(start, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        if saved["meta"].get("members") != [m.name for m in members]:
+            raise CodemixError(
+                f"{ckpt_dir}: holds checkpoints of another population "
+                f"({saved['meta'].get('members')}); use another folder"
+            )
         target = jax.tree.map(
             lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sh
         )
@@ -333,7 +340,7 @@ def train_population(
                 t0 = time.time()
                 if not bool(np.asarray(_is_finite(state["params"]))[alive].all()):
                     raise FloatingPointError("non-finite weights in a live member")
-                meta = {"failed": failed}
+                meta = {"failed": failed, "members": [m.name for m in members]}
                 mngr.save(
                     done,
                     args=ocp.args.Composite(
