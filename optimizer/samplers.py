@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 
 from codemix.errors import CodemixError
@@ -21,10 +22,13 @@ def make_sampler(
     if name not in SAMPLERS:
         raise CodemixError(f"sampler {name!r}: expected one of {', '.join(SAMPLERS)}")
     if name == "tpe":
-        # multivariate TPE models the mixture shares jointly rather than one by one
-        return optuna.samplers.TPESampler(
-            seed=seed, multivariate=True, group=True, constant_liar=True
-        )
+        # multivariate TPE models the mixture shares jointly rather than one by one; the
+        # constant liar keeps a batch of trials asked together from piling onto one point
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(
+                seed=seed, multivariate=True, group=True, constant_liar=True
+            )
     if name == "gp":
         try:
             import torch  # noqa: F401  (Optuna's GP sampler is built on PyTorch)
