@@ -63,6 +63,16 @@ def open_study(spec: StudySpec, url: str):
     return study
 
 
+def _tell(study, trial, **kw) -> None:
+    """study.tell, minus the grid sampler's study.stop() once the grid is used up, which
+    Optuna allows only inside optimize(); the trial itself is stored either way."""
+    try:
+        study.tell(trial, **kw)
+    except RuntimeError as e:
+        if "Study.stop" not in str(e):
+            raise
+
+
 def _counts(study) -> dict[str, int]:
     from optuna.trial import TrialState as S
 
@@ -181,7 +191,7 @@ def run_batch(study, spec: StudySpec, store, trials: list, quiet: bool) -> None:
             batch.append((t, spec.run_spec(overrides)))
         except CodemixError as e:  # a proposal that makes no valid run: a failed trial
             t.set_user_attr(REASON_ATTR, str(e))
-            study.tell(t, state=TrialState.FAIL)
+            _tell(study, t, state=TrialState.FAIL)
     with _Heartbeat(study, [t for t, _ in batch], max(1, spec.heartbeat_seconds)):
         for k, size in enumerate(spec.sizes):
             if not batch:
@@ -195,7 +205,7 @@ def run_batch(study, spec: StudySpec, store, trials: list, quiet: bool) -> None:
                 )
                 if result["status"] != "completed":
                     t.set_user_attr(REASON_ATTR, f"at {size}: {result['reason']}")
-                    study.tell(t, state=TrialState.FAIL)
+                    _tell(study, t, state=TrialState.FAIL)
                     continue
                 values = spec.objective_value(result["final"])
                 done[t.number] = values
@@ -209,14 +219,20 @@ def run_batch(study, spec: StudySpec, store, trials: list, quiet: bool) -> None:
                 keep = max(1, math.ceil(spec.halving_keep * len(batch)))
                 for t, _ in batch[keep:]:
                     t.set_user_attr("codemix/stopped_at", size)
-                    study.tell(t, state=TrialState.PRUNED)
+                    _tell(study, t, state=TrialState.PRUNED)
                 batch = batch[:keep]
     for t, _ in batch:
-        study.tell(t, values=done[t.number])
+        _tell(study, t, values=done[t.number])
 
 
 def worker(spec: StudySpec, url: str, n_trials: int, quiet: bool = False) -> None:
     """One worker's loop until the study has n_trials trials done or in flight."""
+    grid = spec.grid()
+    if grid and n_trials > math.prod(len(v) for v in grid.values()):
+        raise CodemixError(
+            f"{spec.path}: {n_trials} trials but the grid has only "
+            f"{math.prod(len(v) for v in grid.values())} points"
+        )
     import optuna
     from optuna.trial import TrialState
 
@@ -243,7 +259,7 @@ def worker(spec: StudySpec, url: str, n_trials: int, quiet: bool = False) -> Non
             t = study.ask()
             if _budget_before(study, t.number) > n_trials:  # another worker took the last
                 t.set_user_attr(SURPLUS_ATTR, True)
-                study.tell(t, state=TrialState.FAIL)
+                _tell(study, t, state=TrialState.FAIL)
                 break
             trials.append(t)
         if not trials:

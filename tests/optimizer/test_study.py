@@ -39,8 +39,17 @@ def test_study_end_to_end_resume_and_export(write_study, tmp_path, capsys):
     assert main(["study", "export", str(path), "-o", str(tmp_path / "r.parquet")]) == 0
     df = pl.read_parquet(tmp_path / "r.parquet")
     assert df.height == 3
-    for col in ("param_stages.init.code_frac", "mix_init_code", "bpb_text", "loss_code",
-                "params", "tokens", "flops", "epochs_text", "size"):
+    for col in (
+        "param_stages.init.code_frac",
+        "mix_init_code",
+        "bpb_text",
+        "loss_code",
+        "params",
+        "tokens",
+        "flops",
+        "epochs_text",
+        "size",
+    ):
         assert col in df.columns
     # the realised share follows the proposed one
     assert (df["mix_init_code"] - df["param_stages.init.code_frac"]).abs().max() < 0.05
@@ -48,8 +57,11 @@ def test_study_end_to_end_resume_and_export(write_study, tmp_path, capsys):
 
 def test_two_sizes_with_halving(write_study, tmp_path):
     path = write_study(n=4, population=4, sizes='["test", "0.5M"]')
-    path.write_text(path.read_text().replace('sizes = ["test", "0.5M"]',
-                                             'sizes = ["test", "0.5M"]\npromotion = "halving"'))
+    path.write_text(
+        path.read_text().replace(
+            'sizes = ["test", "0.5M"]', 'sizes = ["test", "0.5M"]\npromotion = "halving"'
+        )
+    )
     assert main(["study", "run", str(path), "--quiet"]) == 0
     trials = _study(path, f"sqlite:///{tmp_path / 's.db'}").get_trials()
     states = sorted(t.state.name for t in trials)
@@ -85,8 +97,7 @@ def test_four_workers_run_each_trial_once(write_study, tmp_path, backend):
     name = f"w{os.getpid()}{int(time.time())}"
     path = write_study(name=name, n=6, population=1)
     url = POSTGRES if backend == "postgresql" else f"sqlite:///{tmp_path / 'w.db'}"
-    assert main(["study", "run", str(path), "--storage", url, "--workers", "4",
-                 "--quiet"]) == 0
+    assert main(["study", "run", str(path), "--storage", url, "--workers", "4", "--quiet"]) == 0
     trials = optuna.load_study(study_name=name, storage=url).get_trials()
     done = _completed(trials_study := optuna.load_study(study_name=name, storage=url))
     del trials_study
@@ -101,8 +112,9 @@ def test_killed_worker_trial_is_retried(write_study, tmp_path):
     path = write_study(n=2, population=1, max_tokens=40960)
     url = f"sqlite:///{tmp_path / 's.db'}"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "codemix", "study", "run", str(path),
-                             "--quiet"], env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "codemix", "study", "run", str(path), "--quiet"], env=env
+    )
     deadline = time.time() + 120
     study = None
     while time.time() < deadline:  # wait until its first trial is training
@@ -125,3 +137,12 @@ def test_killed_worker_trial_is_retried(write_study, tmp_path):
     assert len(lost) == 1 and lost[0].number == 0
     retry = [t for t in trials if t.system_attrs.get("failed_trial") == 0]
     assert retry and retry[0].params == lost[0].params
+
+
+def test_grid_study_runs_to_the_end_of_its_grid(write_study, tmp_path):
+    search = '"stages.init.code_frac" = { values = [0.0, 0.5] }'
+    path = write_study(sampler="grid", n=2, search=search)
+    assert main(["study", "run", str(path), "--quiet"]) == 0
+    trials = _study(path, f"sqlite:///{tmp_path / 's.db'}").get_trials()
+    assert sorted(t.params["stages.init.code_frac"] for t in trials) == [0.0, 0.5]
+    assert main(["study", "run", str(path), "--n-trials", "3", "--quiet"]) == 2
