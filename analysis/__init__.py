@@ -1,0 +1,1 @@
+"""Results tables, response surfaces, scaling curves, predictions and reports."""

@@ -1,0 +1,349 @@
+"""Scaling curves: L(N) = E + A N^-alpha, the Chinchilla law L(N, D) = E + A/N^alpha + B/D^beta
+(Approach 3 as in Hoffmann et al. 2022 / Besiroglu et al. 2024), and bootstrap intervals.
+
+Approach 3: with a = log A, b = log B, e = log E, the predicted log-loss is
+logsumexp(a - alpha log N, b - beta log D, e); the objective is the SUM over runs of the
+Huber loss (delta 1e-3) of predicted minus observed log-loss, minimised with L-BFGS-B from
+a grid of starts, keeping the best. The grid (4,500 points by default, as Besiroglu et al.)
+is ranked by its objective and L-BFGS-B runs from the best `refine_starts` of it (all of
+it with `refine_starts=0`). The bootstrap resamples runs with replacement and refits from
+the full-data optimum and the grid's best few starts.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import optimize
+from scipy.special import logsumexp, softmax
+
+from codemix.errors import CodemixError
+
+__all__ = [
+    "ChinchillaFit",
+    "PowerLawFit",
+    "ScalingConfig",
+    "fit_chinchilla",
+    "fit_power_law",
+    "huber",
+]
+
+PARAM_NAMES = ("E", "A", "B", "alpha", "beta")
+
+
+@dataclass(frozen=True)
+class ScalingConfig:
+    """Fit settings: Huber delta, start grid (per raw parameter), bootstrap count and seed."""
+
+    delta: float = 1e-3
+    grid_alpha: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0)
+    grid_beta: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0)
+    grid_e: tuple[float, ...] = (-1.0, -0.5, 0.0, 0.5, 1.0)
+    grid_a: tuple[float, ...] = (0.0, 5.0, 10.0, 15.0, 20.0, 25.0)
+    grid_b: tuple[float, ...] = (0.0, 5.0, 10.0, 15.0, 20.0, 25.0)
+    refine_starts: int = 200  # L-BFGS runs from this many best grid points (0: all of them)
+    n_boot: int = 1000
+    boot_starts: int = 1
+    seed: int = 0
+    level: float = 0.9
+
+    def __post_init__(self) -> None:
+        if self.delta <= 0:
+            raise CodemixError(f"Huber delta must be > 0, got {self.delta}")
+        if self.n_boot < 0:
+            raise CodemixError(f"n_boot must be >= 0, got {self.n_boot}")
+        if not 0 < self.level < 1:
+            raise CodemixError(f"level must be in (0, 1), got {self.level}")
+        for name in ("grid_alpha", "grid_beta", "grid_e", "grid_a", "grid_b"):
+            if not getattr(self, name):
+                raise CodemixError(f"{name} must not be empty")
+
+
+def huber(r: np.ndarray, delta: float) -> np.ndarray:
+    """Huber loss, elementwise: r^2/2 inside |r| <= delta, delta(|r| - delta/2) outside."""
+    a = np.abs(r)
+    return np.where(a <= delta, 0.5 * r * r, delta * (a - 0.5 * delta))
+
+
+def _huber_grad(r: np.ndarray, delta: float) -> np.ndarray:
+    return np.clip(r, -delta, delta)
+
+
+def _objective(theta, terms_x, log_y, delta):
+    """Summed Huber loss of logsumexp over terms, and its gradient.
+
+    theta holds, per term k, an offset c_k and (if the term has a covariate) an exponent s_k;
+    term k predicts c_k - s_k * x_k. `terms_x` lists each term's covariate (None: constant).
+    """
+    cols, i = [], 0
+    for x in terms_x:
+        if x is None:
+            cols.append(np.full_like(log_y, theta[i]))
+            i += 1
+        else:
+            cols.append(theta[i] - theta[i + 1] * x)
+            i += 2
+    z = np.stack(cols, 1)
+    pred = logsumexp(z, axis=1)
+    r = pred - log_y
+    value = float(huber(r, delta).sum())
+    g_r = _huber_grad(r, delta)[:, None] * softmax(z, axis=1)
+    grad, i = np.empty_like(theta), 0
+    for k, x in enumerate(terms_x):
+        grad[i] = g_r[:, k].sum()
+        if x is None:
+            i += 1
+        else:
+            grad[i + 1] = -(g_r[:, k] * x).sum()
+            i += 2
+    return value, grad
+
+
+def _minimise(starts, terms_x, log_y, delta):
+    best = None
+    for s in starts:
+        r = optimize.minimize(
+            _objective,
+            np.asarray(s, float),
+            args=(terms_x, log_y, delta),
+            jac=True,
+            method="L-BFGS-B",
+            options={"maxiter": 1000, "ftol": 1e-15, "gtol": 1e-12},
+        )
+        if np.isfinite(r.fun) and (best is None or r.fun < best.fun):
+            best = r
+    return best
+
+
+def _rank_starts(starts, terms_x, log_y, delta, k):
+    """The `k` starts of lowest objective (all of them for k <= 0), best first."""
+    vals = [_objective(np.asarray(s, float), terms_x, log_y, delta)[0] for s in starts]
+    order = np.argsort(vals)
+    return [starts[i] for i in (order if k <= 0 else order[:k])]
+
+
+def _check_positive(name: str, v: np.ndarray) -> np.ndarray:
+    v = np.asarray(v, float)
+    if v.ndim != 1 or len(v) == 0:
+        raise CodemixError(f"{name} must be a non-empty 1-d array")
+    if not np.all(np.isfinite(v)) or np.any(v <= 0):
+        raise CodemixError(f"{name} must be finite and > 0 in every row")
+    return v
+
+
+def _bootstrap(fit_one, n: int, cfg: ScalingConfig, desc: str, progress: bool) -> np.ndarray:
+    rng = np.random.default_rng(cfg.seed)
+    it = range(cfg.n_boot)
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, desc=desc, unit="fit", leave=False)
+    out = [fit_one(rng.integers(0, n, n)) for _ in it]
+    return np.array(out) if out else np.empty((0, 0))
+
+
+@dataclass
+class ChinchillaFit:
+    """E, A, B, alpha, beta with bootstrap draws (rows: resamples, cols: PARAM_NAMES)."""
+
+    params: dict[str, float]
+    objective: float
+    n_runs: int
+    boot: np.ndarray = field(default_factory=lambda: np.empty((0, 5)))
+    delta: float = 1e-3
+    level: float = 0.9
+
+    @property
+    def se(self) -> dict[str, float]:
+        if len(self.boot) < 2:
+            return {k: float("nan") for k in PARAM_NAMES}
+        return dict(zip(PARAM_NAMES, self.boot.std(0, ddof=1).tolist(), strict=True))
+
+    def predict(self, n_params, tokens) -> np.ndarray:
+        p = self.params
+        n = np.asarray(n_params, float)
+        d = np.asarray(tokens, float)
+        return p["E"] + p["A"] / n ** p["alpha"] + p["B"] / d ** p["beta"]
+
+    def predict_interval(self, n_params, tokens, level: float | None = None):
+        """Point prediction and the bootstrap percentile interval of the mean loss."""
+        level = self.level if level is None else level
+        mean = self.predict(n_params, tokens)
+        if len(self.boot) < 2:
+            return mean, mean * np.nan, mean * np.nan
+        b = self.boot
+        n = np.asarray(n_params, float)[..., None]
+        d = np.asarray(tokens, float)[..., None]
+        draws = b[:, 0] + b[:, 1] / n ** b[:, 3] + b[:, 2] / d ** b[:, 4]
+        lo, hi = np.quantile(draws, [0.5 - level / 2, 0.5 + level / 2], axis=-1)
+        return mean, lo, hi
+
+    def to_dict(self) -> dict:
+        return {
+            "form": "chinchilla",
+            "law": "L(N, D) = E + A / N^alpha + B / D^beta",
+            "fit": f"summed Huber loss (delta {self.delta}) on log residuals, L-BFGS-B, grid",
+            "params": self.params,
+            "bootstrap_se": self.se,
+            "n_boot": len(self.boot),
+            "n_runs": self.n_runs,
+            "objective": self.objective,
+            "level": self.level,
+            "boot": self.boot.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ChinchillaFit:
+        boot = np.asarray(d.get("boot", []), float).reshape(-1, 5)
+        return cls(
+            dict(d["params"]),
+            float(d["objective"]),
+            int(d["n_runs"]),
+            boot,
+            level=float(d.get("level", 0.9)),
+        )
+
+
+def _chin_terms(n, d):
+    return [np.log(n), np.log(d), None]
+
+
+def _chin_theta_to_params(th) -> dict[str, float]:
+    a, alpha, b, beta, e = th
+    return {
+        "E": float(np.exp(e)),
+        "A": float(np.exp(a)),
+        "B": float(np.exp(b)),
+        "alpha": float(alpha),
+        "beta": float(beta),
+    }
+
+
+def fit_chinchilla(
+    n_params, tokens, loss, config: ScalingConfig | None = None, progress: bool = False
+) -> ChinchillaFit:
+    """Approach 3 on runs with parameters N, tokens D and final loss L."""
+    cfg = config or ScalingConfig()
+    n = _check_positive("parameters", n_params)
+    d = _check_positive("tokens", tokens)
+    y = _check_positive("loss", loss)
+    if not len(n) == len(d) == len(y):
+        raise CodemixError("parameters, tokens and loss differ in length")
+    if len(y) < 6:
+        raise CodemixError(f"the Chinchilla law has 5 parameters; {len(y)} runs are too few")
+    terms = _chin_terms(n, d)
+    ly = np.log(y)
+    grid = [
+        (a, al, b, be, e)
+        for a, b, e, al, be in itertools.product(
+            cfg.grid_a, cfg.grid_b, cfg.grid_e, cfg.grid_alpha, cfg.grid_beta
+        )
+    ]
+    ranked = _rank_starts(grid, terms, ly, cfg.delta, cfg.refine_starts)
+    best = _minimise(ranked, terms, ly, cfg.delta)
+    top = ranked[: cfg.boot_starts]
+
+    def one(idx):
+        t = [terms[0][idx], terms[1][idx], None]
+        r = _minimise([best.x, *top], t, ly[idx], cfg.delta)
+        p = _chin_theta_to_params(r.x)
+        return [p[k] for k in PARAM_NAMES]
+
+    boot = _bootstrap(one, len(y), cfg, "bootstrap chinchilla", progress)
+    return ChinchillaFit(
+        _chin_theta_to_params(best.x),
+        float(best.fun),
+        len(y),
+        boot.reshape(-1, 5),
+        cfg.delta,
+        cfg.level,
+    )
+
+
+@dataclass
+class PowerLawFit:
+    """L(N) = E + A N^-alpha for one mixture (or one series), with bootstrap draws."""
+
+    params: dict[str, float]
+    objective: float
+    n_runs: int
+    boot: np.ndarray = field(default_factory=lambda: np.empty((0, 3)))
+    level: float = 0.9
+
+    @property
+    def se(self) -> dict[str, float]:
+        if len(self.boot) < 2:
+            return {k: float("nan") for k in ("E", "A", "alpha")}
+        return dict(zip(("E", "A", "alpha"), self.boot.std(0, ddof=1).tolist(), strict=True))
+
+    def predict(self, n_params) -> np.ndarray:
+        p = self.params
+        return p["E"] + p["A"] * np.asarray(n_params, float) ** -p["alpha"]
+
+    def predict_interval(self, n_params, level: float | None = None):
+        level = self.level if level is None else level
+        mean = self.predict(n_params)
+        if len(self.boot) < 2:
+            return mean, mean * np.nan, mean * np.nan
+        n = np.asarray(n_params, float)[..., None]
+        b = self.boot
+        draws = b[:, 0] + b[:, 1] * n ** -b[:, 2]
+        lo, hi = np.quantile(draws, [0.5 - level / 2, 0.5 + level / 2], axis=-1)
+        return mean, lo, hi
+
+    def to_dict(self) -> dict:
+        return {
+            "form": "power",
+            "law": "L(N) = E + A * N^-alpha",
+            "params": self.params,
+            "bootstrap_se": self.se,
+            "n_runs": self.n_runs,
+            "objective": self.objective,
+            "level": self.level,
+            "boot": self.boot.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PowerLawFit:
+        boot = np.asarray(d.get("boot", []), float).reshape(-1, 3)
+        return cls(
+            dict(d["params"]),
+            float(d["objective"]),
+            int(d["n_runs"]),
+            boot,
+            float(d.get("level", 0.9)),
+        )
+
+
+def fit_power_law(
+    n_params, loss, config: ScalingConfig | None = None, progress: bool = False
+) -> PowerLawFit:
+    """L(N) = E + A N^-alpha by the same summed Huber loss on log residuals."""
+    cfg = config or ScalingConfig()
+    n = _check_positive("parameters", n_params)
+    y = _check_positive("loss", loss)
+    if len(n) != len(y):
+        raise CodemixError("parameters and loss differ in length")
+    if len(np.unique(n)) < 3:
+        raise CodemixError(
+            f"L(N) = E + A N^-alpha needs runs at 3 or more sizes; got {len(np.unique(n))}"
+        )
+    terms = [np.log(n), None]
+    ly = np.log(y)
+    grid = list(itertools.product(cfg.grid_a, cfg.grid_alpha, cfg.grid_e))
+    ranked = _rank_starts(grid, terms, ly, cfg.delta, cfg.refine_starts)
+    best = _minimise(ranked, terms, ly, cfg.delta)
+    top = ranked[: cfg.boot_starts]
+
+    def to_params(th):
+        return {"E": float(np.exp(th[2])), "A": float(np.exp(th[0])), "alpha": float(th[1])}
+
+    def one(idx):
+        r = _minimise([best.x, *top], [terms[0][idx], None], ly[idx], cfg.delta)
+        p = to_params(r.x)
+        return [p["E"], p["A"], p["alpha"]]
+
+    boot = _bootstrap(one, len(y), cfg, "bootstrap power law", progress)
+    return PowerLawFit(to_params(best.x), float(best.fun), len(y), boot.reshape(-1, 3), cfg.level)

@@ -1,0 +1,117 @@
+"""Response surfaces: known laws are recovered and CV picks the family that made the data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from analysis._families import make_family
+from analysis.surfaces import Surface, SurfaceConfig, cross_validate, fit_surface
+from codemix.errors import CodemixError
+
+COLS = ("text", "code", "math")
+
+
+def _mixtures(n, seed):
+    return np.random.default_rng(seed).dirichlet([1.0, 1.0, 1.0], n)
+
+
+def _exp_law(w):  # Data Mixing Laws form
+    return 2.0 + np.exp(w @ np.array([1.2, -0.8, 0.3]))
+
+
+def _quad_law(w):  # Scheffe quadratic with a strong text x code synergy
+    return w @ np.array([3.0, 2.5, 3.2]) - 6.0 * w[:, 0] * w[:, 1] + 1.0 * w[:, 1] * w[:, 2]
+
+
+def _noisy(f, n, seed, sd=0.02):
+    w = _mixtures(n, seed)
+    return w, f(w) + sd * np.random.default_rng(seed + 100).standard_normal(n)
+
+
+def test_linear_scheffe_matches_statsmodels_intervals():
+    import statsmodels.api as sm
+
+    w, y = _noisy(lambda w: w @ np.array([3.0, 2.0, 4.0]), 60, 0, sd=0.05)
+    m = make_family("linear").fit(w, y)
+    np.testing.assert_allclose(m.params, [3.0, 2.0, 4.0], atol=0.1)
+    new = _mixtures(5, 9)
+    mean, lo, hi = m.interval(new, 0.9)
+    frame = sm.OLS(y, w).fit().get_prediction(new).summary_frame(alpha=0.1)
+    np.testing.assert_allclose(mean, frame["mean"])
+    np.testing.assert_allclose(lo, frame["obs_ci_lower"])
+    np.testing.assert_allclose(hi, frame["obs_ci_upper"])
+
+
+def test_exp_family_recovers_data_mixing_law():
+    w, y = _noisy(_exp_law, 120, 1, sd=0.01)
+    m = make_family("exp").fit(w, y)
+    assert m.sign == 1.0
+    assert m.params[0] == pytest.approx(2.0, abs=0.1)
+    np.testing.assert_allclose(m.params[1:], [1.2, -0.8, 0.3], atol=0.1)
+
+
+def test_exp_family_is_robust_to_an_outlier():
+    w, y = _noisy(_exp_law, 120, 2, sd=0.01)
+    y[5] += 3.0
+    m = make_family("exp").fit(w, y)
+    np.testing.assert_allclose(m.params[1:], [1.2, -0.8, 0.3], atol=0.1)
+
+
+@pytest.mark.parametrize(("law", "truth"), [(_exp_law, "exp"), (_quad_law, "quadratic")])
+def test_cv_picks_the_true_family(law, truth):
+    w, y = _noisy(law, 150, 3)
+    cfg = SurfaceConfig(families=("linear", "quadratic", "exp"), stack=False)
+    s = fit_surface(w, y, "loss", COLS, cfg)
+    assert s.family == truth, [(c.family, c.rmse) for c in s.cv]
+    assert s.cv_score.rmse < 0.03  # about the noise sd, 0.02
+
+
+def test_cv_picks_flexible_model_for_a_bumpy_surface():
+    law = lambda w: 3.0 + 0.3 * np.sin(8 * w[:, 0]) * np.cos(6 * w[:, 1])  # noqa: E731
+    w, y = _noisy(law, 150, 4)
+    s = fit_surface(
+        w, y, "loss", COLS, SurfaceConfig(families=("linear", "quadratic", "gp"), stack=False)
+    )
+    assert s.family == "gp"
+    assert s.cv_score.rmse < 0.05
+
+
+def test_intervals_cover_about_their_level():
+    w, y = _noisy(_exp_law, 120, 5, sd=0.05)
+    wt, yt = _noisy(_exp_law, 400, 6, sd=0.05)
+    for fam in ("quadratic", "exp", "gp"):
+        _, lo, hi = make_family(fam).fit(w, y).interval(wt, 0.9)
+        cover = np.mean((yt >= lo) & (yt <= hi))
+        assert 0.8 < cover < 0.97, (fam, cover)
+
+
+def test_stack_scores_and_round_trips():
+    w, y = _noisy(_exp_law, 100, 7)
+    cfg = SurfaceConfig(families=("linear", "exp", "gp"), folds=4)
+    s = fit_surface(w, y, "loss", COLS, cfg, keep_all=True)
+    assert {c.family for c in s.cv} == {"linear", "exp", "gp", "stack"}
+    assert all(np.isfinite(c.rmse) for c in s.cv)
+    new = _mixtures(7, 8)
+    for model in s.fitted.values():
+        surf = Surface("loss", COLS, model.name, model)
+        back = Surface.from_dict(surf.to_dict())
+        for a, b in zip(surf.interval(new), back.interval(new), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-9)
+
+
+def test_cross_validate_reports_failure_as_nan():
+    w, y = _noisy(_exp_law, 12, 9)
+    score, _ = cross_validate(w, y, "quadratic", folds=2)
+    assert np.isnan(score.rmse) and score.error
+
+
+def test_config_and_input_errors():
+    with pytest.raises(CodemixError, match="unknown model family"):
+        SurfaceConfig(families=("lightgbm",))
+    with pytest.raises(CodemixError, match="too few"):
+        fit_surface(_mixtures(6, 0), np.ones(6), "loss", COLS)
+    w, y = _noisy(_exp_law, 40, 10)
+    s = fit_surface(w, y, "loss", COLS, SurfaceConfig(families=("linear",), stack=False))
+    with pytest.raises(CodemixError, match="takes 3 weights"):
+        s.predict(np.ones((2, 2)) / 2)
