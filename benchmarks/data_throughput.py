@@ -75,8 +75,11 @@ def sampler(store_dir: Path, batches: int, B: int = 32, T: int = 512) -> dict:
     for i in range(s.total_steps):
         s.batch(i)
     dt = time.perf_counter() - t0
-    return {"batches": s.total_steps, "tokens_per_s_m": s.total_steps * B * T / dt / 1e6,
-            "us_per_batch": dt / s.total_steps * 1e6}
+    return {
+        "batches": s.total_steps,
+        "tokens_per_s_m": s.total_steps * B * T / dt / 1e6,
+        "us_per_batch": dt / s.total_steps * 1e6,
+    }
 
 
 def main() -> None:
@@ -84,17 +87,23 @@ def main() -> None:
     ap.add_argument("--vocab", type=int, default=8192)
     ap.add_argument("--batches", type=int, default=3000)
     args = ap.parse_args()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"python {platform.python_version()}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"python {platform.python_version()}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "store"
         t = tokenisation(out, args.vocab)
         print("\ntokenisation, whole built-in corpus, byte-level BPE vocab", args.vocab)
-        print(f"{'raw MB':>8} {'text MB':>8} {'tokens':>8} {'BPE train s':>12} "
-              f"{'encode MB/s':>12} {'prepare s':>10} {'prepare MB/s':>13}")
-        print(f"{t['raw_mb']:8.1f} {t['text_mb']:8.1f} {t['tokens_m']:7.2f}M "
-              f"{t['bpe_train_s']:12.1f} {t['encode_mb_s']:12.2f} {t['prepare_s']:10.1f} "
-              f"{t['prepare_mb_s']:13.2f}")
+        print(
+            f"{'raw MB':>8} {'text MB':>8} {'tokens':>8} {'BPE train s':>12} "
+            f"{'encode MB/s':>12} {'prepare s':>10} {'prepare MB/s':>13}"
+        )
+        print(
+            f"{t['raw_mb']:8.1f} {t['text_mb']:8.1f} {t['tokens_m']:7.2f}M "
+            f"{t['bpe_train_s']:12.1f} {t['encode_mb_s']:12.2f} {t['prepare_s']:10.1f} "
+            f"{t['prepare_mb_s']:13.2f}"
+        )
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # the sampler gets one core
         s = sampler(out, args.batches)
         print("\nsampler, batches of 32 x 512, three stages, one core")

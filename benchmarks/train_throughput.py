@@ -5,6 +5,8 @@ Suites and their budgets:
   large    124M (32 x 1024 tokens a step; variants of remat), 470M (16 x 1024) and 2.8B
            (8 x 1024, full remat) for a few dozen steps each, no checkpoints. About 4 minutes
            on one H100/H200, mostly compilation.
+  variants 124M and 470M with one step-level option changed at a time (population axis,
+           scan unrolling); run it again under XLA_FLAGS to try compiler flags. ~3 minutes.
   proxies  64 proxies of the "1M" preset (vocab 8192, 32 x 512 tokens a step), 20M tokens
            each (1.28B in all, ~2.3e16 FLOPs) through three stages with evaluation every 200
            steps and checkpoints at stage ends, in populations sized to the GPU's memory;
@@ -119,6 +121,35 @@ def large(store, tmp, only=None):
             )
 
 
+def variants(store, tmp, only=None, only_new=False):
+    """What each step-level option buys, one at a time, at 124M and 470M."""
+    import proxy_train.train as tr
+
+    rows = []
+    for size, B in (("124M", 64), ("124M", 32), ("470M", 16)):
+        if only and size not in only:
+            continue
+        for name, squeeze, model in [
+            ("vmapped (P=1 axis kept)", False, {"remat": "dots_saveable", "scan_unroll": 1}),
+            ("no population axis", True, {"remat": "dots_saveable", "scan_unroll": 1}),
+            ("+ scan unroll 2", True, {"remat": "dots_saveable", "scan_unroll": 2}),
+            ("+ scan fully unrolled", True, {"remat": "dots_saveable", "scan_unroll": 99}),
+            ("unrolled, no remat", True, {"remat": "none", "scan_unroll": 99}),
+        ]:
+            if only_new and "no remat" not in name:
+                continue
+            tr.SQUEEZE_SINGLE = squeeze
+            _, (s,) = run(store, size, B, 1024, 30, tmp / f"v{len(rows)}", model=model)
+            t = s["timing"]
+            rows.append((size, B, name, t["step_tokens_per_s"], t["step_mfu"], t["compile_s"]))
+    tr.SQUEEZE_SINGLE = True
+    print(
+        f"\n{'preset':>6} {'batch':>9} {'variant':>26} {'tokens/s':>10} {'MFU':>6} {'compile s':>9}"
+    )
+    for size, B, name, tps, mfu, comp in rows:
+        print(f"{size:>6} {B:>4}x1024 {name:>26} {tps:>10,.0f} {(mfu or 0):>6.1%} {comp:>9.1f}")
+
+
 def proxies(store, tmp, n=64, tokens=20_000_000, B=32, T=512):
     _, (alone,) = run(store, "1M", B, T, 400, tmp / "alone")
     rate = alone["timing"]["step_tokens_per_s"]
@@ -174,8 +205,9 @@ def cpu(store, tmp):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--store", required=True)
-    ap.add_argument("--suite", choices=["large", "proxies", "cpu"], required=True)
+    ap.add_argument("--suite", choices=["large", "variants", "proxies", "cpu"], required=True)
     ap.add_argument("--only", nargs="*", help="large suite: only these presets")
+    ap.add_argument("--only-new", action="store_true", help="variants: only the last one")
     args = ap.parse_args()
     enable_compilation_cache()
     store = TokenStore(args.store)
@@ -185,8 +217,11 @@ def main() -> None:
         f"jax {jax.__version__}; store vocab {store.vocab_size}"
     )
     with tempfile.TemporaryDirectory() as tmp:
-        if args.suite == "large":
-            large(store, Path(tmp), args.only)
+        if args.suite in ("large", "variants"):
+            if args.suite == "large":
+                large(store, Path(tmp), args.only)
+            else:
+                variants(store, Path(tmp), args.only, args.only_new)
         else:
             {"proxies": proxies, "cpu": cpu}[args.suite](store, Path(tmp))
 

@@ -38,6 +38,7 @@ class ModelConfig:
     dtype: str = "bfloat16"
     remat: str = "none"
     attention_impl: str | None = None
+    scan_unroll: int = 1  # layers per scan iteration; n_layers unrolls the stack fully
 
     def __post_init__(self) -> None:
         for field in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "seq_len"):
@@ -72,6 +73,7 @@ class ModelConfig:
         _check_choice("dtype", self.dtype, DTYPES)
         _check_choice("remat", self.remat, REMAT_POLICIES)
         _check_choice("attention_impl", self.attention_impl, ATTENTION_IMPLS)
+        _check_positive_int("scan_unroll", self.scan_unroll)
 
     @property
     def head_dim(self) -> int:

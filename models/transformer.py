@@ -165,6 +165,7 @@ class Transformer(nn.Module):
             split_rngs={"params": True},
             in_axes=(nn.broadcast, nn.broadcast),
             length=cfg.n_layers,
+            unroll=min(cfg.scan_unroll, cfg.n_layers),
         )(cfg, name="blocks")
         x_BTD, _ = blocks(x_BTD, cos_TK2, sin_TK2)
         x_BTD = nn.RMSNorm(dtype=dt, name="norm_out")(x_BTD)

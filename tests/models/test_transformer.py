@@ -141,6 +141,15 @@ def test_remat_gives_same_loss_and_grads(params, remat):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5), g1, g0)
 
 
+@pytest.mark.parametrize("unroll", [2, 1000])
+def test_unrolled_layers_give_same_loss_and_grads(params, unroll):
+    x = _tokens(6)
+    loss0, g0 = _grad(params, x, CFG)
+    loss1, g1 = _grad(params, x, dataclasses.replace(CFG, scan_unroll=unroll))
+    np.testing.assert_allclose(loss1, loss0, rtol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5), g1, g0)
+
+
 def test_token_losses(params):
     x = _tokens(5, B=3)
     losses = jax.jit(token_losses, static_argnums=2)(params, x, CFG)

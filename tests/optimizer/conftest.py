@@ -40,11 +40,30 @@ SEARCH = '"stages.init.code_frac" = { low = 0.0, high = 1.0 }'
 
 @pytest.fixture
 def write_study(small_store, tmp_path):
-    def write(name="s", sampler="random", n=3, sizes='["test"]', max_tokens=640,
-              population=2, search=SEARCH, extra=""):
-        text = STUDY.format(store=small_store, name=name, sampler=sampler, n=n, sizes=sizes,
-                            max_tokens=max_tokens, population=population, search=search,
-                            out=tmp_path / "runs" / name) + extra
+    def write(
+        name="s",
+        sampler="random",
+        n=3,
+        sizes='["test"]',
+        max_tokens=640,
+        population=2,
+        search=SEARCH,
+        extra="",
+    ):
+        text = (
+            STUDY.format(
+                store=small_store,
+                name=name,
+                sampler=sampler,
+                n=n,
+                sizes=sizes,
+                max_tokens=max_tokens,
+                population=population,
+                search=search,
+                out=tmp_path / "runs" / name,
+            )
+            + extra
+        )
         path = tmp_path / f"{name}.toml"
         path.write_text(text)
         return path

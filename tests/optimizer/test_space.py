@@ -6,15 +6,25 @@ from optimizer.space import check_objectives, load_study
 
 
 def test_loads_and_suggests(write_study):
-    search = ('"stages.init.code_frac" = { low = 0.0, high = 1.0 }\n'
-              '"stages.cooldown.code_frac" = { choices = { none = 0.0, some = 0.2 } }\n'
-              '"groups.code" = { simplex = ["code", "web"] }\n')
-    spec = load_study(write_study(search=search,
-                                  extra='[groups]\ncode = { code = 0.5, web = 0.5 }\n'
-                                        'text = { text = 1.0 }\n'))
-    trial = optuna.trial.FixedTrial({"stages.init.code_frac": 0.4,
-                                     "stages.cooldown.code_frac": "some",
-                                     "groups.code.code": 0.3, "groups.code.web": 0.1})
+    search = (
+        '"stages.init.code_frac" = { low = 0.0, high = 1.0 }\n'
+        '"stages.cooldown.code_frac" = { choices = { none = 0.0, some = 0.2 } }\n'
+        '"groups.code" = { simplex = ["code", "web"] }\n'
+    )
+    spec = load_study(
+        write_study(
+            search=search,
+            extra="[groups]\ncode = { code = 0.5, web = 0.5 }\ntext = { text = 1.0 }\n",
+        )
+    )
+    trial = optuna.trial.FixedTrial(
+        {
+            "stages.init.code_frac": 0.4,
+            "stages.cooldown.code_frac": "some",
+            "groups.code.code": 0.3,
+            "groups.code.web": 0.1,
+        }
+    )
     overrides = spec.suggest(trial)
     assert "stages.init.code_frac=0.4" in overrides
     assert "stages.cooldown.code_frac=0.2" in overrides
@@ -24,9 +34,12 @@ def test_loads_and_suggests(write_study):
 
 
 def test_grid_of_the_code_share_sweep(write_study):
-    spec = load_study(write_study(
-        sampler="grid",
-        search='"stages.init.code_frac" = { values = [0.0, 0.25, 0.5, 0.75, 0.9, 1.0] }'))
+    spec = load_study(
+        write_study(
+            sampler="grid",
+            search='"stages.init.code_frac" = { values = [0.0, 0.25, 0.5, 0.75, 0.9, 1.0] }',
+        )
+    )
     assert spec.grid() == {"stages.init.code_frac": [0.0, 0.25, 0.5, 0.75, 0.9, 1.0]}
 
 
@@ -39,8 +52,10 @@ def test_grid_of_the_code_share_sweep(write_study):
         ({"search": '"stages.init.code_frac" = { low = 1.0, high = 0.0 }'}, "low < high"),
         ({"search": '"stages.init.code_frac" = 0.3'}, "expected a table"),
         ({"search": '"stages.init.code_frac" = { mean = 0.3 }'}, "give low/high"),
-        ({"search": '"stages.warmup.code_frac" = { low = 0.0, high = 1.0 }'},
-         None),  # a key into a stage that does not exist fails when a trial is built
+        (
+            {"search": '"stages.warmup.code_frac" = { low = 0.0, high = 1.0 }'},
+            None,
+        ),  # a key into a stage that does not exist fails when a trial is built
     ],
 )
 def test_bad_study_specs(write_study, kw, message):
@@ -68,9 +83,12 @@ def test_objective_no_run_reports(write_study):
 
 def test_weighted_objectives(write_study):
     path = write_study()
-    path.write_text(path.read_text().replace(
-        'metric = "bpb.text"', 'metric = "bpb.text"\nweight = 0.7\n[[objectives]]\n'
-        'metric = "bpb.code"\nweight = 0.3'))
+    path.write_text(
+        path.read_text().replace(
+            'metric = "bpb.text"',
+            'metric = "bpb.text"\nweight = 0.7\n[[objectives]]\nmetric = "bpb.code"\nweight = 0.3',
+        )
+    )
     spec = load_study(path)
     assert spec.directions == ["minimize"]
     assert spec.objective_value({"bpb": {"text": 1.0, "code": 2.0}}) == [pytest.approx(1.3)]
