@@ -23,9 +23,11 @@ from codemix.errors import CodemixError
 
 __all__ = [
     "ChinchillaFit",
+    "JointLawFit",
     "PowerLawFit",
     "ScalingConfig",
     "fit_chinchilla",
+    "fit_joint_law",
     "fit_power_law",
     "huber",
 ]
@@ -347,3 +349,149 @@ def fit_power_law(
 
     boot = _bootstrap(one, len(y), cfg, "bootstrap power law", progress)
     return PowerLawFit(to_params(best.x), float(best.fun), len(y), boot.reshape(-1, 3), cfg.level)
+
+
+def _joint_objective(theta, w, log_n, log_y, delta):
+    """Summed Huber loss of log L = logaddexp(w @ e, w @ a - alpha log N) and its gradient."""
+    k = w.shape[1]
+    e, a, alpha = theta[:k], theta[k : 2 * k], theta[2 * k]
+    z = np.stack([w @ e, w @ a - alpha * log_n], 1)
+    r = logsumexp(z, axis=1) - log_y
+    g = _huber_grad(r, delta)[:, None] * softmax(z, axis=1)
+    grad = np.concatenate([w.T @ g[:, 0], w.T @ g[:, 1], [-(g[:, 1] * log_n).sum()]])
+    return float(huber(r, delta).sum()), grad
+
+
+@dataclass
+class JointLawFit:
+    """L(r, N) = E(r) + A(r) N^-alpha with log E(r) = e.r and log A(r) = a.r (Scheffe-linear
+    in the mixture r), alpha shared; bootstrap draws of (e, a, alpha) give intervals.
+
+    Runs at each size should use the same tokens per parameter (the ladder's rule), since
+    the law has no separate data term.
+    """
+
+    mixture_cols: tuple[str, ...]
+    theta: np.ndarray
+    objective: float
+    n_runs: int
+    sizes: tuple[float, ...]
+    boot: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
+    resid_log: np.ndarray = field(default_factory=lambda: np.empty(0))
+    level: float = 0.9
+
+    def _draws(self, w: np.ndarray, n: float, thetas: np.ndarray) -> np.ndarray:
+        k = len(self.mixture_cols)
+        e, a, alpha = thetas[:, :k], thetas[:, k : 2 * k], thetas[:, 2 * k]
+        return np.exp(w @ e.T) + np.exp(w @ a.T) * n ** -alpha[None, :]
+
+    def predict(self, w: np.ndarray, n_params: float) -> np.ndarray:
+        return self._draws(np.atleast_2d(w), float(n_params), self.theta[None, :])[:, 0]
+
+    def interval(self, w: np.ndarray, n_params: float, level: float | None = None):
+        """Mean, and bootstrap percentile bounds widened by the log-residual spread (a
+        prediction interval for one new run)."""
+        level = self.level if level is None else level
+        w = np.atleast_2d(w)
+        mean = self.predict(w, n_params)
+        if len(self.boot) < 2:
+            return mean, mean * np.nan, mean * np.nan
+        draws = self._draws(w, float(n_params), self.boot)
+        rng = np.random.default_rng(0)
+        noise = rng.choice(self.resid_log, size=draws.shape) if len(self.resid_log) else 0.0
+        lo, hi = np.quantile(draws * np.exp(noise), [0.5 - level / 2, 0.5 + level / 2], axis=1)
+        return mean, lo, hi
+
+    def boot_predictions(self, w: np.ndarray, n_params: float) -> np.ndarray:
+        """Mean predictions under each bootstrap draw (runs x draws)."""
+        return self._draws(np.atleast_2d(w), float(n_params), self.boot)
+
+    def to_dict(self) -> dict:
+        k = len(self.mixture_cols)
+        return {
+            "form": "joint",
+            "law": "L(r, N) = exp(e.r) + exp(a.r) * N^-alpha",
+            "mixture_cols": list(self.mixture_cols),
+            "e": self.theta[:k].tolist(),
+            "a": self.theta[k : 2 * k].tolist(),
+            "alpha": float(self.theta[2 * k]),
+            "objective": self.objective,
+            "n_runs": self.n_runs,
+            "sizes": list(self.sizes),
+            "level": self.level,
+            "boot": self.boot.tolist(),
+            "resid_log": self.resid_log.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> JointLawFit:
+        theta = np.r_[d["e"], d["a"], d["alpha"]]
+        boot = np.asarray(d.get("boot", []), float).reshape(-1, len(theta))
+        return cls(
+            tuple(d["mixture_cols"]),
+            theta,
+            float(d["objective"]),
+            int(d["n_runs"]),
+            tuple(d["sizes"]),
+            boot,
+            np.asarray(d.get("resid_log", []), float),
+            float(d.get("level", 0.9)),
+        )
+
+
+def fit_joint_law(
+    w, n_params, loss, mixture_cols, config: ScalingConfig | None = None, progress: bool = False
+) -> JointLawFit:
+    """Fit the joint mixture-and-size law on runs at several sizes (summed Huber, log space)."""
+    cfg = config or ScalingConfig()
+    w = np.atleast_2d(np.asarray(w, float))
+    n = _check_positive("parameters", n_params)
+    y = _check_positive("loss", loss)
+    if not len(w) == len(n) == len(y):
+        raise CodemixError("weights, parameters and loss differ in length")
+    if len(np.unique(n)) < 3:
+        raise CodemixError(f"a size law needs runs at 3 or more sizes; got {len(np.unique(n))}")
+    k = w.shape[1]
+    if len(y) <= 2 * k + 1:
+        raise CodemixError(f"the joint law has {2 * k + 1} parameters; {len(y)} runs are too few")
+    ln, ly = np.log(n), np.log(y)
+    e0 = np.log(0.8 * y.min())
+    starts = [
+        np.r_[np.full(k, e0), np.full(k, a0), al0]
+        for a0 in (2.0, 5.0, 10.0)
+        for al0 in (0.1, 0.3, 0.6)
+    ]
+
+    def solve(idx, inits):
+        best = None
+        for s in inits:
+            r = optimize.minimize(
+                _joint_objective,
+                s,
+                args=(w[idx], ln[idx], ly[idx], cfg.delta),
+                jac=True,
+                method="L-BFGS-B",
+                options={"maxiter": 2000, "ftol": 1e-14, "gtol": 1e-10},
+            )
+            if best is None or r.fun < best.fun:
+                best = r
+        return best
+
+    full = np.arange(len(y))
+    best = solve(full, starts)
+    resid = ly - logsumexp(
+        np.stack([w @ best.x[:k], w @ best.x[k : 2 * k] - best.x[-1] * ln], 1), axis=1
+    )
+    boot = _bootstrap(
+        lambda idx: solve(idx, [best.x]).x, len(y), cfg, "bootstrap joint law", progress
+    )
+    return JointLawFit(
+        tuple(mixture_cols),
+        best.x,
+        float(best.fun),
+        len(y),
+        tuple(sorted(float(v) for v in np.unique(n))),
+        boot.reshape(-1, 2 * k + 1),
+        resid,
+        cfg.level,
+    )

@@ -1,0 +1,120 @@
+"""FIT.json: a versioned, self-describing record of fitted surfaces and scaling laws.
+
+Top-level keys: `format` ("codemix.fit"), `version`, `created`, `data` (training-data
+summary), `mixture_cols`, `size_col`, `tokens_col`, `surfaces` (metric -> surface: family,
+CV table, parameters or, for Gaussian processes, the training points) and `scaling`
+(metric -> law across sizes, when the table had a size column). Everything needed to
+predict is inside; the original table is not read again.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from analysis.surfaces import Surface
+from codemix.errors import CodemixError
+
+__all__ = ["FORMAT", "VERSION", "FitFile", "atomic_write_text", "load_fit", "save_fit"]
+
+FORMAT = "codemix.fit"
+VERSION = 1
+
+
+@dataclass
+class FitFile:
+    """Surfaces (and optional size laws) for the metrics of one results table."""
+
+    mixture_cols: tuple[str, ...]
+    surfaces: dict[str, Surface]
+    scaling: dict[str, object] = field(default_factory=dict)
+    data: dict = field(default_factory=dict)
+    size_col: str | None = None
+    tokens_col: str | None = None
+    created: str = ""
+
+    @property
+    def metrics(self) -> list[str]:
+        return list(self.surfaces)
+
+    def to_dict(self) -> dict:
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "created": self.created or _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "data": self.data,
+            "mixture_cols": list(self.mixture_cols),
+            "size_col": self.size_col,
+            "tokens_col": self.tokens_col,
+            "surfaces": {m: s.to_dict() for m, s in self.surfaces.items()},
+            "scaling": {m: s.to_dict() for m, s in self.scaling.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "FIT.json") -> FitFile:
+        if d.get("format") != FORMAT:
+            raise CodemixError(f"{source} is not a codemix fit file (format {d.get('format')!r})")
+        if int(d.get("version", 0)) > VERSION:
+            raise CodemixError(
+                f"{source} has version {d['version']}; this codemix reads up to {VERSION}"
+            )
+        from analysis.scaling import JointLawFit
+
+        return cls(
+            mixture_cols=tuple(d["mixture_cols"]),
+            surfaces={m: Surface.from_dict(s) for m, s in d["surfaces"].items()},
+            scaling={m: JointLawFit.from_dict(s) for m, s in d.get("scaling", {}).items()},
+            data=d.get("data", {}),
+            size_col=d.get("size_col"),
+            tokens_col=d.get("tokens_col"),
+            created=d.get("created", ""),
+        )
+
+
+def _jsonable(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"cannot write {type(o).__name__} to JSON")
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file and a rename (no partial files)."""
+    path = Path(path)
+    if path.parent and not path.parent.is_dir():
+        raise CodemixError(f"output folder {path.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_fit(fit: FitFile, path: str | Path) -> None:
+    atomic_write_text(path, json.dumps(fit.to_dict(), default=_jsonable, indent=1) + "\n")
+
+
+def load_fit(path: str | Path) -> FitFile:
+    path = Path(path)
+    if not path.is_file():
+        raise CodemixError(f"fit file {path} does not exist")
+    try:
+        d = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CodemixError(f"{path} is not valid JSON: {e}") from e
+    try:
+        return FitFile.from_dict(d, str(path))
+    except (KeyError, TypeError, ValueError) as e:
+        if isinstance(e, CodemixError):
+            raise
+        raise CodemixError(f"{path} is not a complete codemix fit file: {e!r}") from e

@@ -1,0 +1,282 @@
+"""Fitting a whole results table, prediction at a target size, the optimum under a stated
+objective with its uncertainty, and the two-metric Pareto front.
+
+Objectives (`parse_objective`):
+- `min:METRIC` / `max:METRIC`;
+- `min:METRIC,OTHER<=VALUE` (or `>=`): best METRIC subject to a bound on another metric;
+- `weighted:M1=0.7,M2=0.3`: minimise the weighted sum (give a negative weight to a metric
+  to maximise).
+The optimum is searched over Dirichlet-sampled mixtures plus the simplex's vertices; its
+uncertainty is the distribution of the argmax over bootstrap draws of the size law (at a
+target size) or posterior draws of the surfaces (at the training size).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from analysis.fitfile import FitFile
+from analysis.scaling import ScalingConfig, fit_joint_law
+from analysis.surfaces import SurfaceConfig, fit_surface
+from analysis.tables import ResultsTable
+from codemix.errors import CodemixError
+
+__all__ = [
+    "Objective",
+    "Optimum",
+    "find_optimum",
+    "fit_results",
+    "parse_objective",
+    "parse_size",
+    "pareto_front",
+    "predict",
+]
+
+
+def parse_size(size: str | float) -> float:
+    """'470M' -> 4.7e8, '2.8B' -> 2.8e9, '1e9' -> 1e9 (the presets' parser where present)."""
+    try:
+        from models.presets import parse_size as _parse
+    except ImportError:  # pragma: no cover - models is part of the same distribution
+        _parse = None
+    if _parse is not None:
+        return _parse(size)
+    m = re.fullmatch(r"\s*([0-9.]+(?:e[+-]?\d+)?)\s*([kmbt]?)\s*", str(size).lower())
+    if not m:
+        raise CodemixError(f"cannot read size {size!r}: expected e.g. 470M, 2.8B or 1e9")
+    return float(m.group(1)) * {"": 1, "k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}[m.group(2)]
+
+
+def fit_results(
+    table: ResultsTable,
+    surface_config: SurfaceConfig | None = None,
+    scaling_config: ScalingConfig | None = None,
+    progress: bool = False,
+) -> FitFile:
+    """Surfaces for every metric (on the runs of the largest size, if sizes are given) and,
+    with runs at 3+ sizes, the joint mixture-and-size law per metric."""
+    surfaces, scaling = {}, {}
+    rows = np.ones(table.n_runs, bool)
+    if table.size is not None:
+        rows = table.size == table.size.max()
+    for metric in table.metric_cols:
+        y = table.metric(metric)
+        surfaces[metric] = fit_surface(
+            table.weights[rows], y[rows], metric, table.mixture_cols, surface_config, progress
+        )
+        if table.size is not None and len(np.unique(table.size)) >= 3:
+            if np.any(y <= 0):
+                raise CodemixError(f"{metric}: a size law needs positive values (a loss)")
+            scaling[metric] = fit_joint_law(
+                table.weights, table.size, y, table.mixture_cols, scaling_config, progress
+            )
+    return FitFile(
+        mixture_cols=table.mixture_cols,
+        surfaces=surfaces,
+        scaling=scaling,
+        data=table.summary(),
+        size_col=table.size_col,
+        tokens_col=table.tokens_col,
+    )
+
+
+def predict(fit: FitFile, w: np.ndarray, size: float | None = None, level: float = 0.9):
+    """metric -> (mean, lo, hi) at mixtures `w`: the size law at `size`, else the surface."""
+    out = {}
+    for metric, surf in fit.surfaces.items():
+        if size is None:
+            out[metric] = surf.interval(w, level)
+        elif metric in fit.scaling:
+            out[metric] = fit.scaling[metric].interval(w, size, level)
+        else:
+            raise CodemixError(
+                f"the fit has no size law for {metric}: fit with --size-col on runs at 3 or "
+                "more sizes to predict at a target size"
+            )
+    return out
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What to optimise: `sense` * sum(weights[m] * metric m), subject to `constraints`."""
+
+    weights: dict[str, float]
+    constraints: tuple[tuple[str, str, float], ...] = ()
+    text: str = ""
+
+    @property
+    def metrics(self) -> set[str]:
+        return set(self.weights) | {c[0] for c in self.constraints}
+
+    def score(self, preds: dict[str, np.ndarray]) -> np.ndarray:
+        """Lower is better; infeasible candidates score +inf."""
+        s = sum(wt * preds[m] for m, wt in self.weights.items())
+        for m, op, v in self.constraints:
+            bad = preds[m] > v if op == "<=" else preds[m] < v
+            s = np.where(bad, np.inf, s)
+        return s
+
+
+def parse_objective(text: str, metrics: list[str]) -> Objective:
+    """Read `min:M`, `max:M`, `min:M,OTHER<=V` or `weighted:M1=0.7,M2=0.3`."""
+    kind, _, rest = text.partition(":")
+    parts = [p.strip() for p in rest.split(",") if p.strip()]
+    if kind not in ("min", "max", "weighted") or not parts:
+        raise CodemixError(
+            f"unknown objective {text!r}: use min:METRIC, max:METRIC, "
+            "min:METRIC,OTHER<=VALUE or weighted:M1=W1,M2=W2"
+        )
+
+    def known(m: str) -> str:
+        if m not in metrics:
+            raise CodemixError(f"objective names metric {m!r}; the fit has {', '.join(metrics)}")
+        return m
+
+    if kind == "weighted":
+        weights = {}
+        for p in parts:
+            m, eq, v = p.rpartition("=")
+            try:
+                weights[known(m.strip())] = float(v)
+            except ValueError:
+                raise CodemixError(f"bad weight {p!r} in objective {text!r}") from None
+            if not eq:
+                raise CodemixError(f"bad weight {p!r} in objective {text!r}")
+        return Objective(weights, (), text)
+    sign = 1.0 if kind == "min" else -1.0
+    cons = []
+    for p in parts[1:]:
+        m = re.fullmatch(r"(.+?)\s*(<=|>=)\s*([-+0-9.eE]+)", p)
+        if not m:
+            raise CodemixError(f"bad constraint {p!r} in objective {text!r}: use METRIC<=VALUE")
+        cons.append((known(m.group(1)), m.group(2), float(m.group(3))))
+    return Objective({known(parts[0]): sign}, tuple(cons), text)
+
+
+def candidates(k: int, n: int = 4000, seed: int = 0) -> np.ndarray:
+    """Dirichlet(1) samples on the k-simplex plus its vertices and centre."""
+    rng = np.random.default_rng(seed)
+    return np.vstack([np.eye(k), np.full((1, k), 1.0 / k), rng.dirichlet(np.ones(k), n)])
+
+
+def _draws(fit: FitFile, w: np.ndarray, size: float | None, metrics, n_draws: int, seed: int):
+    """metric -> (candidates x draws) plausible values of the mean at `w`."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for m in metrics:
+        if size is not None:
+            d = fit.scaling[m].boot_predictions(w, size)
+            out[m] = d[:, :n_draws]
+        else:
+            out[m] = _surface_draws(fit.surfaces[m].model, w, n_draws, rng)
+    return out
+
+
+def _surface_draws(model, w: np.ndarray, n_draws: int, rng) -> np.ndarray:
+    name = model.name
+    if name == "stack":
+        return sum(
+            a * _surface_draws(m, w, n_draws, rng)
+            for a, m in zip(model.weights, model.members, strict=True)
+        )
+    if name in ("linear", "quadratic"):
+        theta = rng.multivariate_normal(model.params, model.cov, n_draws, method="eigh")
+        return model.design(w) @ theta.T
+    if name in ("exp", "exp_log"):
+        theta = rng.multivariate_normal(model.params, model.cov, n_draws, method="eigh")
+        f = model.features(w)
+        return theta[:, 0][None, :] + model.sign * np.exp(np.clip(f @ theta[:, 1:].T, -50, 50))
+    # Gaussian processes: joint posterior of the latent mean over the candidates
+    from analysis._gp import kernel
+
+    g = model.gp
+    z = (model._feat(w) - model.f_mu) / model.f_sd
+    ks = kernel(z, g.x, g.ls, g.sf)
+    from scipy import linalg
+
+    mean = model._mean(w) + (ks @ g._alpha) * model.y_sd + model.y_mu
+    v = linalg.cho_solve(g._c, ks.T)
+    cov = kernel(z, z, g.ls, g.sf) - ks @ v
+    evals, evecs = np.linalg.eigh((cov + cov.T) / 2)
+    root = evecs * np.sqrt(np.clip(evals, 0, None))
+    return mean[:, None] + model.y_sd * root @ rng.standard_normal((len(w), n_draws))
+
+
+@dataclass
+class Optimum:
+    """The best mixture, its predicted metrics with intervals, and the argmax distribution."""
+
+    objective: str
+    size: float | None
+    mixture: np.ndarray
+    predicted: dict[str, tuple[float, float, float]]
+    argmax_mean: np.ndarray
+    argmax_lo: np.ndarray
+    argmax_hi: np.ndarray
+    n_draws: int
+
+
+def find_optimum(
+    fit: FitFile,
+    objective: Objective,
+    size: float | None = None,
+    n_candidates: int = 4000,
+    n_draws: int = 200,
+    level: float = 0.9,
+    seed: int = 0,
+) -> Optimum:
+    """Best candidate mixture under `objective`, with the bootstrap/posterior argmax spread."""
+    w = candidates(len(fit.mixture_cols), n_candidates, seed)
+    preds = {m: v[0] for m, v in predict(fit, w, size, level).items()}
+    s = objective.score(preds)
+    if not np.isfinite(s).any():
+        raise CodemixError(f"no mixture satisfies the constraints of {objective.text!r}")
+    best = int(np.argmin(s))
+    n_gp = max(len(w) // 4, 1)  # GP posterior draws are cubic in candidates: thin them
+    sub = np.r_[best, np.random.default_rng(seed + 1).choice(len(w), n_gp, replace=False)]
+    draws = _draws(fit, w[sub] if size is None else w, size, objective.metrics, n_draws, seed)
+    pool = w[sub] if size is None else w
+    n_eff = min(d.shape[1] for d in draws.values())
+    picks = []
+    for j in range(n_eff):
+        sj = objective.score({m: d[:, j] for m, d in draws.items()})
+        if np.isfinite(sj).any():
+            picks.append(pool[int(np.argmin(sj))])
+    picks = np.array(picks) if picks else w[[best]]
+    lo, hi = np.quantile(picks, [0.5 - level / 2, 0.5 + level / 2], axis=0)
+    at = predict(fit, w[[best]], size, level)
+    return Optimum(
+        objective=objective.text,
+        size=size,
+        mixture=w[best],
+        predicted={m: (float(a[0]), float(b[0]), float(c[0])) for m, (a, b, c) in at.items()},
+        argmax_mean=picks.mean(0),
+        argmax_lo=lo,
+        argmax_hi=hi,
+        n_draws=len(picks),
+    )
+
+
+def pareto_front(
+    fit: FitFile,
+    metric_a: str,
+    metric_b: str,
+    size: float | None = None,
+    n_candidates: int = 4000,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mixtures not dominated in (metric_a, metric_b), both minimised; sorted by metric_a."""
+    w = candidates(len(fit.mixture_cols), n_candidates, seed)
+    p = predict(fit, w, size)
+    a, b = p[metric_a][0], p[metric_b][0]
+    order = np.lexsort((b, a))
+    keep, best_b = [], np.inf
+    for i in order:
+        if b[i] < best_b:
+            keep.append(i)
+            best_b = b[i]
+    keep = np.array(keep)
+    return w[keep], a[keep], b[keep]

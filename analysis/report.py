@@ -1,0 +1,323 @@
+"""The report: one self-contained HTML file (plotly.js inline, works offline) from a
+results table in the export format of `codemix study export`.
+
+Sections appear when the table has what they need: study progress, the NL-versus-code
+Pareto front (proxies observed; the target size predicted, when predictions are given),
+response curves along a code share with bands, a contour over two stage shares, scaling
+curves with extrapolation bands out to the target, the realised mixture and epochs per
+domain, the prediction table, and the calibration of predictions against confirmatory
+runs. Every name from the study is escaped before it reaches the page.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from codemix.errors import CodemixError
+
+_CATCH_ERRORS = """<script>
+window.__report_errors = [];
+window.addEventListener("error", function (e) {
+  window.__report_errors.push(String(e.message));
+  var el = document.getElementById("js-errors");
+  if (el) { el.textContent += String(e.message) + "\\n"; }
+});
+</script>"""
+
+
+@dataclass
+class ReportInput:
+    results: pl.DataFrame
+    title: str = "codemix report"
+    nl_metric: str = "bpb_text"
+    code_metric: str = "bpb_code"
+    target: str | None = None  # e.g. "2.8B"
+    target_params: float | None = None
+    predictions: pl.DataFrame | None = None  # one row per mixture: metric, _lo, _hi columns
+    curves: dict[str, pl.DataFrame] = field(default_factory=dict)  # metric -> x, y, lo, hi
+    scaling: dict[str, pl.DataFrame] = field(default_factory=dict)  # metric -> params, y, lo, hi
+    notes: list[str] = field(default_factory=list)
+
+
+def _share_columns(df: pl.DataFrame) -> list[str]:
+    """Searched code shares first (param_*code_frac), else realised code shares."""
+    searched = [c for c in df.columns if c.startswith("param_") and "code_frac" in c
+                and df[c].dtype.is_numeric()]
+    return searched or [c for c in df.columns if c.startswith("mix_") and c.endswith("_code")]
+
+
+def _pareto(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Indices of the points no other point beats on both (lower is better), by x."""
+    order = np.argsort(x, kind="stable")
+    front, best = [], np.inf
+    for i in order:
+        if y[i] < best:
+            front.append(i)
+            best = y[i]
+    return np.array(front, dtype=int)
+
+
+def _sizes(df: pl.DataFrame) -> list[str]:
+    """Sizes from smallest to largest (by parameters where the table has them)."""
+    if "size" not in df.columns:
+        return ["all"]
+    key = "params" if "params" in df.columns else "size"
+    by = df.group_by("size").agg(pl.col(key).max().alias("_k")).sort("_k")
+    return [str(s) for s in by["size"].to_list()]
+
+
+def _rows(df: pl.DataFrame, size: str) -> pl.DataFrame:
+    return df if size == "all" else df.filter(pl.col("size").cast(pl.String) == size)
+
+
+def _progress(r: ReportInput):
+    import plotly.graph_objects as go
+
+    df = r.results
+    if "objective_0" not in df.columns or "trial" not in df.columns:
+        return None
+    t = df.unique("trial").sort("trial").drop_nulls("objective_0")
+    if t.height == 0:
+        return None
+    y = t["objective_0"].to_numpy()
+    fig = go.Figure([
+        go.Scatter(x=t["trial"], y=y, mode="markers", name="trial"),
+        go.Scatter(x=t["trial"], y=np.minimum.accumulate(y), mode="lines", name="best so far"),
+    ])
+    fig.update_layout(title="Study progress: objective (first) by trial",
+                      xaxis_title="trial", yaxis_title="objective at the largest size")
+    return fig
+
+
+def _pareto_fig(r: ReportInput):
+    import plotly.graph_objects as go
+
+    df, nl, code = r.results, r.nl_metric, r.code_metric
+    if nl not in df.columns or code not in df.columns:
+        return None
+    fig = go.Figure()
+    for size in _sizes(df):
+        d = _rows(df, size).drop_nulls([nl, code])
+        if d.height == 0:
+            continue
+        x, y = d[code].to_numpy(), d[nl].to_numpy()
+        fig.add_trace(go.Scatter(x=x, y=y, mode="markers", name=f"{size} proxies",
+                                 text=[f"trial {t}" for t in d["trial"]]
+                                 if "trial" in d.columns else None))
+        f = _pareto(x, y)
+        fig.add_trace(go.Scatter(x=x[f], y=y[f], mode="lines", name=f"{size} front"))
+    p = r.predictions
+    if p is not None and nl in p.columns and code in p.columns:
+        x, y = p[code].to_numpy(), p[nl].to_numpy()
+        f = _pareto(x, y)
+        err = {}
+        if f"{nl}_lo" in p.columns:
+            err["error_y"] = dict(type="data", symmetric=False,
+                                  array=(p[f"{nl}_hi"] - p[nl]).to_numpy()[f],
+                                  arrayminus=(p[nl] - p[f"{nl}_lo"]).to_numpy()[f])
+        fig.add_trace(go.Scatter(x=x[f], y=y[f], mode="lines+markers",
+                                 name=f"{r.target} predicted front", **err))
+    fig.update_layout(title=f"NL versus code: {nl} against {code} (lower is better)",
+                      xaxis_title=code, yaxis_title=nl)
+    return fig
+
+
+def _response(r: ReportInput):
+    import plotly.graph_objects as go
+
+    df, shares = r.results, _share_columns(r.results)
+    metrics = [m for m in (r.nl_metric, r.code_metric) if m in df.columns]
+    if not shares or not metrics:
+        return None
+    x_col = shares[0]
+    fig = go.Figure()
+    for m in metrics:
+        for size in _sizes(df):
+            d = _rows(df, size).drop_nulls([x_col, m]).sort(x_col)
+            fig.add_trace(go.Scatter(x=d[x_col], y=d[m], mode="markers",
+                                     name=f"{m}, {size} observed"))
+        c = r.curves.get(m)
+        if c is not None:
+            fig.add_trace(go.Scatter(x=np.concatenate([c["x"], c["x"][::-1]]),
+                                     y=np.concatenate([c["hi"], c["lo"][::-1]]),
+                                     fill="toself", opacity=0.25, line=dict(width=0),
+                                     name=f"{m} interval"))
+            fig.add_trace(go.Scatter(x=c["x"], y=c["y"], mode="lines", name=f"{m} fitted"))
+    fig.update_layout(title=f"Response along {x_col}", xaxis_title=x_col,
+                      yaxis_title="validation metric")
+    return fig
+
+
+def _contour(r: ReportInput):
+    """A quadratic response surface (OLS) over the first two searched shares."""
+    import plotly.graph_objects as go
+    import statsmodels.api as sm
+
+    df, m = r.results, r.nl_metric
+    shares = _share_columns(df)
+    if len(shares) < 2 or m not in df.columns:
+        return None
+    size = _sizes(df)[-1]
+    d = _rows(df, size).drop_nulls([shares[0], shares[1], m])
+    if d.height < 7:
+        return None
+    a, b, y = (d[c].to_numpy().astype(float) for c in (shares[0], shares[1], m))
+
+    def design(a, b):
+        return np.column_stack([np.ones_like(a), a, b, a * a, b * b, a * b])
+
+    fit = sm.OLS(y, design(a, b)).fit()
+    ga = np.linspace(a.min(), a.max(), 40)
+    gb = np.linspace(b.min(), b.max(), 40)
+    A, B = np.meshgrid(ga, gb)
+    Z = fit.predict(design(A.ravel(), B.ravel())).reshape(A.shape)
+    fig = go.Figure([
+        go.Contour(x=ga, y=gb, z=Z, colorbar=dict(title=m), name="quadratic surface"),
+        go.Scatter(x=a, y=b, mode="markers", marker=dict(color="white", line=dict(width=1)),
+                   name=f"{size} proxies"),
+    ])
+    fig.update_layout(title=f"{m} at {size} over two stage shares (quadratic fit, "
+                      f"R² {fit.rsquared:.2f})", xaxis_title=shares[0], yaxis_title=shares[1])
+    return fig
+
+
+def _scaling(r: ReportInput):
+    import plotly.graph_objects as go
+
+    df, m = r.results, r.nl_metric
+    if m not in df.columns or "params" not in df.columns or "trial" not in df.columns:
+        return None
+    fig = go.Figure()
+    for trial in df["trial"].unique().sort().to_list():
+        d = df.filter(pl.col("trial") == trial).drop_nulls(m).sort("params")
+        if d.height:
+            fig.add_trace(go.Scatter(x=d["params"], y=d[m], mode="lines+markers",
+                                     name=f"trial {trial}", showlegend=False, opacity=0.6))
+    s = r.scaling.get(m)
+    if s is not None:
+        fig.add_trace(go.Scatter(x=np.concatenate([s["params"], s["params"][::-1]]),
+                                 y=np.concatenate([s["hi"], s["lo"][::-1]]), fill="toself",
+                                 opacity=0.25, line=dict(width=0), name="interval"))
+        fig.add_trace(go.Scatter(x=s["params"], y=s["y"], mode="lines",
+                                 name=f"extrapolation to {r.target}"))
+    fig.update_layout(title=f"Scaling: {m} against parameters", xaxis_type="log",
+                      xaxis_title="parameters", yaxis_title=m)
+    return fig
+
+
+def _mixture(r: ReportInput):
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    df = r.results
+    mix = [c for c in df.columns if c.startswith("mix_")]
+    epochs = [c for c in df.columns if c.startswith("epochs_")]
+    if not mix and not epochs:
+        return None
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("realised share by stage and domain",
+                                                        "epochs per domain"))
+    d = df.unique("trial") if "trial" in df.columns else df
+    for c in mix:
+        fig.add_trace(go.Box(y=d[c], name=c[4:], boxpoints="all"), row=1, col=1)
+    for c in epochs:
+        fig.add_trace(go.Box(y=d[c], name=c[7:], boxpoints="all"), row=1, col=2)
+    fig.update_layout(title="Realised mixture and repetition (all trials)", showlegend=False)
+    return fig
+
+
+def _calibration(r: ReportInput):
+    import plotly.graph_objects as go
+
+    df, m = r.results, r.nl_metric
+    col = f"predicted_{m}"
+    if col not in df.columns or m not in df.columns:
+        return None
+    d = df.drop_nulls([col, m])
+    lo, hi = float(min(d[col].min(), d[m].min())), float(max(d[col].max(), d[m].max()))
+    fig = go.Figure([
+        go.Scatter(x=d[col], y=d[m], mode="markers", name="confirmatory runs"),
+        go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="observed = predicted"),
+    ])
+    fig.update_layout(title=f"Calibration: {m} predicted against observed",
+                      xaxis_title=f"predicted {m}", yaxis_title=f"observed {m}")
+    return fig
+
+
+def _table(df: pl.DataFrame, max_rows: int = 50) -> str:
+    cols = df.columns
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
+    body = []
+    for row in df.head(max_rows).iter_rows():
+        cells = "".join(
+            f"<td>{v:.4g}</td>" if isinstance(v, float) else f"<td>{html.escape(str(v))}</td>"
+            for v in row)
+        body.append(f"<tr>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def render(r: ReportInput) -> str:
+    import plotly.io as pio
+
+    if r.results.height == 0:
+        raise CodemixError("the results table is empty: nothing to report")
+    figs = [f for f in (_progress(r), _pareto_fig(r), _response(r), _contour(r), _scaling(r),
+                        _mixture(r), _calibration(r)) if f is not None]
+    parts, first = [], True
+    for fig in figs:
+        fig.update_layout(template="plotly_white", height=460)
+        parts.append(pio.to_html(fig, include_plotlyjs=first, full_html=False,
+                                 config={"displaylogo": False}))
+        first = False
+    df = r.results
+    counts = ""
+    if "state" in df.columns and "trial" in df.columns:
+        st = df.unique("trial").group_by("state").len().sort("state")
+        counts = ", ".join(f"{n} {html.escape(str(s))}" for s, n in st.iter_rows())
+    summary = [f"{df.height} rows"]
+    if "trial" in df.columns:
+        summary.append(f"{df['trial'].n_unique()} trials ({counts})" if counts else
+                       f"{df['trial'].n_unique()} trials")
+    if "size" in df.columns:
+        summary.append("sizes " + ", ".join(html.escape(s) for s in _sizes(df)))
+    if "flops" in df.columns:
+        summary.append(f"{df['flops'].sum():.3g} training FLOPs")
+    pred = ""
+    if r.predictions is not None:
+        pred = f"<h2>Predictions at {html.escape(str(r.target))}</h2>{_table(r.predictions)}"
+    if "predicted_" + r.nl_metric not in df.columns:
+        r.notes.append("No confirmatory runs in this table yet: the calibration plot appears "
+                       "once runs at the target carry a predicted_<metric> column.")
+    notes = "".join(f"<p class=note>{html.escape(n)}</p>" for n in r.notes)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(r.title)}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}}
+table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;padding:2px 6px}}
+.note{{color:#555}}#js-errors{{color:#b00}}</style>
+{_CATCH_ERRORS}</head><body>
+<h1>{html.escape(r.title)}</h1>
+<p>{"; ".join(summary)}. Metrics: {html.escape(r.nl_metric)} (natural language),
+{html.escape(r.code_metric)} (code), validation split, bits per byte unless named loss.</p>
+{notes}
+{''.join(f'<div class="figure">{p}</div>' for p in parts)}
+{pred}
+<pre id="js-errors"></pre>
+</body></html>
+"""
+
+
+def write_report(r: ReportInput, out: Path) -> int:
+    """Write atomically; returns the number of figures."""
+    page = render(r)
+    out = Path(out)
+    if not out.parent.is_dir():
+        raise CodemixError(f"-o {out}: folder {out.parent} does not exist")
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(page)
+    os.replace(tmp, out)
+    return page.count('class="figure"')

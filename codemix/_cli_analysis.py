@@ -1,0 +1,301 @@
+"""`codemix fit`, `predict`, `scaling` and `optimum`: the analysis subcommands.
+
+Only argparse loads here; each handler imports the analysis package when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "fit",
+        help="fit response surfaces (and size laws) from a results table",
+        description="Fit a response surface from mixture weights to each metric, the model "
+        "family chosen by k-fold cross-validation, and, with --size-col and runs at 3+ "
+        "sizes, a joint mixture-and-size law. Writes FIT.json.",
+    )
+    p.add_argument(
+        "results",
+        nargs="+",
+        metavar="RESULTS",
+        help="CSV or parquet table(s), one row per run; several are joined on --on",
+    )
+    p.add_argument(
+        "--mixture-cols",
+        required=True,
+        metavar="COLS",
+        help="mixture weight columns: comma-separated names or PREFIX*",
+    )
+    p.add_argument(
+        "--metric",
+        action="append",
+        required=True,
+        metavar="NAME",
+        help="metric column (or PREFIX*) to fit; repeat for several",
+    )
+    p.add_argument("--size-col", metavar="COL", help="column of model parameters")
+    p.add_argument("--tokens-col", metavar="COL", help="column of training tokens")
+    p.add_argument(
+        "--on",
+        default="index",
+        metavar="COL",
+        help="key column joining several RESULTS files (default: index)",
+    )
+    p.add_argument(
+        "--families",
+        metavar="LIST",
+        help="comma-separated candidate families (default: all of linear, "
+        "quadratic, exp, exp_log, gp, gp_exp, plus their stack)",
+    )
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
+    p.add_argument(
+        "--n-boot", type=int, default=200, help="bootstrap resamples for size laws (default 200)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed for folds and bootstrap")
+    p.add_argument("-o", "--output", required=True, metavar="FIT.json", help="output fit file")
+    p.set_defaults(func=_fit)
+
+    p = sub.add_parser(
+        "predict",
+        help="predict metrics with intervals for the mixtures of a table",
+        description="One row per input row: each metric's prediction and the bounds of its "
+        "prediction interval, at the training size or, with --size, from the size law.",
+    )
+    p.add_argument("fit", metavar="FIT.json")
+    p.add_argument(
+        "--mixtures",
+        required=True,
+        metavar="TABLE",
+        help="CSV or parquet with the fit's mixture columns",
+    )
+    p.add_argument("--size", metavar="N", help="target size: a preset (470M, 2.8B) or a number")
+    p.add_argument("--level", type=float, default=0.9, help="interval level (default 0.9)")
+    p.add_argument("-o", "--output", required=True, metavar="PRED.csv")
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser(
+        "scaling",
+        help="fit the Chinchilla law L(N, D) (Approach 3) with bootstrap errors",
+        description="Fit L(N, D) = E + A/N^alpha + B/D^beta by the summed Huber loss "
+        "(delta 1e-3) on log residuals, L-BFGS-B from a grid of starts; bootstrap SEs.",
+    )
+    p.add_argument("data", metavar="DATA.csv")
+    p.add_argument(
+        "--form",
+        choices=("chinchilla", "power"),
+        default="chinchilla",
+        help="chinchilla: L(N, D); power: L(N) = E + A N^-alpha",
+    )
+    p.add_argument("--params-col", required=True, metavar="COL", help="model parameters N")
+    p.add_argument(
+        "--tokens-col", metavar="COL", help="training tokens D (chinchilla; or give --flops-col)"
+    )
+    p.add_argument("--flops-col", metavar="COL", help="training FLOPs C; D = C / (6 N)")
+    p.add_argument("--loss-col", required=True, metavar="COL", help="final loss")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument(
+        "--refine-starts",
+        type=int,
+        default=200,
+        metavar="K",
+        help="run L-BFGS from the K best points of the 4,500-point start grid "
+        "(0: from all of them; default 200)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-o", "--output", required=True, metavar="FIT.json")
+    p.set_defaults(func=_scaling)
+
+    p = sub.add_parser(
+        "optimum",
+        help="the best mixture under an objective, its uncertainty and the Pareto front",
+        description="Objectives: min:METRIC, max:METRIC, min:METRIC,OTHER<=VALUE, "
+        "weighted:M1=W1,M2=W2 (minimised).",
+    )
+    p.add_argument("fit", metavar="FIT.json")
+    p.add_argument("--objective", required=True, help="what to optimise (see above)")
+    p.add_argument(
+        "--target",
+        metavar="SIZE",
+        help="target size (470M, 2.8B or a number); omitted: the training size",
+    )
+    p.add_argument(
+        "--pareto",
+        metavar="M1,M2",
+        help="two metrics for the Pareto front (default: the first two of the fit)",
+    )
+    p.add_argument("--candidates", type=int, default=4000, help="mixtures searched (default 4000)")
+    p.add_argument("--draws", type=int, default=200, help="draws for the argmax spread")
+    p.add_argument("--level", type=float, default=0.9, help="interval level (default 0.9)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_optimum)
+
+
+def _check_output(path: str) -> None:
+    from pathlib import Path
+
+    from codemix.errors import CodemixError
+
+    parent = Path(path).parent
+    if not parent.is_dir():
+        raise CodemixError(f"output folder {parent} does not exist")
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from analysis.fitfile import save_fit
+    from analysis.optimum import fit_results
+    from analysis.scaling import ScalingConfig
+    from analysis.surfaces import FAMILIES, SurfaceConfig
+    from analysis.tables import load_results
+
+    _check_output(args.output)
+    fams = tuple(f.strip() for f in args.families.split(",")) if args.families else FAMILIES
+    scfg = SurfaceConfig(
+        families=tuple(f for f in fams if f != "stack") or FAMILIES,
+        stack=not args.families or "stack" in fams,
+        folds=args.folds,
+        seed=args.seed,
+    )
+    table = load_results(
+        args.results, args.mixture_cols, args.metric, args.size_col, args.tokens_col, on=args.on
+    )
+    fit = fit_results(table, scfg, ScalingConfig(n_boot=args.n_boot, seed=args.seed), progress=True)
+    save_fit(fit, args.output)
+    for m, s in fit.surfaces.items():
+        sc = s.cv_score
+        print(
+            f"{m}: {s.family} (CV RMSE {sc.rmse:.4g}, Spearman {sc.spearman:.3f}, "
+            f"{s.folds}-fold on {s.n_train} runs)"
+        )
+        for c in s.cv:
+            print(
+                f"    {c.family:10s} CV RMSE {c.rmse:.4g}  Spearman {c.spearman:.3f}"
+                + (f"  ({c.error})" if c.error else "")
+            )
+        if m in fit.scaling:
+            law = fit.scaling[m]
+            print(
+                f"    size law: alpha {law.theta[-1]:.3f} over sizes "
+                + ", ".join(f"{v:.3g}" for v in law.sizes)
+            )
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import io
+
+    import polars as pl
+
+    from analysis.fitfile import atomic_write_text, load_fit
+    from analysis.optimum import parse_size, predict
+    from analysis.tables import mixture_array, read_table
+
+    _check_output(args.output)
+    fit = load_fit(args.fit)
+    size = parse_size(args.size) if args.size else None
+    df = read_table(args.mixtures)
+    w = mixture_array(df, list(fit.mixture_cols), args.mixtures)
+    preds = predict(fit, w, size, args.level)
+    cols = {}
+    pct = f"{round(args.level * 100):d}"
+    for m, (mean, lo, hi) in preds.items():
+        cols[m] = mean
+        cols[f"{m}_lo{pct}"] = lo
+        cols[f"{m}_hi{pct}"] = hi
+    out = df.with_columns(pl.Series(k, v) for k, v in cols.items())
+    buf = io.StringIO()
+    out.write_csv(buf)
+    atomic_write_text(args.output, buf.getvalue())
+    where = f"at {args.size} parameters (size law)" if size else "at the training size"
+    print(f"wrote {len(out)} predictions {where} to {args.output}")
+    return 0
+
+
+def _scaling(args: argparse.Namespace) -> int:
+    import json
+
+    from analysis.fitfile import atomic_write_text
+    from analysis.scaling import PARAM_NAMES, ScalingConfig, fit_chinchilla, fit_power_law
+    from analysis.tables import read_table, resolve_columns
+    from codemix.errors import CodemixError
+
+    _check_output(args.output)
+    df = read_table(args.data)
+    n_col = resolve_columns(args.params_col, df.columns, args.data)[0]
+    l_col = resolve_columns(args.loss_col, df.columns, args.data)[0]
+    cols = [n_col, l_col]
+    if args.form == "chinchilla":
+        if not (args.tokens_col or args.flops_col):
+            raise CodemixError("--form chinchilla needs --tokens-col or --flops-col")
+        d_spec = args.tokens_col or args.flops_col
+        cols.append(resolve_columns(d_spec, df.columns, args.data)[0])
+    for c in cols:
+        if not df.schema[c].is_numeric():
+            raise CodemixError(f"{args.data}: column {c!r} is not numeric")
+    n = df[n_col].to_numpy().astype(float)
+    loss = df[l_col].to_numpy().astype(float)
+    cfg = ScalingConfig(n_boot=args.n_boot, seed=args.seed, refine_starts=args.refine_starts)
+    if args.form == "chinchilla":
+        d = df[cols[2]].to_numpy().astype(float)
+        if not args.tokens_col:
+            d = d / (6 * n)
+        fit = fit_chinchilla(n, d, loss, cfg, progress=True)
+        names = PARAM_NAMES
+    else:
+        fit = fit_power_law(n, loss, cfg, progress=True)
+        names = ("E", "A", "alpha")
+    print(
+        f"{args.form} law on {fit.n_runs} runs of {args.data} "
+        f"(summed Huber, delta {cfg.delta}, log residuals); {args.n_boot} bootstrap resamples"
+    )
+    se = fit.se
+    for k in names:
+        print(f"  {k:6s} {fit.params[k]:12.5g}  (bootstrap SE {se[k]:.3g})")
+    atomic_write_text(args.output, json.dumps(fit.to_dict(), indent=1) + "\n")
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _optimum(args: argparse.Namespace) -> int:
+    from analysis.fitfile import load_fit
+    from analysis.optimum import find_optimum, pareto_front, parse_objective, parse_size
+    from codemix.errors import CodemixError
+
+    fit = load_fit(args.fit)
+    objective = parse_objective(args.objective, fit.metrics)
+    size = parse_size(args.target) if args.target else None
+    if size is not None:
+        missing = [m for m in objective.metrics if m not in fit.scaling]
+        if missing:
+            raise CodemixError(
+                f"the fit has no size law for {', '.join(missing)}: fit with --size-col on "
+                "runs at 3 or more sizes, or leave out --target"
+            )
+    where = f"at {args.target} parameters" if size else "at the training size"
+    opt = find_optimum(fit, objective, size, args.candidates, args.draws, args.level, args.seed)
+    pct = f"{round(args.level * 100)} %"
+    print(f"optimum for {objective.text} {where} ({args.candidates} candidate mixtures):")
+    for c, v, lo, hi in zip(
+        fit.mixture_cols, opt.mixture, opt.argmax_lo, opt.argmax_hi, strict=True
+    ):
+        print(f"  {c:30s} {v:6.3f}   argmax {pct} interval [{lo:.3f}, {hi:.3f}]")
+    print(
+        f"  (argmax spread over {opt.n_draws} "
+        + ("bootstrap draws of the size law)" if size else "posterior draws of the surfaces)")
+    )
+    for m, (mean, lo, hi) in opt.predicted.items():
+        print(f"  predicted {m} {where}: {mean:.4g}  [{lo:.4g}, {hi:.4g}] ({pct} PI)")
+    pair = args.pareto.split(",") if args.pareto else fit.metrics[:2]
+    if len(pair) == 2:
+        for m in pair:
+            if m not in fit.metrics:
+                raise CodemixError(f"--pareto names {m!r}; the fit has {', '.join(fit.metrics)}")
+        w, a, b = pareto_front(fit, pair[0], pair[1], size, args.candidates, args.seed)
+        print(f"Pareto front {where} ({pair[0]} vs {pair[1]}, both minimised), {len(w)} mixtures:")
+        step = max(len(w) // 12, 1)
+        for i in range(0, len(w), step):
+            mix = " ".join(f"{x:.2f}" for x in w[i])
+            print(f"  {a[i]:.4g}  {b[i]:.4g}   [{mix}]")
+    return 0

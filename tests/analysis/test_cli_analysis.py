@@ -1,0 +1,185 @@
+"""The fit / predict / scaling / optimum commands on small generated tables."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+from codemix.cli import main
+
+
+@pytest.fixture(scope="module")
+def ladder(tmp_path_factory):
+    """Runs at 4 sizes on 3-domain mixtures from a known joint law, plus a FIT.json of it."""
+    d = tmp_path_factory.mktemp("ladder")
+    rng = np.random.default_rng(0)
+    frames = []
+    for n in (1e6, 4e6, 1.6e7, 6.4e7):
+        w = rng.dirichlet([1, 1, 1], 16)
+        nl = np.exp(w @ [0.6, 1.0, 0.9]) + np.exp(w @ [4.5, 3.8, 4.0]) * n**-0.3
+        code = np.exp(w @ [0.9, 0.3, 0.7]) + np.exp(w @ [4.0, 4.6, 4.2]) * n**-0.3
+        noise = np.exp(0.005 * rng.standard_normal((2, 16)))
+        frames.append(
+            pl.DataFrame(
+                {
+                    "w_text": w[:, 0],
+                    "w_code": w[:, 1],
+                    "w_math": w[:, 2],
+                    "params": n,
+                    "nl_loss": nl * noise[0],
+                    "code_loss": code * noise[1],
+                }
+            )
+        )
+    table = d / "ladder.csv"
+    pl.concat(frames).write_csv(table)
+    fit = d / "FIT.json"
+    rc = main(
+        [
+            "fit",
+            str(table),
+            "--mixture-cols",
+            "w_*",
+            "--metric",
+            "nl_loss",
+            "--metric",
+            "code_loss",
+            "--size-col",
+            "params",
+            "--families",
+            "linear,exp",
+            "--n-boot",
+            "10",
+            "-o",
+            str(fit),
+        ]
+    )
+    assert rc == 0
+    return table, fit
+
+
+def test_fit_writes_a_self_describing_file(ladder):
+    _, fit = ladder
+    d = json.loads(fit.read_text())
+    assert d["format"] == "codemix.fit" and d["version"] == 1
+    assert d["mixture_cols"] == ["w_text", "w_code", "w_math"]
+    s = d["surfaces"]["nl_loss"]
+    assert s["family"] in ("linear", "exp")
+    assert {c["family"] for c in s["cv"]} == {"linear", "exp"}
+    assert d["scaling"]["nl_loss"]["alpha"] == pytest.approx(0.3, abs=0.05)
+
+
+def test_predict_one_row_per_input_with_bounds(ladder, tmp_path):
+    table, fit = ladder
+    out = tmp_path / "pred.csv"
+    assert (
+        main(["predict", str(fit), "--mixtures", str(table), "--size", "470M", "-o", str(out)]) == 0
+    )
+    p = pl.read_csv(out)
+    assert p.height == 64
+    assert (p["nl_loss_lo90"] <= p["nl_loss"]).all() and (p["nl_loss"] <= p["nl_loss_hi90"]).all()
+    w = p.select("w_text", "w_code", "w_math").to_numpy()
+    truth = np.exp(w @ [0.6, 1.0, 0.9]) + np.exp(w @ [4.5, 3.8, 4.0]) * 4.7e8**-0.3
+    np.testing.assert_allclose(p["nl_loss"].to_numpy(), truth, rtol=0.03)
+
+
+def test_optimum_prints_mixture_interval_and_front(ladder, capsys):
+    _, fit = ladder
+    assert (
+        main(
+            [
+                "optimum",
+                str(fit),
+                "--objective",
+                "min:nl_loss,code_loss<=2.6",
+                "--target",
+                "2.8B",
+                "--candidates",
+                "500",
+                "--draws",
+                "20",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "optimum for min:nl_loss,code_loss<=2.6 at 2.8B parameters" in out
+    assert "argmax 90 % interval" in out and "Pareto front" in out
+
+
+def test_scaling_prints_parameters_with_errors(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    n = np.repeat(np.geomspace(5e7, 5e9, 6), 6)
+    d = n * np.tile(np.geomspace(5, 100, 6), 6)
+    loss = (1.7 + 400 / n**0.34 + 1500 / d**0.3) * np.exp(0.005 * rng.standard_normal(len(n)))
+    data = tmp_path / "runs.csv"
+    pl.DataFrame({"N": n, "C": 6 * n * d, "loss": loss}).write_csv(data)
+    out = tmp_path / "law.json"
+    assert (
+        main(
+            [
+                "scaling",
+                str(data),
+                "--form",
+                "chinchilla",
+                "--params-col",
+                "N",
+                "--flops-col",
+                "C",
+                "--loss-col",
+                "loss",
+                "--n-boot",
+                "10",
+                "--refine-starts",
+                "20",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    text = capsys.readouterr().out
+    for k in ("E", "A", "B", "alpha", "beta"):
+        assert f"  {k} " in text
+    assert "bootstrap SE" in text
+    assert json.loads(out.read_text())["params"]["E"] == pytest.approx(1.7, abs=0.2)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["fit", "{missing}", "--mixture-cols", "w_*", "--metric", "nl_loss"], "does not exist"),
+        (["fit", "{table}", "--mixture-cols", "w_*", "--metric", "acc"], "no column 'acc'"),
+        (["fit", "{table}", "--mixture-cols", "x_*", "--metric", "nl_loss"], "starting with"),
+        (["fit", "{empty}", "--mixture-cols", "w_*", "--metric", "nl_loss"], "no rows"),
+        (["fit", "{table}", "--mixture-cols", "w_*", "--metric", "name"], "not numeric"),
+        (["fit", "{table}", "--mixture-cols", "w_text,w_code", "--metric", "nl_loss"], "sum to"),
+        (["predict", "{fit}", "--mixtures", "{table}", "--size", "lots"], "cannot read"),
+        (["predict", "{table}", "--mixtures", "{table}"], "not valid JSON"),
+        (["optimum", "{fit}", "--objective", "best:nl_loss"], "unknown objective"),
+        (["optimum", "{fit}", "--objective", "min:acc"], "the fit has"),
+    ],
+)
+def test_bad_input_is_a_clean_error_and_keeps_the_output(ladder, tmp_path, capsys, argv, message):
+    table, fit = ladder
+    named = tmp_path / "named.csv"
+    pl.read_csv(table).with_columns(name=pl.lit("x")).write_csv(named)
+    empty = tmp_path / "empty.csv"
+    pl.read_csv(table).head(0).write_csv(empty)
+    paths = {
+        "missing": tmp_path / "nope.csv",
+        "empty": empty,
+        "fit": fit,
+        "table": named if "name" in argv else table,
+    }
+    out = tmp_path / "out.txt"
+    out.write_text("keep me")
+    argv = [a.format(**paths) for a in argv]
+    if argv[0] != "optimum":
+        argv += ["-o", str(out)]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert out.read_text() == "keep me"
