@@ -47,8 +47,11 @@ class ReportInput:
 
 def _share_columns(df: pl.DataFrame) -> list[str]:
     """Searched code shares first (param_*code_frac), else realised code shares."""
-    searched = [c for c in df.columns if c.startswith("param_") and "code_frac" in c
-                and df[c].dtype.is_numeric()]
+    searched = [
+        c
+        for c in df.columns
+        if c.startswith("param_") and "code_frac" in c and df[c].dtype.is_numeric()
+    ]
     return searched or [c for c in df.columns if c.startswith("mix_") and c.endswith("_code")]
 
 
@@ -86,12 +89,17 @@ def _progress(r: ReportInput):
     if t.height == 0:
         return None
     y = t["objective_0"].to_numpy()
-    fig = go.Figure([
-        go.Scatter(x=t["trial"], y=y, mode="markers", name="trial"),
-        go.Scatter(x=t["trial"], y=np.minimum.accumulate(y), mode="lines", name="best so far"),
-    ])
-    fig.update_layout(title="Study progress: objective (first) by trial",
-                      xaxis_title="trial", yaxis_title="objective at the largest size")
+    fig = go.Figure(
+        [
+            go.Scatter(x=t["trial"], y=y, mode="markers", name="trial"),
+            go.Scatter(x=t["trial"], y=np.minimum.accumulate(y), mode="lines", name="best so far"),
+        ]
+    )
+    fig.update_layout(
+        title="Study progress: objective (first) by trial",
+        xaxis_title="trial",
+        yaxis_title="objective at the largest size",
+    )
     return fig
 
 
@@ -107,9 +115,15 @@ def _pareto_fig(r: ReportInput):
         if d.height == 0:
             continue
         x, y = d[code].to_numpy(), d[nl].to_numpy()
-        fig.add_trace(go.Scatter(x=x, y=y, mode="markers", name=f"{size} proxies",
-                                 text=[f"trial {t}" for t in d["trial"]]
-                                 if "trial" in d.columns else None))
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=y,
+                mode="markers",
+                name=f"{size} proxies",
+                text=[f"trial {t}" for t in d["trial"]] if "trial" in d.columns else None,
+            )
+        )
         f = _pareto(x, y)
         fig.add_trace(go.Scatter(x=x[f], y=y[f], mode="lines", name=f"{size} front"))
     p = r.predictions
@@ -118,13 +132,22 @@ def _pareto_fig(r: ReportInput):
         f = _pareto(x, y)
         err = {}
         if f"{nl}_lo" in p.columns:
-            err["error_y"] = dict(type="data", symmetric=False,
-                                  array=(p[f"{nl}_hi"] - p[nl]).to_numpy()[f],
-                                  arrayminus=(p[nl] - p[f"{nl}_lo"]).to_numpy()[f])
-        fig.add_trace(go.Scatter(x=x[f], y=y[f], mode="lines+markers",
-                                 name=f"{r.target} predicted front", **err))
-    fig.update_layout(title=f"NL versus code: {nl} against {code} (lower is better)",
-                      xaxis_title=code, yaxis_title=nl)
+            err["error_y"] = dict(
+                type="data",
+                symmetric=False,
+                array=(p[f"{nl}_hi"] - p[nl]).to_numpy()[f],
+                arrayminus=(p[nl] - p[f"{nl}_lo"]).to_numpy()[f],
+            )
+        fig.add_trace(
+            go.Scatter(
+                x=x[f], y=y[f], mode="lines+markers", name=f"{r.target} predicted front", **err
+            )
+        )
+    fig.update_layout(
+        title=f"NL versus code: {nl} against {code} (lower is better)",
+        xaxis_title=code,
+        yaxis_title=nl,
+    )
     return fig
 
 
@@ -140,17 +163,25 @@ def _response(r: ReportInput):
     for m in metrics:
         for size in _sizes(df):
             d = _rows(df, size).drop_nulls([x_col, m]).sort(x_col)
-            fig.add_trace(go.Scatter(x=d[x_col], y=d[m], mode="markers",
-                                     name=f"{m}, {size} observed"))
+            fig.add_trace(
+                go.Scatter(x=d[x_col], y=d[m], mode="markers", name=f"{m}, {size} observed")
+            )
         c = r.curves.get(m)
         if c is not None:
-            fig.add_trace(go.Scatter(x=np.concatenate([c["x"], c["x"][::-1]]),
-                                     y=np.concatenate([c["hi"], c["lo"][::-1]]),
-                                     fill="toself", opacity=0.25, line=dict(width=0),
-                                     name=f"{m} interval"))
+            fig.add_trace(
+                go.Scatter(
+                    x=np.concatenate([c["x"], c["x"][::-1]]),
+                    y=np.concatenate([c["hi"], c["lo"][::-1]]),
+                    fill="toself",
+                    opacity=0.25,
+                    line=dict(width=0),
+                    name=f"{m} interval",
+                )
+            )
             fig.add_trace(go.Scatter(x=c["x"], y=c["y"], mode="lines", name=f"{m} fitted"))
-    fig.update_layout(title=f"Response along {x_col}", xaxis_title=x_col,
-                      yaxis_title="validation metric")
+    fig.update_layout(
+        title=f"Response along {x_col}", xaxis_title=x_col, yaxis_title="validation metric"
+    )
     return fig
 
 
@@ -177,13 +208,23 @@ def _contour(r: ReportInput):
     gb = np.linspace(b.min(), b.max(), 40)
     A, B = np.meshgrid(ga, gb)
     Z = fit.predict(design(A.ravel(), B.ravel())).reshape(A.shape)
-    fig = go.Figure([
-        go.Contour(x=ga, y=gb, z=Z, colorbar=dict(title=m), name="quadratic surface"),
-        go.Scatter(x=a, y=b, mode="markers", marker=dict(color="white", line=dict(width=1)),
-                   name=f"{size} proxies"),
-    ])
-    fig.update_layout(title=f"{m} at {size} over two stage shares (quadratic fit, "
-                      f"R² {fit.rsquared:.2f})", xaxis_title=shares[0], yaxis_title=shares[1])
+    fig = go.Figure(
+        [
+            go.Contour(x=ga, y=gb, z=Z, colorbar=dict(title=m), name="quadratic surface"),
+            go.Scatter(
+                x=a,
+                y=b,
+                mode="markers",
+                marker=dict(color="white", line=dict(width=1)),
+                name=f"{size} proxies",
+            ),
+        ]
+    )
+    fig.update_layout(
+        title=f"{m} at {size} over two stage shares (quadratic fit, R² {fit.rsquared:.2f})",
+        xaxis_title=shares[0],
+        yaxis_title=shares[1],
+    )
     return fig
 
 
@@ -197,17 +238,37 @@ def _scaling(r: ReportInput):
     for trial in df["trial"].unique().sort().to_list():
         d = df.filter(pl.col("trial") == trial).drop_nulls(m).sort("params")
         if d.height:
-            fig.add_trace(go.Scatter(x=d["params"], y=d[m], mode="lines+markers",
-                                     name=f"trial {trial}", showlegend=False, opacity=0.6))
+            fig.add_trace(
+                go.Scatter(
+                    x=d["params"],
+                    y=d[m],
+                    mode="lines+markers",
+                    name=f"trial {trial}",
+                    showlegend=False,
+                    opacity=0.6,
+                )
+            )
     s = r.scaling.get(m)
     if s is not None:
-        fig.add_trace(go.Scatter(x=np.concatenate([s["params"], s["params"][::-1]]),
-                                 y=np.concatenate([s["hi"], s["lo"][::-1]]), fill="toself",
-                                 opacity=0.25, line=dict(width=0), name="interval"))
-        fig.add_trace(go.Scatter(x=s["params"], y=s["y"], mode="lines",
-                                 name=f"extrapolation to {r.target}"))
-    fig.update_layout(title=f"Scaling: {m} against parameters", xaxis_type="log",
-                      xaxis_title="parameters", yaxis_title=m)
+        fig.add_trace(
+            go.Scatter(
+                x=np.concatenate([s["params"], s["params"][::-1]]),
+                y=np.concatenate([s["hi"], s["lo"][::-1]]),
+                fill="toself",
+                opacity=0.25,
+                line=dict(width=0),
+                name="interval",
+            )
+        )
+        fig.add_trace(
+            go.Scatter(x=s["params"], y=s["y"], mode="lines", name=f"extrapolation to {r.target}")
+        )
+    fig.update_layout(
+        title=f"Scaling: {m} against parameters",
+        xaxis_type="log",
+        xaxis_title="parameters",
+        yaxis_title=m,
+    )
     return fig
 
 
@@ -220,8 +281,9 @@ def _mixture(r: ReportInput):
     epochs = [c for c in df.columns if c.startswith("epochs_")]
     if not mix and not epochs:
         return None
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("realised share by stage and domain",
-                                                        "epochs per domain"))
+    fig = make_subplots(
+        rows=1, cols=2, subplot_titles=("realised share by stage and domain", "epochs per domain")
+    )
     d = df.unique("trial") if "trial" in df.columns else df
     for c in mix:
         fig.add_trace(go.Box(y=d[c], name=c[4:], boxpoints="all"), row=1, col=1)
@@ -240,12 +302,17 @@ def _calibration(r: ReportInput):
         return None
     d = df.drop_nulls([col, m])
     lo, hi = float(min(d[col].min(), d[m].min())), float(max(d[col].max(), d[m].max()))
-    fig = go.Figure([
-        go.Scatter(x=d[col], y=d[m], mode="markers", name="confirmatory runs"),
-        go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="observed = predicted"),
-    ])
-    fig.update_layout(title=f"Calibration: {m} predicted against observed",
-                      xaxis_title=f"predicted {m}", yaxis_title=f"observed {m}")
+    fig = go.Figure(
+        [
+            go.Scatter(x=d[col], y=d[m], mode="markers", name="confirmatory runs"),
+            go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="observed = predicted"),
+        ]
+    )
+    fig.update_layout(
+        title=f"Calibration: {m} predicted against observed",
+        xaxis_title=f"predicted {m}",
+        yaxis_title=f"observed {m}",
+    )
     return fig
 
 
@@ -256,7 +323,8 @@ def _table(df: pl.DataFrame, max_rows: int = 50) -> str:
     for row in df.head(max_rows).iter_rows():
         cells = "".join(
             f"<td>{v:.4g}</td>" if isinstance(v, float) else f"<td>{html.escape(str(v))}</td>"
-            for v in row)
+            for v in row
+        )
         body.append(f"<tr>{cells}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
@@ -266,13 +334,25 @@ def render(r: ReportInput) -> str:
 
     if r.results.height == 0:
         raise CodemixError("the results table is empty: nothing to report")
-    figs = [f for f in (_progress(r), _pareto_fig(r), _response(r), _contour(r), _scaling(r),
-                        _mixture(r), _calibration(r)) if f is not None]
+    figs = [
+        f
+        for f in (
+            _progress(r),
+            _pareto_fig(r),
+            _response(r),
+            _contour(r),
+            _scaling(r),
+            _mixture(r),
+            _calibration(r),
+        )
+        if f is not None
+    ]
     parts, first = [], True
     for fig in figs:
         fig.update_layout(template="plotly_white", height=460)
-        parts.append(pio.to_html(fig, include_plotlyjs=first, full_html=False,
-                                 config={"displaylogo": False}))
+        parts.append(
+            pio.to_html(fig, include_plotlyjs=first, full_html=False, config={"displaylogo": False})
+        )
         first = False
     df = r.results
     counts = ""
@@ -281,8 +361,11 @@ def render(r: ReportInput) -> str:
         counts = ", ".join(f"{n} {html.escape(str(s))}" for s, n in st.iter_rows())
     summary = [f"{df.height} rows"]
     if "trial" in df.columns:
-        summary.append(f"{df['trial'].n_unique()} trials ({counts})" if counts else
-                       f"{df['trial'].n_unique()} trials")
+        summary.append(
+            f"{df['trial'].n_unique()} trials ({counts})"
+            if counts
+            else f"{df['trial'].n_unique()} trials"
+        )
     if "size" in df.columns:
         summary.append("sizes " + ", ".join(html.escape(s) for s in _sizes(df)))
     if "flops" in df.columns:
@@ -291,8 +374,10 @@ def render(r: ReportInput) -> str:
     if r.predictions is not None:
         pred = f"<h2>Predictions at {html.escape(str(r.target))}</h2>{_table(r.predictions)}"
     if "predicted_" + r.nl_metric not in df.columns:
-        r.notes.append("No confirmatory runs in this table yet: the calibration plot appears "
-                       "once runs at the target carry a predicted_<metric> column.")
+        r.notes.append(
+            "No confirmatory runs in this table yet: the calibration plot appears "
+            "once runs at the target carry a predicted_<metric> column."
+        )
     notes = "".join(f"<p class=note>{html.escape(n)}</p>" for n in r.notes)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(r.title)}</title>
@@ -304,7 +389,7 @@ table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;pad
 <p>{"; ".join(summary)}. Metrics: {html.escape(r.nl_metric)} (natural language),
 {html.escape(r.code_metric)} (code), validation split, bits per byte unless named loss.</p>
 {notes}
-{''.join(f'<div class="figure">{p}</div>' for p in parts)}
+{"".join(f'<div class="figure">{p}</div>' for p in parts)}
 {pred}
 <pre id="js-errors"></pre>
 </body></html>

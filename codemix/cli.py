@@ -8,7 +8,7 @@ import sys
 
 from codemix.errors import CodemixError
 
-_AREAS = ("_cli_data", "_cli_models", "_cli_train", "_cli_study", "_cli_analysis")
+_AREAS = ("_cli_data", "_cli_models", "_cli_train", "_cli_study", "_cli_analysis", "_cli_report")
 
 
 def build_parser() -> argparse.ArgumentParser:

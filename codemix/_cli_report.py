@@ -1,0 +1,80 @@
+"""`codemix report`: one self-contained HTML file from a study or a results table."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="write the interactive HTML report of a study or results table",
+        description="One self-contained HTML file (plotly, works offline): study progress, "
+        "NL-versus-code Pareto front, response curves and a contour over stage shares, "
+        "scaling curves, realised mixture and epochs, predictions and calibration.",
+    )
+    p.add_argument(
+        "source",
+        metavar="STUDY.toml|RESULTS",
+        help="a study spec (its storage is read) or a results table (.csv/.parquet)",
+    )
+    p.add_argument("-o", "--output", required=True, metavar="report.html")
+    p.add_argument("--storage", metavar="URL", help="the study's storage (default: beside it)")
+    p.add_argument("--nl-metric", default="bpb_text", help="column of the NL metric")
+    p.add_argument("--code-metric", default="bpb_code", help="column of the code metric")
+    p.add_argument("--title", help="page title (default: the study name or file name)")
+    p.set_defaults(func=_report)
+
+
+def _results(args):
+    from pathlib import Path
+
+    import polars as pl
+
+    from codemix.errors import CodemixError
+
+    src = Path(args.source)
+    if src.suffix == ".toml":
+        import optuna
+
+        from optimizer.export import rows
+        from optimizer.space import load_study
+        from optimizer.storage import default_url, open_storage, redact
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        spec = load_study(src)
+        url = args.storage or default_url(src)
+        try:
+            study = optuna.load_study(study_name=spec.name, storage=open_storage(url))
+        except KeyError:
+            raise CodemixError(f"no study {spec.name!r} in {redact(url)}; run it first") from None
+        data = rows(study)
+        if not data:
+            raise CodemixError(f"study {spec.name!r} has no results yet")
+        return pl.DataFrame(data, infer_schema_length=None), spec.name
+    from analysis.tables import read_table
+
+    return read_table(src), src.stem
+
+
+def _report(args) -> int:
+    from pathlib import Path
+
+    from analysis.report import ReportInput, write_report
+    from codemix.errors import CodemixError
+
+    df, name = _results(args)
+    for m in (args.nl_metric, args.code_metric):
+        if m not in df.columns:
+            raise CodemixError(f"{args.source}: no column {m!r} (see --nl-metric/--code-metric)")
+    n = write_report(
+        ReportInput(
+            df,
+            title=args.title or f"codemix report: {name}",
+            nl_metric=args.nl_metric,
+            code_metric=args.code_metric,
+        ),
+        Path(args.output),
+    )
+    print(f"wrote {args.output} ({n} figures); open it in any browser, no network needed")
+    return 0

@@ -1,0 +1,135 @@
+"""The report renders in a real browser (headless Chromium) with no JavaScript error."""
+
+import shutil
+import subprocess
+
+import numpy as np
+import polars as pl
+import pytest
+
+from analysis.report import ReportInput, _pareto, render, write_report
+from codemix.cli import main
+from codemix.errors import CodemixError
+
+EVIL = '</script><script>document.title="pwned"</script>'
+
+
+def _table(n: int = 12) -> pl.DataFrame:
+    """A results table in the export format, from a known trade-off with noise."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for trial in range(n):
+        a, b = rng.uniform(0, 1), rng.uniform(0, 0.5)
+        for size, params in (("test", 4e5), ("0.5M", 9.5e5)):
+            scale = (params / 4e5) ** -0.1
+            rows.append(
+                {
+                    "study": EVIL,
+                    "trial": trial,
+                    "state": "complete",
+                    "size": size,
+                    "params": params,
+                    "tokens": 1e5,
+                    "flops": 6 * params * 1e5,
+                    "param_stages.init.code_frac": a,
+                    "param_stages.cooldown.code_frac": b,
+                    "objective_0": scale * (2.5 + (a - 0.25) ** 2),
+                    "bpb_text": scale * (2.5 + (a - 0.25) ** 2 + 0.1 * b) + rng.normal(0, 0.01),
+                    "bpb_code": scale * (3.5 - a - b) + rng.normal(0, 0.01),
+                    "mix_init_code": a,
+                    "mix_init_text": 1 - a,
+                    "epochs_text": 0.1,
+                    "epochs_code": 0.2,
+                }
+            )
+    return pl.DataFrame(rows)
+
+
+def _chromium() -> str:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.skip("no chromium (.ci/run installs Debian's chromium package)")
+    return exe
+
+
+def _dom(exe: str, page) -> str:
+    out = subprocess.run(
+        [
+            exe,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+def test_every_figure_renders_without_errors(tmp_path):
+    exe = _chromium()
+    page = tmp_path / "report.html"
+    n = write_report(ReportInput(_table(), title=f"study {EVIL}"), page)
+    assert n == 6  # progress, Pareto, response, contour, scaling, mixture
+    dom = _dom(exe, page)
+    figures = dom.split('class="figure"')[1:]
+    assert len(figures) == n
+    assert all('class="main-svg"' in f for f in figures)  # plotly drew every one
+    errors = dom.split('<pre id="js-errors">')[1].split("</pre>")[0]
+    assert errors == ""
+    # the injected script never ran: the title is still the escaped study name
+    assert dom.split("<title>")[1].split("</title>")[0].startswith("study &lt;/script&gt;")
+
+
+def test_names_are_escaped():
+    page = render(ReportInput(_table(), title=EVIL))
+    assert EVIL not in page
+    assert "&lt;/script&gt;" in page
+
+
+def test_predicted_front_and_calibration(tmp_path):
+    df = _table().with_columns(predicted_bpb_text=pl.col("bpb_text") + 0.01)
+    pred = pl.DataFrame(
+        {
+            "bpb_text": [2.2, 2.3],
+            "bpb_text_lo": [2.1, 2.2],
+            "bpb_text_hi": [2.3, 2.4],
+            "bpb_code": [3.0, 2.5],
+        }
+    )
+    page = render(ReportInput(df, target="2.8B", predictions=pred))
+    assert "2.8B predicted front" in page and "Calibration" in page
+    assert "Predictions at 2.8B" in page
+
+
+def test_pareto_front():
+    x = np.array([1.0, 2.0, 3.0, 1.5])
+    y = np.array([3.0, 2.0, 1.0, 3.5])
+    assert _pareto(x, y).tolist() == [0, 1, 2]
+
+
+def test_cli(tmp_path, capsys):
+    _table().write_csv(tmp_path / "r.csv")
+    assert main(["report", str(tmp_path / "r.csv"), "-o", str(tmp_path / "r.html")]) == 0
+    assert (tmp_path / "r.html").stat().st_size > 1_000_000  # plotly.js is inline
+    assert (
+        main(
+            [
+                "report",
+                str(tmp_path / "r.csv"),
+                "-o",
+                str(tmp_path / "x.html"),
+                "--nl-metric",
+                "accuracy",
+            ]
+        )
+        == 2
+    )
+    assert "no column 'accuracy'" in capsys.readouterr().err
+    with pytest.raises(CodemixError, match="empty"):
+        render(ReportInput(_table().head(0)))
