@@ -7,7 +7,8 @@
 # on those 512 runs and scored by Spearman correlation on the 256 held-out 1M runs, the same
 # 256 mixtures at 60M and the 64 1B runs (Pile-CC and GitHub validation loss), plus the
 # coverage of 90 % prediction intervals on the 256 held-out 1M runs.
-# Expected wall time on a 2-core CPU: about 6 minutes (the Gaussian-process fits dominate).
+# Expected wall time on a 2-core CPU: about 10 minutes (measured 9.7 min while other jobs
+# shared the cores; the Gaussian-process fits dominate, Chinchilla takes under a minute).
 #
 # Usage: .venv/bin/python benchmarks/fit_accuracy.py [--data ../shared/data] [--n-boot 1000]
 from __future__ import annotations

@@ -74,7 +74,7 @@ def test_besiroglu_estimates_on_their_data():
     df = read_table(DATA / "chinchilla" / "svg_extracted_data.csv").sort("loss").head(240)
     n = df["Model Size"].to_numpy()
     d = df["Training FLOP"].to_numpy() / (6 * n)
-    fit = fit_chinchilla(n, d, df["loss"].to_numpy(), ScalingConfig(n_boot=0))
+    fit = fit_chinchilla(n, d, df["loss"].to_numpy(), ScalingConfig(n_boot=0, refine_starts=50))
     published = {"E": 1.817, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}
     se = {"E": 0.03, "A": 124.58, "B": 1293.23, "alpha": 0.02, "beta": 0.02}
     for k, v in published.items():
