@@ -126,6 +126,12 @@ class _Exp:
         self.sign = starts[0][0]
         r0 = [np.median(np.abs(y - self._with_sign(s, p, f))) for s, p in starts]
         f_scale = max(1.4826 * min(r0), 1e-6 * sd)
+        # least squares from the 3 starts of lowest robust cost
+        f_cost = [
+            np.sum(f_scale**2 * (np.sqrt(1 + ((y - self._with_sign(s, p, f)) / f_scale) ** 2) - 1))
+            for s, p in starts
+        ]
+        starts = [starts[i] for i in np.argsort(f_cost)[:3]]
         best = None
         for sign, p0 in starts:
             self.sign = sign

@@ -456,11 +456,7 @@ def fit_joint_law(
         raise CodemixError(f"the joint law has {2 * k + 1} parameters; {len(y)} runs are too few")
     ln, ly = np.log(n), np.log(y)
     e0 = np.log(0.8 * y.min())
-    starts = [
-        np.r_[np.full(k, e0), np.full(k, a0), al0]
-        for a0 in (2.0, 5.0, 10.0)
-        for al0 in (0.1, 0.3, 0.6)
-    ]
+    starts = [np.r_[np.full(k, e0), np.full(k, a0), al0] for a0 in (2.0, 8.0) for al0 in (0.2, 0.5)]
 
     def solve(idx, inits):
         best = None

@@ -10,7 +10,7 @@ import pytest
 from analysis.scaling import ScalingConfig, fit_chinchilla, fit_power_law, huber
 from codemix.errors import CodemixError
 
-FAST = ScalingConfig(n_boot=40, refine_starts=30)
+FAST = ScalingConfig(n_boot=20, refine_starts=10)
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
@@ -42,7 +42,7 @@ def test_chinchilla_recovers_known_law_within_bootstrap_error():
 
 def test_chinchilla_noise_free_is_exact():
     n, d, loss, true = _chinchilla_runs(noise=0.0)
-    fit = fit_chinchilla(n, d, loss, ScalingConfig(n_boot=0, refine_starts=30))
+    fit = fit_chinchilla(n, d, loss, ScalingConfig(n_boot=0, refine_starts=10))
     for k, v in true.items():
         assert fit.params[k] == pytest.approx(v, rel=2e-3)
 

@@ -69,12 +69,13 @@ def test_cv_picks_the_true_family(law, truth):
 
 def test_cv_picks_flexible_model_for_a_bumpy_surface():
     law = lambda w: 3.0 + 0.3 * np.sin(8 * w[:, 0]) * np.cos(6 * w[:, 1])  # noqa: E731
-    w, y = _noisy(law, 150, 4)
+    w, y = _noisy(law, 100, 4)
     s = fit_surface(
         w, y, "loss", COLS, SurfaceConfig(families=("linear", "quadratic", "gp"), stack=False)
     )
     assert s.family == "gp"
-    assert s.cv_score.rmse < 0.05
+    others = [c.rmse for c in s.cv if c.family != "gp"]
+    assert s.cv_score.rmse < 0.6 * min(others)
 
 
 def test_intervals_cover_about_their_level():

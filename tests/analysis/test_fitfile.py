@@ -1,0 +1,47 @@
+"""FIT.json round trips and refuses what it cannot read."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from analysis.fitfile import FitFile, atomic_write_text, load_fit, save_fit
+from analysis.surfaces import SurfaceConfig, fit_surface
+from codemix.errors import CodemixError
+
+
+def test_round_trip_keeps_predictions(tmp_path):
+    rng = np.random.default_rng(0)
+    w = rng.dirichlet([1, 1, 1], 40)
+    y = 2 + np.exp(w @ [1.0, -0.5, 0.2]) + 0.01 * rng.standard_normal(40)
+    s = fit_surface(w, y, "loss", ("a", "b", "c"), SurfaceConfig(families=("linear", "exp")))
+    fit = FitFile(("a", "b", "c"), {"loss": s}, data={"n_runs": 40})
+    path = tmp_path / "FIT.json"
+    save_fit(fit, path)
+    back = load_fit(path)
+    assert back.metrics == ["loss"] and back.surfaces["loss"].family == s.family
+    np.testing.assert_allclose(back.surfaces["loss"].interval(w[:5]), s.interval(w[:5]))
+    assert json.loads(path.read_text())["surfaces"]["loss"]["cv"]
+
+
+def test_rejects_other_files_and_newer_versions(tmp_path):
+    p = tmp_path / "x.json"
+    p.write_text(json.dumps({"format": "other"}))
+    with pytest.raises(CodemixError, match="not a codemix fit file"):
+        load_fit(p)
+    p.write_text(json.dumps({"format": "codemix.fit", "version": 99}))
+    with pytest.raises(CodemixError, match="version 99"):
+        load_fit(p)
+    with pytest.raises(CodemixError, match="does not exist"):
+        load_fit(tmp_path / "missing.json")
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path):
+    p = tmp_path / "out.txt"
+    atomic_write_text(p, "one")
+    assert p.read_text() == "one"
+    assert [q.name for q in tmp_path.iterdir()] == ["out.txt"]
+    with pytest.raises(CodemixError, match="does not exist"):
+        atomic_write_text(tmp_path / "no" / "out.txt", "x")

@@ -1,0 +1,94 @@
+"""Prediction at a target size, objectives, the optimum and the Pareto front."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from analysis.optimum import (
+    find_optimum,
+    fit_results,
+    pareto_front,
+    parse_objective,
+    parse_size,
+    predict,
+)
+from analysis.scaling import ScalingConfig
+from analysis.surfaces import SurfaceConfig
+from analysis.tables import ResultsTable
+from codemix.errors import CodemixError
+
+COLS = ("text", "code")
+
+
+def _table(sizes=(1e6, 4e6, 1.6e7, 6.4e7), per_size=16, seed=0) -> ResultsTable:
+    """NL loss falls with text share, code loss with code share; both fall with size."""
+    rng = np.random.default_rng(seed)
+    w = rng.dirichlet([1, 1], per_size * len(sizes))
+    n = np.repeat(np.asarray(sizes, float), per_size)
+    nl = np.exp(w @ [0.5, 1.0]) + np.exp(w @ [4.0, 4.6]) * n**-0.3
+    code = np.exp(w @ [1.0, 0.3]) + np.exp(w @ [4.4, 3.8]) * n**-0.3
+    y = np.c_[nl, code] * np.exp(0.003 * rng.standard_normal((len(n), 2)))
+    return ResultsTable("synthetic", COLS, ("nl", "code"), w, y, "params", None, n)
+
+
+@pytest.fixture(scope="module")
+def fit():
+    return fit_results(
+        _table(),
+        SurfaceConfig(families=("linear", "exp"), stack=False),
+        ScalingConfig(n_boot=12),
+    )
+
+
+def test_parse_size_and_objectives():
+    assert parse_size("470M") == 4.7e8 and parse_size("2.8B") == 2.8e9
+    assert parse_size("1e9") == 1e9
+    o = parse_objective("min:nl,code<=2.5", ["nl", "code"])
+    assert o.weights == {"nl": 1.0} and o.constraints == (("code", "<=", 2.5),)
+    assert parse_objective("max:nl", ["nl"]).weights == {"nl": -1.0}
+    assert parse_objective("weighted:nl=0.7,code=0.3", ["nl", "code"]).weights == {
+        "nl": 0.7,
+        "code": 0.3,
+    }
+    for bad in ("best:nl", "min:", "min:acc", "weighted:nl", "min:nl,code<2"):
+        with pytest.raises(CodemixError):
+            parse_objective(bad, ["nl", "code"])
+
+
+def test_prediction_at_target_size_matches_the_law(fit):
+    w = np.array([[0.8, 0.2], [0.3, 0.7]])
+    p = predict(fit, w, 2.8e9)
+    truth = np.exp(w @ [0.5, 1.0]) + np.exp(w @ [4.0, 4.6]) * 2.8e9**-0.3
+    mean, lo, hi = p["nl"]
+    np.testing.assert_allclose(mean, truth, rtol=0.02)
+    assert np.all(lo < mean) and np.all(mean < hi)
+    two = fit_results(_table(sizes=(1e6, 4e6)), SurfaceConfig(families=("linear",), stack=False))
+    assert two.scaling == {}
+    with pytest.raises(CodemixError, match="no size law"):
+        predict(two, w, 1e9)
+
+
+def test_optimum_finds_the_known_best_and_respects_constraints(fit):
+    opt = find_optimum(fit, parse_objective("min:nl", ["nl", "code"]), 4.7e8, 800, 30)
+    assert opt.mixture[0] > 0.95  # all text minimises NL loss under this law
+    assert opt.argmax_lo[0] <= opt.mixture[0] + 1e-9 <= opt.argmax_hi[0] + 1e-9
+    bound = 0.5 * (predict(fit, np.array([[1.0, 0.0]]), 4.7e8)["code"][0][0] + 1.4)
+    cons = parse_objective(f"min:nl,code<={bound}", ["nl", "code"])
+    opt2 = find_optimum(fit, cons, 4.7e8, 800, 30)
+    assert opt2.predicted["code"][0] <= bound + 1e-9
+    assert opt2.mixture[0] < opt.mixture[0]
+    with pytest.raises(CodemixError, match="no mixture satisfies"):
+        find_optimum(fit, parse_objective("min:nl,code<=0.1", ["nl", "code"]), 4.7e8, 200, 5)
+
+
+def test_pareto_front_is_non_dominated(fit):
+    w, a, b = pareto_front(fit, "nl", "code", 4.7e8, n_candidates=500)
+    assert len(w) > 5
+    assert np.all(np.diff(a) >= 0) and np.all(np.diff(b) < 0)
+
+
+def test_optimum_at_training_size_uses_surface_draws(fit):
+    opt = find_optimum(fit, parse_objective("weighted:nl=1,code=1", ["nl", "code"]), None, 400, 20)
+    assert opt.size is None and opt.n_draws > 0
+    assert np.isclose(opt.mixture.sum(), 1.0)
