@@ -94,6 +94,13 @@ def register(sub) -> None:
     )
     p.add_argument("--flops-col", metavar="COL", help="training FLOPs C; D = C / (6 N)")
     p.add_argument("--loss-col", required=True, metavar="COL", help="final loss")
+    p.add_argument(
+        "--drop-highest-loss",
+        type=int,
+        default=0,
+        metavar="K",
+        help="leave out the K runs of highest loss (Besiroglu et al. drop 5 of 245; default 0)",
+    )
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
     p.add_argument(
         "--refine-starts",
@@ -234,6 +241,10 @@ def _scaling(args: argparse.Namespace) -> int:
     for c in cols:
         if not df.schema[c].is_numeric():
             raise CodemixError(f"{args.data}: column {c!r} is not numeric")
+    if args.drop_highest_loss:
+        if not 0 < args.drop_highest_loss < df.height - 5:
+            raise CodemixError(f"--drop-highest-loss {args.drop_highest_loss} leaves too few runs")
+        df = df.sort(l_col).head(df.height - args.drop_highest_loss)
     n = df[n_col].to_numpy().astype(float)
     loss = df[l_col].to_numpy().astype(float)
     cfg = ScalingConfig(n_boot=args.n_boot, seed=args.seed, refine_starts=args.refine_starts)
