@@ -24,7 +24,13 @@ demo: $(VENV)/.installed
 	$(BIN)/codemix prepare --builtin --tokenizer bpe:4096 --out $(DEMO)/store
 	$(BIN)/codemix study run studies/quickstart.toml
 	$(BIN)/codemix study export studies/quickstart.toml -o $(DEMO)/quickstart.csv
-	@echo "results table: $(DEMO)/quickstart.csv (one row per trial and size)"
+	$(BIN)/codemix fit $(DEMO)/quickstart.csv --mixture-cols 'mix_init_*' \
+		--metric bpb_text --metric bpb_code --size-col params --n-boot 100 \
+		-o $(DEMO)/fit.json
+	$(BIN)/codemix optimum $(DEMO)/fit.json --target 2.8B --objective min:bpb_text
+	$(BIN)/codemix report studies/quickstart.toml --fit $(DEMO)/fit.json --target 2.8B \
+		-o $(DEMO)/report.html
+	@echo "report: $(DEMO)/report.html (self-contained; open it in a browser)"
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile

@@ -43,6 +43,55 @@ class ReportInput:
     curves: dict[str, pl.DataFrame] = field(default_factory=dict)  # metric -> x, y, lo, hi
     scaling: dict[str, pl.DataFrame] = field(default_factory=dict)  # metric -> params, y, lo, hi
     notes: list[str] = field(default_factory=list)
+    share_col: str | None = None  # x of the response curves (default: the first code share)
+
+
+def from_fit(r: ReportInput, fit, target: float, target_name: str, points: int = 41) -> None:
+    """Fill the predicted parts of a report from a FIT.json with size laws: the NL-versus-code
+    front at the target, curves along the code share and the scaling extrapolation of the
+    best mixture, each with its interval."""
+    from analysis.optimum import pareto_front, predict
+
+    nl, code = r.nl_metric, r.code_metric
+    cols = list(fit.mixture_cols)
+    for m in (nl, code):
+        if m not in fit.surfaces:
+            raise CodemixError(f"the fit has no metric {m!r} (it has {', '.join(fit.metrics)})")
+    w, _, _ = pareto_front(fit, nl, code, size=target)
+    p = predict(fit, w, target)
+    pred = {c: w[:, i] for i, c in enumerate(cols)}
+    for m in (nl, code):
+        pred |= {m: p[m][0], f"{m}_lo": p[m][1], f"{m}_hi": p[m][2]}
+    front = pl.DataFrame(pred)
+    step = max(1, front.height // 20)
+    r.predictions = front[::step]
+    r.target, r.target_params = target_name, target
+    code_cols = [i for i, c in enumerate(cols) if c.endswith("code")]
+    if len(cols) == 2 and code_cols:
+        k = code_cols[0]
+        x = np.linspace(0, 1, points)
+        grid = np.column_stack([x, 1 - x] if k == 0 else [1 - x, x])
+        p = predict(fit, grid, target)
+        r.share_col = cols[k]
+        for m in (nl, code):
+            r.curves[m] = pl.DataFrame({"x": x, "y": p[m][0], "lo": p[m][1], "hi": p[m][2]})
+    best = w[int(np.argmin(predict(fit, w, target)[nl][0]))][None, :]
+    lo = float(r.results["params"].min()) if "params" in r.results.columns else target / 1e3
+    sizes = np.geomspace(lo, target, 30)
+    rows = [predict(fit, best, float(n))[nl] for n in sizes]
+    r.scaling[nl] = pl.DataFrame(
+        {
+            "params": sizes,
+            "y": [float(q[0][0]) for q in rows],
+            "lo": [float(q[1][0]) for q in rows],
+            "hi": [float(q[2][0]) for q in rows],
+        }
+    )
+    r.notes.append(
+        f"Predictions at {target_name} ({target:.3g} parameters) come from the fitted "
+        f"mixture-and-size law over {', '.join(cols)}; bands are 90 % intervals. The scaling "
+        f"curve follows the mixture with the lowest predicted {nl} at the target."
+    )
 
 
 def _share_columns(df: pl.DataFrame) -> list[str]:
@@ -156,6 +205,8 @@ def _response(r: ReportInput):
 
     df, shares = r.results, _share_columns(r.results)
     metrics = [m for m in (r.nl_metric, r.code_metric) if m in df.columns]
+    if r.share_col and r.share_col in df.columns:
+        shares = [r.share_col]
     if not shares or not metrics:
         return None
     x_col = shares[0]
@@ -178,7 +229,9 @@ def _response(r: ReportInput):
                     name=f"{m} interval",
                 )
             )
-            fig.add_trace(go.Scatter(x=c["x"], y=c["y"], mode="lines", name=f"{m} fitted"))
+            fig.add_trace(
+                go.Scatter(x=c["x"], y=c["y"], mode="lines", name=f"{m} predicted at {r.target}")
+            )
     fig.update_layout(
         title=f"Response along {x_col}", xaxis_title=x_col, yaxis_title="validation metric"
     )

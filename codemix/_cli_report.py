@@ -23,6 +23,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nl-metric", default="bpb_text", help="column of the NL metric")
     p.add_argument("--code-metric", default="bpb_code", help="column of the code metric")
     p.add_argument("--title", help="page title (default: the study name or file name)")
+    p.add_argument(
+        "--fit",
+        metavar="FIT.json",
+        help="a fit with size laws (codemix fit --size-col): adds predictions",
+    )
+    p.add_argument(
+        "--target",
+        metavar="SIZE",
+        default="2.8B",
+        help="target size for predictions (a preset or a count; default 2.8B)",
+    )
     p.set_defaults(func=_report)
 
 
@@ -67,14 +78,18 @@ def _report(args) -> int:
     for m in (args.nl_metric, args.code_metric):
         if m not in df.columns:
             raise CodemixError(f"{args.source}: no column {m!r} (see --nl-metric/--code-metric)")
-    n = write_report(
-        ReportInput(
-            df,
-            title=args.title or f"codemix report: {name}",
-            nl_metric=args.nl_metric,
-            code_metric=args.code_metric,
-        ),
-        Path(args.output),
+    r = ReportInput(
+        df,
+        title=args.title or f"codemix report: {name}",
+        nl_metric=args.nl_metric,
+        code_metric=args.code_metric,
     )
+    if args.fit:
+        from analysis.fitfile import load_fit
+        from analysis.report import from_fit
+        from codemix.units import parse_count
+
+        from_fit(r, load_fit(args.fit), parse_count(args.target, "--target"), args.target)
+    n = write_report(r, Path(args.output))
     print(f"wrote {args.output} ({n} figures); open it in any browser, no network needed")
     return 0
