@@ -133,3 +133,64 @@ def test_cli(tmp_path, capsys):
     assert "no column 'accuracy'" in capsys.readouterr().err
     with pytest.raises(CodemixError, match="empty"):
         render(ReportInput(_table().head(0)))
+
+
+def test_cli_with_a_fit_adds_predictions(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    rows = []
+    for trial in range(12):
+        a = rng.uniform(0, 1)
+        for size, n in (("s", 4e5), ("m", 9.5e5), ("l", 1.4e6)):
+            rows.append(
+                {
+                    "trial": trial,
+                    "size": size,
+                    "params": n,
+                    "mix_init_text": 1 - a,
+                    "mix_init_code": a,
+                    "bpb_text": 2 + 40 * n**-0.3 * (1 + (a - 0.25) ** 2) + rng.normal(0, 0.003),
+                    "bpb_code": 2 + 60 * n**-0.3 * (1.5 - a) + rng.normal(0, 0.003),
+                }
+            )
+    pl.DataFrame(rows).write_csv(tmp_path / "r.csv")
+    assert (
+        main(
+            [
+                "fit",
+                str(tmp_path / "r.csv"),
+                "--mixture-cols",
+                "mix_init_*",
+                "--metric",
+                "bpb_text",
+                "--metric",
+                "bpb_code",
+                "--size-col",
+                "params",
+                "--n-boot",
+                "20",
+                "--families",
+                "linear,quadratic",
+                "-o",
+                str(tmp_path / "fit.json"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "report",
+                str(tmp_path / "r.csv"),
+                "--fit",
+                str(tmp_path / "fit.json"),
+                "--target",
+                "2.8B",
+                "-o",
+                str(tmp_path / "r.html"),
+            ]
+        )
+        == 0
+    )
+    page = (tmp_path / "r.html").read_text()
+    assert "2.8B predicted front" in page and "Predictions at 2.8B" in page
+    assert "extrapolation to 2.8B" in page
