@@ -106,8 +106,8 @@ def test_missing_file(tmp_path):
 
 
 def test_code_frac_builds_the_mixture_from_groups(tmp_path):
-    text = GOOD.replace('mixture = { text = 0.5, code = 0.5 }', "code_frac = 0.25")
-    text += '\n[groups]\ncode = { code = 0.8, web = 0.2 }\ntext = { text = 1.0 }\n'
+    text = GOOD.replace("mixture = { text = 0.5, code = 0.5 }", "code_frac = 0.25")
+    text += "\n[groups]\ncode = { code = 0.8, web = 0.2 }\ntext = { text = 1.0 }\n"
     spec = load_spec(_write(tmp_path, text))
     mix = spec.schedule.stages[0].mixture
     assert mix["code"] == pytest.approx(0.2) and mix["web"] == pytest.approx(0.05)
