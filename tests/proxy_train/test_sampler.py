@@ -58,7 +58,7 @@ def _mix(w):
 
 
 @settings(max_examples=25, deadline=None)
-@given(w=weights, B=st.integers(1, 48), start=st.integers(0, 400))
+@given(w=weights, B=st.integers(8, 48), start=st.integers(0, 400))
 def test_any_100_batches_have_the_requested_shares(store, w, B, start):
     mix = _mix(w)
     s = _sampler(store, [mix], steps=600, B=B)
@@ -66,6 +66,18 @@ def test_any_100_batches_have_the_requested_shares(store, w, B, start):
     owners = _owner(rows)
     for name, share in mix.items():
         assert abs(owners.count(name) / len(owners) - share) <= 0.01
+
+
+@settings(max_examples=25, deadline=None)
+@given(w=weights, start=st.integers(0, 2000), n=st.integers(1, 300))
+def test_any_window_of_sequences_is_within_three_of_its_target(store, w, start, n):
+    """The nested rounding bound for three domains: a window of n sequences holds each
+    domain's n * share within 3 sequences, however small the batches."""
+    mix = _mix(w)
+    s = _sampler(store, [mix], steps=2400, B=1)
+    owners = _owner(np.concatenate([s.batch(i) for i in range(start, start + n)]))
+    for name, share in mix.items():
+        assert abs(owners.count(name) - n * share) <= 3
 
 
 @settings(max_examples=15, deadline=None)
