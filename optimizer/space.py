@@ -18,14 +18,13 @@ Search keys are the `--set` paths of the run spec, so anything can be searched o
 from __future__ import annotations
 
 import json
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from codemix.errors import CodemixError
 from optimizer.samplers import SAMPLERS
-from proxy_train.spec import RunSpec, apply_overrides, build_spec
+from proxy_train.spec import RunSpec, apply_overrides, build_spec, read_toml
 
 METRIC_KINDS = ("loss", "bpb")
 _STUDY_KEYS = {
@@ -188,13 +187,7 @@ def _param(key: str, table: Any, where: str) -> Param:
 
 def load_study(path: str | Path, overrides: list[str] | None = None) -> StudySpec:
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise CodemixError(f"{path}: no such study spec") from None
-    except tomllib.TOMLDecodeError as e:
-        raise CodemixError(f"{path}: not valid TOML ({e})") from None
-    raw = apply_overrides(raw, overrides or [])
+    raw = read_toml(path, overrides, "study spec")
     where = str(path)
     study = raw.get("study")
     if not isinstance(study, dict) or "name" not in study:

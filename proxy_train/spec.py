@@ -231,13 +231,17 @@ def build_spec(raw: dict, where: str = "spec", path: Path | None = None) -> RunS
     return RunSpec(Path(str(data["store"])), model, settings, schedule, path, raw)
 
 
-def load_spec(path: str | Path, overrides: list[str] | None = None) -> RunSpec:
-    path = Path(path)
+def read_toml(path: Path, overrides: list[str] | None = None, what: str = "spec file") -> dict:
+    """The raw tables of a spec file with `--set` overrides applied."""
     try:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise CodemixError(f"{path}: no such spec file") from None
+        raise CodemixError(f"{path}: no such {what}") from None
     except tomllib.TOMLDecodeError as e:
         raise CodemixError(f"{path}: not valid TOML ({e})") from None
-    raw = apply_overrides(raw, overrides or [])
-    return build_spec(raw, str(path), path)
+    return apply_overrides(raw, overrides or [])
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> RunSpec:
+    path = Path(path)
+    return build_spec(read_toml(path, overrides), str(path), path)
