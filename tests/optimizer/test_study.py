@@ -27,7 +27,7 @@ def _completed(study):
 
 
 def test_study_end_to_end_resume_and_export(write_study, tmp_path, capsys):
-    path = write_study(n=3, sizes='["test", "test"]' if False else '["test"]')
+    path = write_study(n=3)
     assert main(["study", "run", str(path), "--quiet"]) == 0
     url = f"sqlite:///{tmp_path / 's.db'}"
     study = _study(path, url)
@@ -98,9 +98,9 @@ def test_four_workers_run_each_trial_once(write_study, tmp_path, backend):
     path = write_study(name=name, n=6, population=1)
     url = POSTGRES if backend == "postgresql" else f"sqlite:///{tmp_path / 'w.db'}"
     assert main(["study", "run", str(path), "--storage", url, "--workers", "4", "--quiet"]) == 0
-    trials = optuna.load_study(study_name=name, storage=url).get_trials()
-    done = _completed(trials_study := optuna.load_study(study_name=name, storage=url))
-    del trials_study
+    study = optuna.load_study(study_name=name, storage=url)
+    trials = study.get_trials()
+    done = _completed(study)
     assert len(done) == 6
     runs = sorted((tmp_path / "runs" / name).glob("trial-*/test/summary.json"))
     assert len(runs) == len({r.parent.parent.name for r in runs}) == 6
