@@ -110,10 +110,13 @@ class _Heartbeat:
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
+        # beat at once: Optuna only ever fails a trial that has beaten at least once
         beat = getattr(self.storage, "record_heartbeat", None)
-        while beat and not self.stop.wait(self.seconds):
+        while beat:
             for i in self.ids:
                 beat(i)
+            if self.stop.wait(self.seconds):
+                break
 
     def __enter__(self):
         self.thread.start()
@@ -257,6 +260,8 @@ def worker(spec: StudySpec, url: str, n_trials: int, quiet: bool = False) -> Non
             if _counts(study)["budget"] >= n_trials:
                 break
             t = study.ask()
+            if hasattr(study._storage, "record_heartbeat"):  # stale-detectable from now on
+                study._storage.record_heartbeat(t._trial_id)
             if _budget_before(study, t.number) > n_trials:  # another worker took the last
                 t.set_user_attr(SURPLUS_ATTR, True)
                 _tell(study, t, state=TrialState.FAIL)
