@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import numpy as np
 
 from analysis.surfaces import Surface
 from codemix.errors import CodemixError
+from codemix.files import atomic_write_text
 
 __all__ = ["FORMAT", "VERSION", "FitFile", "atomic_write_text", "load_fit", "save_fit"]
 
@@ -83,21 +82,6 @@ def _jsonable(o):
     if isinstance(o, np.ndarray):
         return o.tolist()
     raise TypeError(f"cannot write {type(o).__name__} to JSON")
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file and a rename (no partial files)."""
-    path = Path(path)
-    if path.parent and not path.parent.is_dir():
-        raise CodemixError(f"output folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_fit(fit: FitFile, path: str | Path) -> None:

@@ -23,6 +23,7 @@ from analysis.scaling import ScalingConfig, fit_joint_law
 from analysis.surfaces import SurfaceConfig, fit_surface
 from analysis.tables import ResultsTable
 from codemix.errors import CodemixError
+from codemix.units import parse_count
 
 __all__ = [
     "Objective",
@@ -37,17 +38,8 @@ __all__ = [
 
 
 def parse_size(size: str | float) -> float:
-    """'470M' -> 4.7e8, '2.8B' -> 2.8e9, '1e9' -> 1e9 (the presets' parser where present)."""
-    try:
-        from models.presets import parse_size as _parse
-    except ImportError:  # pragma: no cover - models is part of the same distribution
-        _parse = None
-    if _parse is not None:
-        return _parse(size)
-    m = re.fullmatch(r"\s*([0-9.]+(?:e[+-]?\d+)?)\s*([kmbt]?)\s*", str(size).lower())
-    if not m:
-        raise CodemixError(f"cannot read size {size!r}: expected e.g. 470M, 2.8B or 1e9")
-    return float(m.group(1)) * {"": 1, "k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}[m.group(2)]
+    """'470M' -> 4.7e8, '2.8B' -> 2.8e9, '1e9' -> 1e9."""
+    return parse_count(size, "size")
 
 
 def fit_results(

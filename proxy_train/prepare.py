@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from codemix.errors import CodemixError
+from codemix.files import atomic_write_text
 from proxy_train import sources as src
 from proxy_train import store
 from proxy_train.tokenizer import ByteTokenizer, TokenizerSpec, load_file, token_dtype, train_bpe
@@ -101,9 +102,7 @@ def _fingerprint(cfg: PrepareConfig, files: dict[str, list[src.SourceFile]]) -> 
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=1))
 
 
 def _bar(total: int, desc: str, quiet: bool):

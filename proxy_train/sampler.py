@@ -159,9 +159,6 @@ class MixtureSampler:
             out[rows] = self._tokens[self.domains[d]][(win * self.T)[:, None] + offs]
         return out
 
-    def stage_index(self, step: int) -> int:
-        return bisect_right(self._starts, step) - 1
-
     def realised_mixture(self) -> list[dict[str, float]]:
         """Share of sequences (= tokens) each domain gets in each stage, as sampled."""
         shares = []

@@ -23,6 +23,7 @@ import numpy as np
 import optax
 
 from codemix.errors import CodemixError
+from codemix.files import atomic_write_text
 from models.accounting import flops_per_token, param_count
 from models.config import ModelConfig
 from models.transformer import init_params, token_losses
@@ -120,9 +121,7 @@ class _Prefetch:
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=1))
 
 
 def _is_finite(tree) -> jax.Array:
@@ -248,7 +247,7 @@ def train_population(
 
     fpt = flops_per_token(cfg, T)
     peak = peak_flops()
-    ends = {p.end_step for p in plans[0]} | {p.end_step for pl in plans for p in pl}
+    ends = {p.end_step for pl in plans for p in pl}
     starts = {p.first_step for pl in plans for p in pl if p.first_step > 0}
     last_ckpt = t_mark = time.time()
     step_mark = start
