@@ -2,11 +2,13 @@
 dense bf16 peak, 989 TFLOP/s for H100/H200), through the real trainer (`train_population`).
 
 Suites and their budgets:
-  large    124M (32 x 1024 tokens a step; variants of remat), 470M (16 x 1024) and 2.8B
-           (8 x 1024, full remat) for a few dozen steps each, no checkpoints. About 4 minutes
-           on one H100/H200, mostly compilation.
+  large    124M (32, 64 and 128 x 1024 tokens a step), 470M (32 and 64 x 1024) and 2.8B
+           (8 x 1024, full remat) for 12-30 steps each (about 2e16 FLOPs in all), no
+           checkpoints. About 4 minutes on one H100/H200, mostly compilation.
   variants 124M and 470M with one step-level option changed at a time (population axis,
            scan unrolling); run it again under XLA_FLAGS to try compiler flags. ~3 minutes.
+  tuning   124M and 470M: batch size, no remat, bfloat16 logits, and (with --wide-store) a
+           vocabulary of 50,304 as GPT-2's. ~5 minutes on one H100, mostly compilation.
   proxies  64 proxies of the "1M" preset (vocab 8192, 32 x 512 tokens a step), 20M tokens
            each (1.28B in all, ~2.3e16 FLOPs) through three stages with evaluation every 200
            steps and checkpoints at stage ends, in populations sized to the GPU's memory;
@@ -91,11 +93,11 @@ def run(store, size, B, T, steps, tmp, P=1, model=None, schedule=None, **setting
 def large(store, tmp, only=None):
     rows = []
     configs = [
-        ("124M", 32, 1024, 40, {}),
-        ("124M", 32, 1024, 40, {"remat": "dots_saveable"}),
-        ("124M", 64, 1024, 30, {"remat": "dots_saveable"}),
-        ("470M", 16, 1024, 30, {"remat": "dots_saveable"}),
-        ("470M", 32, 1024, 20, {"remat": "full"}),
+        ("124M", 32, 1024, 30, {}),
+        ("124M", 64, 1024, 30, {}),
+        ("124M", 128, 1024, 20, {}),
+        ("470M", 32, 1024, 20, {}),
+        ("470M", 64, 1024, 16, {}),
         ("2.8B", 8, 1024, 12, {"remat": "full"}),
     ]
     for i, (size, B, T, steps, model) in enumerate(configs):
@@ -148,6 +150,37 @@ def variants(store, tmp, only=None, only_new=False):
     )
     for size, B, name, tps, mfu, comp in rows:
         print(f"{size:>6} {B:>4}x1024 {name:>26} {tps:>10,.0f} {(mfu or 0):>6.1%} {comp:>9.1f}")
+
+
+def tuning(stores, tmp, only=None):
+    """One change at a time against the earlier default (float32 logits): bfloat16 logits,
+    batch size, a d_ff rounded to 256, and (with a second store) GPT-2's vocabulary, which
+    the 124M name and the issue's reference figures assume."""
+    old = {"remat": "none", "logits_dtype": "float32"}
+    new = {"remat": "none"}
+    configs = [  # preset, batch, model options, store
+        ("124M", 64, old, 0),
+        ("124M", 64, new, 0),
+        ("124M", 128, new, 0),
+        ("470M", 64, old, 0),
+        ("470M", 64, new, 0),
+        ("470M", 64, new | {"d_ff": 2816}, 0),
+        ("124M", 64, old, 1),
+        ("124M", 64, new, 1),
+    ]
+    print(f"\n{'preset':>6} {'vocab':>6} {'batch':>9} {'options':>36} {'tokens/s':>10} {'MFU':>6}")
+    for i, (size, B, model, k) in enumerate(configs):
+        if (only and size not in only) or k >= len(stores):
+            continue
+        opt = ",".join(f"{a}={b}" for a, b in model.items())
+        head = f"{size:>6} {stores[k].vocab_size:>6} {B:>4}x1024 {opt:>36}"
+        try:
+            _, (s,) = run(stores[k], size, B, 1024, 16, tmp / f"t{i}", model=model)
+        except Exception as e:  # an out-of-memory configuration is a result, not a crash
+            print(f"{head}   failed: {type(e).__name__}: {str(e)[:60]}", flush=True)
+            continue
+        t = s["timing"]
+        print(f"{head} {t['step_tokens_per_s']:>10,.0f} {(t['step_mfu'] or 0):>6.1%}", flush=True)
 
 
 def proxies(store, tmp, n=64, tokens=20_000_000, B=32, T=512):
@@ -205,7 +238,10 @@ def cpu(store, tmp):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--store", required=True)
-    ap.add_argument("--suite", choices=["large", "variants", "proxies", "cpu"], required=True)
+    ap.add_argument("--wide-store", help="tuning: a second store with a GPT-2-sized vocabulary")
+    ap.add_argument(
+        "--suite", choices=["large", "variants", "tuning", "proxies", "cpu"], required=True
+    )
     ap.add_argument("--only", nargs="*", help="large suite: only these presets")
     ap.add_argument("--only-new", action="store_true", help="variants: only the last one")
     args = ap.parse_args()
@@ -217,7 +253,10 @@ def main() -> None:
         f"jax {jax.__version__}; store vocab {store.vocab_size}"
     )
     with tempfile.TemporaryDirectory() as tmp:
-        if args.suite in ("large", "variants"):
+        if args.suite == "tuning":
+            wide = [TokenStore(args.wide_store)] if args.wide_store else []
+            tuning([store, *wide], Path(tmp), args.only)
+        elif args.suite in ("large", "variants"):
             if args.suite == "large":
                 large(store, Path(tmp), args.only)
             else:

@@ -23,7 +23,10 @@ class ModelConfig:
     fewer gives grouped-query attention. `dtype` is the compute dtype; parameters are
     always stored in float32. `attention_impl`: None lets XLA choose, "xla" is the portable
     fused path, "cudnn" asks for cuDNN flash attention (falls back to "xla" off GPU),
-    "reference" is an explicit softmax einsum kept for tests.
+    "reference" is an explicit softmax einsum kept for tests. `logits_dtype` is what the
+    output projection writes (None: `dtype`; bfloat16 logits halve the bytes the softmax
+    moves and keep the projection's backward matmuls in bfloat16); the softmax itself is
+    always taken in float32.
     """
 
     vocab_size: int
@@ -39,6 +42,7 @@ class ModelConfig:
     remat: str = "none"
     attention_impl: str | None = None
     scan_unroll: int = 1  # layers per scan iteration; n_layers unrolls the stack fully
+    logits_dtype: str | None = None  # None: the compute dtype; the loss upcasts to float32
 
     def __post_init__(self) -> None:
         for field in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "seq_len"):
@@ -71,6 +75,7 @@ class ModelConfig:
                 f"ModelConfig.rope_theta must be a positive number, got {self.rope_theta!r}"
             )
         _check_choice("dtype", self.dtype, DTYPES)
+        _check_choice("logits_dtype", self.logits_dtype, (None, *DTYPES))
         _check_choice("remat", self.remat, REMAT_POLICIES)
         _check_choice("attention_impl", self.attention_impl, ATTENTION_IMPLS)
         _check_positive_int("scan_unroll", self.scan_unroll)

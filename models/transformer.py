@@ -139,7 +139,7 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-    """tokens (B, T) int -> next-token logits (B, T, V) float32."""
+    """tokens (B, T) int -> next-token logits (B, T, V), by default in the compute dtype."""
 
     cfg: ModelConfig
 
@@ -174,8 +174,10 @@ class Transformer(nn.Module):
             w_DV = embed_VD.T
         else:
             w_DV = self.param("unembed", _init(cfg), (D, V), jnp.float32)
-        # Accumulate in float32: the softmax over a large vocabulary needs the precision.
-        return jnp.einsum("BTD,DV->BTV", x_BTD, w_DV.astype(dt), preferred_element_type=jnp.float32)
+        # The matmul accumulates in float32 whatever it writes; bfloat16 logits halve the bytes
+        # that the softmax reads and writes, which upcasts them (see token_losses).
+        out = jnp.dtype(cfg.logits_dtype or cfg.dtype)
+        return jnp.einsum("BTD,DV->BTV", x_BTD, w_DV.astype(dt), preferred_element_type=out)
 
 
 def init_params(cfg: ModelConfig, rng: jax.Array) -> dict:
@@ -184,13 +186,13 @@ def init_params(cfg: ModelConfig, rng: jax.Array) -> dict:
 
 
 def forward(params: dict, tokens_BT: jax.Array, cfg: ModelConfig) -> jax.Array:
-    """Logits (B, T, V) in float32."""
+    """Logits (B, T, V) in `cfg.logits_dtype` (default: the compute dtype)."""
     return Transformer(cfg).apply({"params": params}, tokens_BT)
 
 
 def token_losses(params: dict, tokens_BT1: jax.Array, cfg: ModelConfig) -> jax.Array:
     """Next-token cross-entropy (B, T) in float32 for B sequences of T + 1 tokens."""
-    logits_BTV = forward(params, tokens_BT1[:, :-1], cfg)
+    logits_BTV = forward(params, tokens_BT1[:, :-1], cfg).astype(jnp.float32)
     return optax.softmax_cross_entropy_with_integer_labels(logits_BTV, tokens_BT1[:, 1:])
 
 

@@ -57,12 +57,29 @@ def params():
     return _init(CFG, jax.random.key(0))
 
 
-def test_logits_shape_and_dtype(params):
-    cfg = dataclasses.replace(CFG, dtype="bfloat16")  # compute in bf16, logits still fp32
+@pytest.mark.parametrize(
+    "dtype, logits_dtype, want",
+    [
+        ("bfloat16", None, jnp.bfloat16),
+        ("bfloat16", "float32", jnp.float32),
+        ("float32", None, jnp.float32),
+    ],
+)
+def test_logits_shape_and_dtype(params, dtype, logits_dtype, want):
+    cfg = dataclasses.replace(CFG, dtype=dtype, logits_dtype=logits_dtype)
     logits = _forward(params, _tokens(1, B=3, T=T), cfg)
     assert logits.shape == (3, T, V)
-    assert logits.dtype == jnp.float32
+    assert logits.dtype == want
     assert bool(jnp.isfinite(logits).all())
+
+
+def test_bfloat16_logits_give_nearly_the_float32_loss(params):
+    toks = _tokens(2, B=3, T=T)
+    bf16 = dataclasses.replace(CFG, dtype="bfloat16")
+    l16 = token_losses(params, toks, bf16)
+    l32 = token_losses(params, toks, dataclasses.replace(bf16, logits_dtype="float32"))
+    assert l16.dtype == jnp.float32
+    assert float(jnp.abs(l16 - l32).max()) < 0.05
 
 
 def test_param_tree_is_float32_with_a_layer_axis(params):
