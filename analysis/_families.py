@@ -10,16 +10,17 @@ predictions without the original table.
                DML's k is absorbed into t: with sum_j r_j = 1, k exp(t.r) = exp((t + log k).r).
 - `exp_log`:   as `exp` with log(r_j + eps) terms in the exponent too, i.e. a power law in
                each share times DML's exponential: y = c + s exp(t.r) prod_j (r_j + eps)^u_j.
-- `gp`:        Gaussian process (ARD squared-exponential + noise) on log(r_j + eps).
+- `gp`:        Gaussian process (ARD squared-exponential + noise) on log(r_j + eps), through
+               scikit-learn's GaussianProcessRegressor.
 - `gp_exp`:    `exp_log` as the mean, a Gaussian process on its residuals.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from scipy import optimize, stats
-
-from analysis._gp import GPState, fit_hyper
 
 LOG_EPS = 1e-3
 FAMILIES = ("linear", "quadratic", "exp", "exp_log", "gp", "gp_exp")
@@ -196,8 +197,30 @@ class _ExpLog(_Exp):
         return np.hstack([w, np.log(np.clip(w, 0, None) + LOG_EPS)])
 
 
+def _gp_kernel(d: int, ls, sf: float, sn: float, fixed: bool = False):
+    """sf^2 * ARD squared-exponential(ls) + white noise sn^2 (scikit-learn kernels)."""
+    from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
+
+    def bounds(lo: float, hi: float):
+        return "fixed" if fixed else (np.exp(lo), np.exp(hi))
+
+    ls = np.broadcast_to(np.asarray(ls, float), (d,)).copy()
+    return ConstantKernel(sf**2, bounds(-8, 8)) * RBF(ls, bounds(-3, 7)) + WhiteKernel(
+        sn**2, bounds(-14, 2)
+    )
+
+
+def _gp_regressor(kernel, optimise: bool):
+    from sklearn.gaussian_process import GaussianProcessRegressor
+
+    return GaussianProcessRegressor(
+        kernel, alpha=1e-8, optimizer="fmin_l_bfgs_b" if optimise else None, copy_X_train=False
+    )
+
+
 class _GP:
-    """GP on standardised log(r + eps); the target is standardised too."""
+    """GP on standardised log(r + eps); the target is standardised too. scikit-learn's
+    GaussianProcessRegressor, hyperparameters by marginal likelihood from two starts."""
 
     name = "gp"
 
@@ -217,13 +240,33 @@ class _GP:
         self.y_mu, self.y_sd = float(r.mean()), float(r.std()) or 1.0
         x = (f - self.f_mu) / self.f_sd
         t = (r - self.y_mu) / self.y_sd
-        ls, sf, sn = fit_hyper(x, t)
-        self.gp = GPState(x, t, ls, sf, sn)
+        d = x.shape[1]
+        fits = []
+        for sn0 in (0.1, 0.5):  # a low- and a high-noise start: the likelihood can be bimodal
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # hyperparameters at their bounds
+                g = _gp_regressor(_gp_kernel(d, np.sqrt(d), 1.0, sn0), True).fit(x, t)
+            fits.append(g)
+        best = max(fits, key=lambda g: g.log_marginal_likelihood_value_)
+        k = best.kernel_
+        self.ls = np.atleast_1d(k.k1.k2.length_scale).astype(float)
+        self.sf = float(np.sqrt(k.k1.k1.constant_value))
+        self.sn = float(np.sqrt(k.k2.noise_level))
+        self.gp = best
         return self
 
+    def _z(self, w: np.ndarray) -> np.ndarray:
+        return (self._feat(w) - self.f_mu) / self.f_sd
+
     def _gp_predict(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        m, s = self.gp.predict((self._feat(w) - self.f_mu) / self.f_sd)
+        m, s = self.gp.predict(self._z(w), return_std=True)  # s includes the white noise
         return self._mean(w) + m * self.y_sd + self.y_mu, s * self.y_sd
+
+    def latent(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Joint posterior mean and covariance of the noise-free surface at mixtures `w`."""
+        m, cov = self.gp.predict(self._z(w), return_cov=True)
+        cov = cov - self.sn**2 * np.eye(len(w))
+        return self._mean(w) + m * self.y_sd + self.y_mu, cov * self.y_sd**2
 
     def predict(self, w: np.ndarray) -> np.ndarray:
         return self._gp_predict(w)[0]
@@ -241,24 +284,22 @@ class _GP:
             "f_sd": self.f_sd.tolist(),
             "y_mu": self.y_mu,
             "y_sd": self.y_sd,
-            "length_scales": self.gp.ls.tolist(),
-            "signal_sd": self.gp.sf,
-            "noise_sd": self.gp.sn,
-            "train_x": self.gp.x.tolist(),
-            "train_t": self.gp.t.tolist(),
+            "length_scales": self.ls.tolist(),
+            "signal_sd": self.sf,
+            "noise_sd": self.sn,
+            "train_x": np.asarray(self.gp.X_train_).tolist(),
+            "train_t": np.asarray(self.gp.y_train_).tolist(),
         }
 
     def load(self, d: dict):
         self.f_mu = np.asarray(d["f_mu"], float)
         self.f_sd = np.asarray(d["f_sd"], float)
         self.y_mu, self.y_sd = float(d["y_mu"]), float(d["y_sd"])
-        self.gp = GPState(
-            np.asarray(d["train_x"], float),
-            np.asarray(d["train_t"], float),
-            np.asarray(d["length_scales"], float),
-            float(d["signal_sd"]),
-            float(d["noise_sd"]),
-        )
+        self.ls = np.asarray(d["length_scales"], float)
+        self.sf, self.sn = float(d["signal_sd"]), float(d["noise_sd"])
+        x = np.asarray(d["train_x"], float)
+        kernel = _gp_kernel(x.shape[1], self.ls, self.sf, self.sn, fixed=True)
+        self.gp = _gp_regressor(kernel, False).fit(x, np.asarray(d["train_t"], float))
         return self
 
 

@@ -182,19 +182,10 @@ def _surface_draws(model, w: np.ndarray, n_draws: int, rng) -> np.ndarray:
         f = model.features(w)
         return theta[:, 0][None, :] + model.sign * np.exp(np.clip(f @ theta[:, 1:].T, -50, 50))
     # Gaussian processes: joint posterior of the latent mean over the candidates
-    from analysis._gp import kernel
-
-    g = model.gp
-    z = (model._feat(w) - model.f_mu) / model.f_sd
-    ks = kernel(z, g.x, g.ls, g.sf)
-    from scipy import linalg
-
-    mean = model._mean(w) + (ks @ g._alpha) * model.y_sd + model.y_mu
-    v = linalg.cho_solve(g._c, ks.T)
-    cov = kernel(z, z, g.ls, g.sf) - ks @ v
+    mean, cov = model.latent(w)
     evals, evecs = np.linalg.eigh((cov + cov.T) / 2)
     root = evecs * np.sqrt(np.clip(evals, 0, None))
-    return mean[:, None] + model.y_sd * root @ rng.standard_normal((len(w), n_draws))
+    return mean[:, None] + root @ rng.standard_normal((len(w), n_draws))
 
 
 @dataclass

@@ -7,7 +7,9 @@ around the `exp_log` law). `fit_surface` scores every candidate by the out-of-fo
 k-fold split of the training runs, keeps the lowest, and refits it on all runs; the CV table
 of every candidate goes into the result. `stack`, a convex combination of the families whose
 weights are fitted on out-of-fold predictions (cross-fitted, so its own CV score is honest),
-competes too.
+competes too. Prediction intervals are calibrated on the same folds: the chosen family's
+half-widths are scaled so that the requested share of out-of-fold runs falls inside
+(split-conformal), since a family's own intervals assume it is the true model.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class SurfaceConfig:
     folds: int = 5
     seed: int = 0
     level: float = 0.9
+    calibrate: bool = True  # scale intervals so `level` of the out-of-fold runs fall inside
 
     def __post_init__(self) -> None:
         unknown = [f for f in self.families if f not in FAMILIES]
@@ -57,11 +60,23 @@ class CVScore:
     spearman: float
     coverage: float  # share of held-out runs inside the fold model's interval at `level`
     error: str = ""
+    # what the intervals' half-widths must be multiplied by for `level` of the held-out runs
+    # to fall inside (split-conformal, on the out-of-fold runs)
+    interval_scale: float = 1.0
 
     def to_dict(self) -> dict:
-        return {
-            k: getattr(self, k) for k in ("family", "rmse", "mae", "spearman", "coverage", "error")
-        }
+        keys = ("family", "rmse", "mae", "spearman", "coverage", "error", "interval_scale")
+        return {k: getattr(self, k) for k in keys}
+
+
+def _interval_scale(y, mean, lo, hi, level: float) -> float:
+    """The smallest c with at least `level` of runs inside mean -/+ c * (each half-width),
+    with the split-conformal finite-sample correction."""
+    up, down = np.maximum(hi - mean, 1e-300), np.maximum(mean - lo, 1e-300)
+    ratio = np.where(y >= mean, (y - mean) / up, (mean - y) / down)
+    k = min(len(y), int(np.ceil((len(y) + 1) * level)))  # the k-th smallest ratio
+    c = float(np.sort(ratio)[k - 1])
+    return c if np.isfinite(c) and c > 0 else 1.0
 
 
 def _folds(n: int, k: int, seed: int) -> list[np.ndarray]:
@@ -74,7 +89,7 @@ def cross_validate(
 ) -> tuple[CVScore, np.ndarray]:
     """k-fold CV of one family; returns the scores and the out-of-fold predictions."""
     oof = np.full(len(y), np.nan)
-    inside = np.zeros(len(y), bool)
+    lo_all, hi_all = np.full(len(y), np.nan), np.full(len(y), np.nan)
     try:
         for test in _folds(len(y), folds, seed):
             train = np.ones(len(y), bool)
@@ -83,8 +98,7 @@ def cross_validate(
                 warnings.simplefilter("ignore")
                 model = make_family(family).fit(w[train], y[train])
                 mean, lo, hi = model.interval(w[test], level)
-            oof[test] = mean
-            inside[test] = (y[test] >= lo) & (y[test] <= hi)
+            oof[test], lo_all[test], hi_all[test] = mean, lo, hi
     except (ValueError, np.linalg.LinAlgError) as e:
         nan = float("nan")
         return CVScore(family, nan, nan, nan, nan, str(e)), oof
@@ -93,6 +107,7 @@ def cross_validate(
         return CVScore(family, nan, nan, nan, nan, "non-finite predictions"), oof
     err = oof - y
     rho = float(stats.spearmanr(oof, y)[0]) if np.ptp(y) > 0 else float("nan")
+    inside = (y >= lo_all) & (y <= hi_all)
     return (
         CVScore(
             family,
@@ -100,6 +115,7 @@ def cross_validate(
             float(np.mean(np.abs(err))),
             rho,
             float(inside.mean()),
+            interval_scale=_interval_scale(y, oof, lo_all, hi_all, level),
         ),
         oof,
     )
@@ -117,6 +133,7 @@ class Surface:
     folds: int = 5
     level: float = 0.9
     n_train: int = 0
+    interval_scale: float = 1.0  # from cross-validation (SurfaceConfig.calibrate)
     fitted: dict = field(default_factory=dict)  # every family refitted (keep_all); not saved
 
     def predict(self, w: np.ndarray) -> np.ndarray:
@@ -124,8 +141,15 @@ class Surface:
         return self.model.predict(self._check(w))
 
     def interval(self, w: np.ndarray, level: float | None = None):
-        """Mean and prediction-interval bounds (for a new run) at `level` (default 0.9)."""
-        return self.model.interval(self._check(w), self.level if level is None else level)
+        """Mean and prediction-interval bounds (for a new run) at `level` (default 0.9).
+
+        The family's own interval, widened or narrowed by `interval_scale`: the factor that
+        made `self.level` of the out-of-fold runs fall inside (at other levels the same
+        factor is applied).
+        """
+        mean, lo, hi = self.model.interval(self._check(w), self.level if level is None else level)
+        c = self.interval_scale
+        return mean, mean - c * (mean - lo), mean + c * (hi - mean)
 
     def _check(self, w: np.ndarray) -> np.ndarray:
         w = np.atleast_2d(np.asarray(w, float))
@@ -151,6 +175,7 @@ class Surface:
             "folds": self.folds,
             "level": self.level,
             "n_train": self.n_train,
+            "interval_scale": self.interval_scale,
             "model": self.model.to_dict(),
         }
 
@@ -165,6 +190,7 @@ class Surface:
             folds=int(d.get("folds", 5)),
             level=float(d.get("level", 0.9)),
             n_train=int(d.get("n_train", 0)),
+            interval_scale=float(d.get("interval_scale", 1.0)),
         )
 
 
@@ -224,6 +250,7 @@ def fit_surface(
             model = fitted["stack"]
         else:
             model = fitted.get(best) or make_family(best).fit(w, y)
+    chosen = next(s for s in ok if s.family == best)
     return Surface(
         metric=metric,
         mixture_cols=tuple(mixture_cols),
@@ -233,6 +260,7 @@ def fit_surface(
         folds=config.folds,
         level=config.level,
         n_train=len(y),
+        interval_scale=chosen.interval_scale if config.calibrate else 1.0,
         fitted=fitted,
     )
 
@@ -252,18 +280,19 @@ def _stack_oof(oofs: dict[str, np.ndarray], y: np.ndarray, config: SurfaceConfig
 def _stack_cv(oofs: dict[str, np.ndarray], y: np.ndarray, config: SurfaceConfig) -> CVScore:
     pred = _stack_oof(oofs, y, config)
     resid = y - pred
-    inside = np.zeros(len(y), bool)
+    lo, hi = np.empty(len(y)), np.empty(len(y))
     for test in _folds(len(y), config.folds, config.seed):
         train = np.ones(len(y), bool)
         train[test] = False
-        lo, hi = np.quantile(resid[train], [0.5 - config.level / 2, 0.5 + config.level / 2])
-        inside[test] = (resid[test] >= lo) & (resid[test] <= hi)
+        qs = np.quantile(resid[train], [0.5 - config.level / 2, 0.5 + config.level / 2])
+        lo[test], hi[test] = pred[test] + qs[0], pred[test] + qs[1]
     return CVScore(
         "stack",
         float(np.sqrt(np.mean(resid**2))),
         float(np.mean(np.abs(resid))),
         float(stats.spearmanr(pred, y)[0]),
-        float(inside.mean()),
+        float(np.mean((y >= lo) & (y <= hi))),
+        interval_scale=_interval_scale(y, pred, lo, hi, config.level),
     )
 
 

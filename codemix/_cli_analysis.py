@@ -51,6 +51,12 @@ def register(sub) -> None:
     )
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
     p.add_argument(
+        "--raw-intervals",
+        action="store_true",
+        help="keep each family's own prediction intervals (default: scaled so that 90%% of "
+        "the out-of-fold runs fall inside, split-conformal)",
+    )
+    p.add_argument(
         "--n-boot", type=int, default=200, help="bootstrap resamples for size laws (default 200)"
     )
     p.add_argument("--seed", type=int, default=0, help="seed for folds and bootstrap")
@@ -163,6 +169,7 @@ def _fit(args: argparse.Namespace) -> int:
         stack=not args.families or "stack" in fams,
         folds=args.folds,
         seed=args.seed,
+        calibrate=not args.raw_intervals,
     )
     table = load_results(
         args.results, args.mixture_cols, args.metric, args.size_col, args.tokens_col, on=args.on
@@ -173,12 +180,13 @@ def _fit(args: argparse.Namespace) -> int:
         sc = s.cv_score
         print(
             f"{m}: {s.family} (CV RMSE {sc.rmse:.4g}, Spearman {sc.spearman:.3f}, "
-            f"{s.folds}-fold on {s.n_train} runs)"
+            f"{s.folds}-fold on {s.n_train} runs; intervals x{s.interval_scale:.2f} to cover "
+            f"{s.level:.0%} out of fold)"
         )
         for c in s.cv:
             print(
-                f"    {c.family:10s} CV RMSE {c.rmse:.4g}  Spearman {c.spearman:.3f}"
-                + (f"  ({c.error})" if c.error else "")
+                f"    {c.family:10s} CV RMSE {c.rmse:.4g}  Spearman {c.spearman:.3f}  "
+                f"PI{s.level:.0%} coverage {c.coverage:.2f}" + (f"  ({c.error})" if c.error else "")
             )
         if m in fit.scaling:
             law = fit.scaling[m]

@@ -116,3 +116,28 @@ def test_config_and_input_errors():
     s = fit_surface(w, y, "loss", COLS, SurfaceConfig(families=("linear",), stack=False))
     with pytest.raises(CodemixError, match="takes 3 weights"):
         s.predict(np.ones((2, 2)) / 2)
+
+
+def test_interval_scale_is_the_conformal_quantile_of_the_ratios():
+    from analysis.surfaces import _interval_scale
+
+    y = np.arange(1.0, 11.0)  # |y - 0| / 1 = 1..10
+    zero, one = np.zeros(10), np.ones(10)
+    # ceil(11 * 0.8) / 10 = 0.9 -> the 9th ratio
+    assert _interval_scale(y, zero, -one, one, 0.8) == 9.0
+    # asymmetric intervals: each side scales its own half-width
+    assert _interval_scale(-y, zero, -2 * one, one, 0.8) == 4.5
+
+
+def test_calibration_repairs_intervals_of_a_misspecified_family():
+    # A linear Scheffe model of a curved law: its OLS intervals assume it is the true model.
+    w, y = _noisy(_quad_law, 200, 11, sd=0.01)
+    wt, yt = _noisy(_quad_law, 2000, 12, sd=0.01)
+    raw = fit_surface(w, y, "loss", COLS, SurfaceConfig(families=("linear",), calibrate=False))
+    cal = fit_surface(w, y, "loss", COLS, SurfaceConfig(families=("linear",)))
+    assert raw.interval_scale == 1.0 and cal.interval_scale != 1.0
+    _, lo, hi = cal.interval(wt)
+    cover = np.mean((yt >= lo) & (yt <= hi))
+    assert 0.85 < cover < 0.95, cover
+    back = Surface.from_dict(cal.to_dict())
+    assert back.interval_scale == cal.interval_scale
