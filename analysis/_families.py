@@ -247,13 +247,20 @@ class _GP:
                 warnings.simplefilter("ignore")  # hyperparameters at their bounds
                 g = _gp_regressor(_gp_kernel(d, np.sqrt(d), 1.0, sn0), True).fit(x, t)
             fits.append(g)
-        best = max(fits, key=lambda g: g.log_marginal_likelihood_value_)
-        k = best.kernel_
-        self.ls = np.atleast_1d(k.k1.k2.length_scale).astype(float)
-        self.sf = float(np.sqrt(k.k1.k1.constant_value))
-        self.sn = float(np.sqrt(k.k2.noise_level))
-        self.gp = best
+        self.gp = max(fits, key=lambda g: g.log_marginal_likelihood_value_)
         return self
+
+    @property
+    def ls(self) -> np.ndarray:
+        return np.atleast_1d(self.gp.kernel_.k1.k2.length_scale).astype(float)
+
+    @property
+    def sf(self) -> float:
+        return float(np.sqrt(self.gp.kernel_.k1.k1.constant_value))
+
+    @property
+    def sn(self) -> float:
+        return float(np.sqrt(self.gp.kernel_.k2.noise_level))
 
     def _z(self, w: np.ndarray) -> np.ndarray:
         return (self._feat(w) - self.f_mu) / self.f_sd
@@ -295,10 +302,9 @@ class _GP:
         self.f_mu = np.asarray(d["f_mu"], float)
         self.f_sd = np.asarray(d["f_sd"], float)
         self.y_mu, self.y_sd = float(d["y_mu"]), float(d["y_sd"])
-        self.ls = np.asarray(d["length_scales"], float)
-        self.sf, self.sn = float(d["signal_sd"]), float(d["noise_sd"])
         x = np.asarray(d["train_x"], float)
-        kernel = _gp_kernel(x.shape[1], self.ls, self.sf, self.sn, fixed=True)
+        ls, sf, sn = d["length_scales"], float(d["signal_sd"]), float(d["noise_sd"])
+        kernel = _gp_kernel(x.shape[1], ls, sf, sn, fixed=True)
         self.gp = _gp_regressor(kernel, False).fit(x, np.asarray(d["train_t"], float))
         return self
 

@@ -240,7 +240,8 @@ def fit_surface(
             + "; ".join(f"{s.family}: {s.error}" for s in scores)
             + ")"
         )
-    best = min(ok, key=lambda s: s.rmse).family
+    chosen = min(ok, key=lambda s: s.rmse)
+    best = chosen.family
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fitted = {f: make_family(f).fit(w, y) for f in oofs} if keep_all else {}
@@ -250,7 +251,6 @@ def fit_surface(
             model = fitted["stack"]
         else:
             model = fitted.get(best) or make_family(best).fit(w, y)
-    chosen = next(s for s in ok if s.family == best)
     return Surface(
         metric=metric,
         mixture_cols=tuple(mixture_cols),

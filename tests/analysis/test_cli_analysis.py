@@ -72,6 +72,18 @@ def test_fit_writes_a_self_describing_file(ladder):
     assert d["scaling"]["nl_loss"]["alpha"] == pytest.approx(0.3, abs=0.05)
 
 
+def test_fit_calibrates_intervals_unless_raw_asked(ladder, tmp_path):
+    table, fit = ladder
+    cal = json.loads(fit.read_text())["surfaces"]["nl_loss"]
+    chosen = next(c for c in cal["cv"] if c["family"] == cal["family"])
+    assert cal["interval_scale"] == chosen["interval_scale"] != 1.0
+    raw = tmp_path / "raw.json"
+    args = ["fit", str(table), "--mixture-cols", "w_*", "--metric", "nl_loss"]
+    args += ["--families", "linear", "--n-boot", "10", "--raw-intervals", "-o", str(raw)]
+    assert main(args) == 0
+    assert json.loads(raw.read_text())["surfaces"]["nl_loss"]["interval_scale"] == 1.0
+
+
 def test_predict_one_row_per_input_with_bounds(ladder, tmp_path):
     table, fit = ladder
     out = tmp_path / "pred.csv"
