@@ -186,7 +186,8 @@ def _fit(args: argparse.Namespace) -> int:
         for c in s.cv:
             print(
                 f"    {c.family:10s} CV RMSE {c.rmse:.4g}  Spearman {c.spearman:.3f}  "
-                f"PI{s.level:.0%} coverage {c.coverage:.2f}" + (f"  ({c.error})" if c.error else "")
+                f"PI{s.level * 100:.0f} coverage {c.coverage:.2f}"
+                + (f"  ({c.error})" if c.error else "")
             )
         if m in fit.scaling:
             law = fit.scaling[m]
