@@ -13,6 +13,10 @@ predictions without the original table.
 - `gp`:        Gaussian process (ARD squared-exponential + noise) on log(r_j + eps), through
                scikit-learn's GaussianProcessRegressor.
 - `gp_exp`:    `exp_log` as the mean, a Gaussian process on its residuals.
+
+With several stages' mixtures side by side (`groups`, see `analysis.layout`), the polynomial
+and exponential terms use the Scheffe design of all groups (one column per later group
+dropped), and the Gaussian processes see every column.
 """
 
 from __future__ import annotations
@@ -22,25 +26,41 @@ import warnings
 import numpy as np
 from scipy import optimize, stats
 
+from analysis.layout import linear_design, quadratic_design
+
 LOG_EPS = 1e-3
 FAMILIES = ("linear", "quadratic", "exp", "exp_log", "gp", "gp_exp")
 
 
-def _quad_design(w: np.ndarray) -> np.ndarray:
-    iu, ju = np.triu_indices(w.shape[1], 1)
-    return np.hstack([w, w[:, iu] * w[:, ju]])
+class _Family:
+    """What every family shares: the mixture groups and their round trip through a dict."""
+
+    name = ""
+
+    def __init__(self, groups: tuple[int, ...] | None = None):
+        self.groups = None if groups is None else tuple(groups)
+
+    def _centre(self, d: int) -> np.ndarray:
+        g = self.groups or (d,)
+        return np.concatenate([np.full(k, 1.0 / k) for k in g])[None, :]
+
+    def _groups_dict(self) -> dict:
+        return {} if self.groups is None else {"groups": list(self.groups)}
+
+    def _load_groups(self, d: dict) -> None:
+        self.groups = tuple(d["groups"]) if d.get("groups") else None
 
 
-class _Linear:
+class _Linear(_Family):
     """Scheffe polynomial through statsmodels OLS; intervals from its covariance."""
 
     name = "linear"
 
     def design(self, w: np.ndarray) -> np.ndarray:
-        return w
+        return linear_design(w, self.groups)
 
     def n_params(self, d: int) -> int:
-        return d
+        return self.design(self._centre(d)).shape[1]
 
     def fit(self, w: np.ndarray, y: np.ndarray):
         import statsmodels.api as sm
@@ -69,6 +89,7 @@ class _Linear:
     def to_dict(self) -> dict:
         return {
             "family": self.name,
+            **self._groups_dict(),
             "params": self.params.tolist(),
             "cov_params": self.cov.tolist(),
             "scale": self.scale,
@@ -76,6 +97,7 @@ class _Linear:
         }
 
     def load(self, d: dict):
+        self._load_groups(d)
         self.params = np.asarray(d["params"], float)
         self.cov = np.asarray(d["cov_params"], float)
         self.scale = float(d["scale"])
@@ -87,22 +109,19 @@ class _Quadratic(_Linear):
     name = "quadratic"
 
     def design(self, w: np.ndarray) -> np.ndarray:
-        return _quad_design(w)
-
-    def n_params(self, d: int) -> int:
-        return d + d * (d - 1) // 2
+        return quadratic_design(w, self.groups)
 
 
-class _Exp:
+class _Exp(_Family):
     """y = c + s exp(F(w) @ t), fitted with a soft-L1 loss; delta-method intervals."""
 
     name = "exp"
 
     def features(self, w: np.ndarray) -> np.ndarray:
-        return w
+        return linear_design(w, self.groups)
 
     def n_params(self, d: int) -> int:
-        return 1 + self.features(np.full((1, d), 1.0 / d)).shape[1]
+        return 1 + self.features(self._centre(d)).shape[1]
 
     def _f(self, p: np.ndarray, f: np.ndarray) -> np.ndarray:
         return p[0] + self.sign * np.exp(np.clip(f @ p[1:], -50, 50))
@@ -173,6 +192,7 @@ class _Exp:
     def to_dict(self) -> dict:
         return {
             "family": self.name,
+            **self._groups_dict(),
             "sign": self.sign,
             "params": self.params.tolist(),
             "param_names": ["c"] + [f"t{j}" for j in range(len(self.params) - 1)],
@@ -182,6 +202,7 @@ class _Exp:
         }
 
     def load(self, d: dict):
+        self._load_groups(d)
         self.sign = float(d["sign"])
         self.params = np.asarray(d["params"], float)
         self.cov = np.asarray(d["cov_params"], float)
@@ -194,7 +215,7 @@ class _ExpLog(_Exp):
     name = "exp_log"
 
     def features(self, w: np.ndarray) -> np.ndarray:
-        return np.hstack([w, np.log(np.clip(w, 0, None) + LOG_EPS)])
+        return np.hstack([linear_design(w, self.groups), np.log(np.clip(w, 0, None) + LOG_EPS)])
 
 
 def _gp_kernel(d: int, ls, sf: float, sn: float, fixed: bool = False):
@@ -218,7 +239,7 @@ def _gp_regressor(kernel, optimise: bool):
     )
 
 
-class _GP:
+class _GP(_Family):
     """GP on standardised log(r + eps); the target is standardised too. scikit-learn's
     GaussianProcessRegressor, hyperparameters by marginal likelihood from two starts."""
 
@@ -286,6 +307,7 @@ class _GP:
     def to_dict(self) -> dict:
         return {
             "family": self.name,
+            **self._groups_dict(),
             "feature": f"log(w + {LOG_EPS})",
             "f_mu": self.f_mu.tolist(),
             "f_sd": self.f_sd.tolist(),
@@ -299,6 +321,7 @@ class _GP:
         }
 
     def load(self, d: dict):
+        self._load_groups(d)
         self.f_mu = np.asarray(d["f_mu"], float)
         self.f_sd = np.asarray(d["f_sd"], float)
         self.y_mu, self.y_sd = float(d["y_mu"]), float(d["y_sd"])
@@ -315,13 +338,13 @@ class _GPExp(_GP):
     name = "gp_exp"
 
     def n_params(self, d: int) -> int:
-        return 3 * d + 3
+        return _ExpLog(self.groups).n_params(d) + d + 2
 
     def _mean(self, w: np.ndarray) -> np.ndarray:
         return self.base.predict(w)
 
     def fit(self, w: np.ndarray, y: np.ndarray):
-        self.base = _ExpLog().fit(w, y)
+        self.base = _ExpLog(self.groups).fit(w, y)
         return super().fit(w, y)
 
     def to_dict(self) -> dict:
@@ -335,9 +358,9 @@ class _GPExp(_GP):
 _CLASSES = {c.name: c for c in (_Linear, _Quadratic, _Exp, _ExpLog, _GP, _GPExp)}
 
 
-def make_family(name: str):
-    """A fresh, unfitted model of family `name`."""
-    return _CLASSES[name]()
+def make_family(name: str, groups: tuple[int, ...] | None = None):
+    """A fresh, unfitted model of family `name` (mixture `groups`: see `analysis.layout`)."""
+    return _CLASSES[name](groups)
 
 
 def family_from_dict(d: dict):

@@ -1,7 +1,8 @@
 """FIT.json: a versioned, self-describing record of fitted surfaces and scaling laws.
 
 Top-level keys: `format` ("codemix.fit"), `version`, `created`, `data` (training-data
-summary), `mixture_cols`, `size_col`, `tokens_col`, `surfaces` (metric -> surface: family,
+summary), `mixture_cols`, `mixture_groups` (the columns of each stage's mixture; one
+group for a static mixture), `size_col`, `tokens_col`, `surfaces` (metric -> surface: family,
 CV table, parameters or, for Gaussian processes, the training points) and `scaling`
 (metric -> law across sizes, when the table had a size column). Everything needed to
 predict is inside; the original table is not read again.
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis.layout import split_names
 from analysis.surfaces import Surface
 from codemix.errors import CodemixError
 from codemix.files import atomic_write_text
@@ -37,10 +39,19 @@ class FitFile:
     size_col: str | None = None
     tokens_col: str | None = None
     created: str = ""
+    groups: tuple[int, ...] | None = None  # one mixture per stage (analysis.layout); None: one
 
     @property
     def metrics(self) -> list[str]:
         return list(self.surfaces)
+
+    @property
+    def group_sizes(self) -> tuple[int, ...]:
+        return self.groups or (len(self.mixture_cols),)
+
+    @property
+    def mixture_groups(self) -> list[list[str]]:
+        return split_names(self.mixture_cols, self.groups)
 
     def to_dict(self) -> dict:
         return {
@@ -49,6 +60,7 @@ class FitFile:
             "created": self.created or _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "data": self.data,
             "mixture_cols": list(self.mixture_cols),
+            "mixture_groups": self.mixture_groups,
             "size_col": self.size_col,
             "tokens_col": self.tokens_col,
             "surfaces": {m: s.to_dict() for m, s in self.surfaces.items()},
@@ -65,6 +77,7 @@ class FitFile:
             )
         from analysis.scaling import JointLawFit
 
+        groups = tuple(len(g) for g in d.get("mixture_groups") or [d["mixture_cols"]])
         return cls(
             mixture_cols=tuple(d["mixture_cols"]),
             surfaces={m: Surface.from_dict(s) for m, s in d["surfaces"].items()},
@@ -73,6 +86,7 @@ class FitFile:
             size_col=d.get("size_col"),
             tokens_col=d.get("tokens_col"),
             created=d.get("created", ""),
+            groups=groups if len(groups) > 1 else None,
         )
 
 

@@ -6,7 +6,8 @@ Objectives (`parse_objective`):
 - `min:METRIC,OTHER<=VALUE` (or `>=`): best METRIC subject to a bound on another metric;
 - `weighted:M1=0.7,M2=0.3`: minimise the weighted sum (give a negative weight to a metric
   to maximise).
-The optimum is searched over Dirichlet-sampled mixtures plus the simplex's vertices; its
+The optimum is searched over Dirichlet-sampled mixtures plus the simplex's vertices (with
+one mixture per stage: each stage's simplex, combined; see `analysis.layout`); its
 uncertainty is the distribution of the argmax over bootstrap draws of the size law (at a
 target size) or posterior draws of the surfaces (at the training size).
 """
@@ -19,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from analysis.fitfile import FitFile
-from analysis.scaling import ScalingConfig, fit_joint_law
+from analysis.layout import candidates
+from analysis.scaling import ScalingConfig, choose_joint_law
 from analysis.surfaces import SurfaceConfig, fit_surface
 from analysis.tables import ResultsTable
 from codemix.errors import CodemixError
@@ -49,7 +51,8 @@ def fit_results(
     progress: bool = False,
 ) -> FitFile:
     """Surfaces for every metric (on the runs of the largest size, if sizes are given) and,
-    with runs at 3+ sizes, the joint mixture-and-size law per metric."""
+    with runs at 3+ sizes, the joint mixture-and-size law per metric (Scheffe-linear or
+    -quadratic exponents, whichever predicts held-out runs better)."""
     surfaces, scaling = {}, {}
     rows = np.ones(table.n_runs, bool)
     if table.size is not None:
@@ -57,13 +60,25 @@ def fit_results(
     for metric in table.metric_cols:
         y = table.metric(metric)
         surfaces[metric] = fit_surface(
-            table.weights[rows], y[rows], metric, table.mixture_cols, surface_config, progress
+            table.weights[rows],
+            y[rows],
+            metric,
+            table.mixture_cols,
+            surface_config,
+            progress,
+            groups=table.groups,
         )
         if table.size is not None and len(np.unique(table.size)) >= 3:
             if np.any(y <= 0):
                 raise CodemixError(f"{metric}: a size law needs positive values (a loss)")
-            scaling[metric] = fit_joint_law(
-                table.weights, table.size, y, table.mixture_cols, scaling_config, progress
+            scaling[metric] = choose_joint_law(
+                table.weights,
+                table.size,
+                y,
+                table.mixture_cols,
+                scaling_config,
+                progress,
+                groups=table.groups,
             )
     return FitFile(
         mixture_cols=table.mixture_cols,
@@ -72,6 +87,7 @@ def fit_results(
         data=table.summary(),
         size_col=table.size_col,
         tokens_col=table.tokens_col,
+        groups=table.groups,
     )
 
 
@@ -148,10 +164,11 @@ def parse_objective(text: str, metrics: list[str]) -> Objective:
     return Objective({known(parts[0]): sign}, tuple(cons), text)
 
 
-def candidates(k: int, n: int = 4000, seed: int = 0) -> np.ndarray:
-    """Dirichlet(1) samples on the k-simplex plus its vertices and centre."""
-    rng = np.random.default_rng(seed)
-    return np.vstack([np.eye(k), np.full((1, k), 1.0 / k), rng.dirichlet(np.ones(k), n)])
+def _search_space(fit: FitFile, n: int, seed: int, within_data: bool) -> np.ndarray:
+    lo, hi = fit.data.get("weights_min"), fit.data.get("weights_max")
+    if not within_data or lo is None or hi is None:
+        return candidates(fit.group_sizes, n, seed)
+    return candidates(fit.group_sizes, n, seed, np.asarray(lo), np.asarray(hi))
 
 
 def _draws(fit: FitFile, w: np.ndarray, size: float | None, metrics, n_draws: int, seed: int):
@@ -210,9 +227,13 @@ def find_optimum(
     n_draws: int = 200,
     level: float = 0.9,
     seed: int = 0,
+    within_data: bool = True,
 ) -> Optimum:
-    """Best candidate mixture under `objective`, with the bootstrap/posterior argmax spread."""
-    w = candidates(len(fit.mixture_cols), n_candidates, seed)
+    """Best candidate mixture under `objective`, with the bootstrap/posterior argmax spread.
+
+    With `within_data`, only mixtures whose every weight lies in the range the training runs
+    covered are searched: outside it the surfaces extrapolate."""
+    w = _search_space(fit, n_candidates, seed, within_data)
     preds = {m: v[0] for m, v in predict(fit, w, size, level).items()}
     s = objective.score(preds)
     if not np.isfinite(s).any():
@@ -250,9 +271,10 @@ def pareto_front(
     size: float | None = None,
     n_candidates: int = 4000,
     seed: int = 0,
+    within_data: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mixtures not dominated in (metric_a, metric_b), both minimised; sorted by metric_a."""
-    w = candidates(len(fit.mixture_cols), n_candidates, seed)
+    w = _search_space(fit, n_candidates, seed, within_data)
     p = predict(fit, w, size)
     a, b = p[metric_a][0], p[metric_b][0]
     order = np.lexsort((b, a))

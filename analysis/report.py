@@ -44,12 +44,14 @@ class ReportInput:
     scaling: dict[str, pl.DataFrame] = field(default_factory=dict)  # metric -> params, y, lo, hi
     notes: list[str] = field(default_factory=list)
     share_col: str | None = None  # x of the response curves (default: the first code share)
+    contour: dict | None = None  # predicted NL metric over two stage shares: x, y, z, x_col, y_col
 
 
 def from_fit(r: ReportInput, fit, target: float, target_name: str, points: int = 41) -> None:
     """Fill the predicted parts of a report from a FIT.json with size laws: the NL-versus-code
-    front at the target, curves along the code share and the scaling extrapolation of the
-    best mixture, each with its interval."""
+    front at the target, curves along a code share, the contour over two stages' code shares
+    (a fit over several stages' mixtures) and the scaling extrapolation of the best mixture,
+    each with its interval. Mixtures stay within the weight ranges the runs covered."""
     from analysis.optimum import pareto_front, predict
 
     nl, code = r.nl_metric, r.code_metric
@@ -66,19 +68,28 @@ def from_fit(r: ReportInput, fit, target: float, target_name: str, points: int =
     step = max(1, front.height // 20)
     r.predictions = front[::step]
     r.target, r.target_params = target_name, target
-    code_cols = [i for i, c in enumerate(cols) if c.endswith("code")]
-    if len(cols) == 2 and code_cols:
-        k = code_cols[0]
-        x = np.linspace(0, 1, points)
-        grid = np.column_stack([x, 1 - x] if k == 0 else [1 - x, x])
-        p = predict(fit, grid, target)
+    best = w[int(np.argmin(p[nl][0]))]
+    lo_w = np.asarray(fit.data.get("weights_min", np.zeros(len(cols))), float)
+    hi_w = np.asarray(fit.data.get("weights_max", np.ones(len(cols))), float)
+    shares = _code_shares(fit)
+    if shares:
+        k = shares[0]
+        x = np.linspace(lo_w[k], hi_w[k], points)
+        p = predict(fit, _set_share(fit, best, {k: x}), target)
         r.share_col = cols[k]
         for m in (nl, code):
             r.curves[m] = pl.DataFrame({"x": x, "y": p[m][0], "lo": p[m][1], "hi": p[m][2]})
-    best = w[int(np.argmin(predict(fit, w, target)[nl][0]))][None, :]
+    if len(shares) >= 2:
+        ka, kb = shares[:2]
+        xa = np.linspace(lo_w[ka], hi_w[ka], 25)
+        xb = np.linspace(lo_w[kb], hi_w[kb], 25)
+        A, B = np.meshgrid(xa, xb)
+        z = predict(fit, _set_share(fit, best, {ka: A.ravel(), kb: B.ravel()}), target)[nl][0]
+        r.contour = {"x": xa, "y": xb, "z": z.reshape(A.shape), "x_col": cols[ka]}
+        r.contour["y_col"] = cols[kb]
     lo = float(r.results["params"].min()) if "params" in r.results.columns else target / 1e3
     sizes = np.geomspace(lo, target, 30)
-    rows = [predict(fit, best, float(n))[nl] for n in sizes]
+    rows = [predict(fit, best[None, :], float(n))[nl] for n in sizes]
     r.scaling[nl] = pl.DataFrame(
         {
             "params": sizes,
@@ -87,11 +98,40 @@ def from_fit(r: ReportInput, fit, target: float, target_name: str, points: int =
             "hi": [float(q[2][0]) for q in rows],
         }
     )
+    held = " Other stages' mixtures are held at that mixture along the curves." if shares else ""
     r.notes.append(
         f"Predictions at {target_name} ({target:.3g} parameters) come from the fitted "
         f"mixture-and-size law over {', '.join(cols)}; bands are 90 % intervals. The scaling "
-        f"curve follows the mixture with the lowest predicted {nl} at the target."
+        f"curve follows the mixture with the lowest predicted {nl} at the target.{held}"
     )
+
+
+def _code_shares(fit) -> list[int]:
+    """Column index of the code share of each stage's mixture that has one."""
+    out, start = [], 0
+    for group in fit.mixture_groups:
+        hits = [i for i, c in enumerate(group) if c.endswith("code")]
+        if hits:
+            out.append(start + hits[0])
+        start += len(group)
+    return out
+
+
+def _set_share(fit, base: np.ndarray, shares: dict[int, np.ndarray]) -> np.ndarray:
+    """Copies of `base` with column k set to each value of shares[k]; the rest of k's group
+    is rescaled so the group still sums to one."""
+    n = len(next(iter(shares.values())))
+    w = np.tile(base, (n, 1))
+    ends = np.cumsum(fit.group_sizes)
+    for k, v in shares.items():
+        g = int(np.searchsorted(ends, k, side="right"))
+        cols = np.arange(ends[g] - fit.group_sizes[g], ends[g])
+        rest = cols[cols != k]
+        mass = base[rest].sum()
+        frac = base[rest] / mass if mass > 0 else np.full(len(rest), 1.0 / len(rest))
+        w[:, k] = v
+        w[:, rest] = (1 - v)[:, None] * frac[None, :]
+    return w
 
 
 def _share_columns(df: pl.DataFrame) -> list[str]:
@@ -239,11 +279,36 @@ def _response(r: ReportInput):
 
 
 def _contour(r: ReportInput):
-    """A quadratic response surface (OLS) over the first two searched shares."""
+    """The NL metric over two stages' code shares: predicted at the target from the fit when
+    there is one, else a quadratic response surface (OLS) over the first two searched shares."""
     import plotly.graph_objects as go
     import statsmodels.api as sm
 
     df, m = r.results, r.nl_metric
+    if r.contour is not None:
+        c = r.contour
+        fig = go.Figure(
+            go.Contour(x=c["x"], y=c["y"], z=c["z"], colorbar=dict(title=m), name="predicted")
+        )
+        big = _sizes(df)[-1]
+        if {c["x_col"], c["y_col"]} <= set(df.columns):
+            d = _rows(df, big).drop_nulls([c["x_col"], c["y_col"]])
+            fig.add_trace(
+                go.Scatter(
+                    x=d[c["x_col"]],
+                    y=d[c["y_col"]],
+                    mode="markers",
+                    marker=dict(color="white", line=dict(width=1)),
+                    name=f"{big} proxies",
+                )
+            )
+        fig.update_layout(
+            title=f"{m} predicted at {r.target} over two stages' code shares "
+            "(other weights at the best predicted mixture)",
+            xaxis_title=c["x_col"],
+            yaxis_title=c["y_col"],
+        )
+        return fig
     shares = _share_columns(df)
     if len(shares) < 2 or m not in df.columns:
         return None

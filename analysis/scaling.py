@@ -12,6 +12,7 @@ the full-data optimum and the grid's best few starts.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass, field
 
@@ -19,6 +20,7 @@ import numpy as np
 from scipy import optimize
 from scipy.special import logsumexp, softmax
 
+from analysis.layout import check_groups, linear_design, quadratic_design
 from codemix.errors import CodemixError
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "PowerLawFit",
     "ScalingConfig",
     "fit_chinchilla",
+    "choose_joint_law",
     "fit_joint_law",
     "fit_power_law",
     "huber",
@@ -351,21 +354,23 @@ def fit_power_law(
     return PowerLawFit(to_params(best.x), float(best.fun), len(y), boot.reshape(-1, 3), cfg.level)
 
 
-def _joint_objective(theta, w, log_n, log_y, delta):
-    """Summed Huber loss of log L = logaddexp(w @ e, w @ a - alpha log N) and its gradient."""
-    k = w.shape[1]
-    e, a, alpha = theta[:k], theta[k : 2 * k], theta[2 * k]
-    z = np.stack([w @ e, w @ a - alpha * log_n], 1)
+def _joint_objective(theta, xe, xa, log_n, log_y, delta):
+    """Summed Huber loss of log L = logaddexp(xe @ e, xa @ a - alpha log N), and its gradient."""
+    ke = xe.shape[1]
+    e, a, alpha = theta[:ke], theta[ke:-1], theta[-1]
+    z = np.stack([xe @ e, xa @ a - alpha * log_n], 1)
     r = logsumexp(z, axis=1) - log_y
     g = _huber_grad(r, delta)[:, None] * softmax(z, axis=1)
-    grad = np.concatenate([w.T @ g[:, 0], w.T @ g[:, 1], [-(g[:, 1] * log_n).sum()]])
+    grad = np.concatenate([xe.T @ g[:, 0], xa.T @ g[:, 1], [-(g[:, 1] * log_n).sum()]])
     return float(huber(r, delta).sum()), grad
 
 
 @dataclass
 class JointLawFit:
-    """L(r, N) = E(r) + A(r) N^-alpha with log E(r) = e.r and log A(r) = a.r (Scheffe-linear
-    in the mixture r), alpha shared; bootstrap draws of (e, a, alpha) give intervals.
+    """L(r, N) = E(r) + A(r) N^-alpha with log E(r) = e.x(r) and log A(r) = a.x(r), x the
+    Scheffe-linear terms of the mixture r (of every stage's mixture, with `groups`), alpha
+    shared; with `terms="quadratic"` log E(r) takes the Scheffe-quadratic terms. Bootstrap
+    draws of (e, a, alpha) give intervals.
 
     Runs at each size should use the same tokens per parameter (the ladder's rule), since
     the law has no separate data term.
@@ -379,11 +384,23 @@ class JointLawFit:
     boot: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
     resid_log: np.ndarray = field(default_factory=lambda: np.empty(0))
     level: float = 0.9
+    groups: tuple[int, ...] | None = None
+    terms: str = "linear"  # Scheffe terms in log E(r): "linear" or "quadratic"
+    selection: dict = field(default_factory=dict)  # held-out error of each candidate law
+
+    @property
+    def ke(self) -> int:
+        """Terms of log E(r); log A(r) has the rest but alpha."""
+        d = sum(self.groups or (len(self.mixture_cols),))
+        return _law_design(np.full((1, d), 0.5), self.groups, self.terms)[0].shape[1]
 
     def _draws(self, w: np.ndarray, n: float, thetas: np.ndarray) -> np.ndarray:
-        k = len(self.mixture_cols)
-        e, a, alpha = thetas[:, :k], thetas[:, k : 2 * k], thetas[:, 2 * k]
-        return np.exp(w @ e.T) + np.exp(w @ a.T) * n ** -alpha[None, :]
+        xe, xa = _law_design(np.atleast_2d(w), self.groups, self.terms)
+        ke = xe.shape[1]
+        e, a, alpha = thetas[:, :ke], thetas[:, ke:-1], thetas[:, -1]
+        log_e = np.clip(xe @ e.T, -50, 50)
+        log_a = np.clip(xa @ a.T - alpha[None, :] * np.log(n), -50, 50)
+        return np.exp(log_e) + np.exp(log_a)
 
     def predict(self, w: np.ndarray, n_params: float) -> np.ndarray:
         return self._draws(np.atleast_2d(w), float(n_params), self.theta[None, :])[:, 0]
@@ -407,14 +424,17 @@ class JointLawFit:
         return self._draws(np.atleast_2d(w), float(n_params), self.boot)
 
     def to_dict(self) -> dict:
-        k = len(self.mixture_cols)
+        ke = self.ke
         return {
             "form": "joint",
-            "law": "L(r, N) = exp(e.r) + exp(a.r) * N^-alpha",
+            "law": f"L(r, N) = exp(e.x(r)) + exp(a.x(r)) * N^-alpha, x: Scheffe-{self.terms} terms",
+            "terms": self.terms,
+            "selection": self.selection,
             "mixture_cols": list(self.mixture_cols),
-            "e": self.theta[:k].tolist(),
-            "a": self.theta[k : 2 * k].tolist(),
-            "alpha": float(self.theta[2 * k]),
+            "groups": list(self.groups or (len(self.mixture_cols),)),
+            "e": self.theta[:ke].tolist(),
+            "a": self.theta[ke:-1].tolist(),
+            "alpha": float(self.theta[-1]),
             "objective": self.objective,
             "n_runs": self.n_runs,
             "sizes": list(self.sizes),
@@ -436,27 +456,48 @@ class JointLawFit:
             boot,
             np.asarray(d.get("resid_log", []), float),
             float(d.get("level", 0.9)),
+            tuple(d["groups"]) if len(d.get("groups") or ()) > 1 else None,
+            d.get("terms", "linear"),
+            d.get("selection", {}),
         )
 
 
 def fit_joint_law(
-    w, n_params, loss, mixture_cols, config: ScalingConfig | None = None, progress: bool = False
+    w,
+    n_params,
+    loss,
+    mixture_cols,
+    config: ScalingConfig | None = None,
+    progress: bool = False,
+    groups: tuple[int, ...] | None = None,
+    terms: str = "linear",
 ) -> JointLawFit:
-    """Fit the joint mixture-and-size law on runs at several sizes (summed Huber, log space)."""
+    """Fit the joint mixture-and-size law on runs at several sizes (summed Huber, log space).
+
+    `groups` splits the columns into one mixture per stage (see `analysis.layout`); `terms`
+    picks Scheffe-linear or -quadratic exponents (quadratic allows an optimum inside the
+    simplex at every size)."""
     cfg = config or ScalingConfig()
     w = np.atleast_2d(np.asarray(w, float))
+    if groups is not None:
+        groups = check_groups(groups, w.shape[1])
+        groups = groups if len(groups) > 1 else None
+    xe, xa = _law_design(w, groups, terms)
     n = _check_positive("parameters", n_params)
     y = _check_positive("loss", loss)
     if not len(w) == len(n) == len(y):
         raise CodemixError("weights, parameters and loss differ in length")
     if len(np.unique(n)) < 3:
         raise CodemixError(f"a size law needs runs at 3 or more sizes; got {len(np.unique(n))}")
-    k = w.shape[1]
-    if len(y) <= 2 * k + 1:
-        raise CodemixError(f"the joint law has {2 * k + 1} parameters; {len(y)} runs are too few")
+    ke, k = xe.shape[1], xa.shape[1]
+    if len(y) <= ke + k + 1:
+        raise CodemixError(f"the joint law has {ke + k + 1} parameters; {len(y)} runs are too few")
     ln, ly = np.log(n), np.log(y)
     e0 = np.log(0.8 * y.min())
-    starts = [np.r_[np.full(k, e0), np.full(k, a0), al0] for a0 in (2.0, 8.0) for al0 in (0.2, 0.5)]
+    # constant starts: the first group's terms sum to one, later groups' terms start at zero
+    g0 = (groups or (k,))[0]
+    one_e, one_a = np.r_[np.ones(g0), np.zeros(ke - g0)], np.r_[np.ones(g0), np.zeros(k - g0)]
+    starts = [np.r_[e0 * one_e, a0 * one_a, al0] for a0 in (2.0, 8.0) for al0 in (0.2, 0.5)]
 
     def solve(idx, inits):
         best = None
@@ -464,7 +505,7 @@ def fit_joint_law(
             r = optimize.minimize(
                 _joint_objective,
                 s,
-                args=(w[idx], ln[idx], ly[idx], cfg.delta),
+                args=(xe[idx], xa[idx], ln[idx], ly[idx], cfg.delta),
                 jac=True,
                 method="L-BFGS-B",
                 options={"maxiter": 2000, "ftol": 1e-14, "gtol": 1e-10},
@@ -476,7 +517,7 @@ def fit_joint_law(
     full = np.arange(len(y))
     best = solve(full, starts)
     resid = ly - logsumexp(
-        np.stack([w @ best.x[:k], w @ best.x[k : 2 * k] - best.x[-1] * ln], 1), axis=1
+        np.stack([xe @ best.x[:ke], xa @ best.x[ke:-1] - best.x[-1] * ln], 1), axis=1
     )
     boot = _bootstrap(
         lambda idx: solve(idx, [best.x]).x, len(y), cfg, "bootstrap joint law", progress
@@ -487,7 +528,71 @@ def fit_joint_law(
         float(best.fun),
         len(y),
         tuple(sorted(float(v) for v in np.unique(n))),
-        boot.reshape(-1, 2 * k + 1),
+        boot.reshape(-1, ke + k + 1),
         resid,
         cfg.level,
+        groups,
+        terms,
     )
+
+
+def _law_design(w: np.ndarray, groups, terms: str) -> tuple[np.ndarray, np.ndarray]:
+    """Terms of log E(r) and of log A(r). Quadratic terms go into E only: the asymptote is
+    what decides the best mixture at a large target, and a curved A(r) next to a free alpha
+    is more than a short ladder of sizes can pin down."""
+    x = linear_design(w, groups)
+    if terms == "linear":
+        return x, x
+    if terms == "quadratic":
+        return quadratic_design(w, groups), x
+    raise CodemixError(f"unknown law terms {terms!r}: use linear or quadratic")
+
+
+def choose_joint_law(
+    w,
+    n_params,
+    loss,
+    mixture_cols,
+    config: ScalingConfig | None = None,
+    progress: bool = False,
+    groups: tuple[int, ...] | None = None,
+    folds: int = 5,
+) -> JointLawFit:
+    """The joint law with Scheffe-linear or -quadratic exponents, whichever predicts held-out
+    runs better: the largest size from the smaller ones when there are 4+ sizes (the
+    extrapolation the law is for), else k-fold over runs. The chosen law is then fitted on
+    all runs with its bootstrap; the held-out errors go into `selection`."""
+    cfg = config or ScalingConfig()
+    w = np.atleast_2d(np.asarray(w, float))
+    n = _check_positive("parameters", n_params)
+    y = _check_positive("loss", loss)
+    sizes = np.unique(n)
+    quick = dataclasses.replace(cfg, n_boot=0)
+    if len(sizes) >= 4:
+        splits = [n == sizes[-1]]
+        how = f"fitted below {sizes[-1]:.3g} parameters, scored at it"
+    else:
+        order = np.random.default_rng(cfg.seed).permutation(len(y))
+        splits = [np.isin(np.arange(len(y)), part) for part in np.array_split(order, folds)]
+        how = f"{folds}-fold over runs"
+    scores = {}
+    for terms in ("linear", "quadratic"):
+        r = np.full(len(y), np.nan)
+        try:
+            for test in splits:
+                law = fit_joint_law(
+                    w[~test], n[~test], y[~test], mixture_cols, quick, False, groups, terms
+                )
+                for size in np.unique(n[test]):
+                    at = test & (n == size)
+                    r[at] = np.log(law.predict(w[at], size)) - np.log(y[at])
+        except CodemixError as e:
+            scores[terms] = {"rmse_log": float("nan"), "error": str(e)}
+            continue
+        r = r[np.any(splits, axis=0)]
+        scores[terms] = {"rmse_log": float(np.sqrt(np.mean(r**2)))}
+    ok = {t: v["rmse_log"] for t, v in scores.items() if np.isfinite(v["rmse_log"])}
+    best = min(ok, key=ok.get) if ok else "linear"
+    fit = fit_joint_law(w, n, y, mixture_cols, cfg, progress, groups, best)
+    fit.selection = {"held_out": how, "scores": scores, "chosen": best}
+    return fit

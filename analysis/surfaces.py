@@ -21,6 +21,7 @@ import numpy as np
 from scipy import stats
 
 from analysis._families import FAMILIES, Stack, family_from_dict, make_family, stack_weights
+from analysis.layout import check_groups
 from codemix.errors import CodemixError
 
 __all__ = ["FAMILIES", "CVScore", "Surface", "SurfaceConfig", "cross_validate", "fit_surface"]
@@ -85,7 +86,13 @@ def _folds(n: int, k: int, seed: int) -> list[np.ndarray]:
 
 
 def cross_validate(
-    w: np.ndarray, y: np.ndarray, family: str, folds: int = 5, seed: int = 0, level: float = 0.9
+    w: np.ndarray,
+    y: np.ndarray,
+    family: str,
+    folds: int = 5,
+    seed: int = 0,
+    level: float = 0.9,
+    groups: tuple[int, ...] | None = None,
 ) -> tuple[CVScore, np.ndarray]:
     """k-fold CV of one family; returns the scores and the out-of-fold predictions."""
     oof = np.full(len(y), np.nan)
@@ -96,7 +103,7 @@ def cross_validate(
             train[test] = False
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                model = make_family(family).fit(w[train], y[train])
+                model = make_family(family, groups).fit(w[train], y[train])
                 mean, lo, hi = model.interval(w[test], level)
             oof[test], lo_all[test], hi_all[test] = mean, lo, hi
     except (ValueError, np.linalg.LinAlgError) as e:
@@ -134,6 +141,7 @@ class Surface:
     level: float = 0.9
     n_train: int = 0
     interval_scale: float = 1.0  # from cross-validation (SurfaceConfig.calibrate)
+    groups: tuple[int, ...] | None = None  # one simplex per stage (analysis.layout); None: one
     fitted: dict = field(default_factory=dict)  # every family refitted (keep_all); not saved
 
     def predict(self, w: np.ndarray) -> np.ndarray:
@@ -168,6 +176,7 @@ class Surface:
         return {
             "metric": self.metric,
             "mixture_cols": list(self.mixture_cols),
+            "groups": list(self.groups or (len(self.mixture_cols),)),
             "family": self.family,
             "selection": f"lowest out-of-fold RMSE, {self.folds}-fold CV on {self.n_train} runs",
             "members": [m.name for m in getattr(self.model, "members", [])],
@@ -191,6 +200,7 @@ class Surface:
             level=float(d.get("level", 0.9)),
             n_train=int(d.get("n_train", 0)),
             interval_scale=float(d.get("interval_scale", 1.0)),
+            groups=tuple(d["groups"]) if len(d.get("groups") or ()) > 1 else None,
         )
 
 
@@ -202,8 +212,12 @@ def fit_surface(
     config: SurfaceConfig | None = None,
     progress: bool = False,
     keep_all: bool = False,
+    groups: tuple[int, ...] | None = None,
 ) -> Surface:
     """Cross-validate every family in `config`, refit the best on all runs.
+
+    `groups` splits the columns of `w` into one mixture per stage (see `analysis.layout`);
+    by default they are one mixture.
 
     With `keep_all`, every family that could be fitted is refitted on all runs too and kept
     in `Surface.fitted` (for benchmarks comparing the candidates).
@@ -216,7 +230,11 @@ def fit_surface(
             f"{metric}: {len(y)} runs are too few for {config.folds}-fold cross-validation"
         )
     d = w.shape[1]
-    candidates = [f for f in config.families if make_family(f).n_params(d) < len(y) * 0.8]
+    if groups is not None:
+        groups = check_groups(groups, d)
+        if len(groups) == 1:
+            groups = None  # the plain single-mixture model, stored as before
+    candidates = [f for f in config.families if make_family(f, groups).n_params(d) < len(y) * 0.8]
     if not candidates:
         raise CodemixError(f"{metric}: every model family has too many terms for {len(y)} runs")
     scores: list[CVScore] = []
@@ -227,7 +245,7 @@ def fit_surface(
 
         it = tqdm(candidates, desc=f"CV {metric}", unit="family", leave=False)
     for fam in it:
-        score, oof = cross_validate(w, y, fam, config.folds, config.seed, config.level)
+        score, oof = cross_validate(w, y, fam, config.folds, config.seed, config.level, groups)
         scores.append(score)
         if np.isfinite(score.rmse):
             oofs[score.family] = oof
@@ -244,13 +262,13 @@ def fit_surface(
     best = chosen.family
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fitted = {f: make_family(f).fit(w, y) for f in oofs} if keep_all else {}
+        fitted = {f: make_family(f, groups).fit(w, y) for f in oofs} if keep_all else {}
         if best == "stack" or (keep_all and config.stack and len(oofs) >= 2):
-            fitted["stack"] = _fit_stack(w, y, oofs, config, fitted)
+            fitted["stack"] = _fit_stack(w, y, oofs, config, fitted, groups)
         if best == "stack":
             model = fitted["stack"]
         else:
-            model = fitted.get(best) or make_family(best).fit(w, y)
+            model = fitted.get(best) or make_family(best, groups).fit(w, y)
     return Surface(
         metric=metric,
         mixture_cols=tuple(mixture_cols),
@@ -261,6 +279,7 @@ def fit_surface(
         level=config.level,
         n_train=len(y),
         interval_scale=chosen.interval_scale if config.calibrate else 1.0,
+        groups=groups,
         fitted=fitted,
     )
 
@@ -296,11 +315,13 @@ def _stack_cv(oofs: dict[str, np.ndarray], y: np.ndarray, config: SurfaceConfig)
     )
 
 
-def _fit_stack(w, y, oofs: dict[str, np.ndarray], config: SurfaceConfig, fitted=None) -> Stack:
+def _fit_stack(
+    w, y, oofs: dict[str, np.ndarray], config: SurfaceConfig, fitted=None, groups=None
+) -> Stack:
     names = list(oofs)
     a = stack_weights(np.stack([oofs[n] for n in names], 1), y)
     keep = [i for i in range(len(names)) if a[i] > 1e-3]
     fitted = fitted or {}
-    members = [fitted.get(names[i]) or make_family(names[i]).fit(w, y) for i in keep]
+    members = [fitted.get(names[i]) or make_family(names[i], groups).fit(w, y) for i in keep]
     resid = y - _stack_oof(oofs, y, config)
     return Stack(members, a[keep] / a[keep].sum(), resid)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from analysis.layout import split_names
 from codemix.errors import CodemixError
 
 __all__ = [
@@ -114,6 +115,7 @@ class ResultsTable:
     tokens_col: str | None = None
     size: np.ndarray | None = None  # (runs,) parameters
     tokens: np.ndarray | None = None  # (runs,) tokens seen
+    groups: tuple[int, ...] | None = None  # one mixture per stage (analysis.layout); None: one
 
     def __post_init__(self) -> None:
         n = self.weights.shape[0]
@@ -156,13 +158,31 @@ def check_weights(w: np.ndarray, source: str, tol: float = WEIGHT_SUM_TOL) -> No
         )
 
 
-def mixture_array(df: pl.DataFrame, cols: list[str], source: str) -> np.ndarray:
-    """Validated weights of `cols` in `df` (used by fit and predict alike)."""
+def mixture_array(
+    df: pl.DataFrame, cols: list[str], source: str, groups: tuple[int, ...] | None = None
+) -> np.ndarray:
+    """Validated weights of `cols` in `df` (used by fit and predict alike); with `groups`,
+    each group of columns (one stage's mixture) sums to one on its own."""
     missing = [c for c in cols if c not in df.columns]
     if missing:
         raise CodemixError(f"{source} has no column {missing[0]!r}")
     w = _numeric(df, cols, source)
-    check_weights(w, source)
+    names = split_names(cols, groups)
+    start = 0
+    for group in names:
+        part = w[:, start : start + len(group)]
+        start += len(group)
+        where = source if len(names) == 1 else f"{source} (columns {', '.join(group)})"
+        try:
+            check_weights(part, where)
+        except CodemixError as e:
+            sums = part.sum(1)
+            if len(names) == 1 and sums.min() > 1.5 and np.allclose(sums, np.round(sums), 0, 0.02):
+                raise CodemixError(
+                    f"{e}; if these columns hold several stages' mixtures, give "
+                    "--mixture-cols once per stage"
+                ) from None
+            raise
     return w
 
 
@@ -174,18 +194,31 @@ def load_results(
     tokens_col: str | None = None,
     on: str = "index",
 ) -> ResultsTable:
-    """Read (and join) results, resolve the column selections and validate them."""
+    """Read (and join) results, resolve the column selections and validate them.
+
+    `mixture_cols` is one selection (comma-separated names and/or PREFIX*) or a list of
+    them, one per stage: each stage's weights must sum to one on their own.
+    """
     paths = [paths] if isinstance(paths, str | Path) else list(paths)
     df = join_tables(paths, on=on)
     source = " + ".join(map(str, paths))
-    mix = resolve_columns(mixture_cols, df.columns, source)
+    specs = [mixture_cols] if isinstance(mixture_cols, str) else list(mixture_cols)
+    per_group = [resolve_columns(spec, df.columns, source) for spec in specs]
+    mix = [c for g in per_group for c in g]
+    if len(set(mix)) < len(mix):
+        dup = sorted({c for c in mix if mix.count(c) > 1})
+        raise CodemixError(f"column(s) {', '.join(dup)} are in more than one mixture group")
+    groups = tuple(len(g) for g in per_group) if len(per_group) > 1 else None
+    if groups is not None and min(groups) < 2:
+        one = per_group[groups.index(min(groups))]
+        raise CodemixError(f"mixture group {', '.join(one)} has one column; a stage needs 2+")
     if not metrics:
         raise CodemixError("no metric given")
     mets = [m for spec in metrics for m in resolve_columns(spec, df.columns, source)]
     overlap = set(mix) & set(mets)
     if overlap:
         raise CodemixError(f"column(s) {', '.join(sorted(overlap))} are both mixture and metric")
-    w = mixture_array(df, mix, source)
+    w = mixture_array(df, mix, source, groups)
     y = _numeric(df, mets, source)
     size = (
         _numeric(df, [resolve_columns(size_col, df.columns, source)[0]], source)[:, 0]
@@ -207,4 +240,5 @@ def load_results(
         tokens_col=tokens_col,
         size=size,
         tokens=tokens,
+        groups=groups,
     )

@@ -24,9 +24,11 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--mixture-cols",
+        action="append",
         required=True,
         metavar="COLS",
-        help="mixture weight columns: comma-separated names or PREFIX*",
+        help="mixture weight columns: comma-separated names or PREFIX*; repeat once per "
+        "stage to fit on several stages' mixtures (e.g. 'mix_init_*' and 'mix_cooldown_*')",
     )
     p.add_argument(
         "--metric",
@@ -139,6 +141,12 @@ def register(sub) -> None:
         help="two metrics for the Pareto front (default: the first two of the fit)",
     )
     p.add_argument("--candidates", type=int, default=4000, help="mixtures searched (default 4000)")
+    p.add_argument(
+        "--full-simplex",
+        action="store_true",
+        help="search every mixture (default: only weights within the range the runs covered, "
+        "where the fit does not extrapolate)",
+    )
     p.add_argument("--draws", type=int, default=200, help="draws for the argmax spread")
     p.add_argument("--level", type=float, default=0.9, help="interval level (default 0.9)")
     p.add_argument("--seed", type=int, default=0)
@@ -192,9 +200,18 @@ def _fit(args: argparse.Namespace) -> int:
         if m in fit.scaling:
             law = fit.scaling[m]
             print(
-                f"    size law: alpha {law.theta[-1]:.3f} over sizes "
-                + ", ".join(f"{v:.3g}" for v in law.sizes)
+                f"    size law: Scheffe-{law.terms} exponents, alpha {law.theta[-1]:.3f} over "
+                "sizes " + ", ".join(f"{v:.3g}" for v in law.sizes)
             )
+            if not 0.05 <= law.theta[-1] <= 1.5:
+                print(
+                    "    warning: alpha is far from the 0.05-1.5 of published size laws; these "
+                    "sizes do not pin the law down, so predictions at a target are unreliable"
+                )
+            sel = law.selection
+            if sel:
+                scores = ", ".join(f"{t} {v['rmse_log']:.4g}" for t, v in sel["scores"].items())
+                print(f"    held-out RMSE of log {m} ({sel['held_out']}): {scores}")
     print(f"wrote {args.output}")
     return 0
 
@@ -212,7 +229,7 @@ def _predict(args: argparse.Namespace) -> int:
     fit = load_fit(args.fit)
     size = parse_size(args.size) if args.size else None
     df = read_table(args.mixtures)
-    w = mixture_array(df, list(fit.mixture_cols), args.mixtures)
+    w = mixture_array(df, list(fit.mixture_cols), args.mixtures, fit.groups)
     preds = predict(fit, w, size, args.level)
     cols = {}
     pct = f"{round(args.level * 100):d}"
@@ -279,6 +296,8 @@ def _scaling(args: argparse.Namespace) -> int:
 
 
 def _optimum(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from analysis.fitfile import load_fit
     from analysis.optimum import find_optimum, pareto_front, parse_objective, parse_size
     from codemix.errors import CodemixError
@@ -294,9 +313,19 @@ def _optimum(args: argparse.Namespace) -> int:
                 "runs at 3 or more sizes, or leave out --target"
             )
     where = f"at {args.target} parameters" if size else "at the training size"
-    opt = find_optimum(fit, objective, size, args.candidates, args.draws, args.level, args.seed)
+    opt = find_optimum(
+        fit,
+        objective,
+        size,
+        args.candidates,
+        args.draws,
+        args.level,
+        args.seed,
+        within_data=not args.full_simplex,
+    )
     pct = f"{round(args.level * 100)} %"
-    print(f"optimum for {objective.text} {where} ({args.candidates} candidate mixtures):")
+    space = "anywhere on the simplex" if args.full_simplex else "within the runs' weight ranges"
+    print(f"optimum for {objective.text} {where} ({args.candidates} candidate mixtures {space}):")
     for c, v, lo, hi in zip(
         fit.mixture_cols, opt.mixture, opt.argmax_lo, opt.argmax_hi, strict=True
     ):
@@ -312,10 +341,14 @@ def _optimum(args: argparse.Namespace) -> int:
         for m in pair:
             if m not in fit.metrics:
                 raise CodemixError(f"--pareto names {m!r}; the fit has {', '.join(fit.metrics)}")
-        w, a, b = pareto_front(fit, pair[0], pair[1], size, args.candidates, args.seed)
+        w, a, b = pareto_front(
+            fit, pair[0], pair[1], size, args.candidates, args.seed, not args.full_simplex
+        )
         print(f"Pareto front {where} ({pair[0]} vs {pair[1]}, both minimised), {len(w)} mixtures:")
+        print("  (columns: " + " | ".join(", ".join(g) for g in fit.mixture_groups) + ")")
         step = max(len(w) // 12, 1)
+        edges = np.cumsum(fit.group_sizes)[:-1]
         for i in range(0, len(w), step):
-            mix = " ".join(f"{x:.2f}" for x in w[i])
+            mix = " | ".join(" ".join(f"{x:.2f}" for x in g) for g in np.split(w[i], edges))
             print(f"  {a[i]:.4g}  {b[i]:.4g}   [{mix}]")
     return 0

@@ -195,3 +195,50 @@ def test_bad_input_is_a_clean_error_and_keeps_the_output(ladder, tmp_path, capsy
     assert main(argv) == 2
     assert message in capsys.readouterr().err
     assert out.read_text() == "keep me"
+
+
+def test_stage_mixtures_fit_predict_and_optimum(tmp_path, capsys):
+    """One --mixture-cols per stage: each stage's weights are a mixture of their own."""
+    rng = np.random.default_rng(5)
+    frames = []
+    for n in (1e6, 4e6, 1.6e7):
+        a, c = rng.uniform(0, 1, 20), rng.uniform(0, 0.6, 20)
+        x = np.c_[1 - a, a, c]
+        frames.append(
+            pl.DataFrame(
+                {
+                    "mix_init_text": 1 - a,
+                    "mix_init_code": a,
+                    "mix_cooldown_text": 1 - c,
+                    "mix_cooldown_code": c,
+                    "params": n,
+                    "bpb_text": np.exp(x @ [0.5, 1.0, -0.3]) + np.exp(x @ [4, 4.6, -0.2]) * n**-0.3,
+                    "bpb_code": np.exp(x @ [1.0, 0.3, -0.1]) + np.exp(x @ [4.4, 3.8, 0]) * n**-0.3,
+                }
+            )
+        )
+    table, fit = tmp_path / "runs.csv", tmp_path / "fit.json"
+    pl.concat(frames).write_csv(table)
+    argv = ["fit", str(table), "--mixture-cols", "mix_init_*", "--mixture-cols", "mix_cooldown_*"]
+    argv += ["--metric", "bpb_*", "--size-col", "params", "--families", "linear,exp"]
+    assert main([*argv, "--n-boot", "10", "-o", str(fit)]) == 0
+    d = json.loads(fit.read_text())
+    assert d["mixture_groups"] == [
+        ["mix_init_text", "mix_init_code"],
+        ["mix_cooldown_text", "mix_cooldown_code"],
+    ]
+    pred = tmp_path / "pred.csv"
+    assert (
+        main(["predict", str(fit), "--mixtures", str(table), "--size", "2.8B", "-o", str(pred)])
+        == 0
+    )
+    assert pl.read_csv(pred).height == 60
+    bad = tmp_path / "bad.csv"
+    pl.read_csv(table).with_columns(mix_cooldown_code=pl.lit(0.9)).write_csv(bad)
+    assert main(["predict", str(fit), "--mixtures", str(bad), "-o", str(pred)]) == 2
+    assert "mix_cooldown_text, mix_cooldown_code" in capsys.readouterr().err
+    argv = ["optimum", str(fit), "--objective", "min:bpb_text", "--target", "2.8B"]
+    assert main([*argv, "--candidates", "400", "--draws", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "within the runs' weight ranges" in out
+    assert "mix_init_text, mix_init_code | mix_cooldown_text, mix_cooldown_code" in out

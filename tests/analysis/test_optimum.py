@@ -92,3 +92,42 @@ def test_optimum_at_training_size_uses_surface_draws(fit):
     opt = find_optimum(fit, parse_objective("weighted:nl=1,code=1", ["nl", "code"]), None, 400, 20)
     assert opt.size is None and opt.n_draws > 0
     assert np.isclose(opt.mixture.sum(), 1.0)
+
+
+def _two_stage_table(per_size=16, seed=3) -> ResultsTable:
+    """Init (text, code) and cooldown (text, code) mixtures; code in the cooldown lowers NL
+    loss, and the runs tried cooldown code shares up to 0.6 only."""
+    rng = np.random.default_rng(seed)
+    sizes = (1e6, 4e6, 1.6e7, 6.4e7)
+    init = rng.dirichlet([1, 1], per_size * len(sizes))
+    cool_code = rng.uniform(0, 0.6, len(init))
+    w = np.c_[init, 1 - cool_code, cool_code]
+    n = np.repeat(np.asarray(sizes, float), per_size)
+    x = w[:, [0, 1, 3]]  # Scheffe-linear terms: init text, init code, cooldown code
+    nl = np.exp(x @ [0.5, 1.0, -0.3]) + np.exp(x @ [4.0, 4.6, -0.2]) * n**-0.3
+    code = np.exp(x @ [1.0, 0.3, -0.1]) + np.exp(x @ [4.4, 3.8, 0.0]) * n**-0.3
+    y = np.c_[nl, code] * np.exp(0.003 * rng.standard_normal((len(n), 2)))
+    cols = ("init_text", "init_code", "cool_text", "cool_code")
+    return ResultsTable("two-stage", cols, ("nl", "code"), w, y, "params", None, n, groups=(2, 2))
+
+
+def test_two_stage_optimum_stays_within_the_runs_unless_asked():
+    fit = fit_results(
+        _two_stage_table(),
+        SurfaceConfig(families=("linear", "exp"), stack=False),
+        ScalingConfig(n_boot=12),
+    )
+    assert fit.groups == (2, 2) and fit.scaling["nl"].groups == (2, 2)
+    w = np.array([[0.9, 0.1, 0.5, 0.5]])
+    x = w[:, [0, 1, 3]]
+    truth = np.exp(x @ [0.5, 1.0, -0.3]) + np.exp(x @ [4.0, 4.6, -0.2]) * 2.8e9**-0.3
+    np.testing.assert_allclose(predict(fit, w, 2.8e9)["nl"][0], truth, rtol=0.02)
+    obj = parse_objective("min:nl", ["nl", "code"])
+    opt = find_optimum(fit, obj, 2.8e9, 800, 20)
+    assert opt.mixture[0] > 0.9  # text in the init stage
+    assert 0.5 < opt.mixture[3] <= fit.data["weights_max"][3] + 1e-9  # most code tried
+    assert np.allclose([opt.mixture[:2].sum(), opt.mixture[2:].sum()], 1)
+    wide = find_optimum(fit, obj, 2.8e9, 800, 20, within_data=False)
+    assert wide.mixture[3] > 0.9  # the law, extrapolated, wants an all-code cooldown
+    front, _, _ = pareto_front(fit, "nl", "code", 2.8e9, 500)
+    assert np.all(front[:, 3] <= fit.data["weights_max"][3] + 1e-9)

@@ -194,3 +194,48 @@ def test_cli_with_a_fit_adds_predictions(tmp_path, capsys):
     page = (tmp_path / "r.html").read_text()
     assert "2.8B predicted front" in page and "Predictions at 2.8B" in page
     assert "extrapolation to 2.8B" in page
+
+
+def test_a_two_stage_fit_draws_the_predicted_contour(tmp_path):
+    from analysis.fitfile import load_fit
+    from analysis.report import from_fit
+
+    rng = np.random.default_rng(2)
+    rows = []
+    for trial in range(14):
+        a, c = rng.uniform(0, 1), rng.uniform(0, 0.5)
+        for size, n in (("s", 4e5), ("m", 9.5e5), ("l", 1.4e6)):
+            nl = 2 + 40 * n**-0.3 * (1 + (a - 0.25) ** 2 - 0.2 * c)
+            rows.append(
+                {
+                    "trial": trial,
+                    "size": size,
+                    "params": n,
+                    "mix_init_text": 1 - a,
+                    "mix_init_code": a,
+                    "mix_cooldown_text": 1 - c,
+                    "mix_cooldown_code": c,
+                    "bpb_text": nl + rng.normal(0, 0.003),
+                    "bpb_code": 2 + 60 * n**-0.3 * (1.5 - a - c) + rng.normal(0, 0.003),
+                }
+            )
+    df = pl.DataFrame(rows)
+    df.write_csv(tmp_path / "r.csv")
+    argv = ["fit", str(tmp_path / "r.csv"), "--mixture-cols", "mix_init_*"]
+    argv += ["--mixture-cols", "mix_cooldown_*", "--metric", "bpb_*", "--size-col", "params"]
+    assert (
+        main([*argv, "--families", "linear", "--n-boot", "10", "-o", str(tmp_path / "f.json")]) == 0
+    )
+    r = ReportInput(df)
+    from_fit(r, load_fit(tmp_path / "f.json"), 2.8e9, "2.8B")
+    c = r.contour
+    assert (c["x_col"], c["y_col"]) == ("mix_init_code", "mix_cooldown_code")
+    assert c["z"].shape == (25, 25) and np.all(np.isfinite(c["z"]))
+    assert c["y"].max() <= df["mix_cooldown_code"].max() + 1e-9  # no extrapolation in the mixture
+    page = tmp_path / "report.html"
+    write_report(r, page)
+    assert "predicted at 2.8B over two stages" in page.read_text()
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe:
+        dom = _dom(exe, page)
+        assert dom.split('<pre id="js-errors">')[1].split("</pre>")[0] == ""

@@ -7,7 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.scaling import ScalingConfig, fit_chinchilla, fit_power_law, huber
+from analysis.scaling import (
+    JointLawFit,
+    ScalingConfig,
+    choose_joint_law,
+    fit_chinchilla,
+    fit_joint_law,
+    fit_power_law,
+    huber,
+)
 from codemix.errors import CodemixError
 
 FAST = ScalingConfig(n_boot=20, refine_starts=10)
@@ -79,3 +87,47 @@ def test_besiroglu_estimates_on_their_data():
     se = {"E": 0.03, "A": 124.58, "B": 1293.23, "alpha": 0.02, "beta": 0.02}
     for k, v in published.items():
         assert abs(fit.params[k] - v) < se[k], k
+
+
+def _ladder(law, sizes=(1e6, 4e6, 1.6e7, 6.4e7), per_size=20, seed=4):
+    rng = np.random.default_rng(seed)
+    a = rng.uniform(0, 1, per_size * len(sizes))
+    w = np.c_[1 - a, a]
+    n = np.repeat(np.asarray(sizes, float), per_size)
+    return w, n, law(a, n) * np.exp(0.003 * rng.standard_normal(len(n)))
+
+
+def test_joint_law_picks_quadratic_exponents_for_an_inner_optimum():
+    # the asymptote is lowest at a quarter code, as in a 25 %-code finding
+    def law(a, n):
+        return np.exp(0.6 + 0.8 * (a - 0.25) ** 2) + np.exp(4.0 + 0.3 * a) * n**-0.3
+
+    w, n, y = _ladder(law)
+    fit = choose_joint_law(w, n, y, ("text", "code"), FAST)
+    assert fit.terms == "quadratic" and fit.selection["chosen"] == "quadratic"
+    scores = fit.selection["scores"]
+    assert scores["quadratic"]["rmse_log"] < scores["linear"]["rmse_log"]
+    assert "scored at" in fit.selection["held_out"]  # 4 sizes: the largest is held out
+    grid = np.linspace(0, 1, 101)
+    pred = fit.predict(np.c_[1 - grid, grid], 2.8e9)
+    assert abs(grid[np.argmin(pred)] - 0.25) < 0.08
+    np.testing.assert_allclose(pred, law(grid, 2.8e9), rtol=0.02)
+    back = JointLawFit.from_dict(fit.to_dict())
+    assert back.terms == "quadratic"
+    np.testing.assert_allclose(back.interval(w[:5], 2.8e9), fit.interval(w[:5], 2.8e9))
+
+
+def test_joint_law_with_stage_groups():
+    rng = np.random.default_rng(6)
+    sizes = (1e6, 4e6, 1.6e7)
+    a, c = rng.uniform(0, 1, 60), rng.uniform(0, 1, 60)
+    w = np.c_[1 - a, a, 1 - c, c]
+    n = np.repeat(np.asarray(sizes), 20)
+    y = np.exp(0.6 + 0.3 * a - 0.2 * c) + np.exp(4.0 + 0.2 * a) * n**-0.3
+    fit = fit_joint_law(w, n, y, ("t", "c", "ct", "cc"), FAST, groups=(2, 2))
+    assert fit.groups == (2, 2) and fit.theta[-1] == pytest.approx(0.3, abs=0.02)
+    new = np.array([[0.5, 0.5, 0.2, 0.8]])
+    truth = np.exp(0.6 + 0.15 - 0.16) + np.exp(4.1) * 1e9**-0.3
+    assert fit.predict(new, 1e9)[0] == pytest.approx(truth, rel=0.01)
+    with pytest.raises(CodemixError, match="groups"):
+        fit_joint_law(w, n, y, ("t", "c", "ct", "cc"), FAST, groups=(3, 1))

@@ -75,3 +75,32 @@ def test_join_without_key_is_an_error(tmp_path):
     pl.DataFrame({"run": [0], "loss": [1.0]}).write_csv(tmp_path / "b.csv")
     with pytest.raises(CodemixError, match="b.csv has no column 'index'"):
         join_tables([tmp_path / "a.csv", tmp_path / "b.csv"])
+
+
+def test_one_mixture_per_stage(tmp_path):
+    rng = np.random.default_rng(3)
+    a, b = rng.dirichlet([1, 1], 10), rng.dirichlet([1, 1, 1], 10)
+    df = pl.DataFrame(
+        {
+            "mix_init_text": a[:, 0],
+            "mix_init_code": a[:, 1],
+            "mix_cool_text": b[:, 0],
+            "mix_cool_code": b[:, 1],
+            "mix_cool_math": b[:, 2],
+            "loss": rng.uniform(2, 3, 10),
+        }
+    )
+    p = tmp_path / "r.csv"
+    df.write_csv(p)
+    t = load_results(p, ["mix_init_*", "mix_cool_*"], ["loss"])
+    assert t.groups == (2, 3) and t.weights.shape == (10, 5)
+    assert load_results(p, ["mix_init_*"], ["loss"]).groups is None
+    with pytest.raises(CodemixError, match="once per stage"):
+        load_results(p, "mix_*", ["loss"])
+    with pytest.raises(CodemixError, match="more than one mixture group"):
+        load_results(p, ["mix_init_*", "mix_init_code,mix_cool_*"], ["loss"])
+    with pytest.raises(CodemixError, match="one column"):
+        load_results(p, ["mix_init_*,mix_cool_text,mix_cool_code", "mix_cool_math"], ["loss"])
+    df.with_columns(mix_cool_math=pl.col("mix_cool_math") + 0.5).write_csv(p)
+    with pytest.raises(CodemixError, match="columns mix_cool_text, mix_cool_code, mix_cool_math"):
+        load_results(p, ["mix_init_*", "mix_cool_*"], ["loss"])

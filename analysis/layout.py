@@ -1,0 +1,111 @@
+"""Mixture layouts: how the weight columns of a run group into simplices, one per stage.
+
+A run trained in stages (init, continual, cooldown) has one mixture per stage, each summing
+to one. The analysis sees the stages' weights side by side, e.g. `mix_init_text,
+mix_init_code, mix_cooldown_text, mix_cooldown_code` with groups (2, 2). A layout of one
+group is a single static mixture, and every function here then reduces to the plain
+Scheffe forms.
+
+Within a group one weight is redundant (the others fix it). The Scheffe designs keep the
+first group whole, which plays the part of the intercept, and drop the last column of every
+later group, so that the terms are not collinear.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from codemix.errors import CodemixError
+
+__all__ = ["candidates", "check_groups", "linear_design", "quadratic_design", "split_names"]
+
+Groups = tuple[int, ...] | None  # None: every column in one group
+
+
+def _groups(w: np.ndarray, groups: Groups) -> tuple[int, ...]:
+    g = (w.shape[1],) if groups is None else tuple(groups)
+    if sum(g) != w.shape[1]:
+        raise CodemixError(f"mixture groups {g} cover {sum(g)} columns; weights have {w.shape[1]}")
+    return g
+
+
+def check_groups(groups, n_cols: int) -> tuple[int, ...]:
+    """Validated group sizes: each at least 2, together covering `n_cols` columns."""
+    g = tuple(int(x) for x in groups)
+    if not g or any(x < 2 for x in g) or sum(g) != n_cols:
+        raise CodemixError(
+            f"mixture groups {g} must each hold 2+ columns and cover all {n_cols} mixture columns"
+        )
+    return g
+
+
+def split_names(cols, groups: Groups) -> list[list[str]]:
+    """The column names of each group."""
+    cols = list(cols)
+    g = (len(cols),) if groups is None else groups
+    edges = np.cumsum((0, *g))
+    return [cols[a:b] for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
+def linear_design(w: np.ndarray, groups: Groups = None) -> np.ndarray:
+    """Scheffe-linear terms: the first group whole, later groups less their last column."""
+    g = _groups(w, groups)
+    ends = np.cumsum(g)
+    keep = list(range(g[0])) + [
+        j for a, b in zip(ends[:-1], ends[1:], strict=True) for j in range(a, b - 1)
+    ]
+    return w[:, keep]
+
+
+def quadratic_design(w: np.ndarray, groups: Groups = None) -> np.ndarray:
+    """Scheffe-quadratic terms: the first group's weights, the pairwise products of all
+    linear terms, and the squares of the later groups' terms. A later group's term on its
+    own is left out: the first group sums to one, so its products with that term add up to it
+    (and within the first group a square is not a new term either)."""
+    g = _groups(w, groups)
+    x = linear_design(w, g)
+    iu, ju = np.triu_indices(x.shape[1], 1)
+    return np.hstack([x[:, : g[0]], x[:, iu] * x[:, ju], x[:, g[0] :] ** 2])
+
+
+def candidates(
+    groups: tuple[int, ...],
+    n: int = 4000,
+    seed: int = 0,
+    lo: np.ndarray | None = None,
+    hi: np.ndarray | None = None,
+) -> np.ndarray:
+    """Mixtures to search: every combination of each group's vertices and centre, then `n`
+    Dirichlet(1) draws per group. With bounds `lo`/`hi` (per column, e.g. the range the
+    runs covered) only mixtures inside them are kept, drawing more until `n` are found."""
+    rng = np.random.default_rng(seed)
+    corners = [np.vstack([np.eye(k), np.full((1, k), 1.0 / k)]) for k in groups]
+    combos = list(itertools.product(*[range(len(c)) for c in corners]))
+    if len(combos) > n:
+        combos = [combos[i] for i in sorted(rng.choice(len(combos), n, replace=False))]
+    fixed = np.array(
+        [np.concatenate([c[i] for c, i in zip(corners, ix, strict=True)]) for ix in combos]
+    )
+    if lo is None and hi is None:
+        draws = np.hstack([rng.dirichlet(np.ones(k), n) for k in groups])
+        return np.vstack([fixed, draws])
+    d = sum(groups)
+    lo = np.full(d, -np.inf) if lo is None else np.asarray(lo, float) - 1e-9
+    hi = np.full(d, np.inf) if hi is None else np.asarray(hi, float) + 1e-9
+
+    def inside(w: np.ndarray) -> np.ndarray:
+        return w[np.all((w >= lo) & (w <= hi), axis=1)]
+
+    kept, found = [inside(fixed)], 0
+    for _ in range(200):
+        draws = inside(np.hstack([rng.dirichlet(np.ones(k), n) for k in groups]))
+        kept.append(draws[: n - found])
+        found += len(kept[-1])
+        if found >= n:
+            break
+    out = np.vstack(kept)
+    if not len(out):
+        raise CodemixError("no mixture lies inside the weight ranges the runs covered")
+    return out
