@@ -420,17 +420,22 @@ def _calibration(r: ReportInput):
         return None
     d = df.drop_nulls([col, m])
     lo, hi = float(min(d[col].min(), d[m].min())), float(max(d[col].max(), d[m].max()))
+    # interval bounds as `codemix predict` writes them: predicted_M_loNN, predicted_M_hiNN
+    bounds = [c for c in d.columns if c.startswith(f"{col}_lo")]
+    err, title = None, f"Calibration: {m} predicted against observed"
+    if bounds and bounds[0].replace("_lo", "_hi") in d.columns:
+        b_lo, b_hi = d[bounds[0]].to_numpy(), d[bounds[0].replace("_lo", "_hi")].to_numpy()
+        p, y = d[col].to_numpy(), d[m].to_numpy()
+        err = dict(type="data", symmetric=False, array=b_hi - p, arrayminus=p - b_lo)
+        inside = int(np.sum((y >= b_lo) & (y <= b_hi)))
+        title += f" ({inside} of {len(y)} inside their {bounds[0].split('_lo')[-1]} % interval)"
     fig = go.Figure(
         [
-            go.Scatter(x=d[col], y=d[m], mode="markers", name="confirmatory runs"),
+            go.Scatter(x=d[col], y=d[m], error_x=err, mode="markers", name="confirmatory runs"),
             go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="observed = predicted"),
         ]
     )
-    fig.update_layout(
-        title=f"Calibration: {m} predicted against observed",
-        xaxis_title=f"predicted {m}",
-        yaxis_title=f"observed {m}",
-    )
+    fig.update_layout(title=title, xaxis_title=f"predicted {m}", yaxis_title=f"observed {m}")
     return fig
 
 

@@ -79,6 +79,11 @@ def register(sub) -> None:
         help="CSV or parquet with the fit's mixture columns",
     )
     p.add_argument("--size", metavar="N", help="target size: a preset (470M, 2.8B) or a number")
+    p.add_argument(
+        "--size-col",
+        metavar="COL",
+        help="predict each row at the size in this column (e.g. confirmatory runs' params)",
+    )
     p.add_argument("--level", type=float, default=0.9, help="interval level (default 0.9)")
     p.add_argument("-o", "--output", required=True, metavar="PRED.csv")
     p.set_defaults(func=_predict)
@@ -219,30 +224,61 @@ def _fit(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     import io
 
+    import numpy as np
     import polars as pl
 
     from analysis.fitfile import atomic_write_text, load_fit
     from analysis.optimum import parse_size, predict
-    from analysis.tables import mixture_array, read_table
+    from analysis.tables import mixture_array, read_table, resolve_columns
+    from codemix.errors import CodemixError
 
     _check_output(args.output)
+    if args.size and args.size_col:
+        raise CodemixError("give --size or --size-col, not both")
     fit = load_fit(args.fit)
     size = parse_size(args.size) if args.size else None
     df = read_table(args.mixtures)
     w = mixture_array(df, list(fit.mixture_cols), args.mixtures, fit.groups)
-    preds = predict(fit, w, size, args.level)
+    if args.size_col:
+        col = resolve_columns(args.size_col, df.columns, args.mixtures)[0]
+        n = df[col].cast(pl.Float64, strict=False).to_numpy()
+        if not np.all(np.isfinite(n) & (n > 0)):
+            raise CodemixError(f"{args.mixtures}: column {col!r} must be a positive number")
+        preds = {}
+        for v in np.unique(n):
+            at = n == v
+            for m, bounds in predict(fit, w[at], float(v), args.level).items():
+                out_m = preds.setdefault(m, [np.empty(len(n)) for _ in range(3)])
+                for dst, src in zip(out_m, bounds, strict=True):
+                    dst[at] = src
+        where = f"at each row's {col} (size law)"
+    else:
+        preds = predict(fit, w, size, args.level)
+        where = f"at {args.size} parameters (size law)" if size else "at the training size"
     cols = {}
     pct = f"{round(args.level * 100):d}"
     for m, (mean, lo, hi) in preds.items():
-        cols[m] = mean
-        cols[f"{m}_lo{pct}"] = lo
-        cols[f"{m}_hi{pct}"] = hi
+        # beside observed values (e.g. confirmatory runs) the predictions get their own names
+        name = f"predicted_{m}" if m in df.columns else m
+        cols[name] = mean
+        cols[f"{name}_lo{pct}"] = lo
+        cols[f"{name}_hi{pct}"] = hi
     out = df.with_columns(pl.Series(k, v) for k, v in cols.items())
     buf = io.StringIO()
     out.write_csv(buf)
     atomic_write_text(args.output, buf.getvalue())
-    where = f"at {args.size} parameters (size law)" if size else "at the training size"
     print(f"wrote {len(out)} predictions {where} to {args.output}")
+    for m in preds:
+        if m in df.columns:
+            y = df[m].cast(pl.Float64, strict=False).to_numpy()
+            lo, hi = cols[f"predicted_{m}_lo{pct}"], cols[f"predicted_{m}_hi{pct}"]
+            ok = np.isfinite(y)
+            inside = int(np.sum((y >= lo) & (y <= hi) & ok))
+            err = np.abs(cols[f"predicted_{m}"] - y)[ok]
+            print(
+                f"  observed {m}: {inside} of {int(ok.sum())} inside the {pct} % interval, "
+                f"mean |predicted - observed| {err.mean():.4g}"
+            )
     return 0
 
 

@@ -92,10 +92,33 @@ def test_predict_one_row_per_input_with_bounds(ladder, tmp_path):
     )
     p = pl.read_csv(out)
     assert p.height == 64
-    assert (p["nl_loss_lo90"] <= p["nl_loss"]).all() and (p["nl_loss"] <= p["nl_loss_hi90"]).all()
+    # the table holds observed nl_loss too: the predictions sit beside it under their own name
+    assert p["nl_loss"].equals(pl.read_csv(table)["nl_loss"])
+    pred, lo, hi = (p[f"predicted_nl_loss{s}"] for s in ("", "_lo90", "_hi90"))
+    assert (lo <= pred).all() and (pred <= hi).all()
     w = p.select("w_text", "w_code", "w_math").to_numpy()
     truth = np.exp(w @ [0.6, 1.0, 0.9]) + np.exp(w @ [4.5, 3.8, 4.0]) * 4.7e8**-0.3
-    np.testing.assert_allclose(p["nl_loss"].to_numpy(), truth, rtol=0.03)
+    np.testing.assert_allclose(pred.to_numpy(), truth, rtol=0.03)
+    # fresh mixtures (no observed metric) keep the plain names
+    pl.DataFrame({"w_text": [0.5], "w_code": [0.3], "w_math": [0.2]}).write_csv(out)
+    assert main(["predict", str(fit), "--mixtures", str(out), "-o", str(out)]) == 0
+    assert {"nl_loss", "nl_loss_lo90", "code_loss_hi90"} <= set(pl.read_csv(out).columns)
+
+
+def test_predict_at_each_rows_size_scores_observed_runs(ladder, tmp_path, capsys):
+    table, fit = ladder
+    out = tmp_path / "confirm.csv"
+    argv = ["predict", str(fit), "--mixtures", str(table), "--size-col", "params"]
+    assert main([*argv, "-o", str(out)]) == 0
+    p = pl.read_csv(out)
+    w = p.select("w_text", "w_code", "w_math").to_numpy()
+    n = p["params"].to_numpy()
+    truth = np.exp(w @ [0.6, 1.0, 0.9]) + np.exp(w @ [4.5, 3.8, 4.0]) * n**-0.3
+    np.testing.assert_allclose(p["predicted_nl_loss"].to_numpy(), truth, rtol=0.02)
+    text = capsys.readouterr().out
+    assert "at each row's params" in text and "of 64 inside the 90 % interval" in text
+    assert main([*argv, "--size", "1B", "-o", str(out)]) == 2
+    assert "not both" in capsys.readouterr().err
 
 
 def test_optimum_prints_mixture_interval_and_front(ladder, capsys):

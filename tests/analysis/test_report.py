@@ -93,7 +93,11 @@ def test_names_are_escaped():
 
 
 def test_predicted_front_and_calibration(tmp_path):
-    df = _table().with_columns(predicted_bpb_text=pl.col("bpb_text") + 0.01)
+    df = _table().with_columns(
+        predicted_bpb_text=pl.col("bpb_text") + 0.01,
+        predicted_bpb_text_lo90=pl.col("bpb_text") - 0.02,
+        predicted_bpb_text_hi90=pl.col("bpb_text") + 0.005 - 0.1 * (pl.col("trial") == 0),
+    )
     pred = pl.DataFrame(
         {
             "bpb_text": [2.2, 2.3],
@@ -104,6 +108,7 @@ def test_predicted_front_and_calibration(tmp_path):
     )
     page = render(ReportInput(df, target="2.8B", predictions=pred))
     assert "2.8B predicted front" in page and "Calibration" in page
+    assert "22 of 24 inside their 90 % interval" in page  # trial 0's two runs fall outside
     assert "Predictions at 2.8B" in page
 
 
