@@ -387,6 +387,8 @@ class JointLawFit:
     groups: tuple[int, ...] | None = None
     terms: str = "linear"  # Scheffe terms in log E(r): "linear" or "quadratic"
     selection: dict = field(default_factory=dict)  # held-out error of each candidate law
+    # widening of the intervals found by predicting the largest size from the smaller ones
+    interval_scale: float = 1.0
 
     @property
     def ke(self) -> int:
@@ -417,7 +419,8 @@ class JointLawFit:
         rng = np.random.default_rng(0)
         noise = rng.choice(self.resid_log, size=draws.shape) if len(self.resid_log) else 0.0
         lo, hi = np.quantile(draws * np.exp(noise), [0.5 - level / 2, 0.5 + level / 2], axis=1)
-        return mean, lo, hi
+        c = self.interval_scale
+        return mean, mean - c * (mean - lo), mean + c * (hi - mean)
 
     def boot_predictions(self, w: np.ndarray, n_params: float) -> np.ndarray:
         """Mean predictions under each bootstrap draw (runs x draws)."""
@@ -430,6 +433,7 @@ class JointLawFit:
             "law": f"L(r, N) = exp(e.x(r)) + exp(a.x(r)) * N^-alpha, x: Scheffe-{self.terms} terms",
             "terms": self.terms,
             "selection": self.selection,
+            "interval_scale": self.interval_scale,
             "mixture_cols": list(self.mixture_cols),
             "groups": list(self.groups or (len(self.mixture_cols),)),
             "e": self.theta[:ke].tolist(),
@@ -459,6 +463,7 @@ class JointLawFit:
             tuple(d["groups"]) if len(d.get("groups") or ()) > 1 else None,
             d.get("terms", "linear"),
             d.get("selection", {}),
+            float(d.get("interval_scale", 1.0)),
         )
 
 
@@ -561,7 +566,13 @@ def choose_joint_law(
     """The joint law with Scheffe-linear or -quadratic exponents, whichever predicts held-out
     runs better: the largest size from the smaller ones when there are 4+ sizes (the
     extrapolation the law is for), else k-fold over runs. The chosen law is then fitted on
-    all runs with its bootstrap; the held-out errors go into `selection`."""
+    all runs with its bootstrap; the held-out errors go into `selection`.
+
+    With 4+ sizes the intervals are also checked on that extrapolation: the law fitted
+    below the largest size, with its own bootstrap, predicts the largest size, and if fewer
+    than `level` of those runs fall inside their intervals, every interval of the final law
+    is widened by the factor that would have put them inside (split-conformal across one
+    step of the ladder; never narrowed, since the target usually lies further out)."""
     cfg = config or ScalingConfig()
     w = np.atleast_2d(np.asarray(w, float))
     n = _check_positive("parameters", n_params)
@@ -595,4 +606,16 @@ def choose_joint_law(
     best = min(ok, key=ok.get) if ok else "linear"
     fit = fit_joint_law(w, n, y, mixture_cols, cfg, progress, groups, best)
     fit.selection = {"held_out": how, "scores": scores, "chosen": best}
+    if len(sizes) >= 4 and cfg.n_boot >= 2 and best in ok:
+        from analysis.surfaces import interval_scale
+
+        test = splits[0]
+        sub_cfg = dataclasses.replace(cfg, n_boot=min(cfg.n_boot, 100))
+        sub = fit_joint_law(
+            w[~test], n[~test], y[~test], mixture_cols, sub_cfg, False, groups, best
+        )
+        mean, lo, hi = sub.interval(w[test], sizes[-1])
+        inside = float(np.mean((y[test] >= lo) & (y[test] <= hi)))
+        fit.interval_scale = max(1.0, interval_scale(y[test], mean, lo, hi, cfg.level))
+        fit.selection |= {"held_out_coverage": inside, "interval_scale": fit.interval_scale}
     return fit

@@ -24,7 +24,15 @@ from analysis._families import FAMILIES, Stack, family_from_dict, make_family, s
 from analysis.layout import check_groups
 from codemix.errors import CodemixError
 
-__all__ = ["FAMILIES", "CVScore", "Surface", "SurfaceConfig", "cross_validate", "fit_surface"]
+__all__ = [
+    "FAMILIES",
+    "CVScore",
+    "Surface",
+    "SurfaceConfig",
+    "cross_validate",
+    "fit_surface",
+    "interval_scale",
+]
 
 
 @dataclass(frozen=True)
@@ -70,7 +78,7 @@ class CVScore:
         return {k: getattr(self, k) for k in keys}
 
 
-def _interval_scale(y, mean, lo, hi, level: float) -> float:
+def interval_scale(y, mean, lo, hi, level: float) -> float:
     """The smallest c with at least `level` of runs inside mean -/+ c * (each half-width),
     with the split-conformal finite-sample correction."""
     up, down = np.maximum(hi - mean, 1e-300), np.maximum(mean - lo, 1e-300)
@@ -122,7 +130,7 @@ def cross_validate(
             float(np.mean(np.abs(err))),
             rho,
             float(inside.mean()),
-            interval_scale=_interval_scale(y, oof, lo_all, hi_all, level),
+            interval_scale=interval_scale(y, oof, lo_all, hi_all, level),
         ),
         oof,
     )
@@ -311,7 +319,7 @@ def _stack_cv(oofs: dict[str, np.ndarray], y: np.ndarray, config: SurfaceConfig)
         float(np.mean(np.abs(resid))),
         float(stats.spearmanr(pred, y)[0]),
         float(np.mean((y >= lo) & (y <= hi))),
-        interval_scale=_interval_scale(y, pred, lo, hi, config.level),
+        interval_scale=interval_scale(y, pred, lo, hi, config.level),
     )
 
 

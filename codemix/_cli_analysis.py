@@ -217,6 +217,12 @@ def _fit(args: argparse.Namespace) -> int:
             if sel:
                 scores = ", ".join(f"{t} {v['rmse_log']:.4g}" for t, v in sel["scores"].items())
                 print(f"    held-out RMSE of log {m} ({sel['held_out']}): {scores}")
+            if "held_out_coverage" in sel:
+                print(
+                    f"    the largest size predicted from the smaller ones: "
+                    f"{sel['held_out_coverage']:.0%} inside the {law.level:.0%} intervals; "
+                    f"intervals widened x{law.interval_scale:.2f}"
+                )
     print(f"wrote {args.output}")
     return 0
 

@@ -131,3 +131,34 @@ def test_joint_law_with_stage_groups():
     assert fit.predict(new, 1e9)[0] == pytest.approx(truth, rel=0.01)
     with pytest.raises(CodemixError, match="groups"):
         fit_joint_law(w, n, y, ("t", "c", "ct", "cc"), FAST, groups=(3, 1))
+
+
+def test_extrapolation_intervals_widen_when_the_largest_size_is_missed():
+    # the law's exponent drifts with size, which E + A N^-alpha cannot follow
+    def law(a, n):
+        return 1.5 + 0.3 * a + 40.0 * n ** -(0.25 + 0.02 * np.log10(n / 1e6))
+
+    w, n, y = _ladder(law, sizes=(1e6, 3e6, 1e7, 3e7, 1e8), per_size=12)
+    fit = choose_joint_law(w, n, y, ("text", "code"), FAST)
+    sel = fit.selection
+    assert sel["held_out_coverage"] < 0.9 and fit.interval_scale > 1.0
+    assert sel["interval_scale"] == fit.interval_scale
+    raw = JointLawFit.from_dict(fit.to_dict() | {"interval_scale": 1.0})
+    grid = np.linspace(0, 1, 21)
+    wt = np.c_[1 - grid, grid]
+    truth = law(grid, 4e8)
+    _, lo, hi = fit.interval(wt, 4e8)
+    _, lo_raw, hi_raw = raw.interval(wt, 4e8)
+    assert np.all(hi - lo > hi_raw - lo_raw)
+    assert np.mean((truth >= lo) & (truth <= hi)) > np.mean((truth >= lo_raw) & (truth <= hi_raw))
+
+
+def test_extrapolation_intervals_are_never_narrowed():
+    def law(a, n):
+        return np.exp(0.6 + 0.3 * a) + np.exp(4.0) * n**-0.3
+
+    w, n, y = _ladder(law)
+    fit = choose_joint_law(w, n, y, ("text", "code"), FAST)
+    assert fit.interval_scale >= 1.0 and "held_out_coverage" in fit.selection
+    three = choose_joint_law(w[n < 6.4e7], n[n < 6.4e7], y[n < 6.4e7], ("t", "c"), FAST)
+    assert three.interval_scale == 1.0 and "held_out_coverage" not in three.selection

@@ -119,14 +119,14 @@ def test_config_and_input_errors():
 
 
 def test_interval_scale_is_the_conformal_quantile_of_the_ratios():
-    from analysis.surfaces import _interval_scale
+    from analysis.surfaces import interval_scale
 
     y = np.arange(1.0, 11.0)  # |y - 0| / 1 = 1..10
     zero, one = np.zeros(10), np.ones(10)
     # ceil(11 * 0.8) / 10 = 0.9 -> the 9th ratio
-    assert _interval_scale(y, zero, -one, one, 0.8) == 9.0
+    assert interval_scale(y, zero, -one, one, 0.8) == 9.0
     # asymmetric intervals: each side scales its own half-width
-    assert _interval_scale(-y, zero, -2 * one, one, 0.8) == 4.5
+    assert interval_scale(-y, zero, -2 * one, one, 0.8) == 4.5
 
 
 def test_calibration_repairs_intervals_of_a_misspecified_family():
