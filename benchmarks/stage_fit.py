@@ -12,8 +12,8 @@
 # init and falls, then rises, with cooldown code, as in the study codemix is built around.
 # An init-only fit cannot choose the cooldown: its regret is taken at the runs' mean
 # cooldown code share, 0.3.
-# Budget: no training; about 25 s of fitting a repetition (2-core CPU), 8 repetitions:
-# about 3.5 minutes.
+# Budget: no training; 25-55 s of fitting a repetition (2-core CPU), 8 repetitions:
+# 3.5-7.5 minutes.
 #
 # Usage: .venv/bin/python benchmarks/stage_fit.py [--reps 8] [--n-boot 100]
 from __future__ import annotations
