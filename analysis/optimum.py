@@ -168,7 +168,10 @@ def _search_space(fit: FitFile, n: int, seed: int, within_data: bool) -> np.ndar
     lo, hi = fit.data.get("weights_min"), fit.data.get("weights_max")
     if not within_data or lo is None or hi is None:
         return candidates(fit.group_sizes, n, seed)
-    return candidates(fit.group_sizes, n, seed, np.asarray(lo), np.asarray(hi))
+    try:
+        return candidates(fit.group_sizes, n, seed, np.asarray(lo), np.asarray(hi))
+    except CodemixError as e:
+        raise CodemixError(f"{e}; search the whole simplex instead (--full-simplex)") from None
 
 
 def _draws(fit: FitFile, w: np.ndarray, size: float | None, metrics, n_draws: int, seed: int):
