@@ -26,7 +26,7 @@ import warnings
 import numpy as np
 from scipy import optimize, stats
 
-from analysis.layout import linear_design, quadratic_design
+from analysis.layout import is_free, linear_design, quadratic_design
 
 LOG_EPS = 1e-3
 FAMILIES = ("linear", "quadratic", "exp", "exp_log", "gp", "gp_exp")
@@ -49,6 +49,11 @@ class _Family:
 
     def _load_groups(self, d: dict) -> None:
         self.groups = tuple(d["groups"]) if d.get("groups") else None
+
+    def _logs(self, w: np.ndarray) -> np.ndarray:
+        """log(w + eps) of the mixture weights; free stage variables as they are."""
+        free = is_free(self.groups, w.shape[1])
+        return np.where(free, w, np.log(np.clip(w, 0, None) + LOG_EPS))
 
 
 class _Linear(_Family):
@@ -215,7 +220,8 @@ class _ExpLog(_Exp):
     name = "exp_log"
 
     def features(self, w: np.ndarray) -> np.ndarray:
-        return np.hstack([linear_design(w, self.groups), np.log(np.clip(w, 0, None) + LOG_EPS)])
+        keep = ~is_free(self.groups, w.shape[1])  # free variables enter through the linear terms
+        return np.hstack([linear_design(w, self.groups), self._logs(w)[:, keep]])
 
 
 def _gp_kernel(d: int, ls, sf: float, sn: float, fixed: bool = False):
@@ -249,7 +255,7 @@ class _GP(_Family):
         return d + 2
 
     def _feat(self, w: np.ndarray) -> np.ndarray:
-        return np.log(np.clip(w, 0, None) + LOG_EPS)
+        return self._logs(w)
 
     def _mean(self, w: np.ndarray) -> np.ndarray:
         return np.zeros(len(w))

@@ -9,6 +9,10 @@ Scheffe forms.
 Within a group one weight is redundant (the others fix it). The Scheffe designs keep the
 first group whole, which plays the part of the intercept, and drop the last column of every
 later group, so that the terms are not collinear.
+
+A group of one column is a free stage variable rather than a mixture (a simplex of one
+weight would be constant): e.g. the cooldown's share of the tokens. It enters the designs
+as it is, and the search draws it within the range the runs covered.
 """
 
 from __future__ import annotations
@@ -19,7 +23,14 @@ import numpy as np
 
 from codemix.errors import CodemixError
 
-__all__ = ["candidates", "check_groups", "linear_design", "quadratic_design", "split_names"]
+__all__ = [
+    "candidates",
+    "check_groups",
+    "is_free",
+    "linear_design",
+    "quadratic_design",
+    "split_names",
+]
 
 Groups = tuple[int, ...] | None  # None: every column in one group
 
@@ -32,13 +43,21 @@ def _groups(w: np.ndarray, groups: Groups) -> tuple[int, ...]:
 
 
 def check_groups(groups, n_cols: int) -> tuple[int, ...]:
-    """Validated group sizes: each at least 2, together covering `n_cols` columns."""
+    """Validated group sizes: a mixture (2+ columns) first, then mixtures or free variables
+    (one column each), together covering `n_cols` columns."""
     g = tuple(int(x) for x in groups)
-    if not g or any(x < 2 for x in g) or sum(g) != n_cols:
+    if not g or g[0] < 2 or any(x < 1 for x in g) or sum(g) != n_cols:
         raise CodemixError(
-            f"mixture groups {g} must each hold 2+ columns and cover all {n_cols} mixture columns"
+            f"mixture groups {g} must start with a mixture of 2+ columns and cover all "
+            f"{n_cols} columns"
         )
     return g
+
+
+def is_free(groups: Groups, d: int) -> np.ndarray:
+    """Which of the `d` columns are free stage variables (one-column groups)."""
+    g = (d,) if groups is None else groups
+    return np.concatenate([np.full(k, k == 1) for k in g])
 
 
 def split_names(cols, groups: Groups) -> list[list[str]]:
@@ -50,11 +69,14 @@ def split_names(cols, groups: Groups) -> list[list[str]]:
 
 
 def linear_design(w: np.ndarray, groups: Groups = None) -> np.ndarray:
-    """Scheffe-linear terms: the first group whole, later groups less their last column."""
+    """Scheffe-linear terms: the first group whole, later mixtures less their last column,
+    free variables as they are."""
     g = _groups(w, groups)
     ends = np.cumsum(g)
     keep = list(range(g[0])) + [
-        j for a, b in zip(ends[:-1], ends[1:], strict=True) for j in range(a, b - 1)
+        j
+        for a, b in zip(ends[:-1], ends[1:], strict=True)
+        for j in range(a, b if b - a == 1 else b - 1)
     ]
     return w[:, keep]
 
@@ -79,9 +101,35 @@ def candidates(
 ) -> np.ndarray:
     """Mixtures to search: every combination of each group's vertices and centre, then `n`
     Dirichlet(1) draws per group. With bounds `lo`/`hi` (per column, e.g. the range the
-    runs covered) only mixtures inside them are kept, drawing more until `n` are found."""
+    runs covered) only mixtures inside them are kept, drawing more until `n` are found.
+    Free variables take their bounds, mid-point and uniform draws between (they need
+    `lo` and `hi`)."""
     rng = np.random.default_rng(seed)
-    corners = [np.vstack([np.eye(k), np.full((1, k), 1.0 / k)]) for k in groups]
+    d = sum(groups)
+    free = is_free(groups, d)
+    if free.any() and (lo is None or hi is None):
+        raise CodemixError("free stage variables need the range to search (lo and hi)")
+    lo_f = None if lo is None else np.asarray(lo, float)[free]
+    hi_f = None if hi is None else np.asarray(hi, float)[free]
+    f_at = iter(range(int(free.sum())))
+
+    def corner(k: int) -> np.ndarray:
+        if k > 1:
+            return np.vstack([np.eye(k), np.full((1, k), 1.0 / k)])
+        j = next(f_at)
+        return np.array([[lo_f[j]], [hi_f[j]], [(lo_f[j] + hi_f[j]) / 2]])
+
+    def draw(m: int) -> np.ndarray:
+        parts, j = [], 0
+        for k in groups:
+            if k > 1:
+                parts.append(rng.dirichlet(np.ones(k), m))
+            else:
+                parts.append(rng.uniform(lo_f[j], hi_f[j], (m, 1)))
+                j += 1
+        return np.hstack(parts)
+
+    corners = [corner(k) for k in groups]
     combos = list(itertools.product(*[range(len(c)) for c in corners]))
     if len(combos) > n:
         combos = [combos[i] for i in sorted(rng.choice(len(combos), n, replace=False))]
@@ -89,9 +137,7 @@ def candidates(
         [np.concatenate([c[i] for c, i in zip(corners, ix, strict=True)]) for ix in combos]
     )
     if lo is None and hi is None:
-        draws = np.hstack([rng.dirichlet(np.ones(k), n) for k in groups])
-        return np.vstack([fixed, draws])
-    d = sum(groups)
+        return np.vstack([fixed, draw(n)])
     lo = np.full(d, -np.inf) if lo is None else np.asarray(lo, float) - 1e-9
     hi = np.full(d, np.inf) if hi is None else np.asarray(hi, float) + 1e-9
 
@@ -100,7 +146,7 @@ def candidates(
 
     kept, found = [inside(fixed)], 0
     for _ in range(200):
-        draws = inside(np.hstack([rng.dirichlet(np.ones(k), n) for k in groups]))
+        draws = inside(draw(n))
         kept.append(draws[: n - found])
         found += len(kept[-1])
         if found >= n:

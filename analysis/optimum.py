@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from analysis.fitfile import FitFile
-from analysis.layout import candidates
+from analysis.layout import candidates, is_free
 from analysis.scaling import ScalingConfig, choose_joint_law
 from analysis.surfaces import SurfaceConfig, fit_surface
 from analysis.tables import ResultsTable
@@ -166,8 +166,12 @@ def parse_objective(text: str, metrics: list[str]) -> Objective:
 
 def _search_space(fit: FitFile, n: int, seed: int, within_data: bool) -> np.ndarray:
     lo, hi = fit.data.get("weights_min"), fit.data.get("weights_max")
-    if not within_data or lo is None or hi is None:
+    if lo is None or hi is None:
         return candidates(fit.group_sizes, n, seed)
+    if not within_data:  # free stage variables keep their range: there is no simplex to fill
+        free = is_free(fit.group_sizes, len(lo))
+        lo = np.where(free, lo, -np.inf)
+        hi = np.where(free, hi, np.inf)
     try:
         return candidates(fit.group_sizes, n, seed, np.asarray(lo), np.asarray(hi))
     except CodemixError as e:

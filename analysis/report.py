@@ -110,7 +110,7 @@ def _code_shares(fit) -> list[int]:
     """Column index of the code share of each stage's mixture that has one."""
     out, start = [], 0
     for group in fit.mixture_groups:
-        hits = [i for i, c in enumerate(group) if c.endswith("code")]
+        hits = [i for i, c in enumerate(group) if c.endswith("code") and len(group) > 1]
         if hits:
             out.append(start + hits[0])
         start += len(group)

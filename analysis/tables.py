@@ -172,6 +172,8 @@ def mixture_array(
     for group in names:
         part = w[:, start : start + len(group)]
         start += len(group)
+        if len(group) == 1 and len(names) > 1:
+            continue  # a free stage variable, not a mixture
         where = source if len(names) == 1 else f"{source} (columns {', '.join(group)})"
         try:
             check_weights(part, where)
@@ -193,11 +195,14 @@ def load_results(
     size_col: str | None = None,
     tokens_col: str | None = None,
     on: str = "index",
+    stage_cols: str | list[str] | None = None,
 ) -> ResultsTable:
     """Read (and join) results, resolve the column selections and validate them.
 
     `mixture_cols` is one selection (comma-separated names and/or PREFIX*) or a list of
-    them, one per stage: each stage's weights must sum to one on their own.
+    them, one per stage: each stage's weights must sum to one on their own. `stage_cols`
+    selects free stage variables (e.g. the cooldown's share of the tokens), each its own
+    one-column group after the mixtures.
     """
     paths = [paths] if isinstance(paths, str | Path) else list(paths)
     df = join_tables(paths, on=on)
@@ -208,10 +213,24 @@ def load_results(
     if len(set(mix)) < len(mix):
         dup = sorted({c for c in mix if mix.count(c) > 1})
         raise CodemixError(f"column(s) {', '.join(dup)} are in more than one mixture group")
+    if any(len(g) < 2 for g in per_group):
+        one = next(g for g in per_group if len(g) < 2)
+        raise CodemixError(
+            f"mixture group {', '.join(one)} has one column; a stage's mixture needs 2+ "
+            "(a single stage variable goes in --stage-cols)"
+        )
+    if stage_cols:
+        free = [
+            c
+            for spec in ([stage_cols] if isinstance(stage_cols, str) else stage_cols)
+            for c in resolve_columns(spec, df.columns, source)
+        ]
+        both = sorted(set(free) & set(mix))
+        if both:
+            raise CodemixError(f"column(s) {', '.join(both)} are both mixture and stage columns")
+        per_group += [[c] for c in dict.fromkeys(free)]
+        mix += list(dict.fromkeys(free))
     groups = tuple(len(g) for g in per_group) if len(per_group) > 1 else None
-    if groups is not None and min(groups) < 2:
-        one = per_group[groups.index(min(groups))]
-        raise CodemixError(f"mixture group {', '.join(one)} has one column; a stage needs 2+")
     if not metrics:
         raise CodemixError("no metric given")
     mets = [m for spec in metrics for m in resolve_columns(spec, df.columns, source)]

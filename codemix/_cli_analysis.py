@@ -31,6 +31,13 @@ def register(sub) -> None:
         "stage to fit on several stages' mixtures (e.g. 'mix_init_*' and 'mix_cooldown_*')",
     )
     p.add_argument(
+        "--stage-cols",
+        action="append",
+        metavar="COLS",
+        help="free stage variables (names or PREFIX*), e.g. a column holding the cooldown's "
+        "share of the tokens: inputs of the fit next to the mixtures",
+    )
+    p.add_argument(
         "--metric",
         action="append",
         required=True,
@@ -185,7 +192,13 @@ def _fit(args: argparse.Namespace) -> int:
         calibrate=not args.raw_intervals,
     )
     table = load_results(
-        args.results, args.mixture_cols, args.metric, args.size_col, args.tokens_col, on=args.on
+        args.results,
+        args.mixture_cols,
+        args.metric,
+        args.size_col,
+        args.tokens_col,
+        on=args.on,
+        stage_cols=args.stage_cols,
     )
     fit = fit_results(table, scfg, ScalingConfig(n_boot=args.n_boot, seed=args.seed), progress=True)
     save_fit(fit, args.output)

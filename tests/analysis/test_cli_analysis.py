@@ -265,3 +265,12 @@ def test_stage_mixtures_fit_predict_and_optimum(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "within the runs' weight ranges" in out
     assert "mix_init_text, mix_init_code | mix_cooldown_text, mix_cooldown_code" in out
+    # the cooldown's code share as a free stage variable instead of a second mixture
+    argv = ["fit", str(table), "--mixture-cols", "mix_init_*", "--stage-cols", "mix_cooldown_code"]
+    argv += ["--metric", "bpb_text", "--size-col", "params", "--families", "linear,exp"]
+    assert main([*argv, "--n-boot", "10", "-o", str(fit)]) == 0
+    assert json.loads(fit.read_text())["mixture_groups"][-1] == ["mix_cooldown_code"]
+    argv = ["optimum", str(fit), "--objective", "min:bpb_text", "--target", "2.8B"]
+    assert main([*argv, "--candidates", "400", "--draws", "10", "--full-simplex"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "mix_cooldown_code" in x)
+    assert 0.0 <= float(line.split()[1]) <= 0.6  # a free variable stays within its range

@@ -8,6 +8,7 @@ import pytest
 from analysis.layout import (
     candidates,
     check_groups,
+    is_free,
     linear_design,
     quadratic_design,
     split_names,
@@ -42,7 +43,8 @@ def test_several_groups_drop_one_column_per_later_group_and_stay_full_rank():
 
 def test_groups_are_checked():
     assert check_groups([2, 3], 5) == (2, 3)
-    for bad in ([2, 2], [1, 4], []):
+    assert check_groups([2, 2, 1], 5) == (2, 2, 1)  # a free stage variable last
+    for bad in ([2, 2], [1, 4], [], [2, 0, 3]):
         with pytest.raises(CodemixError, match="groups"):
             check_groups(bad, 5)
     with pytest.raises(CodemixError, match="cover"):
@@ -68,3 +70,18 @@ def test_candidates_within_bounds():
     assert np.all(w >= lo - 1e-9) and np.all(w <= hi + 1e-9)
     with pytest.raises(CodemixError, match="no mixture"):
         candidates((2,), 50, lo=np.array([0.8, 0.8]), hi=np.array([1.0, 1.0]))
+
+
+def test_a_one_column_group_is_a_free_variable():
+    rng = np.random.default_rng(4)
+    w = np.c_[rng.dirichlet(np.ones(2), 30), rng.uniform(0.1, 0.3, 30)]
+    assert is_free((2, 1), 3).tolist() == [False, False, True]
+    assert np.array_equal(linear_design(w, (2, 1)), w)  # kept whole, not dropped
+    q = quadratic_design(w, (2, 1))
+    assert q.shape == (30, 2 + 3 + 1) and np.linalg.matrix_rank(q) == 6
+    lo, hi = np.array([0.0, 0.0, 0.1]), np.array([1.0, 1.0, 0.3])
+    c = candidates((2, 1), 200, 0, lo, hi)
+    assert np.all((c[:, 2] >= 0.1 - 1e-9) & (c[:, 2] <= 0.3 + 1e-9))
+    assert np.allclose(c[:, :2].sum(1), 1) and len(np.unique(c[:, 2])) > 100
+    with pytest.raises(CodemixError, match="range"):
+        candidates((2, 1), 10)

@@ -130,7 +130,7 @@ def test_joint_law_with_stage_groups():
     truth = np.exp(0.6 + 0.15 - 0.16) + np.exp(4.1) * 1e9**-0.3
     assert fit.predict(new, 1e9)[0] == pytest.approx(truth, rel=0.01)
     with pytest.raises(CodemixError, match="groups"):
-        fit_joint_law(w, n, y, ("t", "c", "ct", "cc"), FAST, groups=(3, 1))
+        fit_joint_law(w, n, y, ("t", "c", "ct", "cc"), FAST, groups=(1, 3))
 
 
 def test_extrapolation_intervals_widen_when_the_largest_size_is_missed():

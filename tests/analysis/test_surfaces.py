@@ -164,3 +164,20 @@ def test_two_stage_surface_recovers_the_law_and_round_trips():
     # the cooldown's weights alone explain part of the metric: one static mixture cannot
     blind = fit_surface(w[:, :3], y, "loss", COLS, cfg)
     assert blind.cv_score.rmse > 3 * s.cv_score.rmse
+
+
+def test_a_free_stage_variable_next_to_the_mixture():
+    rng = np.random.default_rng(14)
+    w = np.c_[rng.dirichlet(np.ones(3), 100), rng.uniform(0.05, 0.3, 100)]  # + cooldown share
+
+    def law(w):
+        return 2.0 + np.exp(w[:, :3] @ np.array([1.2, -0.8, 0.3]) - 2.0 * w[:, 3])
+
+    y = law(w) + 0.02 * rng.standard_normal(100)
+    cfg = SurfaceConfig(families=("linear", "exp", "gp"), stack=False)
+    s = fit_surface(w, y, "loss", (*COLS, "cooldown_share"), cfg, groups=(3, 1))
+    assert s.family == "exp" and s.cv_score.rmse < 0.03
+    new = np.c_[rng.dirichlet(np.ones(3), 40), rng.uniform(0.05, 0.3, 40)]
+    np.testing.assert_allclose(s.predict(new), law(new), atol=0.03)
+    gp = next(c for c in s.cv if c.family == "gp")
+    assert gp.rmse < 0.05  # the GP sees the share as it is, not its logarithm

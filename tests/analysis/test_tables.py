@@ -101,6 +101,10 @@ def test_one_mixture_per_stage(tmp_path):
         load_results(p, ["mix_init_*", "mix_init_code,mix_cool_*"], ["loss"])
     with pytest.raises(CodemixError, match="one column"):
         load_results(p, ["mix_init_*,mix_cool_text,mix_cool_code", "mix_cool_math"], ["loss"])
+    free = load_results(p, ["mix_init_*"], ["loss"], stage_cols="mix_cool_math")
+    assert free.groups == (2, 1) and free.mixture_cols[-1] == "mix_cool_math"
+    with pytest.raises(CodemixError, match="both mixture and stage"):
+        load_results(p, ["mix_init_*"], ["loss"], stage_cols="mix_init_code")
     df.with_columns(mix_cool_math=pl.col("mix_cool_math") + 0.5).write_csv(p)
     with pytest.raises(CodemixError, match="columns mix_cool_text, mix_cool_code, mix_cool_math"):
         load_results(p, ["mix_init_*", "mix_cool_*"], ["loss"])
