@@ -26,7 +26,7 @@ import warnings
 import numpy as np
 from scipy import optimize, stats
 
-from analysis.layout import is_free, linear_design, quadratic_design
+from analysis.layout import as_groups, is_free, linear_design, quadratic_design
 
 LOG_EPS = 1e-3
 FAMILIES = ("linear", "quadratic", "exp", "exp_log", "gp", "gp_exp")
@@ -48,7 +48,7 @@ class _Family:
         return {} if self.groups is None else {"groups": list(self.groups)}
 
     def _load_groups(self, d: dict) -> None:
-        self.groups = tuple(d["groups"]) if d.get("groups") else None
+        self.groups = as_groups(d.get("groups"))
 
     def _logs(self, w: np.ndarray) -> np.ndarray:
         """log(w + eps) of the mixture weights; free stage variables as they are."""

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.layout import split_names
+from analysis.layout import as_groups, split_names
 from analysis.surfaces import Surface
 from codemix.errors import CodemixError
 from codemix.files import atomic_write_text
@@ -77,7 +77,6 @@ class FitFile:
             )
         from analysis.scaling import JointLawFit
 
-        groups = tuple(len(g) for g in d.get("mixture_groups") or [d["mixture_cols"]])
         return cls(
             mixture_cols=tuple(d["mixture_cols"]),
             surfaces={m: Surface.from_dict(s) for m, s in d["surfaces"].items()},
@@ -86,7 +85,7 @@ class FitFile:
             size_col=d.get("size_col"),
             tokens_col=d.get("tokens_col"),
             created=d.get("created", ""),
-            groups=groups if len(groups) > 1 else None,
+            groups=as_groups([len(g) for g in d.get("mixture_groups") or []]),
         )
 
 

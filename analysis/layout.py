@@ -24,6 +24,7 @@ import numpy as np
 from codemix.errors import CodemixError
 
 __all__ = [
+    "as_groups",
     "candidates",
     "check_groups",
     "is_free",
@@ -42,16 +43,22 @@ def _groups(w: np.ndarray, groups: Groups) -> tuple[int, ...]:
     return g
 
 
-def check_groups(groups, n_cols: int) -> tuple[int, ...]:
-    """Validated group sizes: a mixture (2+ columns) first, then mixtures or free variables
-    (one column each), together covering `n_cols` columns."""
+def as_groups(groups) -> tuple[int, ...] | None:
+    """Group sizes as stored: None for one mixture of every column (the plain model)."""
+    g = tuple(int(x) for x in groups or ())
+    return g if len(g) > 1 else None
+
+
+def check_groups(groups, n_cols: int) -> tuple[int, ...] | None:
+    """Validated group sizes (see `as_groups`): a mixture (2+ columns) first, then mixtures
+    or free variables (one column each), together covering `n_cols` columns."""
     g = tuple(int(x) for x in groups)
     if not g or g[0] < 2 or any(x < 1 for x in g) or sum(g) != n_cols:
         raise CodemixError(
             f"mixture groups {g} must start with a mixture of 2+ columns and cover all "
             f"{n_cols} columns"
         )
-    return g
+    return as_groups(g)
 
 
 def is_free(groups: Groups, d: int) -> np.ndarray:

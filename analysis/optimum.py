@@ -91,8 +91,20 @@ def fit_results(
     )
 
 
-def predict(fit: FitFile, w: np.ndarray, size: float | None = None, level: float = 0.9):
-    """metric -> (mean, lo, hi) at mixtures `w`: the size law at `size`, else the surface."""
+def predict(
+    fit: FitFile, w: np.ndarray, size: float | np.ndarray | None = None, level: float = 0.9
+):
+    """metric -> (mean, lo, hi) at mixtures `w`: the size law at `size` (one for all rows, or
+    one per row, e.g. confirmatory runs at several sizes), else the surface."""
+    if size is not None and np.ndim(size) == 1:
+        n = np.asarray(size, float)
+        out = {m: tuple(np.empty(len(n)) for _ in range(3)) for m in fit.surfaces}
+        for v in np.unique(n):
+            at = n == v
+            for m, bounds in predict(fit, w[at], float(v), level).items():
+                for dst, src in zip(out[m], bounds, strict=True):
+                    dst[at] = src
+        return out
     out = {}
     for metric, surf in fit.surfaces.items():
         if size is None:

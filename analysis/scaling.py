@@ -20,7 +20,8 @@ import numpy as np
 from scipy import optimize
 from scipy.special import logsumexp, softmax
 
-from analysis.layout import check_groups, linear_design, quadratic_design
+from analysis.layout import as_groups, check_groups, linear_design, quadratic_design
+from analysis.surfaces import interval_scale, widen
 from codemix.errors import CodemixError
 
 __all__ = [
@@ -419,8 +420,7 @@ class JointLawFit:
         rng = np.random.default_rng(0)
         noise = rng.choice(self.resid_log, size=draws.shape) if len(self.resid_log) else 0.0
         lo, hi = np.quantile(draws * np.exp(noise), [0.5 - level / 2, 0.5 + level / 2], axis=1)
-        c = self.interval_scale
-        return mean, mean - c * (mean - lo), mean + c * (hi - mean)
+        return widen(mean, lo, hi, self.interval_scale)
 
     def boot_predictions(self, w: np.ndarray, n_params: float) -> np.ndarray:
         """Mean predictions under each bootstrap draw (runs x draws)."""
@@ -460,7 +460,7 @@ class JointLawFit:
             boot,
             np.asarray(d.get("resid_log", []), float),
             float(d.get("level", 0.9)),
-            tuple(d["groups"]) if len(d.get("groups") or ()) > 1 else None,
+            as_groups(d.get("groups")),
             d.get("terms", "linear"),
             d.get("selection", {}),
             float(d.get("interval_scale", 1.0)),
@@ -486,7 +486,6 @@ def fit_joint_law(
     w = np.atleast_2d(np.asarray(w, float))
     if groups is not None:
         groups = check_groups(groups, w.shape[1])
-        groups = groups if len(groups) > 1 else None
     xe, xa = _law_design(w, groups, terms)
     n = _check_positive("parameters", n_params)
     y = _check_positive("loss", loss)
@@ -607,8 +606,6 @@ def choose_joint_law(
     fit = fit_joint_law(w, n, y, mixture_cols, cfg, progress, groups, best)
     fit.selection = {"held_out": how, "scores": scores, "chosen": best}
     if len(sizes) >= 4 and cfg.n_boot >= 2 and best in ok:
-        from analysis.surfaces import interval_scale
-
         test = splits[0]
         sub_cfg = dataclasses.replace(cfg, n_boot=min(cfg.n_boot, 100))
         sub = fit_joint_law(

@@ -21,7 +21,7 @@ import numpy as np
 from scipy import stats
 
 from analysis._families import FAMILIES, Stack, family_from_dict, make_family, stack_weights
-from analysis.layout import check_groups
+from analysis.layout import as_groups, check_groups
 from codemix.errors import CodemixError
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "cross_validate",
     "fit_surface",
     "interval_scale",
+    "widen",
 ]
 
 
@@ -86,6 +87,11 @@ def interval_scale(y, mean, lo, hi, level: float) -> float:
     k = min(len(y), int(np.ceil((len(y) + 1) * level)))  # the k-th smallest ratio
     c = float(np.sort(ratio)[k - 1])
     return c if np.isfinite(c) and c > 0 else 1.0
+
+
+def widen(mean, lo, hi, c: float):
+    """Interval bounds with each half-width multiplied by `c` (from `interval_scale`)."""
+    return mean, mean - c * (mean - lo), mean + c * (hi - mean)
 
 
 def _folds(n: int, k: int, seed: int) -> list[np.ndarray]:
@@ -164,8 +170,7 @@ class Surface:
         factor is applied).
         """
         mean, lo, hi = self.model.interval(self._check(w), self.level if level is None else level)
-        c = self.interval_scale
-        return mean, mean - c * (mean - lo), mean + c * (hi - mean)
+        return widen(mean, lo, hi, self.interval_scale)
 
     def _check(self, w: np.ndarray) -> np.ndarray:
         w = np.atleast_2d(np.asarray(w, float))
@@ -208,7 +213,7 @@ class Surface:
             level=float(d.get("level", 0.9)),
             n_train=int(d.get("n_train", 0)),
             interval_scale=float(d.get("interval_scale", 1.0)),
-            groups=tuple(d["groups"]) if len(d.get("groups") or ()) > 1 else None,
+            groups=as_groups(d.get("groups")),
         )
 
 
@@ -240,8 +245,6 @@ def fit_surface(
     d = w.shape[1]
     if groups is not None:
         groups = check_groups(groups, d)
-        if len(groups) == 1:
-            groups = None  # the plain single-mixture model, stored as before
     candidates = [f for f in config.families if make_family(f, groups).n_params(d) < len(y) * 0.8]
     if not candidates:
         raise CodemixError(f"{metric}: every model family has too many terms for {len(y)} runs")

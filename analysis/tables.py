@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from analysis.layout import split_names
+from analysis.layout import as_groups, split_names
 from codemix.errors import CodemixError
 
 __all__ = [
@@ -230,7 +230,7 @@ def load_results(
             raise CodemixError(f"column(s) {', '.join(both)} are both mixture and stage columns")
         per_group += [[c] for c in dict.fromkeys(free)]
         mix += list(dict.fromkeys(free))
-    groups = tuple(len(g) for g in per_group) if len(per_group) > 1 else None
+    groups = as_groups([len(g) for g in per_group])
     if not metrics:
         raise CodemixError("no metric given")
     mets = [m for spec in metrics for m in resolve_columns(spec, df.columns, source)]

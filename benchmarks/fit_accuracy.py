@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from analysis.scaling import PARAM_NAMES, ScalingConfig, fit_chinchilla  # noqa: E402
-from analysis.surfaces import SurfaceConfig, fit_surface  # noqa: E402
+from analysis.surfaces import SurfaceConfig, fit_surface, widen  # noqa: E402
 from analysis.tables import load_results, read_table  # noqa: E402
 
 PUBLISHED = {"E": 1.817, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}
@@ -97,13 +97,14 @@ def regmix(data: Path) -> None:
             mean, lo, hi = model.interval(tests["1m"].weights, 0.9)
             y = tests["1m"].metric(col)
             cover = np.mean((y >= lo) & (y <= hi))
-            c = score.interval_scale  # calibrated on the 1M training runs' folds
-            cal = np.mean((y >= mean - c * (mean - lo)) & (y <= mean + c * (hi - mean)))
+            # calibrated on the 1M training runs' folds
+            _, lo_c, hi_c = widen(mean, lo, hi, score.interval_scale)
+            cal = np.mean((y >= lo_c) & (y <= hi_c))
             mark = " <- CV choice" if score.family == surf.family else ""
             print(
                 f"{label:8s} {score.family:10s} {score.rmse:8.4f} {score.spearman:7.3f} "
                 + " ".join(f"{r:8.3f}" for r in rhos)
-                + f" {cover:8.3f} {cal:8.3f} {c:6.2f}{mark}"
+                + f" {cover:8.3f} {cal:8.3f} {score.interval_scale:6.2f}{mark}"
             )
         print(f"{label:8s} ({time.time() - t:.0f} s)")
     print(

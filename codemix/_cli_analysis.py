@@ -263,13 +263,7 @@ def _predict(args: argparse.Namespace) -> int:
         n = df[col].cast(pl.Float64, strict=False).to_numpy()
         if not np.all(np.isfinite(n) & (n > 0)):
             raise CodemixError(f"{args.mixtures}: column {col!r} must be a positive number")
-        preds = {}
-        for v in np.unique(n):
-            at = n == v
-            for m, bounds in predict(fit, w[at], float(v), args.level).items():
-                out_m = preds.setdefault(m, [np.empty(len(n)) for _ in range(3)])
-                for dst, src in zip(out_m, bounds, strict=True):
-                    dst[at] = src
+        preds = predict(fit, w, n, args.level)
         where = f"at each row's {col} (size law)"
     else:
         preds = predict(fit, w, size, args.level)

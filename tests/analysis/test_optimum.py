@@ -63,6 +63,12 @@ def test_prediction_at_target_size_matches_the_law(fit):
     mean, lo, hi = p["nl"]
     np.testing.assert_allclose(mean, truth, rtol=0.02)
     assert np.all(lo < mean) and np.all(mean < hi)
+    # one size per row: each row as if predicted at its own size alone
+    rows = predict(fit, w, np.array([2.8e9, 4.7e8]))
+    at_small = predict(fit, w[1:], 4.7e8)
+    for got, want in zip(rows["code"], at_small["code"], strict=True):
+        assert got[1] == pytest.approx(want[0])
+    assert rows["nl"][0][0] == pytest.approx(mean[0])
     two = fit_results(_table(sizes=(1e6, 4e6)), SurfaceConfig(families=("linear",), stack=False))
     assert two.scaling == {}
     with pytest.raises(CodemixError, match="no size law"):
