@@ -140,24 +140,28 @@ def test_cli(tmp_path, capsys):
         render(ReportInput(_table().head(0)))
 
 
-def test_cli_with_a_fit_adds_predictions(tmp_path, capsys):
-    rng = np.random.default_rng(1)
+def _ladder(trials: int, seed: int, cooldown: bool) -> pl.DataFrame:
+    """Runs at three small sizes from a known law: NL loss lowest at a quarter code in init
+    (and, with `cooldown`, lowered by cooldown code)."""
+    rng = np.random.default_rng(seed)
     rows = []
-    for trial in range(12):
+    for trial in range(trials):
         a = rng.uniform(0, 1)
+        c = rng.uniform(0, 0.5) if cooldown else 0.0
         for size, n in (("s", 4e5), ("m", 9.5e5), ("l", 1.4e6)):
-            rows.append(
-                {
-                    "trial": trial,
-                    "size": size,
-                    "params": n,
-                    "mix_init_text": 1 - a,
-                    "mix_init_code": a,
-                    "bpb_text": 2 + 40 * n**-0.3 * (1 + (a - 0.25) ** 2) + rng.normal(0, 0.003),
-                    "bpb_code": 2 + 60 * n**-0.3 * (1.5 - a) + rng.normal(0, 0.003),
-                }
-            )
-    pl.DataFrame(rows).write_csv(tmp_path / "r.csv")
+            nl = 2 + 40 * n**-0.3 * (1 + (a - 0.25) ** 2 - 0.2 * c)
+            row = {"trial": trial, "size": size, "params": n}
+            row |= {"mix_init_text": 1 - a, "mix_init_code": a}
+            if cooldown:
+                row |= {"mix_cooldown_text": 1 - c, "mix_cooldown_code": c}
+            row["bpb_text"] = nl + rng.normal(0, 0.003)
+            row["bpb_code"] = 2 + 60 * n**-0.3 * (1.5 - a - c) + rng.normal(0, 0.003)
+            rows.append(row)
+    return pl.DataFrame(rows)
+
+
+def test_cli_with_a_fit_adds_predictions(tmp_path, capsys):
+    _ladder(12, 1, cooldown=False).write_csv(tmp_path / "r.csv")
     assert (
         main(
             [
@@ -205,26 +209,7 @@ def test_a_two_stage_fit_draws_the_predicted_contour(tmp_path):
     from analysis.fitfile import load_fit
     from analysis.report import from_fit
 
-    rng = np.random.default_rng(2)
-    rows = []
-    for trial in range(14):
-        a, c = rng.uniform(0, 1), rng.uniform(0, 0.5)
-        for size, n in (("s", 4e5), ("m", 9.5e5), ("l", 1.4e6)):
-            nl = 2 + 40 * n**-0.3 * (1 + (a - 0.25) ** 2 - 0.2 * c)
-            rows.append(
-                {
-                    "trial": trial,
-                    "size": size,
-                    "params": n,
-                    "mix_init_text": 1 - a,
-                    "mix_init_code": a,
-                    "mix_cooldown_text": 1 - c,
-                    "mix_cooldown_code": c,
-                    "bpb_text": nl + rng.normal(0, 0.003),
-                    "bpb_code": 2 + 60 * n**-0.3 * (1.5 - a - c) + rng.normal(0, 0.003),
-                }
-            )
-    df = pl.DataFrame(rows)
+    df = _ladder(14, 2, cooldown=True)
     df.write_csv(tmp_path / "r.csv")
     argv = ["fit", str(tmp_path / "r.csv"), "--mixture-cols", "mix_init_*"]
     argv += ["--mixture-cols", "mix_cooldown_*", "--metric", "bpb_*", "--size-col", "params"]
