@@ -10,6 +10,10 @@ The optimum is searched over Dirichlet-sampled mixtures plus the simplex's verti
 one mixture per stage: each stage's simplex, combined; see `analysis.layout`); its
 uncertainty is the distribution of the argmax over bootstrap draws of the size law (at a
 target size) or posterior draws of the surfaces (at the training size).
+
+Outside the weight ranges the fitted runs covered, the surfaces and size laws extrapolate:
+the optimum is searched within them (`weight_ranges`), and `outside_ranges` finds the rows
+of a table to predict that lie beyond them.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import numpy as np
 from analysis.fitfile import FitFile
 from analysis.layout import candidates, is_free
 from analysis.scaling import ScalingConfig, choose_joint_law
-from analysis.surfaces import SurfaceConfig, fit_surface
+from analysis.surfaces import SurfaceConfig, fit_surface, quiet_numerics
 from analysis.tables import ResultsTable
 from codemix.errors import CodemixError
 from codemix.units import parse_count
@@ -30,13 +34,18 @@ from codemix.units import parse_count
 __all__ = [
     "Objective",
     "Optimum",
+    "OutsideRanges",
     "find_optimum",
     "fit_results",
+    "outside_ranges",
     "parse_objective",
     "parse_size",
     "pareto_front",
     "predict",
+    "weight_ranges",
 ]
+
+RANGE_TOL = 1e-6  # FIT.json keeps the ranges to 6 decimals
 
 
 def parse_size(size: str | float) -> float:
@@ -44,6 +53,7 @@ def parse_size(size: str | float) -> float:
     return parse_count(size, "size")
 
 
+@quiet_numerics()
 def fit_results(
     table: ResultsTable,
     surface_config: SurfaceConfig | None = None,
@@ -91,6 +101,7 @@ def fit_results(
     )
 
 
+@quiet_numerics()
 def predict(
     fit: FitFile, w: np.ndarray, size: float | np.ndarray | None = None, level: float = 0.9
 ):
@@ -176,16 +187,54 @@ def parse_objective(text: str, metrics: list[str]) -> Objective:
     return Objective({known(parts[0]): sign}, tuple(cons), text)
 
 
-def _search_space(fit: FitFile, n: int, seed: int, within_data: bool) -> np.ndarray:
+def weight_ranges(fit: FitFile) -> tuple[np.ndarray, np.ndarray] | None:
+    """The lowest and highest value of each mixture column (free stage variables too) over
+    the fitted runs, as FIT.json records them; None for a file that does not."""
     lo, hi = fit.data.get("weights_min"), fit.data.get("weights_max")
-    if lo is None or hi is None:
+    if lo is None or hi is None or not len(lo) == len(hi) == len(fit.mixture_cols):
+        return None
+    return np.asarray(lo, float), np.asarray(hi, float)
+
+
+@dataclass(frozen=True)
+class OutsideRanges:
+    """Rows beyond the fitted runs' weight ranges, and for each column they pass its most
+    extreme value: (column, value, '>' or '<', the range's end)."""
+
+    rows: np.ndarray  # positions in the table, ascending
+    columns: tuple[tuple[str, float, str, float], ...]
+
+
+def outside_ranges(fit: FitFile, w: np.ndarray, tol: float = RANGE_TOL) -> OutsideRanges | None:
+    """Which rows of mixtures `w` lie outside the weight ranges of the fitted runs (in any
+    column): their predictions extrapolate. None when the fit records no ranges."""
+    ranges = weight_ranges(fit)
+    if ranges is None:
+        return None
+    lo, hi = ranges
+    w = np.atleast_2d(np.asarray(w, float))
+    above, below = w > hi + tol, w < lo - tol
+    columns = []
+    for j, col in enumerate(fit.mixture_cols):
+        if above[:, j].any():
+            columns.append((col, float(w[:, j].max()), ">", float(hi[j])))
+        if below[:, j].any():
+            columns.append((col, float(w[:, j].min()), "<", float(lo[j])))
+    rows = np.flatnonzero((above | below).any(axis=1))
+    return OutsideRanges(rows, tuple(columns))
+
+
+def _search_space(fit: FitFile, n: int, seed: int, within_data: bool) -> np.ndarray:
+    ranges = weight_ranges(fit)
+    if ranges is None:
         return candidates(fit.group_sizes, n, seed)
+    lo, hi = ranges
     if not within_data:  # free stage variables keep their range: there is no simplex to fill
         free = is_free(fit.group_sizes, len(lo))
         lo = np.where(free, lo, -np.inf)
         hi = np.where(free, hi, np.inf)
     try:
-        return candidates(fit.group_sizes, n, seed, np.asarray(lo), np.asarray(hi))
+        return candidates(fit.group_sizes, n, seed, lo, hi)
     except CodemixError as e:
         raise CodemixError(f"{e}; search the whole simplex instead (--full-simplex)") from None
 
@@ -238,6 +287,7 @@ class Optimum:
     n_draws: int
 
 
+@quiet_numerics()
 def find_optimum(
     fit: FitFile,
     objective: Objective,
@@ -283,6 +333,7 @@ def find_optimum(
     )
 
 
+@quiet_numerics()
 def pareto_front(
     fit: FitFile,
     metric_a: str,

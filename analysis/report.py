@@ -12,7 +12,6 @@ runs. Every name from the study is escaped before it reaches the page.
 from __future__ import annotations
 
 import html
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import numpy as np
 import polars as pl
 
 from codemix.errors import CodemixError
+from codemix.files import atomic_write_text
 
 _CATCH_ERRORS = """<script>
 window.__report_errors = [];
@@ -525,7 +525,5 @@ def write_report(r: ReportInput, out: Path) -> int:
     out = Path(out)
     if not out.parent.is_dir():
         raise CodemixError(f"-o {out}: folder {out.parent} does not exist")
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(page)
-    os.replace(tmp, out)
+    atomic_write_text(out, page)
     return page.count('class="figure"')

@@ -23,6 +23,7 @@ from scipy.special import logsumexp, softmax
 from analysis.layout import as_groups, check_groups, linear_design, quadratic_design
 from analysis.surfaces import interval_scale, widen
 from codemix.errors import CodemixError
+from codemix.progress import track
 
 __all__ = [
     "ChinchillaFit",
@@ -141,11 +142,7 @@ def _check_positive(name: str, v: np.ndarray) -> np.ndarray:
 
 def _bootstrap(fit_one, n: int, cfg: ScalingConfig, desc: str, progress: bool) -> np.ndarray:
     rng = np.random.default_rng(cfg.seed)
-    it = range(cfg.n_boot)
-    if progress:
-        from tqdm import tqdm
-
-        it = tqdm(it, desc=desc, unit="fit", leave=False)
+    it = track(range(cfg.n_boot), desc=desc, unit="fit", enabled=progress)
     out = [fit_one(rng.integers(0, n, n)) for _ in it]
     return np.array(out) if out else np.empty((0, 0))
 

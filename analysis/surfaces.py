@@ -10,11 +10,18 @@ weights are fitted on out-of-fold predictions (cross-fitted, so its own CV score
 competes too. Prediction intervals are calibrated on the same folds: the chosen family's
 half-widths are scaled so that the requested share of out-of-fold runs falls inside
 (split-conformal), since a family's own intervals assume it is the true model.
+
+A family whose CV error is absurd (see `implausible`) counts as failed, like one that could
+not be fitted: it is never chosen nor stacked. The numeric warnings of fitting (overflow in
+an exponential, optimisers that stop early) are silenced by `quiet_numerics`: the CV table
+is where a family's trouble shows.
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,6 +30,7 @@ from scipy import stats
 from analysis._families import FAMILIES, Stack, family_from_dict, make_family, stack_weights
 from analysis.layout import as_groups, check_groups
 from codemix.errors import CodemixError
+from codemix.progress import track
 
 __all__ = [
     "FAMILIES",
@@ -31,9 +39,46 @@ __all__ = [
     "SurfaceConfig",
     "cross_validate",
     "fit_surface",
+    "implausible",
     "interval_scale",
+    "quiet_numerics",
     "widen",
 ]
+
+# A model predicting the training folds' mean scores a CV RMSE about the metric's sd; one
+# 10x worse has left the data (an exponential blown up at a held-out run), not just fit it
+# badly, and neither its refit nor a stack with it can be trusted.
+IMPLAUSIBLE_RMSE_SD = 10.0
+
+
+def implausible(rmse: float, y: np.ndarray) -> str:
+    """Why a CV RMSE on runs with metric values `y` is not believable, or '' if it is: it is
+    not finite, or it exceeds IMPLAUSIBLE_RMSE_SD times the sd of `y`."""
+    sd = float(np.std(y))
+    if not np.isfinite(rmse) or (sd > 0 and rmse > IMPLAUSIBLE_RMSE_SD * sd):
+        return f"implausible CV RMSE {rmse:.2g} (metric sd {sd:.2g})"
+    return ""
+
+
+def _warning_types() -> tuple[type[Warning], ...]:
+    from scipy.optimize import OptimizeWarning
+    from sklearn.exceptions import ConvergenceWarning as SklearnConvergence
+    from statsmodels.tools.sm_exceptions import ConvergenceWarning, ValueWarning
+
+    return (RuntimeWarning, OptimizeWarning, ConvergenceWarning, ValueWarning, SklearnConvergence)
+
+
+@contextlib.contextmanager
+def quiet_numerics() -> Iterator[None]:
+    """Silence numpy's floating-point warnings and the numeric warnings of scipy,
+    statsmodels and scikit-learn (overflow, invalid values, no convergence) while fitting
+    or predicting; other warnings and every exception pass as usual. Also a decorator."""
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        for kind in _warning_types():
+            warnings.simplefilter("ignore", kind)
+        # a GP's variance at a training point can round below zero; it is clipped to zero
+        warnings.filterwarnings("ignore", "Predicted variances smaller than 0")
+        yield
 
 
 @dataclass(frozen=True)
@@ -127,6 +172,10 @@ def cross_validate(
         nan = float("nan")
         return CVScore(family, nan, nan, nan, nan, "non-finite predictions"), oof
     err = oof - y
+    why = implausible(float(np.sqrt(np.mean(err**2))), y)
+    if why:
+        nan = float("nan")
+        return CVScore(family, nan, nan, nan, nan, why), oof
     rho = float(stats.spearmanr(oof, y)[0]) if np.ptp(y) > 0 else float("nan")
     inside = (y >= lo_all) & (y <= hi_all)
     return (
@@ -217,6 +266,7 @@ class Surface:
         )
 
 
+@quiet_numerics()
 def fit_surface(
     w: np.ndarray,
     y: np.ndarray,
@@ -228,6 +278,9 @@ def fit_surface(
     groups: tuple[int, ...] | None = None,
 ) -> Surface:
     """Cross-validate every family in `config`, refit the best on all runs.
+
+    A family that fails (cannot be fitted, or `implausible` CV error) keeps its error in
+    the CV table and takes no part in the choice or the stack.
 
     `groups` splits the columns of `w` into one mixture per stage (see `analysis.layout`);
     by default they are one mixture.
@@ -250,12 +303,7 @@ def fit_surface(
         raise CodemixError(f"{metric}: every model family has too many terms for {len(y)} runs")
     scores: list[CVScore] = []
     oofs: dict[str, np.ndarray] = {}
-    it = candidates
-    if progress:
-        from tqdm import tqdm
-
-        it = tqdm(candidates, desc=f"CV {metric}", unit="family", leave=False)
-    for fam in it:
+    for fam in track(candidates, desc=f"CV {metric}", unit="family", enabled=progress):
         score, oof = cross_validate(w, y, fam, config.folds, config.seed, config.level, groups)
         scores.append(score)
         if np.isfinite(score.rmse):
@@ -310,6 +358,10 @@ def _stack_oof(oofs: dict[str, np.ndarray], y: np.ndarray, config: SurfaceConfig
 def _stack_cv(oofs: dict[str, np.ndarray], y: np.ndarray, config: SurfaceConfig) -> CVScore:
     pred = _stack_oof(oofs, y, config)
     resid = y - pred
+    why = implausible(float(np.sqrt(np.mean(resid**2))), y)
+    if why:
+        nan = float("nan")
+        return CVScore("stack", nan, nan, nan, nan, why)
     lo, hi = np.empty(len(y)), np.empty(len(y))
     for test in _folds(len(y), config.folds, config.seed):
         train = np.ones(len(y), bool)

@@ -5,11 +5,16 @@ Reads CSV or parquet with polars, joins a mixture file with a metrics file on a 
 comma-separated names or a prefix followed by `*`, and validates before any fitting:
 a missing file or column, an empty table, a non-numeric column or a row whose weights do
 not sum to one is a `CodemixError` that names the file, the column or the row.
+
+A study export (`codemix study export`) also holds rows a fit must not use: those of
+failed trials and failed runs. `usable_rows` states the rule; `load_results` applies it and
+keeps the counts of what it left out.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +29,12 @@ __all__ = [
     "load_results",
     "read_table",
     "resolve_columns",
+    "usable_rows",
 ]
 
 WEIGHT_SUM_TOL = 0.01  # RegMix's released weights are rounded to 3 decimals: sums 0.996-1.003
+# pruned trials (successive halving) stopped early, but their runs at the smaller sizes count
+USABLE_STATES = ("complete", "pruned")
 
 
 def read_table(path: str | Path) -> pl.DataFrame:
@@ -88,7 +96,59 @@ def resolve_columns(spec: str | list[str], columns: list[str], source: str = "ta
     return out
 
 
-def _numeric(df: pl.DataFrame, cols: list[str], source: str) -> np.ndarray:
+def _trial_reason(state: str | None) -> str:
+    if not state:
+        return "of trials without a state"
+    return "of failed trials" if state == "fail" else f"of {state} trials"
+
+
+def _run_reason(status: str | None) -> str:
+    return f"{status} runs" if status else "runs without a status"
+
+
+def _counted(reasons: dict[str, int]) -> str:
+    """'3 of failed trials, 1 failed run'."""
+    return ", ".join(
+        f"{n} {r[:-1] if n == 1 and r.endswith(' runs') else r}" for r, n in reasons.items()
+    )
+
+
+def usable_rows(df: pl.DataFrame, source: str = "table") -> tuple[np.ndarray, dict[str, int]]:
+    """Which rows of a results table a fit may use, and how many were left out by reason.
+
+    A row is kept when its `run_status` is "completed" and its trial's `state` is
+    "complete" or "pruned" (pruned trials under successive halving have valid runs at the
+    smaller sizes). Left out are rows of failed trials (also those interrupted and retried
+    under a new trial number: the old number is "fail"), of trials still running or
+    waiting, and failed runs; a row is counted under its trial's reason first. A table
+    without these columns (e.g. RegMix's) keeps every row. Returns the mask of kept rows
+    and e.g. {"of failed trials": 3, "failed runs": 2}; no row left is an error.
+    """
+    reasons: list[tuple[int, str] | None] = [None] * df.height  # (rule, reason) per row
+    rules = (("state", USABLE_STATES, _trial_reason), ("run_status", ("completed",), _run_reason))
+    for rule, (col, ok, why) in enumerate(rules):
+        if col not in df.columns:
+            continue
+        values = df[col].cast(pl.String).str.strip_chars().str.to_lowercase().to_list()
+        for i, v in enumerate(values):
+            if reasons[i] is None and v not in ok:
+                reasons[i] = (rule, why(v))
+    keep = np.array([r is None for r in reasons], bool)
+    counts = Counter(r for r in reasons if r is not None)
+    # trials' reasons before runs', each most frequent first
+    left_out = {r: n for (_, r), n in sorted(counts.items(), key=lambda kv: (kv[0][0], -kv[1]))}
+    if not keep.any():
+        raise CodemixError(
+            f"{source}: none of its {df.height} rows is usable ({_counted(left_out)}); a fit needs "
+            "completed runs (column 'run_status') of complete or pruned trials (column 'state')"
+        )
+    return keep, left_out
+
+
+def _numeric(
+    df: pl.DataFrame, cols: list[str], source: str, rows: np.ndarray | None = None
+) -> np.ndarray:
+    """The columns as floats; `rows` names each row in errors (its row in the file)."""
     for c in cols:
         if not df.schema[c].is_numeric():
             raise CodemixError(f"{source}: column {c!r} is not numeric ({df.schema[c]})")
@@ -98,6 +158,7 @@ def _numeric(df: pl.DataFrame, cols: list[str], source: str) -> np.ndarray:
     bad = ~np.isfinite(arr)
     if bad.any():
         r, c = np.argwhere(bad)[0]
+        r = r if rows is None else rows[r]
         raise CodemixError(f"{source}: row {r} column {cols[c]!r} is not finite")
     return arr
 
@@ -116,6 +177,7 @@ class ResultsTable:
     size: np.ndarray | None = None  # (runs,) parameters
     tokens: np.ndarray | None = None  # (runs,) tokens seen
     groups: tuple[int, ...] | None = None  # one mixture per stage (analysis.layout); None: one
+    left_out: dict[str, int] = field(default_factory=dict)  # rows not used, by reason
 
     def __post_init__(self) -> None:
         n = self.weights.shape[0]
@@ -132,9 +194,18 @@ class ResultsTable:
     def metric(self, name: str) -> np.ndarray:
         return self.metrics[:, self.metric_cols.index(name)]
 
+    def left_out_line(self) -> str:
+        """E.g. 'left out 5 of 41 rows: 3 of failed trials, 2 failed runs'; '' if none."""
+        n = sum(self.left_out.values())
+        if not n:
+            return ""
+        return f"left out {n} of {self.n_runs + n} rows: {_counted(self.left_out)}"
+
     def summary(self) -> dict:
         """Training-data summary for FIT.json."""
         out: dict = {"source": self.source, "n_runs": self.n_runs}
+        if self.left_out:
+            out["rows_left_out"] = dict(self.left_out)
         out["weights_min"] = self.weights.min(0).round(6).tolist()
         out["weights_max"] = self.weights.max(0).round(6).tolist()
         for name, v in (("size", self.size), ("tokens", self.tokens)):
@@ -143,30 +214,38 @@ class ResultsTable:
         return out
 
 
-def check_weights(w: np.ndarray, source: str, tol: float = WEIGHT_SUM_TOL) -> None:
-    """Every row of `w` is non-negative and sums to 1 within `tol`."""
+def check_weights(
+    w: np.ndarray, source: str, tol: float = WEIGHT_SUM_TOL, rows: np.ndarray | None = None
+) -> None:
+    """Every row of `w` is non-negative and sums to 1 within `tol` (`rows`: names in errors)."""
+    at = np.arange(len(w)) if rows is None else rows
     if np.any(w < -1e-9):
         r, c = np.argwhere(w < -1e-9)[0]
-        raise CodemixError(f"{source}: row {r} has a negative mixture weight ({w[r, c]})")
+        raise CodemixError(f"{source}: row {at[r]} has a negative mixture weight ({w[r, c]})")
     s = w.sum(1)
     bad = np.flatnonzero(np.abs(s - 1.0) > tol)
     if bad.size:
         r = int(bad[0])
         raise CodemixError(
-            f"{source}: mixture weights of row {r} sum to {s[r]:.4g}, not 1 "
+            f"{source}: mixture weights of row {at[r]} sum to {s[r]:.4g}, not 1 "
             f"({bad.size} such row(s); tolerance {tol})"
         )
 
 
 def mixture_array(
-    df: pl.DataFrame, cols: list[str], source: str, groups: tuple[int, ...] | None = None
+    df: pl.DataFrame,
+    cols: list[str],
+    source: str,
+    groups: tuple[int, ...] | None = None,
+    rows: np.ndarray | None = None,
 ) -> np.ndarray:
     """Validated weights of `cols` in `df` (used by fit and predict alike); with `groups`,
-    each group of columns (one stage's mixture) sums to one on its own."""
+    each group of columns (one stage's mixture) sums to one on its own. `rows` gives each
+    row's number in the file, for errors, where rows were left out before."""
     missing = [c for c in cols if c not in df.columns]
     if missing:
         raise CodemixError(f"{source} has no column {missing[0]!r}")
-    w = _numeric(df, cols, source)
+    w = _numeric(df, cols, source, rows)
     names = split_names(cols, groups)
     start = 0
     for group in names:
@@ -176,7 +255,7 @@ def mixture_array(
             continue  # a free stage variable, not a mixture
         where = source if len(names) == 1 else f"{source} (columns {', '.join(group)})"
         try:
-            check_weights(part, where)
+            check_weights(part, where, rows=rows)
         except CodemixError as e:
             sums = part.sum(1)
             if len(names) == 1 and sums.min() > 1.5 and np.allclose(sums, np.round(sums), 0, 0.02):
@@ -202,11 +281,15 @@ def load_results(
     `mixture_cols` is one selection (comma-separated names and/or PREFIX*) or a list of
     them, one per stage: each stage's weights must sum to one on their own. `stage_cols`
     selects free stage variables (e.g. the cooldown's share of the tokens), each its own
-    one-column group after the mixtures.
+    one-column group after the mixtures. Only `usable_rows` are read; the table records
+    how many were left out (`left_out_line`).
     """
     paths = [paths] if isinstance(paths, str | Path) else list(paths)
     df = join_tables(paths, on=on)
     source = " + ".join(map(str, paths))
+    keep, left_out = usable_rows(df, source)
+    rows = np.flatnonzero(keep)  # errors name a row by its place in the file
+    df = df.filter(pl.Series(keep))
     specs = [mixture_cols] if isinstance(mixture_cols, str) else list(mixture_cols)
     per_group = [resolve_columns(spec, df.columns, source) for spec in specs]
     mix = [c for g in per_group for c in g]
@@ -237,15 +320,15 @@ def load_results(
     overlap = set(mix) & set(mets)
     if overlap:
         raise CodemixError(f"column(s) {', '.join(sorted(overlap))} are both mixture and metric")
-    w = mixture_array(df, mix, source, groups)
-    y = _numeric(df, mets, source)
+    w = mixture_array(df, mix, source, groups, rows)
+    y = _numeric(df, mets, source, rows)
     size = (
-        _numeric(df, [resolve_columns(size_col, df.columns, source)[0]], source)[:, 0]
+        _numeric(df, [resolve_columns(size_col, df.columns, source)[0]], source, rows)[:, 0]
         if size_col
         else None
     )
     tokens = (
-        _numeric(df, [resolve_columns(tokens_col, df.columns, source)[0]], source)[:, 0]
+        _numeric(df, [resolve_columns(tokens_col, df.columns, source)[0]], source, rows)[:, 0]
         if tokens_col
         else None
     )
@@ -260,4 +343,5 @@ def load_results(
         size=size,
         tokens=tokens,
         groups=groups,
+        left_out=left_out,
     )

@@ -44,7 +44,8 @@ from optuna.trial import FrozenTrial
 from scipy.optimize import minimize
 from scipy.stats import qmc
 
-from optimizer.samplers import make_sampler
+from optimizer.samplers import LEARNING, make_sampler, study_sampler
+from optimizer.space import wave_plan
 from optimizer.storage import open_storage
 
 PARAMS = {
@@ -107,23 +108,47 @@ def suggest(trial: optuna.Trial) -> np.ndarray:
     return np.array([trial.suggest_float(k, lo, hi) for k, (lo, hi) in PARAMS.items()])
 
 
-def trials_to_hit(name: str, seed: int, n_trials: int, targets: list[float]) -> list[int]:
-    """Trials until the best-observed trial's true loss is <= each target (n_trials + 1: never)."""
-    study = optuna.create_study(sampler=make_sampler(name, seed=seed))
+DISTRIBUTIONS = {
+    k: optuna.distributions.FloatDistribution(lo, hi) for k, (lo, hi) in PARAMS.items()
+}
+
+
+def plan_for(name: str, n_trials: int, plan: str) -> tuple[int, int]:
+    """(start, wave) of a plan: "default" is the runner's own rule; "SxW" fixes both."""
+    if plan == "default":
+        return wave_plan(name, n_trials, len(PARAMS))
+    if plan == "sequential":
+        return wave_plan(name, n_trials, len(PARAMS), wave_size=1)
+    start, wave = map(int, plan.split("x"))
+    return wave_plan(name, n_trials, len(PARAMS), start, wave)
+
+
+def trials_to_hit(
+    name: str, seed: int, n_trials: int, targets: list[float], plan: str
+) -> list[int]:
+    """Trials until the best-observed trial's true loss is <= each target (n_trials + 1:
+    never), asked as the study runner asks: through its sampler (a Sobol start, then the
+    named sampler seeded per trial), a whole wave asked before any of it is told, the
+    wave's parameters drawn in order while its earlier trials are still running."""
+    start, wave = plan_for(name, n_trials, plan)
+    sampler = study_sampler(name, seed, DISTRIBUTIONS, start, wave=wave)
+    study = optuna.create_study(sampler=sampler)
     rng = np.random.default_rng(seed + 1000)
     hits = [n_trials + 1] * len(targets)
-    best_obs, best_true = np.inf, np.inf
-    for i in range(1, n_trials + 1):
-        trial = study.ask()
-        true = nl_loss(suggest(trial))
-        observed = true * (1 + NOISE * rng.standard_normal())
-        study.tell(trial, observed)
-        if observed < best_obs:
-            best_obs, best_true = observed, true
-        for j, target in enumerate(targets):
-            hits[j] = i if hits[j] > n_trials and best_true <= target else hits[j]
-        if max(hits) <= n_trials:
-            break
+    best_obs, best_true, asked = np.inf, np.inf, 0
+    while asked < n_trials and max(hits) > n_trials:
+        size = min(start if asked == 0 else wave, n_trials - asked)
+        trials = [study.ask() for _ in range(size)]
+        xs = [suggest(t) for t in trials]
+        for t, x in zip(trials, xs, strict=True):
+            asked += 1
+            true = nl_loss(x)
+            observed = true * (1 + NOISE * rng.standard_normal())
+            study.tell(t, observed)
+            if observed < best_obs:
+                best_obs, best_true = observed, true
+            for j, target in enumerate(targets):
+                hits[j] = asked if hits[j] > n_trials and best_true <= target else hits[j]
     return hits
 
 
@@ -131,28 +156,41 @@ def fmt(v: float, n_trials: int) -> str:
     return f">{n_trials}" if v > n_trials else f"{round(v, 1):g}"
 
 
-def efficiency(samplers: list[str], reps: int, n_trials: int, targets: list[float]) -> None:
-    """Median, IQR and misses of trials-to-target per sampler; speed-up against random."""
+def efficiency(
+    samplers: list[str], reps: int, n_trials: int, targets: list[float], plans: list[str]
+) -> None:
+    """Median, IQR and misses of trials-to-target per sampler and wave plan; speed-up
+    against random."""
     results = {}
     for name in samplers:
-        t0 = time.perf_counter()
-        results[name] = np.array([trials_to_hit(name, s, n_trials, targets) for s in range(reps)])
-        print(f"  {name}: {reps} repetitions in {time.perf_counter() - t0:.1f} s", flush=True)
+        for plan in plans if name in LEARNING else ["default"]:
+            t0 = time.perf_counter()
+            start, wave = plan_for(name, n_trials, plan)
+            hits = [trials_to_hit(name, s, n_trials, targets, plan) for s in range(reps)]
+            results[(name, start, wave)] = np.array(hits)
+            print(
+                f"  {name}, start {start}, waves of {wave}: {reps} repetitions in "
+                f"{time.perf_counter() - t0:.1f} s",
+                flush=True,
+            )
     labels = ["gap <= 1 % of L*", "gap <= 1 % of (L_worst - L*)"]
     for j, label in enumerate(labels):
         print(
             f"\n{label}: target {targets[j]:.4f}, {space_share(targets[j]):.2%} of the space; "
-            f"{reps} repetitions of at most {n_trials} trials"
+            f"{reps} repetitions of at most {n_trials} trials, asked in waves"
         )
-        print("| sampler | median trials | IQR | never reached | speed-up vs random |")
-        print("|---|---|---|---|---|")
-        base = np.median(results["random"][:, j]) if "random" in results else np.nan
-        for name, hits in results.items():
+        print("| sampler | start | wave | median trials | mean | IQR | never reached | vs random |")
+        print("|---|---|---|---|---|---|---|---|")
+        base = next((np.median(h[:, j]) for k, h in results.items() if k[0] == "random"), np.nan)
+        for (name, start, wave), hits in results.items():
             med, (q1, q3) = np.median(hits[:, j]), np.percentile(hits[:, j], [25, 75])
             speed = "-" if med > n_trials else f"{base / med:.1f}x"
             speed = f"> {n_trials / med:.1f}x" if base > n_trials >= med else speed
+            shape = ("all", "-") if start == n_trials else (start, wave)
+            mean = f"{hits[:, j].mean():.1f}" if (hits[:, j] <= n_trials).all() else "-"
             print(
-                f"| {name} | {fmt(med, n_trials)} | {fmt(q1, n_trials)}-{fmt(q3, n_trials)} "
+                f"| {name} | {shape[0]} | {shape[1]} | {fmt(med, n_trials)} | {mean} | "
+                f"{fmt(q1, n_trials)}-{fmt(q3, n_trials)} "
                 f"| {int((hits[:, j] > n_trials).sum())}/{reps} | {speed} |"
             )
 
@@ -270,6 +308,13 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--trials", type=int, default=200)
     ap.add_argument("--samplers", default="random,qmc,tpe,gp")
+    ap.add_argument(
+        "--plans",
+        default="default",
+        help="wave plans of the learning samplers: default (the runner's rule), sequential, "
+        "or START x WAVE such as 10x4; comma-separated",
+    )
+    ap.add_argument("--no-overhead", action="store_true", help="skip the per-trial overhead")
     ap.add_argument("--postgres", default="postgresql://postgres@localhost/postgres")
     args = ap.parse_args()
     reps, n_trials = (3, 60) if args.quick else (args.reps, args.trials)
@@ -288,8 +333,9 @@ def main() -> None:
     optimum = ", ".join(f"{k}={v:.3f}" for k, v in zip(PARAMS, x_best, strict=True))
     print(f"known optimum: {optimum}\nL* = {l_best:.4f}, L_worst = {l_worst:.4f}")
     targets = [l_best * 1.01, l_best + 0.01 * (l_worst - l_best)]
-    efficiency(samplers, reps, n_trials, targets)
-    overhead(samplers, counts, args.postgres)
+    efficiency(samplers, reps, n_trials, targets, args.plans.split(","))
+    if not args.no_overhead:
+        overhead(samplers, counts, args.postgres)
 
 
 if __name__ == "__main__":

@@ -73,7 +73,7 @@ def _three_stages(tokens: int) -> Schedule:
     )
 
 
-def run(store, size, B, T, steps, tmp, P=1, model=None, schedule=None, **settings):
+def run(store, size, B, T, steps, tmp, P=1, model=None, schedule=None, squeeze=True, **settings):
     s = TrainSettings(
         seq_len=T,
         batch_size=B,
@@ -86,7 +86,9 @@ def run(store, size, B, T, steps, tmp, P=1, model=None, schedule=None, **setting
     members = [Member(f"m{i}", schedule, i, tmp / f"m{i}") for i in range(P)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # repeats of the small corpus are fine here
-        sums = train_population(store, cfg, s, members, tmp / "ckpt", progress=False)
+        sums = train_population(
+            store, cfg, s, members, tmp / "ckpt", progress=False, squeeze_single=squeeze
+        )
     return cfg, sums
 
 
@@ -125,7 +127,6 @@ def large(store, tmp, only=None):
 
 def variants(store, tmp, only=None, only_new=False):
     """What each step-level option buys, one at a time, at 124M and 470M."""
-    import proxy_train.train as tr
 
     rows = []
     for size, B in (("124M", 64), ("124M", 32), ("470M", 16)):
@@ -140,11 +141,11 @@ def variants(store, tmp, only=None, only_new=False):
         ]:
             if only_new and "no remat" not in name:
                 continue
-            tr.SQUEEZE_SINGLE = squeeze
-            _, (s,) = run(store, size, B, 1024, 30, tmp / f"v{len(rows)}", model=model)
+            _, (s,) = run(
+                store, size, B, 1024, 30, tmp / f"v{len(rows)}", model=model, squeeze=squeeze
+            )
             t = s["timing"]
             rows.append((size, B, name, t["step_tokens_per_s"], t["step_mfu"], t["compile_s"]))
-    tr.SQUEEZE_SINGLE = True
     print(
         f"\n{'preset':>6} {'batch':>9} {'variant':>26} {'tokens/s':>10} {'MFU':>6} {'compile s':>9}"
     )

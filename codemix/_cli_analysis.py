@@ -200,6 +200,8 @@ def _fit(args: argparse.Namespace) -> int:
         on=args.on,
         stage_cols=args.stage_cols,
     )
+    if table.left_out:
+        print(table.left_out_line())
     fit = fit_results(table, scfg, ScalingConfig(n_boot=args.n_boot, seed=args.seed), progress=True)
     save_fit(fit, args.output)
     for m, s in fit.surfaces.items():
@@ -247,7 +249,7 @@ def _predict(args: argparse.Namespace) -> int:
     import polars as pl
 
     from analysis.fitfile import atomic_write_text, load_fit
-    from analysis.optimum import parse_size, predict
+    from analysis.optimum import outside_ranges, parse_size, predict
     from analysis.tables import mixture_array, read_table, resolve_columns
     from codemix.errors import CodemixError
 
@@ -281,6 +283,14 @@ def _predict(args: argparse.Namespace) -> int:
     out.write_csv(buf)
     atomic_write_text(args.output, buf.getvalue())
     print(f"wrote {len(out)} predictions {where} to {args.output}")
+    outside = outside_ranges(fit, w)
+    if outside is None:
+        print(
+            f"note: {args.fit} does not record the weight ranges of its runs (an older fit), "
+            "so rows that extrapolate cannot be told; refit to have them checked"
+        )
+    elif len(outside.rows):
+        print(_extrapolation_warning(df, outside))
     for m in preds:
         if m in df.columns:
             y = df[m].cast(pl.Float64, strict=False).to_numpy()
@@ -293,6 +303,34 @@ def _predict(args: argparse.Namespace) -> int:
                 f"mean |predicted - observed| {err.mean():.4g}"
             )
     return 0
+
+
+def _extrapolation_warning(df, outside, max_names: int = 10, max_columns: int = 3) -> str:
+    """'warning: rows 3, 7 lie outside ... (mix_code 0.95 > 0.8, ...): ...', naming rows by
+    a trial or index column where the table has one, else by their 0-based position."""
+    key = next((c for c in ("trial", "index") if c in df.columns), None)
+    at = outside.rows.tolist()
+    names = list(dict.fromkeys(str(v) for v in df[key].gather(at))) if key else list(map(str, at))
+    shown = ", ".join(names[:max_names])
+    if len(names) > max_names:
+        shown += f" and {len(names) - max_names} more"
+    what = ("row" if len(names) == 1 else "rows") + (f" with {key}" if key else "")
+    verb = "lies" if len(names) == 1 else "lie"
+    passed = [_passed(*c) for c in outside.columns]
+    detail = ", ".join(passed[:max_columns]) + (", ..." if len(passed) > max_columns else "")
+    return (
+        f"warning: {what} {shown} {verb} outside the weight ranges of the fitted runs "
+        f"({detail}): their predictions extrapolate"
+    )
+
+
+def _passed(col: str, value: float, op: str, bound: float) -> str:
+    """'mix_code 0.95 > 0.8': the numbers with the fewest digits (2+) that tell them apart."""
+    for digits in range(2, 7):
+        a, b = f"{value:.{digits}g}", f"{bound:.{digits}g}"
+        if a != b:
+            break
+    return f"{col} {a} {op} {b}"
 
 
 def _scaling(args: argparse.Namespace) -> int:

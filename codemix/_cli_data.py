@@ -65,21 +65,53 @@ def register(sub: argparse._SubParsersAction) -> None:
         "proportion (default: %(default)s)",
     )
     p.add_argument("--summary", metavar="DIR", help="print the manifest of the store DIR and exit")
+    p.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="build the store even if its inputs are unchanged (after `codemix store info "
+        "--verify` reports damage)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_prepare)
 
     store = sub.add_parser("store", help="inspect a token store")
     store_sub = store.add_subparsers(dest="store_command", required=True, metavar="ACTION")
-    info = store_sub.add_parser("info", help="print a token store's manifest as a table")
+    info = store_sub.add_parser(
+        "info",
+        help="print a token store's manifest as a table and check its files",
+        description="Print a token store's manifest as a table and check every data file's "
+        "size against it; exits with status 2 when the store is damaged.",
+    )
     info.add_argument("dir", metavar="DIR")
+    info.add_argument(
+        "--verify",
+        action="store_true",
+        help="also recompute every data file's hash and compare it with the manifest "
+        "(reads the whole store)",
+    )
     info.set_defaults(func=_info)
 
 
 def _info(args) -> int:
-    from proxy_train.store import format_summary, read_manifest
+    from proxy_train.store import check_store, format_summary, read_manifest, verify_store
 
-    print(format_summary(read_manifest(args.dir), args.dir))
-    return 0
+    verify = getattr(args, "verify", False)  # `prepare --summary DIR` comes here too
+    manifest = read_manifest(args.dir)
+    print(format_summary(manifest, args.dir))
+    damaged = check_store(args.dir, manifest)  # prepare rebuilds such a store by itself
+    changed = verify_store(args.dir, manifest) if verify else []
+    if not damaged and not changed:
+        if verify:
+            print("verified: every data file matches the hash recorded when it was built")
+        return 0
+    print(f"\nstore {args.dir} is damaged:")
+    for problem in damaged + changed:
+        print(f"  {problem}")
+    print(
+        "rebuild it: run the `codemix prepare` command that built it again"
+        + ("" if damaged else ", adding --rebuild")
+    )
+    return 2
 
 
 def _prepare(args) -> int:
@@ -118,9 +150,11 @@ def _prepare(args) -> int:
         read=ReadOptions(args.text_field, args.content_field, exts),
         tokenizer_sample_bytes=int(parse_count(args.tokenizer_sample, "--tokenizer-sample")),
     )
-    result = prep.prepare(cfg, quiet=args.quiet)
+    result = prep.prepare(cfg, quiet=args.quiet, rebuild=args.rebuild)
     if result.status == "up-to-date":
         print(f"{args.out} is up to date: inputs and options unchanged, nothing to do")
+    elif result.damage:
+        print(f"rebuilt the damaged store {args.out} in {result.seconds:.1f} s")
     else:
         print(f"built {args.out} in {result.seconds:.1f} s")
     print(format_summary(result.manifest, args.out))

@@ -57,9 +57,10 @@ def _run(args) -> int:
 
     if args.workers < 1:
         raise CodemixError("--workers must be >= 1")
+    if args.n_trials is not None and args.n_trials < 1:
+        raise CodemixError("--n-trials must be >= 1")
     spec = load_study(args.spec, args.set)
-    spec_args = [args.spec] + [x for s in args.set for x in ("--set", s)]
-    run_study(spec, spec_args, _storage(args, spec), args.n_trials, args.workers, args.quiet)
+    run_study(spec, args.set, _storage(args, spec), args.n_trials, args.workers, args.quiet)
     return 0
 
 

@@ -41,18 +41,25 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _train(args) -> int:
     from pathlib import Path
 
+    from codemix.errors import CodemixError
+    from codemix.interrupt import stop_on_signals
     from codemix.units import parse_count
     from proxy_train.run import run_single
 
-    max_tokens = parse_count(args.max_tokens, "--max-tokens") if args.max_tokens else None
-    summary = run_single(
-        Path(args.spec),
-        Path(args.out),
-        size=args.size,
-        overrides=args.set,
-        max_tokens=max_tokens,
-        progress=not args.quiet,
+    max_tokens = (
+        parse_count(args.max_tokens, "--max-tokens") if args.max_tokens is not None else None
     )
+    if max_tokens is not None and max_tokens <= 0:
+        raise CodemixError(f"--max-tokens {args.max_tokens}: must be more than 0")
+    with stop_on_signals():
+        summary = run_single(
+            Path(args.spec),
+            Path(args.out),
+            size=args.size,
+            overrides=args.set,
+            max_tokens=max_tokens,
+            progress=not args.quiet,
+        )
     final = summary["final"]
     print(
         f"{summary['status']}: {args.out}  ({summary['tokens']:,} tokens, "

@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from codemix.errors import CodemixError
+from codemix.interrupt import Interrupted
 
 _AREAS = ("_cli_data", "_cli_models", "_cli_train", "_cli_study", "_cli_analysis", "_cli_report")
 
@@ -39,6 +40,21 @@ def main(argv: list[str] | None = None) -> int:
     except CodemixError as e:
         print(f"codemix: error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:
+        detail = f": {e.detail}" if e.detail else ""
+        print(f"codemix: stopped by {e.signal}{detail}", file=sys.stderr)
+        print(f"resume with: {resume_command(argv)}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         print("codemix: interrupted", file=sys.stderr)
         return 130
+
+
+def resume_command(argv: list[str] | None = None) -> str:
+    """The command line that was run, to run again (storage passwords hidden)."""
+    import shlex
+
+    from codemix.secrets import redact
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    return shlex.join(["codemix", *(redact(a) if "://" in a else a for a in args)])

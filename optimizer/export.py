@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from codemix.errors import CodemixError
-from optimizer.study import REASON_ATTR, RESULT_ATTR, SURPLUS_ATTR
+from codemix.files import atomic_path
+from optimizer.study import (
+    INTERRUPTED_ATTR,
+    REASON_ATTR,
+    RESULT_ATTR,
+    RETRY_OF_ATTR,
+    SURPLUS_ATTR,
+)
 
 
 def rows(study) -> list[dict]:
@@ -18,7 +24,13 @@ def rows(study) -> list[dict]:
             "study": study.study_name,
             "trial": t.number,
             "state": t.state.name.lower(),
-            "reason": t.user_attrs.get(REASON_ATTR),
+            "reason": t.user_attrs.get(REASON_ATTR)
+            or (
+                f"interrupted by {t.user_attrs[INTERRUPTED_ATTR]}; retried"
+                if INTERRUPTED_ATTR in t.user_attrs
+                else None
+            ),
+            "retry_of": t.user_attrs.get(RETRY_OF_ATTR),
         }
         base |= {f"param_{k}": v for k, v in t.params.items()}
         if t.values is not None:
@@ -63,7 +75,6 @@ def export(study, path: Path) -> int:
     if not data:
         raise CodemixError(f"study {study.study_name!r} has no trial results yet")
     df = pl.DataFrame(data, infer_schema_length=None)
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.write_csv(tmp) if path.suffix == ".csv" else df.write_parquet(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        df.write_csv(tmp) if path.suffix == ".csv" else df.write_parquet(tmp)
     return df.height

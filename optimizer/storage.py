@@ -4,17 +4,12 @@ Optuna storage throughout, so `optuna-dashboard URL` opens it."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from codemix.errors import CodemixError
+from codemix.secrets import normalise, redact, scrub
 
-_PASSWORD = re.compile(r"(://[^:/@]+:)([^@]*)(@)")
-
-
-def redact(url: str) -> str:
-    """postgresql://user:secret@host/db -> postgresql://user:***@host/db"""
-    return _PASSWORD.sub(r"\1***\3", url)
+__all__ = ["default_url", "open_storage", "redact"]
 
 
 def default_url(spec_path: Path) -> str:
@@ -55,12 +50,12 @@ def open_storage(
         with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna
             warnings.simplefilter("ignore")
             return optuna.storages.RDBStorage(
-                url,
+                normalise(url) if not url.startswith("sqlite") else url,
                 engine_kwargs=engine,
                 heartbeat_interval=heartbeat_seconds,
                 grace_period=grace_seconds,
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retries),
             )
     except Exception as e:  # sqlalchemy raises many kinds; none may leak the password
-        reason = redact(str(e).splitlines()[0]) if str(e) else type(e).__name__
+        reason = scrub(redact(str(e).splitlines()[0]), url) if str(e) else type(e).__name__
         raise CodemixError(f"storage {redact(url)} is unreachable or invalid: {reason}") from None

@@ -1,44 +1,109 @@
 """`codemix study run`: Optuna proposes, populations of proxies train, results go to storage.
 
-Each worker loops: fail trials whose worker stopped beating (they are retried with the
-same parameters), ask a batch of trials, train the batch as one population at every size
-of the ladder (or the promoted share of it, with successive halving), record every size's
-result on its trial, and tell Optuna the objective at the largest size. Running the same
-command again resumes: finished trials stay, and only the missing ones are asked.
+Everything is checked before the storage is touched: the spec, the token store, the domains,
+the sizes and the steps of every stage. A study remembers what its trials train (the run
+spec, the ladder, the token cap and the store's content) and refuses a spec that changes it.
+
+Each worker loops: fail trials whose worker stopped beating (Optuna enqueues their retries),
+ask a wave of trials (the first a space-filling start, later ones small enough that the
+sampler sees results several times), train the wave as populations at every size of the
+ladder (or the promoted share of it, with successive halving), record every size's result on
+its trial, and tell Optuna the objective at the largest size. On SIGINT or SIGTERM the
+trials in flight are set back (failed, marked interrupted, and enqueued again with their
+parameters and the sizes they finished), so the same command resumes and the study ends
+with exactly n_trials trials.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
+import multiprocessing
 import os
-import subprocess
 import sys
 import threading
 import time
 import warnings
-from collections import defaultdict
+from collections import Counter, defaultdict
 
+import optuna
+from optuna.trial import TrialState
+
+from codemix import interrupt
 from codemix.errors import CodemixError
-from optimizer.samplers import make_sampler
-from optimizer.space import StudySpec, check_objectives
+from codemix.files import atomic_write_text
+from optimizer import _optuna
+from optimizer.samplers import study_sampler
+from optimizer.space import StudySpec, check_objectives, load_study
 from optimizer.storage import open_storage, redact
+from proxy_train.store import TokenStore
 
 SPACE_ATTR = "codemix/space"
-RESULT_ATTR = "codemix/result/"
-REASON_ATTR = "codemix/reason"
-SURPLUS_ATTR = "codemix/surplus"
+IDENTITY_ATTR = "codemix/trained"  # the settings that decide what a trial trains
+STORE_ATTR = "codemix/store"  # fingerprint of the token store's content
+RESULT_ATTR = "codemix/result/"  # + size: the run's summary at that size
+REASON_ATTR = "codemix/reason"  # why a trial failed in training (counts as a trial)
+SURPLUS_ATTR = "codemix/surplus"  # asked past the budget by a racing worker; never trained
+INTERRUPTED_ATTR = "codemix/interrupted"  # stopped by a signal; retried as a new trial
+RETRY_OF_ATTR = "codemix/retry_of"  # the first trial of the ones this one repeats
+OVERRIDES_ATTR = "codemix/overrides"
 
 
-def open_study(spec: StudySpec, url: str):
-    """Create or load the study; refuse one of the same name with another search space."""
-    import optuna
+def store_fingerprint(manifest: dict) -> str:
+    """What a study's results depend on in a store: its tokenizer, split and sources."""
+    keep = {
+        "tokenizer": manifest["tokenizer"]["hash"],
+        "dtype": manifest["dtype"],
+        "val_frac": manifest["val_frac"],
+        "domains": {
+            d: {
+                **{k: info[k] for k in ("train_tokens", "val_tokens", "train_bytes", "val_bytes")},
+                "sources": sorted(s["blake2b"] for s in info["sources"]),
+            }
+            for d, info in manifest["domains"].items()
+        },
+    }
+    return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
+
+def check_study(spec: StudySpec) -> TokenStore:
+    """Open the store and check every part of the spec against it, before any side effect."""
+    from models.accounting import param_count
+    from proxy_train.spec import open_store
+    from proxy_train.train import model_config_for
+
+    base = spec.run_spec([])
+    store = open_store(base)
+    check_objectives(spec, store.domains)
+    for p in spec.params:
+        unknown = [d for d in p.values if p.kind == "simplex" and d not in store.domains]
+        if unknown and p.key.startswith("stages."):
+            raise CodemixError(
+                f"{spec.path}: [search] {p.key!r} names {unknown}, which the token store "
+                f"{store.path.absolute()} does not have (domains: {', '.join(store.domains)})"
+            )
+    tokens_per_step = base.train.batch_size * base.train.seq_len
+    for size in spec.sizes:
+        try:
+            cfg = model_config_for(base.model, store.vocab_size, base.train.seq_len, size)
+            base.schedule.plan(tokens_per_step, param_count(cfg).non_embedding, spec.max_tokens)
+        except CodemixError as e:
+            raise CodemixError(f"{spec.path}: at size {size!r}: {e}") from None
+    return store
+
+
+def open_study(spec: StudySpec, url: str, store: TokenStore, n_trials: int | None = None):
+    """Create or load the study; refuse one of the same name that trains something else."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    n = n_trials or spec.n_trials
+    start, wave = spec.waves(n)
     storage = open_storage(url, spec.heartbeat_seconds, spec.grace_seconds, spec.max_retries)
-    sampler = make_sampler(spec.sampler, spec.seed, spec.grid(), len(spec.directions))
+    space, grid, k = spec.distributions(), spec.grid(), len(spec.directions)
+    sampler = study_sampler(spec.sampler, spec.seed, space, start, grid, k, wave)
     try:
         study = optuna.load_study(study_name=spec.name, storage=storage, sampler=sampler)
+        new = False
     except KeyError:
         study = optuna.create_study(
             study_name=spec.name,
@@ -47,20 +112,64 @@ def open_study(spec: StudySpec, url: str):
             directions=spec.directions,
             load_if_exists=True,
         )
+        new = True
+    where = f"study {spec.name!r} in {redact(url)}"
+    keep = "; give the study another name (nothing was changed)"
     if [d.name.lower() for d in study.directions] != spec.directions:
+        raise CodemixError(f"{where} has other objectives{keep}")
+    attrs = study.user_attrs
+    if attrs.get(SPACE_ATTR, spec.space_json()) != spec.space_json():
+        raise CodemixError(f"{where} exists with another search space or objectives{keep}")
+    trained = spec.trained_identity()
+    if IDENTITY_ATTR in attrs and attrs[IDENTITY_ATTR] != json.loads(json.dumps(trained)):
         raise CodemixError(
-            f"study {spec.name!r} in {redact(url)} has other objectives; "
-            "give the study another name (nothing was changed)"
+            f"{where} trained its trials otherwise: {_diff(attrs[IDENTITY_ATTR], trained)}; one "
+            "study must not mix runs trained differently: restore the setting or give the "
+            "study another name (nothing was changed)"
         )
-    space = study.user_attrs.get(SPACE_ATTR)
-    if space is None:
+    fingerprint = store_fingerprint(store.manifest)
+    if attrs.get(STORE_ATTR, fingerprint) != fingerprint:
+        raise CodemixError(
+            f"{where} was trained on a token store with other contents than "
+            f"{store.path.absolute()} (other tokenizer, split or sources){keep}"
+        )
+    if new or SPACE_ATTR not in attrs:
         study.set_user_attr(SPACE_ATTR, spec.space_json())
-    elif space != spec.space_json():
-        raise CodemixError(
-            f"study {spec.name!r} in {redact(url)} exists with another search space or "
-            "objectives; give the study another name (nothing was changed)"
-        )
+        with warnings.catch_warnings():  # experimental in Optuna, and harmless
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(spec.metric_names())
+    if IDENTITY_ATTR not in attrs:
+        study.set_user_attr(IDENTITY_ATTR, trained)
+    if STORE_ATTR not in attrs:
+        study.set_user_attr(STORE_ATTR, fingerprint)
     return study
+
+
+def _diff(old: dict, new: dict) -> str:
+    keys = sorted(
+        k for k in set(old) | set(new) if old.get(k) != json.loads(json.dumps(new.get(k)))
+    )
+    shown = [f"{k} = {_show(old.get(k))} there, {_show(new.get(k))} here" for k in keys[:4]]
+    return "; ".join(shown) + (f"; and {len(keys) - 4} more" if len(keys) > 4 else "")
+
+
+def _show(v) -> str:
+    return "(unset)" if v is None else json.dumps(v)
+
+
+def _claim_out(spec: StudySpec) -> None:
+    """A study's run folders belong to it: another study with the same `out` is refused."""
+    record = spec.out / "study.json"
+    if record.is_file():
+        owner = json.loads(record.read_text()).get("study")
+        if owner != spec.name:
+            raise CodemixError(
+                f"{spec.path}: [study] out = {str(spec.out)!r} ({spec.out.absolute()}) holds the "
+                f"runs of study {owner!r}; give this study a folder of its own"
+            )
+        return
+    spec.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(record, json.dumps({"study": spec.name}) + "\n")
 
 
 def _tell(study, trial, **kw) -> None:
@@ -73,48 +182,60 @@ def _tell(study, trial, **kw) -> None:
             raise
 
 
-def _counts(study) -> dict[str, int]:
-    from optuna.trial import TrialState as S
+def _counted(t) -> bool:
+    """Whether a trial takes one of the n_trials: trained or training, or failed in training.
+    Trials lost with their worker or stopped by a signal are retried as new trials."""
+    if t.user_attrs.get(SURPLUS_ATTR):
+        return False
+    if t.state == TrialState.FAIL:
+        return REASON_ATTR in t.user_attrs
+    return t.state != TrialState.WAITING
 
-    c: dict[str, int] = defaultdict(int)
+
+def _tally(study) -> Counter:
+    c: Counter = Counter()
     for t in study.get_trials(deepcopy=False):
         if t.user_attrs.get(SURPLUS_ATTR):
             continue
-        if t.state == S.FAIL and REASON_ATTR not in t.user_attrs:
-            c["lost"] += 1  # a stopped worker's trial; it is retried as a new one
+        if t.state == TrialState.FAIL and not _counted(t):
+            c["retried"] += 1
             continue
         c[t.state.name.lower()] += 1
-    c["budget"] = c["complete"] + c["pruned"] + c["running"] + c["waiting"] + c["fail"]
+    c["finished"] = c["complete"] + c["pruned"] + c["fail"]
+    c["budget"] = c["finished"] + c["running"]
     return c
 
 
-def _budget_before(study, number: int) -> int:
-    """Trials that count towards n_trials up to and including trial `number`."""
-    from optuna.trial import TrialState as S
-
-    return sum(
-        1
-        for t in study.get_trials(deepcopy=False)
-        if t.number <= number
-        and not t.user_attrs.get(SURPLUS_ATTR)
-        and not (t.state == S.FAIL and REASON_ATTR not in t.user_attrs)
+def _over_budget(study, trial, n_trials: int) -> bool:
+    """Whether `trial` was asked past n_trials by racing workers. Trials waiting for a retry
+    count here, so of two workers racing for the last place the later trial gives way."""
+    return (
+        sum(
+            1
+            for t in study.get_trials(deepcopy=False)
+            if t.number <= trial.number and (_counted(t) or t.state == TrialState.WAITING)
+        )
+        > n_trials
     )
+
+
+def _root(trial) -> int:
+    """The number of the first trial of the ones this trial repeats (its run folder)."""
+    return int(trial.user_attrs.get(RETRY_OF_ATTR, trial.number))
 
 
 class _Heartbeat:
     """Beats for the trials being trained, so another worker can tell a dead one."""
 
     def __init__(self, study, trials, seconds: int):
-        self.storage, self.ids = study._storage, [t._trial_id for t in trials]
+        self.study, self.trials = study, list(trials)
         self.seconds, self.stop = seconds, threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
-        # beat at once: Optuna only ever fails a trial that has beaten at least once
-        beat = getattr(self.storage, "record_heartbeat", None)
-        while beat:
-            for i in self.ids:
-                beat(i)
+        while True:  # beat at once: Optuna only fails a trial that has beaten at least once
+            for t in self.trials:
+                _optuna.beat(self.study, t)
             if self.stop.wait(self.seconds):
                 break
 
@@ -126,11 +247,20 @@ class _Heartbeat:
         self.stop.set()
 
 
-def _train_size(spec: StudySpec, store, size: str, batch: list, quiet: bool) -> None:
+def _label(numbers: list[int]) -> str:
+    numbers = sorted(numbers)
+    if numbers == list(range(numbers[0], numbers[-1] + 1)) and len(numbers) > 2:
+        return f"trials {numbers[0]}-{numbers[-1]}"
+    shown = ",".join(map(str, numbers[:6])) + ("..." if len(numbers) > 6 else "")
+    return f"trial{'s' if len(numbers) > 1 else ''} {shown}"
+
+
+def _train_size(spec: StudySpec, store, size: str, batch: list, quiet: bool, wave: str) -> None:
     """Train every (trial, run spec) of `batch` at `size`; record each result on its trial."""
     from models.accounting import param_count
-    from proxy_train.train import Member, model_config_for, train_population
+    from proxy_train.train import Member, model_config_for, population_size, train_population
 
+    k = spec.sizes.index(size)
     groups: dict = defaultdict(list)  # one population per shape, settings and length
     for trial, run in batch:
         cfg = model_config_for(run.model, store.vocab_size, run.train.seq_len, size)
@@ -141,189 +271,280 @@ def _train_size(spec: StudySpec, store, size: str, batch: list, quiet: bool) -> 
         )
         groups[(cfg, run.train, plan[-1].end_step)].append((trial, run))
     for (cfg, settings, _), members in groups.items():
-        numbers = "-".join(str(t.number) for t, _ in members)
-        pop = hashlib.sha1(f"{spec.name}/{numbers}".encode()).hexdigest()[:10]
-        ms = [
-            Member(
-                f"trial-{t.number}",
-                run.schedule,
-                settings.seed + t.number,
-                spec.out / f"trial-{t.number:04d}" / size,
+        cap = spec.population or population_size(cfg, settings.batch_size, len(members))
+        for i in range(0, len(members), cap):
+            chunk = members[i : i + cap]
+            roots = [_root(t) for t, _ in chunk]
+            key = hashlib.sha1(f"{spec.name}/{'-'.join(map(str, roots))}".encode()).hexdigest()
+            ms = [
+                Member(
+                    f"trial-{r}",
+                    run.schedule,
+                    settings.seed + r,
+                    spec.out / f"trial-{r:04d}" / size,
+                )
+                for r, (_, run) in zip(roots, chunk, strict=True)
+            ]
+            label = (
+                f"{wave}{_label([t.number for t, _ in chunk])}, size {size} "
+                f"({k + 1} of {len(spec.sizes)})"
             )
-            for t, run in members
-        ]
-        summaries = train_population(
-            store,
-            cfg,
-            settings,
-            ms,
-            spec.out / "populations" / f"{pop}-{size}",
-            max_tokens=spec.max_tokens,
-            progress=not quiet,
-        )
-        for (trial, _), s in zip(members, summaries, strict=True):
-            keep = {
-                k: s[k]
-                for k in (
-                    "status",
-                    "reason",
-                    "final",
-                    "realised_mixture",
-                    "epochs",
-                    "stage_tokens",
-                    "params",
-                    "non_embedding_params",
-                    "tokens",
-                    "flops",
-                    "wall_time_s",
-                    "seed",
-                )
-            }
-            keep["tokens_per_s"] = s["timing"].get("step_tokens_per_s")
-            trial.set_user_attr(RESULT_ATTR + size, keep)
+            summaries = train_population(
+                store,
+                cfg,
+                settings,
+                ms,
+                spec.out / "populations" / f"{key[:10]}-{size}",
+                max_tokens=spec.max_tokens,
+                progress=not quiet,
+                label=label,
+            )
+            for (trial, _), s in zip(chunk, summaries, strict=True):
+                trial.set_user_attr(RESULT_ATTR + size, _result(s))
 
 
-def run_batch(study, spec: StudySpec, store, trials: list, quiet: bool) -> None:
-    from optuna.trial import TrialState
+def _result(s: dict) -> dict:
+    keys = ("status", "reason", "final", "realised_mixture", "epochs", "stage_tokens")
+    keys += ("params", "non_embedding_params", "tokens", "flops", "wall_time_s", "seed")
+    return {k: s[k] for k in keys} | {"tokens_per_s": s["timing"].get("step_tokens_per_s")}
 
-    batch, done = [], {}
-    for t in trials:
-        overrides = spec.suggest(t)
-        t.set_user_attr("codemix/overrides", overrides)
+
+def run_wave(study, spec: StudySpec, store, trials: list, quiet: bool, wave: str = "") -> None:
+    """Train a wave of asked trials through the ladder and tell Optuna their results."""
+    batch, done, open_ = [], {}, {t.number: t for t in trials}
+
+    def close(t, **kw):
+        _tell(study, t, **kw)
+        open_.pop(t.number, None)
+
+    with _Heartbeat(study, trials, max(1, spec.heartbeat_seconds)):
         try:
-            batch.append((t, spec.run_spec(overrides)))
-        except CodemixError as e:  # a proposal that makes no valid run: a failed trial
-            t.set_user_attr(REASON_ATTR, str(e))
-            _tell(study, t, state=TrialState.FAIL)
-    with _Heartbeat(study, [t for t, _ in batch], max(1, spec.heartbeat_seconds)):
-        for k, size in enumerate(spec.sizes):
-            if not batch:
+            for t in trials:
+                overrides = spec.suggest(t)
+                t.set_user_attr(OVERRIDES_ATTR, overrides)
+                try:
+                    batch.append((t, spec.run_spec(overrides)))
+                except CodemixError as e:  # a proposal that makes no valid run: a failed trial
+                    t.set_user_attr(REASON_ATTR, str(e))
+                    close(t, state=TrialState.FAIL)
+            for k, size in enumerate(spec.sizes):
+                interrupt.check()
+                todo = [(t, r) for t, r in batch if RESULT_ATTR + size not in t.user_attrs]
+                if todo:
+                    _train_size(spec, store, size, todo, quiet, wave)
+                alive = []
+                for t, run in batch:
+                    result = t.user_attrs[RESULT_ATTR + size]
+                    if result["status"] != "completed":
+                        t.set_user_attr(REASON_ATTR, f"at {size}: {result['reason']}")
+                        close(t, state=TrialState.FAIL)
+                        continue
+                    done[t.number] = spec.objective_value(result["final"])
+                    if len(done[t.number]) == 1:
+                        t.report(done[t.number][0], k)
+                    alive.append((t, run))
+                batch = alive
+                if spec.promotion == "halving" and k < len(spec.sizes) - 1 and len(batch) > 1:
+                    sign = 1 if spec.directions[0] == "minimize" else -1
+                    batch.sort(key=lambda tr: sign * done[tr[0].number][0])
+                    keep = max(1, math.ceil(spec.halving_keep * len(batch)))
+                    for t, _ in batch[keep:]:
+                        t.set_user_attr("codemix/stopped_at", size)
+                        close(t, state=TrialState.PRUNED)
+                    batch = batch[:keep]
+            for t, _ in batch:
+                close(t, values=done[t.number])
+        except interrupt.Interrupted as e:
+            _set_back(study, list(open_.values()), e.signal)
+            raise
+
+
+def _set_back(study, trials: list, signal_name: str) -> None:
+    """Fail trials stopped by a signal and enqueue each again, with its parameters and the
+    results of the sizes it finished, so a resumed study trains only what is missing."""
+    for t in trials:
+        carried = {k: v for k, v in t.user_attrs.items() if k.startswith(RESULT_ATTR)}
+        t.set_user_attr(INTERRUPTED_ATTR, signal_name)
+        _tell(study, t, state=TrialState.FAIL)
+        study.enqueue_trial(t.params, user_attrs={RETRY_OF_ATTR: _root(t), **carried})
+
+
+def _ask(study, spec: StudySpec, n_trials: int, want: int) -> list:
+    """Ask up to `want` trials within the budget (retries first: Optuna pops them)."""
+    trials: list = []
+    try:
+        for _ in range(want):
+            interrupt.check()
+            if _tally(study)["budget"] >= n_trials:
                 break
-            _train_size(spec, store, size, batch, quiet)
-            alive = []
-            for t, run in batch:
-                result = (
-                    t.user_attrs.get(RESULT_ATTR + size)
-                    or study._storage.get_trial(t._trial_id).user_attrs[RESULT_ATTR + size]
-                )
-                if result["status"] != "completed":
-                    t.set_user_attr(REASON_ATTR, f"at {size}: {result['reason']}")
-                    _tell(study, t, state=TrialState.FAIL)
-                    continue
-                values = spec.objective_value(result["final"])
-                done[t.number] = values
-                if len(values) == 1:
-                    t.report(values[0], k)
-                alive.append((t, run))
-            batch = alive
-            if spec.promotion == "halving" and k < len(spec.sizes) - 1 and len(batch) > 1:
-                sign = 1 if spec.directions[0] == "minimize" else -1
-                batch.sort(key=lambda tr: sign * done[tr[0].number][0])
-                keep = max(1, math.ceil(spec.halving_keep * len(batch)))
-                for t, _ in batch[keep:]:
-                    t.set_user_attr("codemix/stopped_at", size)
-                    _tell(study, t, state=TrialState.PRUNED)
-                batch = batch[:keep]
-    for t, _ in batch:
-        _tell(study, t, values=done[t.number])
+            t = study.ask()
+            _optuna.beat(study, t)  # stale-detectable from now on
+            frozen = next(x for x in study.get_trials(deepcopy=False) if x.number == t.number)
+            history = frozen.system_attrs.get("retry_history")  # a dead worker's trial again
+            if history and RETRY_OF_ATTR not in t.user_attrs:
+                t.set_user_attr(RETRY_OF_ATTR, history[0])
+            if _over_budget(study, t, n_trials):  # another worker took the last place
+                t.set_user_attr(SURPLUS_ATTR, True)
+                _tell(study, t, state=TrialState.FAIL)
+                break
+            trials.append(t)
+    except interrupt.Interrupted as e:
+        _set_back(study, trials, e.signal)
+        raise
+    return trials
+
+
+def _finish_waiting(study) -> None:
+    """Retries left waiting once the study is complete (a lowered --n-trials) are closed as
+    surplus, so no trial stays WAITING."""
+    while any(t.state == TrialState.WAITING for t in study.get_trials(deepcopy=False)):
+        t = study.ask()
+        t.set_user_attr(SURPLUS_ATTR, True)
+        _tell(study, t, state=TrialState.FAIL)
+
+
+def _wait_for_others(study, spec: StudySpec, n_trials: int, quiet: bool) -> bool:
+    """While the budget is taken by trials that other workers train, wait for them (a dead
+    worker's trials come back as retries after the grace period). False: nothing to wait for."""
+    shown = 0.0
+    while True:
+        optuna.storages.fail_stale_trials(study)
+        c = _tally(study)
+        if c["finished"] >= n_trials or c["budget"] < n_trials:
+            return True
+        running = [t.number for t in study.get_trials(deepcopy=False, states=[TrialState.RUNNING])]
+        if not _optuna.has_heartbeats(study):
+            print(
+                f"study {spec.name}: {c['finished']} of {n_trials} trials finished; "
+                f"{_label(running)} running elsewhere. This storage keeps no heartbeats, so "
+                "trials of a worker that died stay RUNNING: run the study under a new name "
+                "or in SQLite/PostgreSQL storage to have them retried",
+                flush=True,
+            )
+            return False
+        if time.time() - shown > 60:
+            shown = time.time()
+            print(
+                f"study {spec.name}: waiting for {_label(running)} running elsewhere "
+                f"({c['finished']} of {n_trials} finished); a worker silent for "
+                f"{spec.grace_seconds} s has its trials retried here",
+                flush=True,
+            )
+        for _ in range(max(1, min(spec.heartbeat_seconds, 5)) * 10):
+            interrupt.check()
+            time.sleep(0.1)
 
 
 def worker(spec: StudySpec, url: str, n_trials: int, quiet: bool = False) -> None:
-    """One worker's loop until the study has n_trials trials done or in flight."""
+    """One worker's loop until the study has n_trials finished trials."""
     grid = spec.grid()
     if grid and n_trials > math.prod(len(v) for v in grid.values()):
         raise CodemixError(
             f"{spec.path}: {n_trials} trials but the grid has only "
             f"{math.prod(len(v) for v in grid.values())} points"
         )
-    import optuna
-    from optuna.trial import TrialState
-
-    from proxy_train.store import TokenStore
-    from proxy_train.train import enable_compilation_cache, model_config_for, population_size
+    from proxy_train.train import enable_compilation_cache
 
     # Optuna warns that heartbeats are meant for Study.optimize; codemix beats itself
     warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    store = TokenStore(spec.run_spec([]).store)
-    check_objectives(spec, store.domains)
-    study = open_study(spec, url)
+    store = check_study(spec)
+    study = open_study(spec, url, store, n_trials)
+    _claim_out(spec)
     enable_compilation_cache()
-    base = spec.run_spec([])
-    cfg = model_config_for(base.model, store.vocab_size, base.train.seq_len, spec.sizes[-1])
-    per_batch = spec.population or population_size(cfg, base.train.batch_size, n_trials)
+    start, wave = spec.waves(n_trials)
     t0, trained = time.time(), 0
     while True:
         optuna.storages.fail_stale_trials(study)
-        trials = []
-        for _ in range(per_batch):
-            if _counts(study)["budget"] >= n_trials:
-                break
-            t = study.ask()
-            if hasattr(study._storage, "record_heartbeat"):  # stale-detectable from now on
-                study._storage.record_heartbeat(t._trial_id)
-            if _budget_before(study, t.number) > n_trials:  # another worker took the last
-                t.set_user_attr(SURPLUS_ATTR, True)
-                _tell(study, t, state=TrialState.FAIL)
-                break
-            trials.append(t)
-        if not trials:
+        c = _tally(study)
+        if c["finished"] >= n_trials:
             break
-        run_batch(study, spec, store, trials, quiet)
+        want = start - c["budget"] if c["budget"] < start else wave
+        number = 1 if c["budget"] < start else 2 + (c["budget"] - start) // wave
+        waves = 1 + math.ceil((n_trials - start) / wave)
+        trials = _ask(study, spec, n_trials, want)
+        if not trials:
+            if not _wait_for_others(study, spec, n_trials, quiet):
+                return
+            continue
+        run_wave(study, spec, store, trials, quiet, f"wave {number} of {waves}: ")
         trained += len(trials)
-        _report(study, spec, n_trials, trained, time.time() - t0)
+        _report(study, spec, n_trials, trained, time.time() - t0, waves - number)
+    _finish_waiting(study)
+    c = _tally(study)
+    extra = ", ".join(f"{c[k]} {k}" for k in ("pruned", "fail") if c[k])
+    print(
+        f"study {spec.name}: complete, {c['finished']} of {n_trials} trials"
+        + (f" ({c['complete']} complete, {extra})" if extra else ""),
+        flush=True,
+    )
 
 
-def _report(study, spec: StudySpec, n_trials: int, trained: int, elapsed: float) -> None:
-    c = _counts(study)
-    finished = c["complete"] + c["pruned"] + c["fail"]
+def _report(study, spec: StudySpec, n_trials: int, trained: int, elapsed: float, left: int):
+    c = _tally(study)
     best = ""
     if len(spec.directions) == 1 and c["complete"]:
         bt = study.best_trial
-        best = (
-            f" | best {spec.objectives[0].metric if not spec.weighted else 'objective'} "
-            f"{bt.value:.4f} (trial {bt.number})"
-        )
+        best = f" | best {spec.metric_names()[0]} {bt.value:.4f} (trial {bt.number})"
     rate = elapsed / max(1, trained)
-    eta = rate * max(0, n_trials - finished)
+    eta = rate * max(0, n_trials - c["finished"])
+    waves = f"{left} wave{'s' if left != 1 else ''} to go" if left else "last wave done"
     print(
-        f"[{spec.name}] trials {finished}/{n_trials} done ({c['complete']} complete, "
-        f"{c['pruned']} pruned, {c['fail']} failed), {c['running']} running{best} | "
+        f"[{spec.name}] trials {c['finished']}/{n_trials} done ({c['complete']} complete, "
+        f"{c['pruned']} pruned, {c['fail']} failed), {c['running']} running, {waves}{best} | "
         f"{rate:.1f} s/trial here, ETA {eta / 60:.1f} min",
         flush=True,
     )
 
 
+def _worker_process(spec_path: str, overrides: list[str], url: str, n: int) -> None:
+    """Entry point of an extra worker process (spawned: a fresh interpreter, no JAX state).
+    It leaves the terminal's process group, so a Ctrl-C reaches it once, forwarded by the
+    first worker, and a second signal cannot cut short the setting back of its trials."""
+    os.setpgrp()
+    spec = load_study(spec_path, overrides)
+    try:
+        with interrupt.stop_on_signals():
+            worker(spec, url, n, quiet=True)
+    except interrupt.Interrupted as e:
+        sys.exit(e.exit_code)
+    except CodemixError as e:
+        print(f"codemix: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
 def run_study(
-    spec: StudySpec, spec_args: list[str], url: str, n_trials: int | None, workers: int, quiet: bool
+    spec: StudySpec, overrides: list[str], url: str, n_trials: int | None, workers: int, quiet: bool
 ) -> None:
     """Start `workers` workers on one study (this process is one of them)."""
     n = n_trials or spec.n_trials
-    open_study(spec, url)  # storage, name and space errors surface before any process starts
-    procs = []
-    for _ in range(workers - 1):
-        cmd = [
-            sys.executable,
-            "-m",
-            "codemix",
-            "study",
-            "run",
-            *spec_args,
-            "--storage",
-            url,
-            "--workers",
-            "1",
-            "--n-trials",
-            str(n),
-            "--quiet",
-        ]
-        procs.append(subprocess.Popen(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"}))
+    store = check_study(spec)  # spec, store and storage errors surface before any process
+    open_study(spec, url, store, n)
+    _claim_out(spec)
+    ctx = multiprocessing.get_context("spawn")
+    procs = [
+        ctx.Process(target=_worker_process, args=(str(spec.path), overrides, url, n))
+        for _ in range(workers - 1)
+    ]
+    for p in procs:
+        p.start()
     try:
-        worker(spec, url, n, quiet)
-    finally:
-        codes = [p.wait() for p in procs]
-    if any(codes):
+        with interrupt.stop_on_signals():
+            worker(spec, url, n, quiet)
+    except interrupt.Interrupted:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()  # SIGTERM: each sets its own trials back and exits
+        for p in procs:
+            p.join(interrupt.STOP_SECONDS + 10)
+            if p.is_alive():
+                p.kill()
+        raise
+    for p in procs:
+        p.join()
+    failed = [p.exitcode for p in procs if p.exitcode]
+    if failed:
         raise CodemixError(
-            f"{sum(1 for c in codes if c)} of {workers - 1} extra workers "
-            "failed; run the same command again to finish the study"
+            f"{len(failed)} of {workers - 1} extra workers failed; run the same command again "
+            "to finish the study"
         )

@@ -3,7 +3,9 @@
 The store is built in a staging folder beside DIR and moved into place only when complete,
 so a killed prepare never leaves a store that looks finished and never damages the one
 already there. A staging folder from a killed run with the same inputs is resumed: the
-tokenizer and every finished domain are kept.
+tokenizer and every finished domain are kept. A store whose inputs are unchanged is left
+alone unless its files no longer match its manifest (`store.check_store`): then it is
+rebuilt the same way.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from codemix.errors import CodemixError
-from codemix.files import atomic_write_text
+from codemix.files import atomic_path, atomic_write_text
+from codemix.progress import Progress
 from proxy_train import sources as src
 from proxy_train import store
 from proxy_train.tokenizer import ByteTokenizer, TokenizerSpec, load_file, token_dtype, train_bpe
@@ -105,19 +108,8 @@ def _write_json(path: Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=1))
 
 
-def _bar(total: int, desc: str, quiet: bool):
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total,
-        desc=desc,
-        unit="B",
-        unit_scale=True,
-        unit_divisor=1024,
-        disable=quiet,
-        file=sys.stderr,
-        dynamic_ncols=True,
-    )
+def _bar(total: int, desc: str, quiet: bool) -> Progress:
+    return Progress(total, desc=desc, enabled=not quiet, unit="B")
 
 
 def _train_tokenizer(cfg, files, quiet):
@@ -158,18 +150,24 @@ def _train_tokenizer(cfg, files, quiet):
 
 
 class _SplitWriter:
-    """Appends documents (ids + end-of-document) to DOMAIN/SPLIT.bin and their offsets."""
+    """Appends documents (ids + end-of-document) to DOMAIN/SPLIT.bin and their offsets,
+    hashing as it goes so the manifest's file hashes cost no second read."""
 
     def __init__(self, path: Path, dtype: np.dtype, eos_id: int):
+        self.split = path.name
         self.file = open(path.with_suffix(".bin"), "wb")
         self.idx_path, self.dtype, self.eos = path.with_suffix(".idx"), dtype, eos_id
         self.offsets, self.tokens, self.bytes = [0], 0, 0
+        self.hash = hashlib.blake2b(digest_size=store.HASH_BYTES)
+        # the last document is hashed only once it can no longer be taken back (pop_last)
         self.last_doc: tuple[np.ndarray, int] | None = None
 
     def add(self, ids: np.ndarray, n_bytes: int) -> None:
         doc = np.empty(len(ids) + 1, dtype=self.dtype)
         doc[:-1], doc[-1] = ids, self.eos
         self.file.write(doc.tobytes())
+        if self.last_doc is not None:
+            self.hash.update(self.last_doc[0])
         self.tokens += len(doc)
         self.bytes += n_bytes
         self.offsets.append(self.tokens)
@@ -186,11 +184,19 @@ class _SplitWriter:
         self.last_doc = None
         return doc[:-1], n_bytes
 
-    def close(self) -> None:
+    def close(self) -> dict[str, str]:
+        """Finish both files; returns their blake2b by name ("train.bin", "train.idx")."""
+        if self.last_doc is not None:
+            self.hash.update(self.last_doc[0])
         self.file.flush()
         os.fsync(self.file.fileno())
         self.file.close()
-        np.asarray(self.offsets, dtype=np.int64).tofile(self.idx_path)
+        idx = np.asarray(self.offsets, dtype=np.int64).tobytes()
+        self.idx_path.write_bytes(idx)
+        return {
+            f"{self.split}.bin": self.hash.hexdigest(),
+            f"{self.split}.idx": hashlib.blake2b(idx, digest_size=store.HASH_BYTES).hexdigest(),
+        }
 
 
 def _tokenize_domain(name, files, digests, tok, dtype, cfg, out: Path, bar) -> dict:
@@ -231,8 +237,9 @@ def _tokenize_domain(name, files, digests, tok, dtype, cfg, out: Path, bar) -> d
         val.add(*train.pop_last())
     elif len(train.offsets) == 1:
         train.add(*val.pop_last())
+    hashes = {}
     for w in writers.values():
-        w.close()
+        hashes |= w.close()
     info = {
         "train_tokens": train.tokens,
         "val_tokens": val.tokens,
@@ -242,6 +249,7 @@ def _tokenize_domain(name, files, digests, tok, dtype, cfg, out: Path, bar) -> d
         "train_documents": len(train.offsets) - 1,
         "val_documents": len(val.offsets) - 1,
         "sources": sources,
+        "blake2b": hashes,
     }
     _write_json(out / "done.json", info)
     return info
@@ -252,17 +260,25 @@ class PrepareResult:
     status: str  # "built" | "up-to-date"
     manifest: dict
     seconds: float
+    damage: tuple[str, ...] = ()  # what was wrong with the store this rebuilt
 
 
-def prepare(cfg: PrepareConfig, quiet: bool = False) -> PrepareResult:
+def prepare(cfg: PrepareConfig, quiet: bool = False, rebuild: bool = False) -> PrepareResult:
+    """Build the store `cfg.out`, unless it holds these inputs already and is intact;
+    `rebuild` builds it even then (after `codemix store info --verify` found damage)."""
     t0 = time.time()
     out = Path(cfg.out)
     files = _resolve(cfg)  # every source resolves before anything is read or written
     fingerprint = _fingerprint(cfg, files)
+    damage: list[str] = []
     if (out / "manifest.json").is_file():
         old = store.read_manifest(out)
-        if old.get("fingerprint") == fingerprint:
-            return PrepareResult("up-to-date", old, time.time() - t0)
+        if old.get("fingerprint") == fingerprint and not rebuild:
+            damage = store.check_store(out, old)
+            if not damage:
+                return PrepareResult("up-to-date", old, time.time() - t0)
+            # said even when quiet: the user was told the store was fine last time
+            print(f"store {out} is damaged ({store.describe(damage)}); rebuilding", file=sys.stderr)
     elif out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise CodemixError(
             f"--out {out}: exists and is not a token store; give a new or empty folder"
@@ -302,9 +318,8 @@ def prepare(cfg: PrepareConfig, quiet: bool = False) -> PrepareResult:
     else:
         tok = _train_tokenizer(cfg, files, quiet)
         if cfg.tokenizer.kind != "bytes":
-            tmp = staging / "tokenizer.json.tmp"
-            tok.save(tmp)
-            os.replace(tmp, tok_file)
+            with atomic_path(tok_file) as tmp:
+                tok.save(tmp)
 
     domains = {}
     with _bar(total, "tokenizing", quiet) as bar:
@@ -343,7 +358,7 @@ def prepare(cfg: PrepareConfig, quiet: bool = False) -> PrepareResult:
     plan.unlink()
     _write_json(staging / "manifest.json", manifest)
     _swap_into_place(staging, out)
-    return PrepareResult("built", manifest, time.time() - t0)
+    return PrepareResult("built", manifest, time.time() - t0, tuple(damage))
 
 
 def _swap_into_place(staging: Path, out: Path) -> None:

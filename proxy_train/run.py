@@ -1,4 +1,8 @@
-"""One run from a spec file: what `codemix train` calls."""
+"""One run from a spec file: what `codemix train` calls.
+
+Everything is checked before the run folder is touched (spec, store, domains, size, steps
+per stage); then the folder is locked for this process, claimed by `run.json`, and trained.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,12 @@ import json
 from pathlib import Path
 
 from codemix.errors import CodemixError
-from proxy_train.spec import RunSpec, load_spec
-from proxy_train.store import TokenStore
+from codemix.files import atomic_write_text
+from codemix.lock import folder_lock
+from proxy_train.schedule import describe_plan
+from proxy_train.spec import RunSpec, load_spec, open_store
+
+_OURS = {"run.json", "summary.json", "metrics.jsonl", "checkpoints", ".lock"}
 
 
 def _guard(out: Path, identity: dict) -> dict | None:
@@ -24,9 +32,14 @@ def _guard(out: Path, identity: dict) -> dict | None:
             done = json.loads(summary.read_text())
             if done.get("status") == "completed":
                 return done
-    elif out.exists() and any(out.iterdir()):
-        raise CodemixError(f"--out {out}: exists and is not a codemix run folder")
+    _check_not_foreign(out)
     return None
+
+
+def _check_not_foreign(out: Path) -> None:
+    if out.exists() and not (out / "run.json").is_file():
+        if not out.is_dir() or any(p.name not in _OURS for p in out.iterdir()):
+            raise CodemixError(f"--out {out}: exists and is not a codemix run folder")
 
 
 def run_single(
@@ -38,7 +51,8 @@ def run_single(
     progress: bool = True,
 ) -> dict:
     spec: RunSpec = load_spec(spec_path, overrides)
-    store = TokenStore(spec.store)  # a missing or damaged store fails here, before any work
+    store = open_store(spec)  # a missing or damaged store fails here, before any work
+    from models.accounting import param_count
     from proxy_train.train import (
         Member,
         enable_compilation_cache,
@@ -48,27 +62,35 @@ def run_single(
 
     size = size or spec.size
     cfg = model_config_for(spec.model, store.vocab_size, spec.train.seq_len, size)
+    tokens_per_step = spec.train.batch_size * spec.train.seq_len
+    try:
+        plans = spec.schedule.plan(tokens_per_step, param_count(cfg).non_embedding, max_tokens)
+    except CodemixError as e:
+        raise CodemixError(f"{spec_path}: {e}") from None
     identity = {
         "spec": spec.raw,
         "size": size,
         "max_tokens": max_tokens,
         "store": str(spec.store.absolute()),
     }
-    done = _guard(out, identity)
-    if done is not None:
-        print(f"{out} already completed; nothing to do")
-        return done
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "run.json").write_text(json.dumps(identity, indent=1))
-    enable_compilation_cache()
-    member = Member(out.name, spec.schedule, spec.train.seed, out)
-    (summary,) = train_population(
-        store,
-        cfg,
-        spec.train,
-        [member],
-        out / "checkpoints",
-        max_tokens=max_tokens,
-        progress=progress,
-    )
+    _check_not_foreign(out)  # before the lock file lands in someone else's folder
+    with folder_lock(out, "--out"):
+        done = _guard(out, identity)
+        if done is not None:
+            print(f"{out} already completed; nothing to do")
+            return done
+        atomic_write_text(out / "run.json", json.dumps(identity, indent=1))
+        print(f"{size}: {describe_plan(plans, tokens_per_step)}")
+        enable_compilation_cache()
+        member = Member(out.name, spec.schedule, spec.train.seed, out)
+        (summary,) = train_population(
+            store,
+            cfg,
+            spec.train,
+            [member],
+            out / "checkpoints",
+            max_tokens=max_tokens,
+            progress=progress,
+            label=f"train {out.name}, size {size}",
+        )
     return summary

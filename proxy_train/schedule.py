@@ -181,10 +181,27 @@ class Schedule:
     ) -> list[StagePlan]:
         plans, step = [], 0
         for stage, tokens in zip(self.stages, self.stage_tokens(n_params, max_tokens), strict=True):
-            n = max(1, round(tokens / tokens_per_step))
+            n = round(tokens / tokens_per_step)
+            if n < 1:  # a stage of no steps would silently drop out of the schedule
+                raise CodemixError(
+                    f"stage {stage.name!r}: {tokens:,.0f} tokens is less than one step of "
+                    f"{tokens_per_step:,} tokens (batch_size x seq_len)"
+                    + (f" under max_tokens = {max_tokens:,.0f}" if max_tokens is not None else "")
+                    + "; give the stage a larger budget"
+                )
             plans.append(StagePlan(stage, step, n))
             step += n
         return plans
+
+
+def describe_plan(plans: Sequence[StagePlan], tokens_per_step: int) -> str:
+    """'init 40 steps (163,840 tokens), cooldown 10 steps (40,960 tokens)': what a run trains
+    once budgets are rounded to whole steps."""
+    return ", ".join(
+        f"{p.stage.name} {p.n_steps:,} step{'s' if p.n_steps != 1 else ''} "
+        f"({p.n_steps * tokens_per_step:,} tokens)"
+        for p in plans
+    )
 
 
 def stage_at(plans: Sequence[StagePlan], step: int) -> int:

@@ -25,6 +25,7 @@ from typing import Any
 
 from codemix.errors import CodemixError
 from proxy_train.schedule import LRShape, Schedule, Stage, check_mixture
+from proxy_train.store import TokenStore
 
 
 @dataclass(frozen=True)
@@ -245,3 +246,30 @@ def read_toml(path: Path, overrides: list[str] | None = None, what: str = "spec 
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> RunSpec:
     path = Path(path)
     return build_spec(read_toml(path, overrides), str(path), path)
+
+
+def open_store(spec: RunSpec) -> TokenStore:
+    """The spec's token store, checked against the spec: errors name the spec file and the
+    store's absolute path (relative paths resolve against the current folder)."""
+    where = spec.path or "spec"
+    try:
+        store = TokenStore(spec.store)
+    except CodemixError as e:
+        raise CodemixError(
+            f"{where}: [data] store = {str(spec.store)!r} (resolved against the current folder "
+            f"to {spec.store.absolute()}): {e}"
+        ) from None
+    check_domains(spec.schedule, store, where)
+    return store
+
+
+def check_domains(schedule: Schedule, store: TokenStore, where: str | Path) -> None:
+    """Every domain a stage mixes must be in the store."""
+    for stage in schedule.stages:
+        unknown = sorted(set(stage.mixture) - set(store.domains))
+        if unknown:
+            raise CodemixError(
+                f"{where}: stage {stage.name!r} mixes {', '.join(map(repr, unknown))}, which the "
+                f"token store {store.path.absolute()} does not have (its domains: "
+                f"{', '.join(store.domains)})"
+            )

@@ -6,21 +6,31 @@ Layout of DIR:
     DOMAIN/{train,val}.bin    token ids, documents each followed by the end-of-document id
     DOMAIN/{train,val}.idx    int64 offsets of document starts, plus the end
 Reading needs only numpy, so the trainer can open a store on a bare accelerator host.
+
+The manifest records every data file's blake2b, so a store can be checked two ways:
+`check_store` compares sizes and index ends with the manifest (a stat and two small reads
+a file: always done), `verify_store` recomputes the hashes (reads everything: on request).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Callable, Iterator
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from codemix.errors import CodemixError
+from codemix.progress import Progress
 
 FORMAT = "codemix-token-store"
 VERSION = 1
 SPLITS = ("train", "val")
+HASH_BYTES = 16  # blake2b digest size of the data files, as for the sources
+_CHUNK = 1 << 22
+_VERIFY_BAR_BYTES = 1 << 26  # smaller stores verify in a blink: no progress display
 
 
 def read_manifest(path: Path) -> dict:
@@ -54,6 +64,12 @@ class TokenStore:
         self.vocab_size = int(self.manifest["tokenizer"]["vocab_size"])
         self.eos_id = int(self.manifest["tokenizer"]["eos_id"])
         self._arrays: dict[tuple[str, str], np.ndarray] = {}
+        problems = check_store(self.path, self.manifest)
+        if problems:
+            raise CodemixError(
+                f"token store {self.path} is damaged ({describe(problems)}); rebuild it by "
+                "running the `codemix prepare` command that built it again"
+            )
 
     @cached_property
     def domains(self) -> tuple[str, ...]:
@@ -74,8 +90,8 @@ class TokenStore:
             file = self.path / domain / f"{split}.bin"
             n = int(self.info(domain)[f"{split}_tokens"])
             if not file.is_file() or file.stat().st_size != n * self.dtype.itemsize:
-                raise CodemixError(
-                    f"{file}: missing or not {n} tokens long as the manifest says; "
+                raise CodemixError(  # it changed after the store was opened and checked
+                    f"{file}: missing or not {n:,} tokens long as the manifest says; "
                     "the store is damaged, rebuild it with `codemix prepare`"
                 )
             self._arrays[key] = (
@@ -93,6 +109,101 @@ class TokenStore:
 
     def n_bytes(self, domain: str, split: str = "train") -> int:
         return int(self.info(domain)[f"{split}_bytes"])
+
+
+def _data_files(manifest: dict) -> Iterator[tuple[str, int | None, int]]:
+    """(path relative to the store, expected size or None, tokens of the split) of every
+    data file."""
+    itemsize = np.dtype(manifest["dtype"]).itemsize
+    for name, d in manifest["domains"].items():
+        for split in SPLITS:
+            tokens, docs = int(d[f"{split}_tokens"]), d.get(f"{split}_documents")
+            yield f"{name}/{split}.bin", tokens * itemsize, tokens
+            # stores from before per-split document counts: only the index ends can be checked
+            yield f"{name}/{split}.idx", None if docs is None else (docs + 1) * 8, tokens
+
+
+def _check_index(file: Path, rel: str, size: int, tokens: int) -> str | None:
+    if size < 8 or size % 8:
+        return f"{rel}: {size:,} bytes, not a whole number of 8-byte offsets"
+    with open(file, "rb") as f:
+        first = int(np.frombuffer(f.read(8), np.int64)[0])
+        f.seek(size - 8)
+        last = int(np.frombuffer(f.read(8), np.int64)[0])
+    if (first, last) != (0, tokens):
+        return f"{rel}: offsets run from {first:,} to {last:,}, expected 0 to {tokens:,}"
+    return None
+
+
+def check_store(path: str | Path, manifest: dict | None = None) -> list[str]:
+    """What is wrong with the store's files by their sizes and index ends, one line each
+    ("text/train.bin: 1,234 bytes, expected 5,678"); empty when nothing is."""
+    path = Path(path)
+    manifest = manifest if manifest is not None else read_manifest(path)
+    problems = []
+    tokenizer = manifest["tokenizer"].get("file")
+    if tokenizer and not (path / tokenizer).is_file():
+        problems.append(f"{tokenizer}: missing")
+    for rel, expected, tokens in _data_files(manifest):
+        file = path / rel
+        try:
+            size = file.stat().st_size
+        except OSError:
+            problems.append(f"{rel}: missing")
+            continue
+        if expected is not None and size != expected:
+            problems.append(f"{rel}: {size:,} bytes, expected {expected:,}")
+        elif rel.endswith(".idx") and (bad := _check_index(file, rel, size, tokens)):
+            problems.append(bad)
+    return problems
+
+
+def file_hash(path: Path, on_bytes: Callable[[int], None] | None = None) -> str:
+    h = hashlib.blake2b(digest_size=HASH_BYTES)
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+            if on_bytes:
+                on_bytes(len(chunk))
+    return h.hexdigest()
+
+
+def verify_store(
+    path: str | Path, manifest: dict | None = None, progress: bool = True
+) -> list[str]:
+    """Recompute every data file's hash and list those that differ from the manifest.
+
+    Files that `check_store` finds missing or of the wrong size are left to it, which says
+    so more clearly."""
+    path = Path(path)
+    manifest = manifest if manifest is not None else read_manifest(path)
+    if not all("blake2b" in d for d in manifest["domains"].values()):
+        raise CodemixError(
+            f"{path}: built before codemix recorded content hashes, so --verify cannot check "
+            "it; rebuild it with `codemix prepare ... --rebuild` to record them"
+        )
+    recorded = {
+        f"{name}/{file}": digest
+        for name, d in manifest["domains"].items()
+        for file, digest in d["blake2b"].items()
+    }
+    faulted = {problem.split(":", 1)[0] for problem in check_store(path, manifest)}
+    present = {rel: path / rel for rel in recorded if rel not in faulted}
+    total = sum(f.stat().st_size for f in present.values())
+    problems = []
+    with Progress(
+        total, desc=f"verifying {path}", unit="B", enabled=progress and total >= _VERIFY_BAR_BYTES
+    ) as bar:
+        for rel, file in present.items():
+            if file_hash(file, bar.update) != recorded[rel]:
+                problems.append(f"{rel}: contents differ from the hash recorded when it was built")
+    return problems
+
+
+def describe(problems: list[str]) -> str:
+    """The first problem, and how many more: for one-line messages."""
+    more = len(problems) - 1
+    return problems[0] + (f"; and {more} more problem{'s' * (more > 1)}" if more else "")
 
 
 def summary_rows(manifest: dict) -> list[dict]:

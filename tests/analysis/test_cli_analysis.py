@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import polars as pl
@@ -274,3 +275,110 @@ def test_stage_mixtures_fit_predict_and_optimum(tmp_path, capsys):
     assert main([*argv, "--candidates", "400", "--draws", "10", "--full-simplex"]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if "mix_cooldown_code" in x)
     assert 0.0 <= float(line.split()[1]) <= 0.6  # a free variable stays within its range
+
+
+def _fit_argv(table, out, *extra):
+    return [
+        "fit",
+        str(table),
+        "--mixture-cols",
+        "w_*",
+        "--metric",
+        "nl_loss",
+        *extra,
+        "-o",
+        str(out),
+    ]
+
+
+def test_fit_leaves_out_rows_of_failed_trials_and_runs(ladder, tmp_path, capsys):
+    table, _ = ladder
+    df = pl.read_csv(table).head(16)  # one size
+    export = df.with_columns(
+        trial=pl.Series(range(16)),
+        state=pl.Series(["fail"] * 3 + ["pruned"] * 2 + ["complete"] * 11),
+        run_status=pl.Series(["completed"] * 14 + ["failed"] * 2),
+        # a failed run has no metric; a failed trial's may be anything
+        nl_loss=pl.Series([None, 1e9, 1.0, *df["nl_loss"][3:14], None, None]),
+    )
+    path, fit = tmp_path / "export.csv", tmp_path / "fit.json"
+    export.write_csv(path)
+    assert main(_fit_argv(path, fit, "--families", "linear")) == 0
+    out = capsys.readouterr().out
+    assert "left out 5 of 16 rows: 3 of failed trials, 2 failed runs\n" in out
+    d = json.loads(fit.read_text())
+    assert d["data"]["n_runs"] == 11 and d["surfaces"]["nl_loss"]["n_train"] == 11
+    assert main(_fit_argv(table, fit, "--families", "linear")) == 0
+    assert "left out" not in capsys.readouterr().out  # a table without the columns: all rows
+    export.with_columns(run_status=pl.lit("failed")).write_csv(path)
+    assert main(_fit_argv(path, fit, "--families", "linear")) == 2
+    assert "none of its 16 rows is usable (3 of failed trials, 13 failed runs)" in (
+        capsys.readouterr().err
+    )
+
+
+def test_predict_warns_about_rows_outside_the_fitted_ranges(ladder, tmp_path, capsys):
+    table, fit = ladder
+    pred = tmp_path / "pred.csv"
+    assert main(["predict", str(fit), "--mixtures", str(table), "-o", str(pred)]) == 0
+    assert "warning" not in capsys.readouterr().out  # the fitted runs themselves
+    hi = json.loads(fit.read_text())["data"]["weights_max"][0]
+    inside, far = [0.4, 0.3, 0.3], [1.0, 0.0, 0.0]
+    rows = [inside, far, inside, far] + [far] * 11
+    mix = tmp_path / "mix.csv"
+    pl.DataFrame(rows, schema=["w_text", "w_code", "w_math"], orient="row").write_csv(mix)
+    assert main(["predict", str(fit), "--mixtures", str(mix), "-o", str(pred)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "warning: rows 1, 3, 4, 5, 6, 7, 8, 9, 10, 11 and 3 more lie outside the weight ranges "
+        f"of the fitted runs (w_text 1 > {hi:.2g}, w_code 0 < "
+    ) in out
+    assert out.rstrip().endswith("their predictions extrapolate")
+    assert pl.read_csv(pred).height == 15  # the predictions are written all the same
+    # rows named by a trial column; one row
+    pl.DataFrame(
+        {"trial": [7, 9], "w_text": [0.4, 1.0], "w_code": [0.3, 0.0], "w_math": [0.3, 0.0]}
+    ).write_csv(mix)
+    assert main(["predict", str(fit), "--mixtures", str(mix), "-o", str(pred)]) == 0
+    assert "warning: row with trial 9 lies outside" in capsys.readouterr().out
+    # a FIT.json written before the ranges were recorded still predicts
+    old = json.loads(fit.read_text())
+    del old["data"]["weights_min"], old["data"]["weights_max"]
+    old_fit = tmp_path / "old.json"
+    old_fit.write_text(json.dumps(old))
+    assert main(["predict", str(old_fit), "--mixtures", str(mix), "-o", str(pred)]) == 0
+    assert "does not record the weight ranges" in capsys.readouterr().out
+
+
+def test_fit_reports_a_blown_up_family_and_leaks_no_warnings(tmp_path, capsys):
+    """One run far out on a free stage variable makes the exponential explode at held-out
+    runs (and scipy's Spearman divide by zero on the way): the fit says so in its CV table,
+    chooses another family, and no numeric warning reaches the terminal."""
+    rng = np.random.default_rng(2)
+    w = rng.dirichlet([1, 1], 20)
+    tpp = rng.uniform(10, 100, 20)
+    y = 1.0 + 0.02 * rng.standard_normal(20)
+    y[np.argmax(tpp)] += 0.5
+    table, fit = tmp_path / "runs.csv", tmp_path / "fit.json"
+    pl.DataFrame({"w_text": w[:, 0], "w_code": w[:, 1], "tpp": tpp, "nl_loss": y}).write_csv(table)
+    argv = _fit_argv(table, fit, "--stage-cols", "tpp", "--families", "linear,exp,exp_log,stack")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert main(argv) == 0
+    hidden_by_default = (
+        DeprecationWarning,
+        PendingDeprecationWarning,
+        ImportWarning,
+        ResourceWarning,
+    )
+    assert [
+        f"{x.category.__name__}: {x.message}"
+        for x in seen
+        if not issubclass(x.category, hidden_by_default)
+    ] == []
+    captured = capsys.readouterr()
+    assert "warning" not in captured.err.lower()
+    exp_line = next(x for x in captured.out.splitlines() if x.strip().startswith("exp "))
+    assert "(implausible CV RMSE" in exp_line and "metric sd" in exp_line
+    s = json.loads(fit.read_text())["surfaces"]["nl_loss"]
+    assert s["family"] != "exp" and "exp" not in s["members"]

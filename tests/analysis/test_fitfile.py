@@ -45,3 +45,24 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
     assert [q.name for q in tmp_path.iterdir()] == ["out.txt"]
     with pytest.raises(CodemixError, match="does not exist"):
         atomic_write_text(tmp_path / "no" / "out.txt", "x")
+
+
+def test_an_interrupted_save_keeps_the_old_fit(tmp_path, monkeypatch):
+    import os
+
+    rng = np.random.default_rng(1)
+    w = rng.dirichlet([1, 1, 1], 30)
+    y = 2 + w @ [1.0, -0.5, 0.2] + 0.01 * rng.standard_normal(30)
+    s = fit_surface(w, y, "loss", ("a", "b", "c"), SurfaceConfig(families=("linear",)))
+    path = tmp_path / "FIT.json"
+    save_fit(FitFile(("a", "b", "c"), {"loss": s}, data={"n_runs": 30}), path)
+    before = path.read_text()
+
+    def killed(src, dst):  # the writer dies between writing the new file and the rename
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_fit(FitFile(("a", "b", "c"), {"loss": s}, data={"n_runs": 29}), path)
+    assert path.read_text() == before
+    assert [q.name for q in tmp_path.iterdir()] == ["FIT.json"]

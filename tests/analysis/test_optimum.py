@@ -5,13 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from analysis.fitfile import FitFile
 from analysis.optimum import (
     find_optimum,
     fit_results,
+    outside_ranges,
     pareto_front,
     parse_objective,
     parse_size,
     predict,
+    weight_ranges,
 )
 from analysis.scaling import ScalingConfig
 from analysis.surfaces import SurfaceConfig
@@ -137,3 +140,31 @@ def test_two_stage_optimum_stays_within_the_runs_unless_asked():
     assert wide.mixture[3] > 0.9  # the law, extrapolated, wants an all-code cooldown
     front, _, _ = pareto_front(fit, "nl", "code", 2.8e9, 500)
     assert np.all(front[:, 3] <= fit.data["weights_max"][3] + 1e-9)
+
+
+def test_rows_outside_the_fitted_runs_weight_ranges():
+    # a stage mixture (text, code) and a free stage variable, ranges as FIT.json keeps them
+    data = {"weights_min": [0.2, 0.1, 10.0], "weights_max": [0.9, 0.8, 40.0]}
+    fit = FitFile(("text", "code", "tpp"), {}, data=data, groups=(2, 1))
+    lo, hi = weight_ranges(fit)
+    np.testing.assert_allclose(hi, [0.9, 0.8, 40.0])
+    w = np.array(
+        [
+            [0.5, 0.5, 20.0],
+            [0.05, 0.95, 20.0],  # code above its range, text below
+            [0.9000004, 0.0999996, 40.0],  # the ends, as rounded to 6 decimals
+            [0.5, 0.5, 55.0],  # the free variable beyond its range
+            [0.1, 0.9, 5.0],
+        ]
+    )
+    out = outside_ranges(fit, w)
+    assert out.rows.tolist() == [1, 3, 4]
+    assert out.columns == (
+        ("text", 0.05, "<", 0.2),
+        ("code", 0.95, ">", 0.8),
+        ("tpp", 55.0, ">", 40.0),
+        ("tpp", 5.0, "<", 10.0),
+    )
+    assert outside_ranges(fit, w[[0, 2]]).rows.size == 0
+    old = FitFile(("text", "code", "tpp"), {}, data={"n_runs": 40}, groups=(2, 1))
+    assert weight_ranges(old) is None and outside_ranges(old, w) is None

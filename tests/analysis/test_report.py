@@ -229,3 +229,21 @@ def test_a_two_stage_fit_draws_the_predicted_contour(tmp_path):
     if exe:
         dom = _dom(exe, page)
         assert dom.split('<pre id="js-errors">')[1].split("</pre>")[0] == ""
+
+
+def test_an_interrupted_report_keeps_the_old_page(tmp_path, monkeypatch):
+    import os
+
+    _table().write_csv(tmp_path / "r.csv")
+    out = tmp_path / "r.html"
+    assert main(["report", str(tmp_path / "r.csv"), "-o", str(out)]) == 0
+    before = out.read_bytes()
+
+    def killed(src, dst):  # the writer dies between writing the new page and the rename
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_report(ReportInput(_table(8)), out)
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.csv", "r.html"]

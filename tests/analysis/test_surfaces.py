@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
+from analysis import _families
 from analysis._families import make_family
-from analysis.surfaces import Surface, SurfaceConfig, cross_validate, fit_surface
+from analysis.surfaces import (
+    Surface,
+    SurfaceConfig,
+    cross_validate,
+    fit_surface,
+    implausible,
+    quiet_numerics,
+)
 from codemix.errors import CodemixError
 
 COLS = ("text", "code", "math")
@@ -181,3 +191,67 @@ def test_a_free_stage_variable_next_to_the_mixture():
     np.testing.assert_allclose(s.predict(new), law(new), atol=0.03)
     gp = next(c for c in s.cv if c.family == "gp")
     assert gp.rmse < 0.05  # the GP sees the share as it is, not its logarithm
+
+
+def test_implausible_cv_errors():
+    y = np.array([1.0, 1.06, 0.98, 1.02])  # sd 0.03
+    assert implausible(1.497e21, y) == "implausible CV RMSE 1.5e+21 (metric sd 0.03)"
+    assert implausible(float("nan"), y) and implausible(float("inf"), y)
+    assert implausible(0.31, y) and not implausible(0.29, y)  # the line: 10 sd
+    assert not implausible(0.05, np.ones(4))  # a constant metric has no scale to judge by
+
+
+def test_a_family_with_an_absurd_cv_error_fails_and_is_left_out(monkeypatch):
+    w, y = _noisy(_exp_law, 60, 15)
+    real = _families._Quadratic.interval
+
+    def blown_up(self, w, level):  # as the exponential family at a held-out run gone wild
+        mean, lo, hi = real(self, w, level)
+        return mean + 1e21, lo + 1e21, hi + 1e21
+
+    monkeypatch.setattr(_families._Quadratic, "interval", blown_up)
+    cfg = SurfaceConfig(families=("linear", "quadratic", "exp"))
+    s = fit_surface(w, y, "loss", COLS, cfg, keep_all=True)
+    quad = next(c for c in s.cv if c.family == "quadratic")
+    assert np.isnan(quad.rmse) and quad.error.startswith("implausible CV RMSE 1e+21")
+    assert s.family in ("exp", "stack")
+    assert "quadratic" not in s.fitted
+    assert [m.name for m in s.fitted["stack"].members] in (["linear", "exp"], ["exp"])
+    with pytest.raises(CodemixError, match="quadratic: implausible CV RMSE"):
+        fit_surface(w, y, "loss", COLS, SurfaceConfig(families=("quadratic",)))
+
+
+def test_a_blown_up_exponential_is_not_chosen():
+    # one run far out on a free stage variable: the exponential fitted with it in the
+    # training folds explodes at a held-out run (as a real study's tokens-per-param did)
+    rng = np.random.default_rng(2)
+    w = np.c_[rng.dirichlet([1, 1], 20), rng.uniform(10, 100, 20)]
+    y = 1.0 + 0.02 * rng.standard_normal(20)
+    y[np.argmax(w[:, 2])] += 0.5
+    cfg = SurfaceConfig(families=("linear", "exp", "exp_log"))
+    s = fit_surface(w, y, "loss", ("text", "code", "tpp"), cfg, groups=(2, 1))
+    exp = next(c for c in s.cv if c.family == "exp")
+    assert "implausible CV RMSE" in exp.error and np.isnan(exp.rmse)
+    assert s.family != "exp" and np.isfinite(s.cv_score.rmse)
+    assert "exp" not in [m.name for m in getattr(s.model, "members", [])]
+
+
+def test_quiet_numerics_silences_numeric_warnings_only():
+    from scipy.optimize import OptimizeWarning
+    from sklearn.exceptions import ConvergenceWarning as SkConvergence
+    from statsmodels.tools.sm_exceptions import ConvergenceWarning, ValueWarning
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with quiet_numerics():
+            np.exp(np.array([1000.0]))
+            np.log(np.array([0.0, -1.0]))
+            for kind in (RuntimeWarning, OptimizeWarning, ConvergenceWarning, ValueWarning):
+                warnings.warn("numeric", kind, stacklevel=1)
+            warnings.warn("numeric", SkConvergence, stacklevel=1)
+            warnings.warn("Predicted variances smaller than 0. Set to 0.", stacklevel=1)
+            warnings.warn("something else", UserWarning, stacklevel=1)
+        np.exp(np.array([1000.0]))  # outside: as before
+    assert [str(x.message) for x in seen] == ["something else", "overflow encountered in exp"]
+    with pytest.raises(CodemixError, match="passes"), quiet_numerics():
+        raise CodemixError("passes")

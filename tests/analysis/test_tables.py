@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from analysis.tables import join_tables, load_results, read_table, resolve_columns
+from analysis.tables import join_tables, load_results, read_table, resolve_columns, usable_rows
 from codemix.errors import CodemixError
 
 
@@ -108,3 +108,75 @@ def test_one_mixture_per_stage(tmp_path):
     df.with_columns(mix_cool_math=pl.col("mix_cool_math") + 0.5).write_csv(p)
     with pytest.raises(CodemixError, match="columns mix_cool_text, mix_cool_code, mix_cool_math"):
         load_results(p, ["mix_init_*", "mix_cool_*"], ["loss"])
+
+
+def _export_frame() -> pl.DataFrame:
+    """Eight rows of a study export: trial states and run statuses of every kind."""
+    return _mixture_frame().with_columns(
+        trial=pl.Series([0, 0, 1, 1, 2, 3, 4, 5]),
+        state=pl.Series(
+            ["complete", "complete", "pruned", "fail", "fail", "running", "complete", "COMPLETE"]
+        ),
+        run_status=pl.Series(
+            [
+                "completed",
+                "failed",
+                "completed",
+                "completed",
+                "failed",
+                "completed",
+                "completed",
+                None,
+            ]
+        ),
+        loss=pl.Series([2.0, None, 2.1, 2.2, None, 2.3, 2.4, 2.5]),
+    )
+
+
+def test_usable_rows_of_a_study_export():
+    keep, left_out = usable_rows(_export_frame())
+    # row 3: a failed trial's completed run; row 7: a complete trial's run without a status
+    assert keep.tolist() == [True, False, True, False, False, False, True, False]
+    assert left_out == {
+        "of failed trials": 2,
+        "of running trials": 1,
+        "failed runs": 1,
+        "runs without a status": 1,
+    }
+    assert list(left_out)[:2] == ["of failed trials", "of running trials"]  # trials first
+    keep, left_out = usable_rows(_export_frame().drop("state"))
+    assert keep.tolist() == [True, False, True, True, False, True, True, False]
+    assert left_out == {"failed runs": 2, "runs without a status": 1}
+    keep, left_out = usable_rows(_mixture_frame())  # RegMix-like: no such columns
+    assert keep.all() and left_out == {}
+
+
+def test_load_results_leaves_out_unusable_rows_and_says_so(tmp_path):
+    p = tmp_path / "export.csv"
+    _export_frame().write_csv(p)
+    t = load_results(p, "w_*", ["loss"])
+    np.testing.assert_allclose(t.metric("loss"), [2.0, 2.1, 2.4])
+    assert t.left_out_line() == (
+        "left out 5 of 8 rows: 2 of failed trials, 1 of running trials, 1 failed run, "
+        "1 runs without a status"
+    )
+    assert t.summary()["rows_left_out"]["of failed trials"] == 2
+    plain = tmp_path / "plain.csv"
+    _mixture_frame().with_columns(loss=pl.lit(1.0)).write_csv(plain)
+    untouched = load_results(plain, "w_*", ["loss"])
+    assert untouched.n_runs == 8 and untouched.left_out_line() == ""
+    assert "rows_left_out" not in untouched.summary()
+
+
+def test_errors_name_rows_as_in_the_file_after_leaving_some_out(tmp_path):
+    df = _export_frame()
+    bad = df.with_columns(
+        pl.when(pl.col("index") == 6).then(0.9).otherwise(pl.col("w_text")).alias("w_text")
+    )
+    p = tmp_path / "export.csv"
+    bad.write_csv(p)
+    with pytest.raises(CodemixError, match="row 6 sum to"):  # the third row kept
+        load_results(p, "w_*", ["loss"])
+    df.with_columns(state=pl.lit("fail")).write_csv(p)
+    with pytest.raises(CodemixError, match=r"export\.csv: none of its 8 rows is usable \(8 of fa"):
+        load_results(p, "w_*", ["loss"])

@@ -29,6 +29,7 @@ population = {population}
 heartbeat_seconds = 1
 grace_seconds = 4
 out = "{out}"
+{study_extra}
 [search]
 {search}
 [[objectives]]
@@ -49,6 +50,7 @@ def write_study(small_store, tmp_path):
         population=2,
         search=SEARCH,
         extra="",
+        study_extra="",
     ):
         text = (
             STUDY.format(
@@ -61,6 +63,7 @@ def write_study(small_store, tmp_path):
                 population=population,
                 search=search,
                 out=tmp_path / "runs" / name,
+                study_extra=study_extra,
             )
             + extra
         )

@@ -1,10 +1,13 @@
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
 import pytest
 import zstandard
 
+from codemix.cli import main
 from codemix.errors import CodemixError
 from proxy_train import prepare as prep
 from proxy_train.prepare import PrepareConfig, builtin_domains, prepare
@@ -185,3 +188,127 @@ def test_small_real_store(small_store):
     for d in store.domains:
         t = store.tokens(d)
         assert t.max() < store.vocab_size and len(t) > 10_000
+
+
+def _val_documents(store: TokenStore, domain: str) -> list[bytes]:
+    """The validation documents of a byte-tokenizer store, decoded, in stored order."""
+    toks, offsets = store.tokens(domain, "val"), store.offsets(domain, "val")
+    return [
+        bytes(toks[a : b - 1].astype(np.uint8))
+        for a, b in zip(offsets[:-1], offsets[1:], strict=True)
+    ]
+
+
+def test_validation_split_does_not_depend_on_file_order(tmp_path):
+    docs = [f"document {i}: " + "words " * (i + 1) for i in range(30)]
+    lines = [json.dumps({"text": d}) for d in docs]
+    for name, order in (("fwd", list(range(30))), ("rev", list(range(29, -1, -1)))):
+        root = tmp_path / name
+        root.mkdir()
+        # the same documents under names that sort in the opposite order, and reversed lines
+        for rank, i in enumerate(order):
+            (root / f"{rank:02d}.txt").write_text(docs[i])
+        (root / "all.jsonl").write_text("\n".join(lines[i] for i in order))
+        domains = {"files": (str(root / "*.txt"),), "lines": (str(root / "all.jsonl"),)}
+        prepare(_bytes_cfg(domains, tmp_path / f"store-{name}", val_frac=0.3), quiet=True)
+    fwd, rev = TokenStore(tmp_path / "store-fwd"), TokenStore(tmp_path / "store-rev")
+    for domain in ("files", "lines"):
+        a, b = _val_documents(fwd, domain), _val_documents(rev, domain)
+        assert 3 <= len(a) <= 20
+        assert a != b  # stored in another order ...
+        assert sorted(a) == sorted(b)  # ... but the same documents
+        assert set(a) <= {d.encode() for d in docs}
+
+
+def _cli_corpus(root: Path) -> list[str]:
+    for i in range(6):
+        (root / f"d{i}.txt").write_text(f"document number {i} " * 30)
+        (root / f"c{i}.py").write_text(f"x{i} = {i}\n" * 30)
+    return [
+        "prepare",
+        *("--domain", f"text={root}/*.txt", "--domain", f"code={root}/*.py"),
+        *("--tokenizer", "bytes", "--out", str(root / "store"), "--quiet"),
+    ]
+
+
+def test_a_truncated_store_is_reported_and_rebuilt(tmp_path, capsys):
+    argv, store = _cli_corpus(tmp_path), tmp_path / "store"
+    assert main(argv) == 0
+    expected = (store / "text" / "train.bin").stat().st_size
+    with open(store / "text" / "train.bin", "r+b") as f:
+        f.truncate(1234)
+    capsys.readouterr()
+
+    assert main(["store", "info", str(store)]) == 2
+    out = capsys.readouterr().out
+    assert "train_tokens" in out  # the table as usual, then what is wrong
+    assert (
+        f"store {store} is damaged:\n  text/train.bin: 1,234 bytes, expected {expected:,}\n" in out
+    )
+
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert (
+        f"store {store} is damaged (text/train.bin: 1,234 bytes, expected {expected:,}); "
+        "rebuilding" in captured.err
+    )
+    assert f"rebuilt the damaged store {store}" in captured.out
+    assert (store / "text" / "train.bin").stat().st_size == expected
+    assert main(["store", "info", str(store), "--verify"]) == 0
+    assert "verified" in capsys.readouterr().out
+    assert not list(tmp_path.glob(".store.*"))
+
+
+def test_a_flipped_byte_is_found_by_verify_and_fixed_by_rebuild(tmp_path, capsys):
+    argv, store = _cli_corpus(tmp_path), tmp_path / "store"
+    assert main(argv) == 0
+    data = bytearray((store / "code" / "train.bin").read_bytes())
+    data[10] ^= 0x20
+    (store / "code" / "train.bin").write_bytes(bytes(data))
+    capsys.readouterr()
+
+    assert main(["store", "info", str(store)]) == 0  # same size: the cheap check cannot tell
+    assert "damaged" not in capsys.readouterr().out
+    assert main(["store", "info", str(store), "--verify"]) == 2
+    out = capsys.readouterr().out
+    assert "code/train.bin: contents differ from the hash recorded when it was built" in out
+    assert "adding --rebuild" in out
+
+    assert main(argv) == 0
+    assert "up to date" in capsys.readouterr().out
+    assert main([*argv, "--rebuild"]) == 0
+    assert "built" in capsys.readouterr().out
+    assert main(["store", "info", str(store), "--verify"]) == 0
+
+
+def test_a_store_without_hashes_says_verify_is_not_possible(tmp_path, capsys):
+    argv, store = _cli_corpus(tmp_path), tmp_path / "store"
+    assert main(argv) == 0
+    manifest = json.loads((store / "manifest.json").read_text())
+    for d in manifest["domains"].values():
+        del d["blake2b"]
+    (store / "manifest.json").write_text(json.dumps(manifest))
+    capsys.readouterr()
+    assert main(["store", "info", str(store)]) == 0
+    assert main(["store", "info", str(store), "--verify"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot check it; rebuild it with `codemix prepare ... --rebuild`" in err
+
+
+def test_store_files_get_the_usual_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        prepare(_bytes_cfg(_corpus(tmp_path / "c"), tmp_path / "store"), quiet=True)
+    finally:
+        os.umask(old)
+    for rel in ("manifest.json", "text/train.bin", "code/val.idx"):
+        assert stat.S_IMODE((tmp_path / "store" / rel).stat().st_mode) == 0o644, rel
+
+
+def test_tokenizing_writes_plain_bounded_lines_to_a_log(tmp_path, capsys):
+    prepare(_bytes_cfg(_corpus(tmp_path / "c"), tmp_path / "store"))
+    err = capsys.readouterr().err  # not a terminal under pytest
+    assert "\r" not in err
+    lines = err.splitlines()
+    assert any(line.startswith("tokenizing: ") and "(100%)" in line for line in lines)
+    assert len(lines) <= 2 * 12  # two bars (checking, tokenizing)

@@ -241,3 +241,57 @@ def test_cli_train(small_store, tmp_path, capsys):
     assert bad == 2
     assert "sum to 1.1" in capsys.readouterr().err
     assert not (tmp_path / "r2").exists()
+
+
+def test_a_nan_member_is_zeroed_and_the_others_finish(small_store, tmp_path):
+    import orbax.checkpoint as ocp
+
+    store = TokenStore(small_store)
+    wild = Schedule(
+        tuple(
+            Stage(s.name, s.mixture, tokens=s.tokens, lr=LRShape("constant", start=1e30))
+            for s in THREE.stages
+        )
+    )
+    pop = [
+        Member("a", THREE, 3, tmp_path / "pop" / "a"),
+        Member("b", wild, 4, tmp_path / "pop" / "b"),
+    ]
+    a, b = _run(store, tmp_path / "pop", pop)
+    assert a["status"] == "completed" and b["status"] == "failed"
+    assert "loss became" in b["reason"]
+    mngr = ocp.CheckpointManager((tmp_path / "pop" / "ckpt").absolute())
+    assert mngr.all_steps()  # the live member kept checkpointing
+    for step in mngr.all_steps():
+        state = mngr.restore(
+            step,
+            args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()),
+        )["state"]
+        leaves = jax.tree.leaves(state)
+        assert all(np.isfinite(x).all() for x in leaves)
+        assert all((np.asarray(x)[1] == 0).all() for x in jax.tree.leaves(state["params"]))
+    _run(store, tmp_path / "alone", [Member("a", THREE, 3, tmp_path / "alone" / "a")])
+    together = _losses(tmp_path / "pop" / "a" / "metrics.jsonl")
+    alone = _losses(tmp_path / "alone" / "a" / "metrics.jsonl")
+    for (s1, l1, _), (s2, l2, _) in zip(together, alone, strict=True):
+        assert s1 == s2 and l1 == pytest.approx(l2, rel=1e-4)
+
+
+def test_a_failed_summary_write_keeps_the_old_file(small_store, tmp_path, monkeypatch):
+    store = TokenStore(small_store)
+    member = Member("a", SHORT, 0, tmp_path / "a")
+    _run(store, tmp_path, [member])
+    before = (tmp_path / "a" / "summary.json").read_text()
+
+    real = os.replace
+
+    def broken(src, dst):  # the rename of summary.json fails, after its contents were written
+        if str(dst).endswith("summary.json"):
+            raise OSError("disk full")
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", broken)
+    with pytest.raises(OSError, match="disk full"):
+        _run(store, tmp_path / "again", [Member("a", SHORT, 0, tmp_path / "a")])
+    assert (tmp_path / "a" / "summary.json").read_text() == before
+    assert [p.name for p in (tmp_path / "a").iterdir() if p.name.startswith(".")] == [".lock"]
