@@ -24,10 +24,10 @@ demo: $(VENV)/.installed
 	$(BIN)/codemix prepare --builtin --tokenizer bpe:4096 --out $(DEMO)/store
 	$(BIN)/codemix study run studies/quickstart.toml
 	$(BIN)/codemix study export studies/quickstart.toml -o $(DEMO)/quickstart.csv
-	$(BIN)/codemix fit $(DEMO)/quickstart.csv --mixture-cols 'mix_init_*' --mixture-cols 'mix_cooldown_*' \
-		--metric bpb_text --metric bpb_code --size-col params --n-boot 100 \
+	$(BIN)/codemix fit $(DEMO)/quickstart.csv --mixture-cols 'mix.init.*' --mixture-cols 'mix.cooldown.*' \
+		--metric bpb.text --metric bpb.code --size-col params --n-boot 100 \
 		-o $(DEMO)/fit.json
-	$(BIN)/codemix optimum $(DEMO)/fit.json --target 2.8B --objective min:bpb_text
+	$(BIN)/codemix optimum $(DEMO)/fit.json --target 2.8B --objective min:bpb.text
 	$(BIN)/codemix report studies/quickstart.toml --fit $(DEMO)/fit.json --target 2.8B \
 		-o $(DEMO)/report.html
 	@echo "report: $(DEMO)/report.html (self-contained; open it in a browser)"

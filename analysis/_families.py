@@ -26,7 +26,8 @@ import warnings
 import numpy as np
 from scipy import optimize, stats
 
-from analysis.layout import as_groups, is_free, linear_design, quadratic_design
+from codemix.analysis.intervals import central
+from codemix.analysis.layout import as_groups, is_free, linear_design, quadratic_design
 
 LOG_EPS = 1e-3
 FAMILIES = ("linear", "quadratic", "exp", "exp_log", "gp", "gp_exp")
@@ -394,7 +395,7 @@ class Stack:
 
     def interval(self, w: np.ndarray, level: float):
         mean = self.predict(w)
-        lo, hi = np.quantile(self.residuals, [0.5 - level / 2, 0.5 + level / 2])
+        lo, hi = central(self.residuals, level)
         return mean, mean + lo, mean + hi
 
     def to_dict(self) -> dict:

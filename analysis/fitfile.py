@@ -2,10 +2,13 @@
 
 Top-level keys: `format` ("codemix.fit"), `version`, `created`, `data` (training-data
 summary), `mixture_cols`, `mixture_groups` (the columns of each stage's mixture; one
-group for a static mixture), `size_col`, `tokens_col`, `surfaces` (metric -> surface: family,
-CV table, parameters or, for Gaussian processes, the training points) and `scaling`
-(metric -> law across sizes, when the table had a size column). Everything needed to
-predict is inside; the original table is not read again.
+group for a static mixture), `size_col` (the column the sizes came from: what a size counts,
+e.g. "params" or "non_embedding_params"), `tokens_col`, `vocab_size` (of the runs, where the
+table said), `code_domains` (the domains counted as code, where known), `surfaces` (metric
+-> surface: family, CV table, parameters or, for Gaussian processes, the training points)
+and `scaling` (metric -> law across sizes, when the table had a size column). Everything
+needed to predict is inside; the original table is not read again. Files written before
+`vocab_size` and `code_domains` were recorded load with both unknown (None).
 """
 
 from __future__ import annotations
@@ -17,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.layout import as_groups, split_names
-from analysis.surfaces import Surface
-from codemix.errors import CodemixError
-from codemix.files import atomic_write_text
+from codemix.analysis.layout import as_groups, split_names
+from codemix.analysis.surfaces import Surface
+from codemix.core.errors import CodemixError
+from codemix.core.files import atomic_write_text
 
 __all__ = ["FORMAT", "VERSION", "FitFile", "atomic_write_text", "load_fit", "save_fit"]
 
@@ -40,6 +43,8 @@ class FitFile:
     tokens_col: str | None = None
     created: str = ""
     groups: tuple[int, ...] | None = None  # one mixture per stage (analysis.layout); None: one
+    vocab_size: int | None = None  # of the fitted runs, where the table said
+    code_domains: tuple[str, ...] | None = None  # domains counted as code, where known
 
     @property
     def metrics(self) -> list[str]:
@@ -63,6 +68,8 @@ class FitFile:
             "mixture_groups": self.mixture_groups,
             "size_col": self.size_col,
             "tokens_col": self.tokens_col,
+            "vocab_size": self.vocab_size,
+            "code_domains": list(self.code_domains) if self.code_domains else None,
             "surfaces": {m: s.to_dict() for m, s in self.surfaces.items()},
             "scaling": {m: s.to_dict() for m, s in self.scaling.items()},
         }
@@ -75,7 +82,7 @@ class FitFile:
             raise CodemixError(
                 f"{source} has version {d['version']}; this codemix reads up to {VERSION}"
             )
-        from analysis.scaling import JointLawFit
+        from codemix.analysis.scaling import JointLawFit
 
         return cls(
             mixture_cols=tuple(d["mixture_cols"]),
@@ -86,6 +93,8 @@ class FitFile:
             tokens_col=d.get("tokens_col"),
             created=d.get("created", ""),
             groups=as_groups([len(g) for g in d.get("mixture_groups") or []]),
+            vocab_size=None if d.get("vocab_size") is None else int(d["vocab_size"]),
+            code_domains=tuple(d["code_domains"]) if d.get("code_domains") else None,
         )
 
 

@@ -1,8 +1,8 @@
 """Mixture layouts: how the weight columns of a run group into simplices, one per stage.
 
 A run trained in stages (init, continual, cooldown) has one mixture per stage, each summing
-to one. The analysis sees the stages' weights side by side, e.g. `mix_init_text,
-mix_init_code, mix_cooldown_text, mix_cooldown_code` with groups (2, 2). A layout of one
+to one. The analysis sees the stages' weights side by side, e.g. `mix.init.text,
+mix.init.code, mix.cooldown.text, mix.cooldown.code` with groups (2, 2). A layout of one
 group is a single static mixture, and every function here then reduces to the plain
 Scheffe forms.
 
@@ -21,7 +21,7 @@ import itertools
 
 import numpy as np
 
-from codemix.errors import CodemixError
+from codemix.core.errors import CodemixError
 
 __all__ = [
     "as_groups",

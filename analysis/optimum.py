@@ -1,5 +1,5 @@
-"""Fitting a whole results table, prediction at a target size, the optimum under a stated
-objective with its uncertainty, and the two-metric Pareto front.
+"""The optimum under a stated objective with its uncertainty, and the two-metric Pareto
+front (fitting and prediction are in `analysis.fit`).
 
 Objectives (`parse_objective`):
 - `min:METRIC` / `max:METRIC`;
@@ -23,111 +23,26 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis.fitfile import FitFile
-from analysis.layout import candidates, is_free
-from analysis.scaling import ScalingConfig, choose_joint_law
-from analysis.surfaces import SurfaceConfig, fit_surface, quiet_numerics
-from analysis.tables import ResultsTable
-from codemix.errors import CodemixError
-from codemix.units import parse_count
+from codemix.analysis.fit import predict
+from codemix.analysis.fitfile import FitFile
+from codemix.analysis.intervals import central
+from codemix.analysis.layout import candidates, is_free
+from codemix.analysis.surfaces import quiet_numerics
+from codemix.core.errors import CodemixError
 
 __all__ = [
     "Objective",
     "Optimum",
     "OutsideRanges",
     "find_optimum",
-    "fit_results",
     "outside_ranges",
-    "parse_objective",
-    "parse_size",
     "pareto_front",
-    "predict",
+    "pareto_indices",
+    "parse_objective",
     "weight_ranges",
 ]
 
 RANGE_TOL = 1e-6  # FIT.json keeps the ranges to 6 decimals
-
-
-def parse_size(size: str | float) -> float:
-    """'470M' -> 4.7e8, '2.8B' -> 2.8e9, '1e9' -> 1e9."""
-    return parse_count(size, "size")
-
-
-@quiet_numerics()
-def fit_results(
-    table: ResultsTable,
-    surface_config: SurfaceConfig | None = None,
-    scaling_config: ScalingConfig | None = None,
-    progress: bool = False,
-) -> FitFile:
-    """Surfaces for every metric (on the runs of the largest size, if sizes are given) and,
-    with runs at 3+ sizes, the joint mixture-and-size law per metric (Scheffe-linear or
-    -quadratic exponents, whichever predicts held-out runs better)."""
-    surfaces, scaling = {}, {}
-    rows = np.ones(table.n_runs, bool)
-    if table.size is not None:
-        rows = table.size == table.size.max()
-    for metric in table.metric_cols:
-        y = table.metric(metric)
-        surfaces[metric] = fit_surface(
-            table.weights[rows],
-            y[rows],
-            metric,
-            table.mixture_cols,
-            surface_config,
-            progress,
-            groups=table.groups,
-        )
-        if table.size is not None and len(np.unique(table.size)) >= 3:
-            if np.any(y <= 0):
-                raise CodemixError(f"{metric}: a size law needs positive values (a loss)")
-            scaling[metric] = choose_joint_law(
-                table.weights,
-                table.size,
-                y,
-                table.mixture_cols,
-                scaling_config,
-                progress,
-                groups=table.groups,
-            )
-    return FitFile(
-        mixture_cols=table.mixture_cols,
-        surfaces=surfaces,
-        scaling=scaling,
-        data=table.summary(),
-        size_col=table.size_col,
-        tokens_col=table.tokens_col,
-        groups=table.groups,
-    )
-
-
-@quiet_numerics()
-def predict(
-    fit: FitFile, w: np.ndarray, size: float | np.ndarray | None = None, level: float = 0.9
-):
-    """metric -> (mean, lo, hi) at mixtures `w`: the size law at `size` (one for all rows, or
-    one per row, e.g. confirmatory runs at several sizes), else the surface."""
-    if size is not None and np.ndim(size) == 1:
-        n = np.asarray(size, float)
-        out = {m: tuple(np.empty(len(n)) for _ in range(3)) for m in fit.surfaces}
-        for v in np.unique(n):
-            at = n == v
-            for m, bounds in predict(fit, w[at], float(v), level).items():
-                for dst, src in zip(out[m], bounds, strict=True):
-                    dst[at] = src
-        return out
-    out = {}
-    for metric, surf in fit.surfaces.items():
-        if size is None:
-            out[metric] = surf.interval(w, level)
-        elif metric in fit.scaling:
-            out[metric] = fit.scaling[metric].interval(w, size, level)
-        else:
-            raise CodemixError(
-                f"the fit has no size law for {metric}: fit with --size-col on runs at 3 or "
-                "more sizes to predict at a target size"
-            )
-    return out
 
 
 @dataclass(frozen=True)
@@ -319,7 +234,7 @@ def find_optimum(
         if np.isfinite(sj).any():
             picks.append(pool[int(np.argmin(sj))])
     picks = np.array(picks) if picks else w[[best]]
-    lo, hi = np.quantile(picks, [0.5 - level / 2, 0.5 + level / 2], axis=0)
+    lo, hi = central(picks, level, axis=0)
     at = predict(fit, w[[best]], size, level)
     return Optimum(
         objective=objective.text,
@@ -347,11 +262,17 @@ def pareto_front(
     w = _search_space(fit, n_candidates, seed, within_data)
     p = predict(fit, w, size)
     a, b = p[metric_a][0], p[metric_b][0]
+    keep = pareto_indices(a, b)
+    return w[keep], a[keep], b[keep]
+
+
+def pareto_indices(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Indices of the points that no other point beats on both a and b (lower is better),
+    sorted by a; of points tied on a, only the lowest b can be on the front."""
     order = np.lexsort((b, a))
     keep, best_b = [], np.inf
     for i in order:
         if b[i] < best_b:
             keep.append(i)
             best_b = b[i]
-    keep = np.array(keep)
-    return w[keep], a[keep], b[keep]
+    return np.array(keep, dtype=int)

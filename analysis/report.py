@@ -7,6 +7,9 @@ response curves along a code share with bands, a contour over two stage shares, 
 curves with extrapolation bands out to the target, the realised mixture and epochs per
 domain, the prediction table, and the calibration of predictions against confirmatory
 runs. Every name from the study is escaped before it reaches the page.
+
+Columns are read by the names of a study export (`codemix.core.results`); what counts as a
+code share is never guessed from a name (see `analysis.codeshare`).
 """
 
 from __future__ import annotations
@@ -18,8 +21,19 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from codemix.errors import CodemixError
-from codemix.files import atomic_write_text
+from codemix.analysis.codeshare import (
+    observed_share_columns,
+    set_shares,
+    share_range,
+    stage_shares,
+)
+from codemix.analysis.fit import predict
+from codemix.analysis.intervals import coverage
+from codemix.analysis.optimum import pareto_front, pareto_indices, weight_ranges
+from codemix.analysis.sizes import Size
+from codemix.core.errors import CodemixError
+from codemix.core.files import atomic_write_text
+from codemix.core.results import SEP, epochs, objective
 
 _CATCH_ERRORS = """<script>
 window.__report_errors = [];
@@ -35,10 +49,11 @@ window.addEventListener("error", function (e) {
 class ReportInput:
     results: pl.DataFrame
     title: str = "codemix report"
-    nl_metric: str = "bpb_text"
-    code_metric: str = "bpb_code"
+    nl_metric: str = "bpb.text"
+    code_metric: str = "bpb.code"
     target: str | None = None  # e.g. "2.8B"
     target_params: float | None = None
+    size_col: str = "params"  # the parameter counts the scaling figure plots against
     predictions: pl.DataFrame | None = None  # one row per mixture: metric, _lo, _hi columns
     curves: dict[str, pl.DataFrame] = field(default_factory=dict)  # metric -> x, y, lo, hi
     scaling: dict[str, pl.DataFrame] = field(default_factory=dict)  # metric -> params, y, lo, hi
@@ -47,48 +62,48 @@ class ReportInput:
     contour: dict | None = None  # predicted NL metric over two stage shares: x, y, z, x_col, y_col
 
 
-def from_fit(r: ReportInput, fit, target: float, target_name: str, points: int = 41) -> None:
+def from_fit(r: ReportInput, fit, target: Size, points: int = 41) -> None:
     """Fill the predicted parts of a report from a FIT.json with size laws: the NL-versus-code
-    front at the target, curves along a code share, the contour over two stages' code shares
-    (a fit over several stages' mixtures) and the scaling extrapolation of the best mixture,
-    each with its interval. Mixtures stay within the weight ranges the runs covered."""
-    from analysis.optimum import pareto_front, predict
-
+    front at the target, curves along a stage's code share, the contour over two stages'
+    code shares (a fit over several stages' mixtures, with code domains) and the scaling
+    extrapolation of the best mixture, each with its interval. Mixtures stay within the
+    weight ranges the runs covered."""
     nl, code = r.nl_metric, r.code_metric
     cols = list(fit.mixture_cols)
     for m in (nl, code):
         if m not in fit.surfaces:
             raise CodemixError(f"the fit has no metric {m!r} (it has {', '.join(fit.metrics)})")
-    w, _, _ = pareto_front(fit, nl, code, size=target)
-    p = predict(fit, w, target)
+    size = target.count
+    w, _, _ = pareto_front(fit, nl, code, size=size)
+    p = predict(fit, w, size)
     pred = {c: w[:, i] for i, c in enumerate(cols)}
     for m in (nl, code):
         pred |= {m: p[m][0], f"{m}_lo": p[m][1], f"{m}_hi": p[m][2]}
     front = pl.DataFrame(pred)
     step = max(1, front.height // 20)
     r.predictions = front[::step]
-    r.target, r.target_params = target_name, target
+    r.target, r.target_params = target.text, size
+    if fit.size_col and fit.size_col in r.results.columns:
+        r.size_col = fit.size_col
     best = w[int(np.argmin(p[nl][0]))]
-    lo_w = np.asarray(fit.data.get("weights_min", np.zeros(len(cols))), float)
-    hi_w = np.asarray(fit.data.get("weights_max", np.ones(len(cols))), float)
-    shares = _code_shares(fit)
-    if shares:
-        k = shares[0]
-        x = np.linspace(lo_w[k], hi_w[k], points)
-        p = predict(fit, _set_share(fit, best, {k: x}), target)
-        r.share_col = cols[k]
+    shares = stage_shares(fit)
+    lo_w, hi_w = weight_ranges(fit) or (np.zeros(len(cols)), np.ones(len(cols)))
+    for s in shares[:1]:
+        x = np.linspace(*share_range(s, best, lo_w, hi_w), points)
+        p = predict(fit, set_shares(best, {s: x}), size)
+        r.share_col = s.name
         for m in (nl, code):
             r.curves[m] = pl.DataFrame({"x": x, "y": p[m][0], "lo": p[m][1], "hi": p[m][2]})
     if len(shares) >= 2:
-        ka, kb = shares[:2]
-        xa = np.linspace(lo_w[ka], hi_w[ka], 25)
-        xb = np.linspace(lo_w[kb], hi_w[kb], 25)
+        sa, sb = shares[:2]
+        xa = np.linspace(*share_range(sa, best, lo_w, hi_w), 25)
+        xb = np.linspace(*share_range(sb, best, lo_w, hi_w), 25)
         A, B = np.meshgrid(xa, xb)
-        z = predict(fit, _set_share(fit, best, {ka: A.ravel(), kb: B.ravel()}), target)[nl][0]
-        r.contour = {"x": xa, "y": xb, "z": z.reshape(A.shape), "x_col": cols[ka]}
-        r.contour["y_col"] = cols[kb]
-    lo = float(r.results["params"].min()) if "params" in r.results.columns else target / 1e3
-    sizes = np.geomspace(lo, target, 30)
+        z = predict(fit, set_shares(best, {sa: A.ravel(), sb: B.ravel()}), size)[nl][0]
+        r.contour = {"x": xa, "y": xb, "z": z.reshape(A.shape), "x_col": sa.name}
+        r.contour["y_col"] = sb.name
+    lo = float(r.results[r.size_col].min()) if r.size_col in r.results.columns else size / 1e3
+    sizes = np.geomspace(lo, size, 30)
     rows = [predict(fit, best[None, :], float(n))[nl] for n in sizes]
     r.scaling[nl] = pl.DataFrame(
         {
@@ -100,59 +115,26 @@ def from_fit(r: ReportInput, fit, target: float, target_name: str, points: int =
     )
     held = " Other stages' mixtures are held at that mixture along the curves." if shares else ""
     r.notes.append(
-        f"Predictions at {target_name} ({target:.3g} parameters) come from the fitted "
-        f"mixture-and-size law over {', '.join(cols)}; bands are 90 % intervals. The scaling "
-        f"curve follows the mixture with the lowest predicted {nl} at the target.{held}"
+        f"Predictions at {target} come from the fitted mixture-and-size law over "
+        f"{', '.join(cols)}; bands are 90 % intervals. The scaling curve follows the mixture "
+        f"with the lowest predicted {nl} at the target.{held}"
     )
-
-
-def _code_shares(fit) -> list[int]:
-    """Column index of the code share of each stage's mixture that has one."""
-    out, start = [], 0
-    for group in fit.mixture_groups:
-        hits = [i for i, c in enumerate(group) if c.endswith("code") and len(group) > 1]
-        if hits:
-            out.append(start + hits[0])
-        start += len(group)
-    return out
-
-
-def _set_share(fit, base: np.ndarray, shares: dict[int, np.ndarray]) -> np.ndarray:
-    """Copies of `base` with column k set to each value of shares[k]; the rest of k's group
-    is rescaled so the group still sums to one."""
-    n = len(next(iter(shares.values())))
-    w = np.tile(base, (n, 1))
-    ends = np.cumsum(fit.group_sizes)
-    for k, v in shares.items():
-        g = int(np.searchsorted(ends, k, side="right"))
-        cols = np.arange(ends[g] - fit.group_sizes[g], ends[g])
-        rest = cols[cols != k]
-        mass = base[rest].sum()
-        frac = base[rest] / mass if mass > 0 else np.full(len(rest), 1.0 / len(rest))
-        w[:, k] = v
-        w[:, rest] = (1 - v)[:, None] * frac[None, :]
-    return w
+    if not fit.code_domains:
+        r.notes.append(
+            "The fit records no code domains (fit a study export, or give codemix fit "
+            "--code-domains), so the predicted curves along a code share and the contour "
+            "over two stages' code shares are left out."
+        )
+    elif not shares:
+        r.notes.append(
+            f"No stage's mixture holds both code ({', '.join(fit.code_domains)}) and other "
+            "domains, so there is no code share to draw curves along."
+        )
 
 
 def _share_columns(df: pl.DataFrame) -> list[str]:
-    """Searched code shares first (param_*code_frac), else realised code shares."""
-    searched = [
-        c
-        for c in df.columns
-        if c.startswith("param_") and "code_frac" in c and df[c].dtype.is_numeric()
-    ]
-    return searched or [c for c in df.columns if c.startswith("mix_") and c.endswith("_code")]
-
-
-def _pareto(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Indices of the points no other point beats on both (lower is better), by x."""
-    order = np.argsort(x, kind="stable")
-    front, best = [], np.inf
-    for i in order:
-        if y[i] < best:
-            front.append(i)
-            best = y[i]
-    return np.array(front, dtype=int)
+    """The table's code-share columns (see `observed_share_columns`), numeric ones only."""
+    return observed_share_columns(df.columns, lambda c: df[c].dtype.is_numeric())
 
 
 def _sizes(df: pl.DataFrame) -> list[str]:
@@ -171,13 +153,13 @@ def _rows(df: pl.DataFrame, size: str) -> pl.DataFrame:
 def _progress(r: ReportInput):
     import plotly.graph_objects as go
 
-    df = r.results
-    if "objective_0" not in df.columns or "trial" not in df.columns:
+    df, first = r.results, objective(0)
+    if first not in df.columns or "trial" not in df.columns:
         return None
-    t = df.unique("trial").sort("trial").drop_nulls("objective_0")
+    t = df.unique("trial").sort("trial").drop_nulls(first)
     if t.height == 0:
         return None
-    y = t["objective_0"].to_numpy()
+    y = t[first].to_numpy()
     fig = go.Figure(
         [
             go.Scatter(x=t["trial"], y=y, mode="markers", name="trial"),
@@ -213,12 +195,12 @@ def _pareto_fig(r: ReportInput):
                 text=[f"trial {t}" for t in d["trial"]] if "trial" in d.columns else None,
             )
         )
-        f = _pareto(x, y)
+        f = pareto_indices(x, y)
         fig.add_trace(go.Scatter(x=x[f], y=y[f], mode="lines", name=f"{size} front"))
     p = r.predictions
     if p is not None and nl in p.columns and code in p.columns:
         x, y = p[code].to_numpy(), p[nl].to_numpy()
-        f = _pareto(x, y)
+        f = pareto_indices(x, y)
         err = {}
         if f"{nl}_lo" in p.columns:
             err["error_y"] = dict(
@@ -349,16 +331,16 @@ def _contour(r: ReportInput):
 def _scaling(r: ReportInput):
     import plotly.graph_objects as go
 
-    df, m = r.results, r.nl_metric
-    if m not in df.columns or "params" not in df.columns or "trial" not in df.columns:
+    df, m, n = r.results, r.nl_metric, r.size_col
+    if m not in df.columns or n not in df.columns or "trial" not in df.columns:
         return None
     fig = go.Figure()
     for trial in df["trial"].unique().sort().to_list():
-        d = df.filter(pl.col("trial") == trial).drop_nulls(m).sort("params")
+        d = df.filter(pl.col("trial") == trial).drop_nulls(m).sort(n)
         if d.height:
             fig.add_trace(
                 go.Scatter(
-                    x=d["params"],
+                    x=d[n],
                     y=d[m],
                     mode="lines+markers",
                     name=f"trial {trial}",
@@ -382,9 +364,9 @@ def _scaling(r: ReportInput):
             go.Scatter(x=s["params"], y=s["y"], mode="lines", name=f"extrapolation to {r.target}")
         )
     fig.update_layout(
-        title=f"Scaling: {m} against parameters",
+        title=f"Scaling: {m} against parameters ({n})",
         xaxis_type="log",
-        xaxis_title="parameters",
+        xaxis_title=n,
         yaxis_title=m,
     )
     return fig
@@ -394,19 +376,19 @@ def _mixture(r: ReportInput):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    df = r.results
-    mix = [c for c in df.columns if c.startswith("mix_")]
-    epochs = [c for c in df.columns if c.startswith("epochs_")]
-    if not mix and not epochs:
+    df, mix_at, epochs_at = r.results, f"mix{SEP}", epochs("")
+    mix = [c for c in df.columns if c.startswith(mix_at)]
+    reps = [c for c in df.columns if c.startswith(epochs_at)]
+    if not mix and not reps:
         return None
     fig = make_subplots(
         rows=1, cols=2, subplot_titles=("realised share by stage and domain", "epochs per domain")
     )
     d = df.unique("trial") if "trial" in df.columns else df
     for c in mix:
-        fig.add_trace(go.Box(y=d[c], name=c[4:], boxpoints="all"), row=1, col=1)
-    for c in epochs:
-        fig.add_trace(go.Box(y=d[c], name=c[7:], boxpoints="all"), row=1, col=2)
+        fig.add_trace(go.Box(y=d[c], name=c[len(mix_at) :], boxpoints="all"), row=1, col=1)
+    for c in reps:
+        fig.add_trace(go.Box(y=d[c], name=c[len(epochs_at) :], boxpoints="all"), row=1, col=2)
     fig.update_layout(title="Realised mixture and repetition (all trials)", showlegend=False)
     return fig
 
@@ -421,14 +403,14 @@ def _calibration(r: ReportInput):
     d = df.drop_nulls([col, m])
     lo, hi = float(min(d[col].min(), d[m].min())), float(max(d[col].max(), d[m].max()))
     # interval bounds as `codemix predict` writes them: predicted_M_loNN, predicted_M_hiNN
-    bounds = [c for c in d.columns if c.startswith(f"{col}_lo")]
+    pct = next((c[len(col) + 3 :] for c in d.columns if c.startswith(f"{col}_lo")), None)
     err, title = None, f"Calibration: {m} predicted against observed"
-    if bounds and bounds[0].replace("_lo", "_hi") in d.columns:
-        b_lo, b_hi = d[bounds[0]].to_numpy(), d[bounds[0].replace("_lo", "_hi")].to_numpy()
+    if pct is not None and f"{col}_hi{pct}" in d.columns:
+        b_lo, b_hi = d[f"{col}_lo{pct}"].to_numpy(), d[f"{col}_hi{pct}"].to_numpy()
         p, y = d[col].to_numpy(), d[m].to_numpy()
         err = dict(type="data", symmetric=False, array=b_hi - p, arrayminus=p - b_lo)
-        inside = int(np.sum((y >= b_lo) & (y <= b_hi)))
-        title += f" ({inside} of {len(y)} inside their {bounds[0].split('_lo')[-1]} % interval)"
+        c = coverage(y, p, b_lo, b_hi)
+        title += f" ({c.inside} of {c.n} inside their {pct} % interval)"
     fig = go.Figure(
         [
             go.Scatter(x=d[col], y=d[m], error_x=err, mode="markers", name="confirmatory runs"),

@@ -7,7 +7,9 @@ Huber loss (delta 1e-3) of predicted minus observed log-loss, minimised with L-B
 a grid of starts, keeping the best. The grid (4,500 points by default, as Besiroglu et al.)
 is ranked by its objective and L-BFGS-B runs from the best `refine_starts` of it (all of
 it with `refine_starts=0`). The bootstrap resamples runs with replacement and refits from
-the full-data optimum and the grid's best few starts.
+the full-data optimum and the grid's best few starts. Every law here (these two and the
+joint mixture-and-size law) is fitted by the one function `analysis.huber.fit_log_huber`,
+given the law's log-terms as a design and its grid of starts.
 """
 
 from __future__ import annotations
@@ -17,13 +19,11 @@ import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import optimize
-from scipy.special import logsumexp, softmax
 
-from analysis.layout import as_groups, check_groups, linear_design, quadratic_design
-from analysis.surfaces import interval_scale, widen
-from codemix.errors import CodemixError
-from codemix.progress import track
+from codemix.analysis.huber import fit_log_huber, log_predict
+from codemix.analysis.intervals import central, coverage, interval_scale, widen
+from codemix.analysis.layout import as_groups, check_groups, linear_design, quadratic_design
+from codemix.core.errors import CodemixError
 
 __all__ = [
     "ChinchillaFit",
@@ -31,13 +31,15 @@ __all__ = [
     "PowerLawFit",
     "ScalingConfig",
     "fit_chinchilla",
+    "alpha_warning",
     "choose_joint_law",
     "fit_joint_law",
     "fit_power_law",
-    "huber",
 ]
 
 PARAM_NAMES = ("E", "A", "B", "alpha", "beta")
+# size exponents of published laws (Kaplan et al., Chinchilla, the data-mixing literature)
+PUBLISHED_ALPHA = (0.05, 1.5)
 
 
 @dataclass(frozen=True)
@@ -68,69 +70,6 @@ class ScalingConfig:
                 raise CodemixError(f"{name} must not be empty")
 
 
-def huber(r: np.ndarray, delta: float) -> np.ndarray:
-    """Huber loss, elementwise: r^2/2 inside |r| <= delta, delta(|r| - delta/2) outside."""
-    a = np.abs(r)
-    return np.where(a <= delta, 0.5 * r * r, delta * (a - 0.5 * delta))
-
-
-def _huber_grad(r: np.ndarray, delta: float) -> np.ndarray:
-    return np.clip(r, -delta, delta)
-
-
-def _objective(theta, terms_x, log_y, delta):
-    """Summed Huber loss of logsumexp over terms, and its gradient.
-
-    theta holds, per term k, an offset c_k and (if the term has a covariate) an exponent s_k;
-    term k predicts c_k - s_k * x_k. `terms_x` lists each term's covariate (None: constant).
-    """
-    cols, i = [], 0
-    for x in terms_x:
-        if x is None:
-            cols.append(np.full_like(log_y, theta[i]))
-            i += 1
-        else:
-            cols.append(theta[i] - theta[i + 1] * x)
-            i += 2
-    z = np.stack(cols, 1)
-    pred = logsumexp(z, axis=1)
-    r = pred - log_y
-    value = float(huber(r, delta).sum())
-    g_r = _huber_grad(r, delta)[:, None] * softmax(z, axis=1)
-    grad, i = np.empty_like(theta), 0
-    for k, x in enumerate(terms_x):
-        grad[i] = g_r[:, k].sum()
-        if x is None:
-            i += 1
-        else:
-            grad[i + 1] = -(g_r[:, k] * x).sum()
-            i += 2
-    return value, grad
-
-
-def _minimise(starts, terms_x, log_y, delta):
-    best = None
-    for s in starts:
-        r = optimize.minimize(
-            _objective,
-            np.asarray(s, float),
-            args=(terms_x, log_y, delta),
-            jac=True,
-            method="L-BFGS-B",
-            options={"maxiter": 1000, "ftol": 1e-15, "gtol": 1e-12},
-        )
-        if np.isfinite(r.fun) and (best is None or r.fun < best.fun):
-            best = r
-    return best
-
-
-def _rank_starts(starts, terms_x, log_y, delta, k):
-    """The `k` starts of lowest objective (all of them for k <= 0), best first."""
-    vals = [_objective(np.asarray(s, float), terms_x, log_y, delta)[0] for s in starts]
-    order = np.argsort(vals)
-    return [starts[i] for i in (order if k <= 0 else order[:k])]
-
-
 def _check_positive(name: str, v: np.ndarray) -> np.ndarray:
     v = np.asarray(v, float)
     if v.ndim != 1 or len(v) == 0:
@@ -140,11 +79,20 @@ def _check_positive(name: str, v: np.ndarray) -> np.ndarray:
     return v
 
 
-def _bootstrap(fit_one, n: int, cfg: ScalingConfig, desc: str, progress: bool) -> np.ndarray:
-    rng = np.random.default_rng(cfg.seed)
-    it = track(range(cfg.n_boot), desc=desc, unit="fit", enabled=progress)
-    out = [fit_one(rng.integers(0, n, n)) for _ in it]
-    return np.array(out) if out else np.empty((0, 0))
+def _fit(design, y, grid, cfg: ScalingConfig, progress: bool, desc: str, boot_starts=None):
+    """`fit_log_huber` with the settings of `cfg`."""
+    return fit_log_huber(
+        design,
+        np.log(y),
+        grid,
+        cfg.delta,
+        cfg.refine_starts,
+        cfg.n_boot,
+        cfg.boot_starts if boot_starts is None else boot_starts,
+        cfg.seed,
+        progress,
+        desc,
+    )
 
 
 @dataclass
@@ -180,8 +128,7 @@ class ChinchillaFit:
         n = np.asarray(n_params, float)[..., None]
         d = np.asarray(tokens, float)[..., None]
         draws = b[:, 0] + b[:, 1] / n ** b[:, 3] + b[:, 2] / d ** b[:, 4]
-        lo, hi = np.quantile(draws, [0.5 - level / 2, 0.5 + level / 2], axis=-1)
-        return mean, lo, hi
+        return (mean, *central(draws, level))
 
     def to_dict(self) -> dict:
         return {
@@ -209,19 +156,22 @@ class ChinchillaFit:
         )
 
 
-def _chin_terms(n, d):
-    return [np.log(n), np.log(d), None]
+def _chin_design(n: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Log-terms of theta = (a, alpha, b, beta, e): a - alpha log N, b - beta log D, e."""
+    one, zero, ln, ld = np.ones(len(n)), np.zeros(len(n)), np.log(n), np.log(d)
+    return np.stack(
+        [
+            np.c_[one, -ln, zero, zero, zero],
+            np.c_[zero, zero, one, -ld, zero],
+            np.c_[zero, zero, zero, zero, one],
+        ]
+    )
 
 
-def _chin_theta_to_params(th) -> dict[str, float]:
-    a, alpha, b, beta, e = th
-    return {
-        "E": float(np.exp(e)),
-        "A": float(np.exp(a)),
-        "B": float(np.exp(b)),
-        "alpha": float(alpha),
-        "beta": float(beta),
-    }
+def _chin_params(th: np.ndarray) -> np.ndarray:
+    """theta rows (a, alpha, b, beta, e) -> rows of PARAM_NAMES (E, A, B, alpha, beta)."""
+    a, alpha, b, beta, e = np.atleast_2d(th).T
+    return np.c_[np.exp(e), np.exp(a), np.exp(b), alpha, beta]
 
 
 def fit_chinchilla(
@@ -236,32 +186,16 @@ def fit_chinchilla(
         raise CodemixError("parameters, tokens and loss differ in length")
     if len(y) < 6:
         raise CodemixError(f"the Chinchilla law has 5 parameters; {len(y)} runs are too few")
-    terms = _chin_terms(n, d)
-    ly = np.log(y)
     grid = [
         (a, al, b, be, e)
         for a, b, e, al, be in itertools.product(
             cfg.grid_a, cfg.grid_b, cfg.grid_e, cfg.grid_alpha, cfg.grid_beta
         )
     ]
-    ranked = _rank_starts(grid, terms, ly, cfg.delta, cfg.refine_starts)
-    best = _minimise(ranked, terms, ly, cfg.delta)
-    top = ranked[: cfg.boot_starts]
-
-    def one(idx):
-        t = [terms[0][idx], terms[1][idx], None]
-        r = _minimise([best.x, *top], t, ly[idx], cfg.delta)
-        p = _chin_theta_to_params(r.x)
-        return [p[k] for k in PARAM_NAMES]
-
-    boot = _bootstrap(one, len(y), cfg, "bootstrap chinchilla", progress)
+    fit = _fit(_chin_design(n, d), y, grid, cfg, progress, "bootstrap chinchilla")
+    params = dict(zip(PARAM_NAMES, _chin_params(fit.theta)[0].tolist(), strict=True))
     return ChinchillaFit(
-        _chin_theta_to_params(best.x),
-        float(best.fun),
-        len(y),
-        boot.reshape(-1, 5),
-        cfg.delta,
-        cfg.level,
+        params, fit.loss, len(y), _chin_params(fit.boot).reshape(-1, 5), cfg.delta, cfg.level
     )
 
 
@@ -293,8 +227,7 @@ class PowerLawFit:
         n = np.asarray(n_params, float)[..., None]
         b = self.boot
         draws = b[:, 0] + b[:, 1] * n ** -b[:, 2]
-        lo, hi = np.quantile(draws, [0.5 - level / 2, 0.5 + level / 2], axis=-1)
-        return mean, lo, hi
+        return (mean, *central(draws, level))
 
     def to_dict(self) -> dict:
         return {
@@ -333,34 +266,18 @@ def fit_power_law(
         raise CodemixError(
             f"L(N) = E + A N^-alpha needs runs at 3 or more sizes; got {len(np.unique(n))}"
         )
-    terms = [np.log(n), None]
-    ly = np.log(y)
+    one, zero = np.ones(len(n)), np.zeros(len(n))
+    # theta = (a, alpha, e): log-terms a - alpha log N and e
+    design = np.stack([np.c_[one, -np.log(n), zero], np.c_[zero, zero, one]])
     grid = list(itertools.product(cfg.grid_a, cfg.grid_alpha, cfg.grid_e))
-    ranked = _rank_starts(grid, terms, ly, cfg.delta, cfg.refine_starts)
-    best = _minimise(ranked, terms, ly, cfg.delta)
-    top = ranked[: cfg.boot_starts]
+    fit = _fit(design, y, grid, cfg, progress, "bootstrap power law")
 
-    def to_params(th):
-        return {"E": float(np.exp(th[2])), "A": float(np.exp(th[0])), "alpha": float(th[1])}
+    def to_params(th):  # rows (E, A, alpha)
+        a, alpha, e = np.atleast_2d(th).T
+        return np.c_[np.exp(e), np.exp(a), alpha]
 
-    def one(idx):
-        r = _minimise([best.x, *top], [terms[0][idx], None], ly[idx], cfg.delta)
-        p = to_params(r.x)
-        return [p["E"], p["A"], p["alpha"]]
-
-    boot = _bootstrap(one, len(y), cfg, "bootstrap power law", progress)
-    return PowerLawFit(to_params(best.x), float(best.fun), len(y), boot.reshape(-1, 3), cfg.level)
-
-
-def _joint_objective(theta, xe, xa, log_n, log_y, delta):
-    """Summed Huber loss of log L = logaddexp(xe @ e, xa @ a - alpha log N), and its gradient."""
-    ke = xe.shape[1]
-    e, a, alpha = theta[:ke], theta[ke:-1], theta[-1]
-    z = np.stack([xe @ e, xa @ a - alpha * log_n], 1)
-    r = logsumexp(z, axis=1) - log_y
-    g = _huber_grad(r, delta)[:, None] * softmax(z, axis=1)
-    grad = np.concatenate([xe.T @ g[:, 0], xa.T @ g[:, 1], [-(g[:, 1] * log_n).sum()]])
-    return float(huber(r, delta).sum()), grad
+    params = dict(zip(("E", "A", "alpha"), to_params(fit.theta)[0].tolist(), strict=True))
+    return PowerLawFit(params, fit.loss, len(y), to_params(fit.boot).reshape(-1, 3), cfg.level)
 
 
 @dataclass
@@ -387,6 +304,10 @@ class JointLawFit:
     selection: dict = field(default_factory=dict)  # held-out error of each candidate law
     # widening of the intervals found by predicting the largest size from the smaller ones
     interval_scale: float = 1.0
+
+    @property
+    def alpha(self) -> float:
+        return float(self.theta[-1])
 
     @property
     def ke(self) -> int:
@@ -416,7 +337,7 @@ class JointLawFit:
         draws = self._draws(w, float(n_params), self.boot)
         rng = np.random.default_rng(0)
         noise = rng.choice(self.resid_log, size=draws.shape) if len(self.resid_log) else 0.0
-        lo, hi = np.quantile(draws * np.exp(noise), [0.5 - level / 2, 0.5 + level / 2], axis=1)
+        lo, hi = central(draws * np.exp(noise), level, axis=1)
         return widen(mean, lo, hi, self.interval_scale)
 
     def boot_predictions(self, w: np.ndarray, n_params: float) -> np.ndarray:
@@ -493,47 +414,41 @@ def fit_joint_law(
     ke, k = xe.shape[1], xa.shape[1]
     if len(y) <= ke + k + 1:
         raise CodemixError(f"the joint law has {ke + k + 1} parameters; {len(y)} runs are too few")
-    ln, ly = np.log(n), np.log(y)
     e0 = np.log(0.8 * y.min())
     # constant starts: the first group's terms sum to one, later groups' terms start at zero
     g0 = (groups or (k,))[0]
     one_e, one_a = np.r_[np.ones(g0), np.zeros(ke - g0)], np.r_[np.ones(g0), np.zeros(k - g0)]
     starts = [np.r_[e0 * one_e, a0 * one_a, al0] for a0 in (2.0, 8.0) for al0 in (0.2, 0.5)]
-
-    def solve(idx, inits):
-        best = None
-        for s in inits:
-            r = optimize.minimize(
-                _joint_objective,
-                s,
-                args=(xe[idx], xa[idx], ln[idx], ly[idx], cfg.delta),
-                jac=True,
-                method="L-BFGS-B",
-                options={"maxiter": 2000, "ftol": 1e-14, "gtol": 1e-10},
-            )
-            if best is None or r.fun < best.fun:
-                best = r
-        return best
-
-    full = np.arange(len(y))
-    best = solve(full, starts)
-    resid = ly - logsumexp(
-        np.stack([xe @ best.x[:ke], xa @ best.x[ke:-1] - best.x[-1] * ln], 1), axis=1
+    # theta = (e, a, alpha): log-terms e.x_E(r) and a.x_A(r) - alpha log N
+    zero = np.zeros(len(y))
+    design = np.stack(
+        [np.c_[xe, np.zeros_like(xa), zero], np.c_[np.zeros_like(xe), xa, -np.log(n)]]
     )
-    boot = _bootstrap(
-        lambda idx: solve(idx, [best.x]).x, len(y), cfg, "bootstrap joint law", progress
-    )
+    # the bootstrap refits from the full-data optimum alone
+    fit = _fit(design, y, starts, cfg, progress, "bootstrap joint law", boot_starts=0)
     return JointLawFit(
         tuple(mixture_cols),
-        best.x,
-        float(best.fun),
+        fit.theta,
+        fit.loss,
         len(y),
         tuple(sorted(float(v) for v in np.unique(n))),
-        boot.reshape(-1, ke + k + 1),
-        resid,
+        fit.boot,
+        np.log(y) - log_predict(design, fit.theta),
         cfg.level,
         groups,
         terms,
+    )
+
+
+def alpha_warning(alpha: float) -> str:
+    """Why a fitted size exponent makes predictions at a target unreliable, or '' if it lies
+    within PUBLISHED_ALPHA: outside it, the sizes fitted did not pin the law down."""
+    lo, hi = PUBLISHED_ALPHA
+    if lo <= alpha <= hi:
+        return ""
+    return (
+        f"alpha is far from the {lo:g}-{hi:g} of published size laws; these sizes do not pin "
+        "the law down, so predictions at a target are unreliable"
     )
 
 
@@ -609,7 +524,7 @@ def choose_joint_law(
             w[~test], n[~test], y[~test], mixture_cols, sub_cfg, False, groups, best
         )
         mean, lo, hi = sub.interval(w[test], sizes[-1])
-        inside = float(np.mean((y[test] >= lo) & (y[test] <= hi)))
+        inside = coverage(y[test], mean, lo, hi).share
         fit.interval_scale = max(1.0, interval_scale(y[test], mean, lo, hi, cfg.level))
         fit.selection |= {"held_out_coverage": inside, "interval_scale": fit.interval_scale}
     return fit

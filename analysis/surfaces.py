@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
-from analysis._families import FAMILIES, Stack, family_from_dict, make_family, stack_weights
-from analysis.layout import as_groups, check_groups
-from codemix.errors import CodemixError
-from codemix.progress import track
+from codemix.analysis._families import FAMILIES, Stack, family_from_dict, make_family, stack_weights
+from codemix.analysis.intervals import central, coverage, interval_scale, widen
+from codemix.analysis.layout import as_groups, check_groups
+from codemix.core.errors import CodemixError
+from codemix.core.progress import track
 
 __all__ = [
     "FAMILIES",
@@ -40,9 +41,7 @@ __all__ = [
     "cross_validate",
     "fit_surface",
     "implausible",
-    "interval_scale",
     "quiet_numerics",
-    "widen",
 ]
 
 # A model predicting the training folds' mean scores a CV RMSE about the metric's sd; one
@@ -124,21 +123,6 @@ class CVScore:
         return {k: getattr(self, k) for k in keys}
 
 
-def interval_scale(y, mean, lo, hi, level: float) -> float:
-    """The smallest c with at least `level` of runs inside mean -/+ c * (each half-width),
-    with the split-conformal finite-sample correction."""
-    up, down = np.maximum(hi - mean, 1e-300), np.maximum(mean - lo, 1e-300)
-    ratio = np.where(y >= mean, (y - mean) / up, (mean - y) / down)
-    k = min(len(y), int(np.ceil((len(y) + 1) * level)))  # the k-th smallest ratio
-    c = float(np.sort(ratio)[k - 1])
-    return c if np.isfinite(c) and c > 0 else 1.0
-
-
-def widen(mean, lo, hi, c: float):
-    """Interval bounds with each half-width multiplied by `c` (from `interval_scale`)."""
-    return mean, mean - c * (mean - lo), mean + c * (hi - mean)
-
-
 def _folds(n: int, k: int, seed: int) -> list[np.ndarray]:
     idx = np.random.default_rng(seed).permutation(n)
     return np.array_split(idx, k)
@@ -177,14 +161,13 @@ def cross_validate(
         nan = float("nan")
         return CVScore(family, nan, nan, nan, nan, why), oof
     rho = float(stats.spearmanr(oof, y)[0]) if np.ptp(y) > 0 else float("nan")
-    inside = (y >= lo_all) & (y <= hi_all)
     return (
         CVScore(
             family,
             float(np.sqrt(np.mean(err**2))),
             float(np.mean(np.abs(err))),
             rho,
-            float(inside.mean()),
+            coverage(y, oof, lo_all, hi_all).share,
             interval_scale=interval_scale(y, oof, lo_all, hi_all, level),
         ),
         oof,
@@ -366,14 +349,14 @@ def _stack_cv(oofs: dict[str, np.ndarray], y: np.ndarray, config: SurfaceConfig)
     for test in _folds(len(y), config.folds, config.seed):
         train = np.ones(len(y), bool)
         train[test] = False
-        qs = np.quantile(resid[train], [0.5 - config.level / 2, 0.5 + config.level / 2])
-        lo[test], hi[test] = pred[test] + qs[0], pred[test] + qs[1]
+        q_lo, q_hi = central(resid[train], config.level)
+        lo[test], hi[test] = pred[test] + q_lo, pred[test] + q_hi
     return CVScore(
         "stack",
         float(np.sqrt(np.mean(resid**2))),
         float(np.mean(np.abs(resid))),
         float(stats.spearmanr(pred, y)[0]),
-        float(np.mean((y >= lo) & (y <= hi))),
+        coverage(y, pred, lo, hi).share,
         interval_scale=interval_scale(y, pred, lo, hi, config.level),
     )
 

@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from analysis.layout import as_groups, split_names
-from codemix.errors import CodemixError
+from codemix.analysis.layout import as_groups, split_names
+from codemix.core.errors import CodemixError
+from codemix.core.results import CODE_DOMAINS
 
 __all__ = [
     "ResultsTable",
@@ -29,9 +30,11 @@ __all__ = [
     "load_results",
     "read_table",
     "resolve_columns",
+    "split_domains",
     "usable_rows",
 ]
 
+VOCAB_SIZE = "vocab_size"  # a study export's column (codemix.core.results.RUN_COLUMNS)
 WEIGHT_SUM_TOL = 0.01  # RegMix's released weights are rounded to 3 decimals: sums 0.996-1.003
 # pruned trials (successive halving) stopped early, but their runs at the smaller sizes count
 USABLE_STATES = ("complete", "pruned")
@@ -145,6 +148,21 @@ def usable_rows(df: pl.DataFrame, source: str = "table") -> tuple[np.ndarray, di
     return keep, left_out
 
 
+def _one_value(df: pl.DataFrame, col: str):
+    """The value `col` holds on every row, or None: no such column, missing values, or
+    several values (then no one value describes the runs)."""
+    if col not in df.columns or df[col].null_count():
+        return None
+    values = df[col].unique().to_list()
+    return values[0] if len(values) == 1 else None
+
+
+def split_domains(text) -> tuple[str, ...] | None:
+    """'web_code,hq_code' -> ('web_code', 'hq_code'); None for nothing named."""
+    names = tuple(d.strip() for d in str(text or "").split(",") if d.strip())
+    return names or None
+
+
 def _numeric(
     df: pl.DataFrame, cols: list[str], source: str, rows: np.ndarray | None = None
 ) -> np.ndarray:
@@ -178,6 +196,8 @@ class ResultsTable:
     tokens: np.ndarray | None = None  # (runs,) tokens seen
     groups: tuple[int, ...] | None = None  # one mixture per stage (analysis.layout); None: one
     left_out: dict[str, int] = field(default_factory=dict)  # rows not used, by reason
+    vocab_size: int | None = None  # of every run, where the table says (a study export does)
+    code_domains: tuple[str, ...] | None = None  # what the study's [groups] counted as code
 
     def __post_init__(self) -> None:
         n = self.weights.shape[0]
@@ -322,16 +342,13 @@ def load_results(
         raise CodemixError(f"column(s) {', '.join(sorted(overlap))} are both mixture and metric")
     w = mixture_array(df, mix, source, groups, rows)
     y = _numeric(df, mets, source, rows)
-    size = (
-        _numeric(df, [resolve_columns(size_col, df.columns, source)[0]], source, rows)[:, 0]
-        if size_col
-        else None
-    )
-    tokens = (
-        _numeric(df, [resolve_columns(tokens_col, df.columns, source)[0]], source, rows)[:, 0]
-        if tokens_col
-        else None
-    )
+    # the column names themselves, not the selections: FIT.json says what a size counts
+    size_col = resolve_columns(size_col, df.columns, source)[0] if size_col else None
+    tokens_col = resolve_columns(tokens_col, df.columns, source)[0] if tokens_col else None
+    size = _numeric(df, [size_col], source, rows)[:, 0] if size_col else None
+    tokens = _numeric(df, [tokens_col], source, rows)[:, 0] if tokens_col else None
+    vocab = _one_value(df, VOCAB_SIZE)
+    domains = _one_value(df, CODE_DOMAINS)
     return ResultsTable(
         source=source,
         mixture_cols=tuple(mix),
@@ -344,4 +361,6 @@ def load_results(
         tokens=tokens,
         groups=groups,
         left_out=left_out,
+        vocab_size=int(vocab) if isinstance(vocab, int | float) and vocab > 0 else None,
+        code_domains=split_domains(domains),
     )

@@ -18,12 +18,12 @@ import time
 import warnings
 from pathlib import Path
 
-from proxy_train import prepare as prep
-from proxy_train import sources
-from proxy_train.sampler import MixtureSampler
-from proxy_train.schedule import LRShape, Schedule, Stage
-from proxy_train.store import TokenStore
-from proxy_train.tokenizer import TokenizerSpec
+from codemix.proxy_train import prepare as prep
+from codemix.proxy_train import sources
+from codemix.proxy_train.sampler import MixtureSampler
+from codemix.proxy_train.schedule import LRShape, Schedule, Stage
+from codemix.proxy_train.store import TokenStore
+from codemix.proxy_train.tokenizer import TokenizerSpec
 
 
 def tokenisation(out: Path, vocab: int) -> dict:

@@ -24,9 +24,10 @@ from scipy import stats
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from analysis.scaling import PARAM_NAMES, ScalingConfig, fit_chinchilla  # noqa: E402
-from analysis.surfaces import SurfaceConfig, fit_surface, widen  # noqa: E402
-from analysis.tables import load_results, read_table  # noqa: E402
+from codemix.analysis.intervals import widen  # noqa: E402
+from codemix.analysis.scaling import PARAM_NAMES, ScalingConfig, fit_chinchilla  # noqa: E402
+from codemix.analysis.surfaces import SurfaceConfig, fit_surface  # noqa: E402
+from codemix.analysis.tables import load_results, read_table  # noqa: E402
 
 PUBLISHED = {"E": 1.817, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}
 METRICS = {

@@ -3,8 +3,8 @@
 # Each repetition draws 16 stage schedules (init code share a ~ U(0, 1), cooldown code share
 # c ~ U(0, 0.6)), "trains" each at a 4-size ladder (10M, 30M, 100M, 300M parameters) by
 # evaluating the law below with 0.5 % log-normal noise, and fits the results table twice:
-# once on the init mixture only (`--mixture-cols 'mix_init_*'`) and once on both stages
-# (`--mixture-cols 'mix_init_*' --mixture-cols 'mix_cooldown_*'`). Reported: the surfaces'
+# once on the init mixture only (`--mixture-cols 'mix.init.*'`) and once on both stages
+# (`--mixture-cols 'mix.init.*' --mixture-cols 'mix.cooldown.*'`). Reported: the surfaces'
 # 5-fold CV RMSE at the largest proxy, the joint size law's error against the true law at
 # 2.8B over the region the runs covered, the coverage of its 90 % intervals by new noisy
 # runs at 2.8B, and the optimum of NL loss at 2.8B against the true one (regret in NL loss).
@@ -28,15 +28,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from analysis.optimum import find_optimum, fit_results, parse_objective, predict  # noqa: E402
-from analysis.scaling import ScalingConfig  # noqa: E402
-from analysis.surfaces import SurfaceConfig  # noqa: E402
-from analysis.tables import ResultsTable  # noqa: E402
+from codemix.analysis.fit import fit_results, predict  # noqa: E402
+from codemix.analysis.optimum import find_optimum, parse_objective  # noqa: E402
+from codemix.analysis.scaling import ScalingConfig  # noqa: E402
+from codemix.analysis.surfaces import SurfaceConfig  # noqa: E402
+from codemix.analysis.tables import ResultsTable  # noqa: E402
 
 SIZES = (1e7, 3e7, 1e8, 3e8)
 TARGET = 2.8e9
 C_MAX = 0.6
-COLS = ("mix_init_text", "mix_init_code", "mix_cooldown_text", "mix_cooldown_code")
+COLS = ("mix.init.text", "mix.init.code", "mix.cooldown.text", "mix.cooldown.code")
 
 
 def true_loss(a: np.ndarray, c: np.ndarray, n) -> tuple[np.ndarray, np.ndarray]:

@@ -90,8 +90,8 @@ def profile(store_dir: str, size: str, batch: int, steps: int, model: dict, out:
     import jax
     from train_throughput import run
 
-    from proxy_train.store import TokenStore
-    from proxy_train.train import enable_compilation_cache
+    from codemix.proxy_train.store import TokenStore
+    from codemix.proxy_train.train import enable_compilation_cache
 
     enable_compilation_cache()
     store = TokenStore(store_dir)

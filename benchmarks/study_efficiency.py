@@ -44,9 +44,9 @@ from optuna.trial import FrozenTrial
 from scipy.optimize import minimize
 from scipy.stats import qmc
 
-from optimizer.samplers import LEARNING, make_sampler, study_sampler
-from optimizer.space import wave_plan
-from optimizer.storage import open_storage
+from codemix.optimizer.samplers import LEARNING, make_sampler, study_sampler
+from codemix.optimizer.space import wave_plan
+from codemix.optimizer.storage import open_storage
 
 PARAMS = {
     "stages.init.code_frac": (0.0, 1.0),

@@ -30,10 +30,10 @@ from pathlib import Path
 
 import jax
 
-from proxy_train.schedule import LRShape, Schedule, Stage
-from proxy_train.spec import TrainSettings
-from proxy_train.store import TokenStore
-from proxy_train.train import (
+from codemix.proxy_train.schedule import LRShape, Schedule, Stage
+from codemix.proxy_train.spec import TrainSettings
+from codemix.proxy_train.store import TokenStore
+from codemix.proxy_train.train import (
     Member,
     enable_compilation_cache,
     model_config_for,

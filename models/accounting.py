@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.config import ModelConfig
+from codemix.models.config import ModelConfig
 
 __all__ = ["ParamCount", "flops_per_token", "param_count"]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from codemix.errors import CodemixError
+from codemix.core.errors import CodemixError
 
 DTYPES = ("bfloat16", "float32", "float16")
 REMAT_POLICIES = ("none", "full", "dots_saveable")

@@ -31,9 +31,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from codemix.errors import CodemixError
-from codemix.units import format_count, parse_count
-from models.config import ModelConfig
+from codemix.core.errors import CodemixError
+from codemix.core.units import format_count, parse_count
+from codemix.models.config import ModelConfig
 
 __all__ = ["LADDER", "PRESETS", "Shape", "format_size", "model_config", "parse_size"]
 
@@ -80,9 +80,12 @@ def model_config(
     return ModelConfig(**(fields | overrides))
 
 
-def parse_size(size: str | int | float) -> float:
-    """'470M' -> 4.7e8, '2.8b' -> 2.8e9, '1.5K' -> 1500.0, '3e6' -> 3e6 (suffixes K/M/B/T)."""
-    return parse_count(size, "size")
+def parse_size(size: str | int | float, what: str = "size") -> float:
+    """'470M' -> 4.7e8, '2.8b' -> 2.8e9, '1.5K' -> 1500.0, '3e6' -> 3e6 (suffixes K/M/B/T).
+
+    The one reader of sizes written as counts; `what` names the value in errors. A preset's
+    name read this way is its name's number, not its parameters (see `model_config`)."""
+    return parse_count(size, what)
 
 
 format_size = format_count

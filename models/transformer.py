@@ -27,8 +27,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from codemix.errors import CodemixError
-from models.config import ModelConfig
+from codemix.core.errors import CodemixError
+from codemix.models.config import ModelConfig
 
 __all__ = [
     "ModelConfig",

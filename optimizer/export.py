@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from codemix.errors import CodemixError
-from codemix.files import atomic_path
-from optimizer.study import (
+from codemix.core import results
+from codemix.core.errors import CodemixError
+from codemix.core.files import atomic_path
+from codemix.optimizer.trials import (
     INTERRUPTED_ATTR,
+    OVERRIDES_ATTR,
     REASON_ATTR,
     RESULT_ATTR,
     RETRY_OF_ATTR,
@@ -16,52 +19,45 @@ from optimizer.study import (
 
 
 def rows(study) -> list[dict]:
+    """One row per trial and size it has results for; columns as `codemix.core.results`
+    names them."""
     out = []
     for t in study.get_trials(deepcopy=False):
         if t.user_attrs.get(SURPLUS_ATTR):
             continue
+        interrupted = t.user_attrs.get(INTERRUPTED_ATTR)
         base = {
             "study": study.study_name,
             "trial": t.number,
             "state": t.state.name.lower(),
             "reason": t.user_attrs.get(REASON_ATTR)
-            or (
-                f"interrupted by {t.user_attrs[INTERRUPTED_ATTR]}; retried"
-                if INTERRUPTED_ATTR in t.user_attrs
-                else None
-            ),
+            or (f"interrupted by {interrupted}; retried" if interrupted else None),
             "retry_of": t.user_attrs.get(RETRY_OF_ATTR),
         }
-        base |= {f"param_{k}": v for k, v in t.params.items()}
+        base |= _params(t)
         if t.values is not None:
-            base |= {f"objective_{i}": v for i, v in enumerate(t.values)}
-        sizes = [k[len(RESULT_ATTR) :] for k in t.user_attrs if k.startswith(RESULT_ATTR)]
-        for size in sizes:
-            r = t.user_attrs[RESULT_ATTR + size]
-            row = dict(
-                base,
-                size=size,
-                params=r["params"],
-                non_embedding_params=r["non_embedding_params"],
-                tokens=r["tokens"],
-                flops=r["flops"],
-                wall_time_s=r["wall_time_s"],
-                tokens_per_s=r.get("tokens_per_s"),
-                run_status=r["status"],
-            )
-            final = r["final"] or {}
-            for kind in ("loss", "bpb"):
-                for d, v in (final.get(kind) or {}).items():
-                    row[f"{kind}_{d}"] = v
-            for stage, mix in r["realised_mixture"].items():
-                for d, w in mix.items():
-                    row[f"mix_{stage}_{d}"] = w
-            for stage, n in r["stage_tokens"].items():
-                row[f"tokens_{stage}"] = n
-            for d, e in r["epochs"].items():
-                row[f"epochs_{d}"] = e
-            out.append(row)
+            base |= {results.objective(i): v for i, v in enumerate(t.values)}
+        for key, summary in t.user_attrs.items():
+            if key.startswith(RESULT_ATTR):
+                out.append(base | results.run_columns(summary, key[len(RESULT_ATTR) :]))
     return out
+
+
+def _params(t) -> dict:
+    """The searched values as trained (a simplex as the shares, not Optuna's raw draws),
+    and the names of searched choices."""
+    cols = {}
+    for item in t.user_attrs.get(OVERRIDES_ATTR) or [f"{k}={v}" for k, v in t.params.items()]:
+        key, _, text = item.partition("=")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        cols[results.param(key)] = value
+        raw = t.params.get(key)
+        if isinstance(raw, str) and raw != value:  # a named choice
+            cols[results.choice(key)] = raw
+    return cols
 
 
 def export(study, path: Path) -> int:

@@ -18,7 +18,7 @@ from typing import Any
 
 import optuna
 
-from codemix.errors import CodemixError
+from codemix.core.errors import CodemixError
 
 SAMPLERS = ("tpe", "gp", "nsga2", "qmc", "random", "grid")
 LEARNING = ("tpe", "gp", "nsga2")  # samplers that use results: they are asked in waves

@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from codemix.errors import CodemixError
-from optimizer.samplers import SAMPLERS
-from proxy_train.spec import RunSpec, apply_overrides, build_spec, read_toml
+from codemix.core.errors import CodemixError
+from codemix.core.results import METRIC_KINDS
+from codemix.optimizer.samplers import SAMPLERS
+from codemix.proxy_train.spec import RunSpec, apply_overrides, build_spec, read_toml
 
-METRIC_KINDS = ("loss", "bpb")
 _STUDY_KEYS = {
     "name": str,
     "sampler": str,
@@ -214,7 +214,7 @@ def wave_plan(
     loss range with waves of 2, 36 with waves of 7 and 43 with waves of 12, against 27
     asked one at a time; a larger start only delayed it. Samplers that do not learn are
     asked all at once: the device trains what fits."""
-    from optimizer.samplers import LEARNING
+    from codemix.optimizer.samplers import LEARNING
 
     if sampler not in LEARNING:
         return n_trials, n_trials
@@ -300,7 +300,7 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> StudySpe
             raise CodemixError(f"{where}: [study].sizes must name at least one preset")
         kwargs["sizes"] = tuple(map(str, kwargs["sizes"]))
     if "max_tokens" in kwargs:
-        from codemix.units import parse_count
+        from codemix.core.units import parse_count
 
         kwargs["max_tokens"] = parse_count(kwargs["max_tokens"], f"{where}: max_tokens")
     kwargs["out"] = Path(kwargs.get("out", Path("runs") / kwargs["name"]))

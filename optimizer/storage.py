@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from codemix.errors import CodemixError
-from codemix.secrets import normalise, redact, scrub
+from codemix.core.errors import CodemixError
+from codemix.core.secrets import normalise, redact, scrub
 
 __all__ = ["default_url", "open_storage", "redact"]
 

@@ -1,4 +1,5 @@
-"""`codemix study run`: Optuna proposes, populations of proxies train, results go to storage.
+"""`codemix study run`: Optuna proposes, populations of proxies train, results go to storage
+(the trials' bookkeeping is in `trials.py`, a wave's training in `wave.py`).
 
 Everything is checked before the storage is touched: the spec, the token store, the domains,
 the sizes and the steps of every stage. A study remembers what its trials train (the run
@@ -22,32 +23,26 @@ import math
 import multiprocessing
 import os
 import sys
-import threading
 import time
 import warnings
-from collections import Counter, defaultdict
 
 import optuna
 from optuna.trial import TrialState
 
-from codemix import interrupt
-from codemix.errors import CodemixError
-from codemix.files import atomic_write_text
-from optimizer import _optuna
-from optimizer.samplers import study_sampler
-from optimizer.space import StudySpec, check_objectives, load_study
-from optimizer.storage import open_storage, redact
-from proxy_train.store import TokenStore
+from codemix.core import interrupt
+from codemix.core.errors import CodemixError
+from codemix.core.files import atomic_write_text
+from codemix.optimizer import _optuna
+from codemix.optimizer.samplers import study_sampler
+from codemix.optimizer.space import StudySpec, check_objectives, load_study
+from codemix.optimizer.storage import open_storage, redact
+from codemix.optimizer.trials import ask, finish_waiting, label, tally
+from codemix.optimizer.wave import announce, run_wave, train_job
+from codemix.proxy_train.store import TokenStore
 
 SPACE_ATTR = "codemix/space"
 IDENTITY_ATTR = "codemix/trained"  # the settings that decide what a trial trains
 STORE_ATTR = "codemix/store"  # fingerprint of the token store's content
-RESULT_ATTR = "codemix/result/"  # + size: the run's summary at that size
-REASON_ATTR = "codemix/reason"  # why a trial failed in training (counts as a trial)
-SURPLUS_ATTR = "codemix/surplus"  # asked past the budget by a racing worker; never trained
-INTERRUPTED_ATTR = "codemix/interrupted"  # stopped by a signal; retried as a new trial
-RETRY_OF_ATTR = "codemix/retry_of"  # the first trial of the ones this one repeats
-OVERRIDES_ATTR = "codemix/overrides"
 
 
 def store_fingerprint(manifest: dict) -> str:
@@ -69,9 +64,9 @@ def store_fingerprint(manifest: dict) -> str:
 
 def check_study(spec: StudySpec) -> TokenStore:
     """Open the store and check every part of the spec against it, before any side effect."""
-    from models.accounting import param_count
-    from proxy_train.spec import open_store
-    from proxy_train.train import model_config_for
+    from codemix.models.accounting import param_count
+    from codemix.proxy_train.spec import open_store
+    from codemix.proxy_train.train import model_config_for
 
     base = spec.run_spec([])
     store = open_store(base)
@@ -172,235 +167,12 @@ def _claim_out(spec: StudySpec) -> None:
     atomic_write_text(record, json.dumps({"study": spec.name}) + "\n")
 
 
-def _tell(study, trial, **kw) -> None:
-    """study.tell, minus the grid sampler's study.stop() once the grid is used up, which
-    Optuna allows only inside optimize(); the trial itself is stored either way."""
-    try:
-        study.tell(trial, **kw)
-    except RuntimeError as e:
-        if "Study.stop" not in str(e):
-            raise
-
-
-def _counted(t) -> bool:
-    """Whether a trial takes one of the n_trials: trained or training, or failed in training.
-    Trials lost with their worker or stopped by a signal are retried as new trials."""
-    if t.user_attrs.get(SURPLUS_ATTR):
-        return False
-    if t.state == TrialState.FAIL:
-        return REASON_ATTR in t.user_attrs
-    return t.state != TrialState.WAITING
-
-
-def _tally(study) -> Counter:
-    c: Counter = Counter()
-    for t in study.get_trials(deepcopy=False):
-        if t.user_attrs.get(SURPLUS_ATTR):
-            continue
-        if t.state == TrialState.FAIL and not _counted(t):
-            c["retried"] += 1
-            continue
-        c[t.state.name.lower()] += 1
-    c["finished"] = c["complete"] + c["pruned"] + c["fail"]
-    c["budget"] = c["finished"] + c["running"]
-    return c
-
-
-def _over_budget(study, trial, n_trials: int) -> bool:
-    """Whether `trial` was asked past n_trials by racing workers. Trials waiting for a retry
-    count here, so of two workers racing for the last place the later trial gives way."""
-    return (
-        sum(
-            1
-            for t in study.get_trials(deepcopy=False)
-            if t.number <= trial.number and (_counted(t) or t.state == TrialState.WAITING)
-        )
-        > n_trials
-    )
-
-
-def _root(trial) -> int:
-    """The number of the first trial of the ones this trial repeats (its run folder)."""
-    return int(trial.user_attrs.get(RETRY_OF_ATTR, trial.number))
-
-
-class _Heartbeat:
-    """Beats for the trials being trained, so another worker can tell a dead one."""
-
-    def __init__(self, study, trials, seconds: int):
-        self.study, self.trials = study, list(trials)
-        self.seconds, self.stop = seconds, threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while True:  # beat at once: Optuna only fails a trial that has beaten at least once
-            for t in self.trials:
-                _optuna.beat(self.study, t)
-            if self.stop.wait(self.seconds):
-                break
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-
-
-def _label(numbers: list[int]) -> str:
-    numbers = sorted(numbers)
-    if numbers == list(range(numbers[0], numbers[-1] + 1)) and len(numbers) > 2:
-        return f"trials {numbers[0]}-{numbers[-1]}"
-    shown = ",".join(map(str, numbers[:6])) + ("..." if len(numbers) > 6 else "")
-    return f"trial{'s' if len(numbers) > 1 else ''} {shown}"
-
-
-def _train_size(spec: StudySpec, store, size: str, batch: list, quiet: bool, wave: str) -> None:
-    """Train every (trial, run spec) of `batch` at `size`; record each result on its trial."""
-    from models.accounting import param_count
-    from proxy_train.train import Member, model_config_for, population_size, train_population
-
-    k = spec.sizes.index(size)
-    groups: dict = defaultdict(list)  # one population per shape, settings and length
-    for trial, run in batch:
-        cfg = model_config_for(run.model, store.vocab_size, run.train.seq_len, size)
-        plan = run.schedule.plan(
-            run.train.batch_size * run.train.seq_len,
-            param_count(cfg).non_embedding,
-            spec.max_tokens,
-        )
-        groups[(cfg, run.train, plan[-1].end_step)].append((trial, run))
-    for (cfg, settings, _), members in groups.items():
-        cap = spec.population or population_size(cfg, settings.batch_size, len(members))
-        for i in range(0, len(members), cap):
-            chunk = members[i : i + cap]
-            roots = [_root(t) for t, _ in chunk]
-            key = hashlib.sha1(f"{spec.name}/{'-'.join(map(str, roots))}".encode()).hexdigest()
-            ms = [
-                Member(
-                    f"trial-{r}",
-                    run.schedule,
-                    settings.seed + r,
-                    spec.out / f"trial-{r:04d}" / size,
-                )
-                for r, (_, run) in zip(roots, chunk, strict=True)
-            ]
-            label = (
-                f"{wave}{_label([t.number for t, _ in chunk])}, size {size} "
-                f"({k + 1} of {len(spec.sizes)})"
-            )
-            summaries = train_population(
-                store,
-                cfg,
-                settings,
-                ms,
-                spec.out / "populations" / f"{key[:10]}-{size}",
-                max_tokens=spec.max_tokens,
-                progress=not quiet,
-                label=label,
-            )
-            for (trial, _), s in zip(chunk, summaries, strict=True):
-                trial.set_user_attr(RESULT_ATTR + size, _result(s))
-
-
-def _result(s: dict) -> dict:
-    keys = ("status", "reason", "final", "realised_mixture", "epochs", "stage_tokens")
-    keys += ("params", "non_embedding_params", "tokens", "flops", "wall_time_s", "seed")
-    return {k: s[k] for k in keys} | {"tokens_per_s": s["timing"].get("step_tokens_per_s")}
-
-
-def run_wave(study, spec: StudySpec, store, trials: list, quiet: bool, wave: str = "") -> None:
-    """Train a wave of asked trials through the ladder and tell Optuna their results."""
-    batch, done, open_ = [], {}, {t.number: t for t in trials}
-
-    def close(t, **kw):
-        _tell(study, t, **kw)
-        open_.pop(t.number, None)
-
-    with _Heartbeat(study, trials, max(1, spec.heartbeat_seconds)):
-        try:
-            for t in trials:
-                overrides = spec.suggest(t)
-                t.set_user_attr(OVERRIDES_ATTR, overrides)
-                try:
-                    batch.append((t, spec.run_spec(overrides)))
-                except CodemixError as e:  # a proposal that makes no valid run: a failed trial
-                    t.set_user_attr(REASON_ATTR, str(e))
-                    close(t, state=TrialState.FAIL)
-            for k, size in enumerate(spec.sizes):
-                interrupt.check()
-                todo = [(t, r) for t, r in batch if RESULT_ATTR + size not in t.user_attrs]
-                if todo:
-                    _train_size(spec, store, size, todo, quiet, wave)
-                alive = []
-                for t, run in batch:
-                    result = t.user_attrs[RESULT_ATTR + size]
-                    if result["status"] != "completed":
-                        t.set_user_attr(REASON_ATTR, f"at {size}: {result['reason']}")
-                        close(t, state=TrialState.FAIL)
-                        continue
-                    done[t.number] = spec.objective_value(result["final"])
-                    if len(done[t.number]) == 1:
-                        t.report(done[t.number][0], k)
-                    alive.append((t, run))
-                batch = alive
-                if spec.promotion == "halving" and k < len(spec.sizes) - 1 and len(batch) > 1:
-                    sign = 1 if spec.directions[0] == "minimize" else -1
-                    batch.sort(key=lambda tr: sign * done[tr[0].number][0])
-                    keep = max(1, math.ceil(spec.halving_keep * len(batch)))
-                    for t, _ in batch[keep:]:
-                        t.set_user_attr("codemix/stopped_at", size)
-                        close(t, state=TrialState.PRUNED)
-                    batch = batch[:keep]
-            for t, _ in batch:
-                close(t, values=done[t.number])
-        except interrupt.Interrupted as e:
-            _set_back(study, list(open_.values()), e.signal)
-            raise
-
-
-def _set_back(study, trials: list, signal_name: str) -> None:
-    """Fail trials stopped by a signal and enqueue each again, with its parameters and the
-    results of the sizes it finished, so a resumed study trains only what is missing."""
-    for t in trials:
-        carried = {k: v for k, v in t.user_attrs.items() if k.startswith(RESULT_ATTR)}
-        t.set_user_attr(INTERRUPTED_ATTR, signal_name)
-        _tell(study, t, state=TrialState.FAIL)
-        study.enqueue_trial(t.params, user_attrs={RETRY_OF_ATTR: _root(t), **carried})
-
-
-def _ask(study, spec: StudySpec, n_trials: int, want: int) -> list:
-    """Ask up to `want` trials within the budget (retries first: Optuna pops them)."""
-    trials: list = []
-    try:
-        for _ in range(want):
-            interrupt.check()
-            if _tally(study)["budget"] >= n_trials:
-                break
-            t = study.ask()
-            _optuna.beat(study, t)  # stale-detectable from now on
-            frozen = next(x for x in study.get_trials(deepcopy=False) if x.number == t.number)
-            history = frozen.system_attrs.get("retry_history")  # a dead worker's trial again
-            if history and RETRY_OF_ATTR not in t.user_attrs:
-                t.set_user_attr(RETRY_OF_ATTR, history[0])
-            if _over_budget(study, t, n_trials):  # another worker took the last place
-                t.set_user_attr(SURPLUS_ATTR, True)
-                _tell(study, t, state=TrialState.FAIL)
-                break
-            trials.append(t)
-    except interrupt.Interrupted as e:
-        _set_back(study, trials, e.signal)
-        raise
-    return trials
-
-
-def _finish_waiting(study) -> None:
-    """Retries left waiting once the study is complete (a lowered --n-trials) are closed as
-    surplus, so no trial stays WAITING."""
-    while any(t.state == TrialState.WAITING for t in study.get_trials(deepcopy=False)):
-        t = study.ask()
-        t.set_user_attr(SURPLUS_ATTR, True)
-        _tell(study, t, state=TrialState.FAIL)
+def follow(spec: StudySpec) -> None:
+    """A multi-host worker's other processes: train each population the first process
+    announces, until it announces none. Only the first process talks to the storage."""
+    store = check_study(spec)
+    while (job := announce(None)) is not None:
+        train_job(spec, store, job)
 
 
 def _wait_for_others(study, spec: StudySpec, n_trials: int, quiet: bool) -> bool:
@@ -409,14 +181,14 @@ def _wait_for_others(study, spec: StudySpec, n_trials: int, quiet: bool) -> bool
     shown = 0.0
     while True:
         optuna.storages.fail_stale_trials(study)
-        c = _tally(study)
+        c = tally(study)
         if c["finished"] >= n_trials or c["budget"] < n_trials:
             return True
         running = [t.number for t in study.get_trials(deepcopy=False, states=[TrialState.RUNNING])]
         if not _optuna.has_heartbeats(study):
             print(
                 f"study {spec.name}: {c['finished']} of {n_trials} trials finished; "
-                f"{_label(running)} running elsewhere. This storage keeps no heartbeats, so "
+                f"{label(running)} running elsewhere. This storage keeps no heartbeats, so "
                 "trials of a worker that died stay RUNNING: run the study under a new name "
                 "or in SQLite/PostgreSQL storage to have them retried",
                 flush=True,
@@ -425,7 +197,7 @@ def _wait_for_others(study, spec: StudySpec, n_trials: int, quiet: bool) -> bool
         if time.time() - shown > 60:
             shown = time.time()
             print(
-                f"study {spec.name}: waiting for {_label(running)} running elsewhere "
+                f"study {spec.name}: waiting for {label(running)} running elsewhere "
                 f"({c['finished']} of {n_trials} finished); a worker silent for "
                 f"{spec.grace_seconds} s has its trials retried here",
                 flush=True,
@@ -443,7 +215,7 @@ def worker(spec: StudySpec, url: str, n_trials: int, quiet: bool = False) -> Non
             f"{spec.path}: {n_trials} trials but the grid has only "
             f"{math.prod(len(v) for v in grid.values())} points"
         )
-    from proxy_train.train import enable_compilation_cache
+    from codemix.proxy_train.train import enable_compilation_cache
 
     # Optuna warns that heartbeats are meant for Study.optimize; codemix beats itself
     warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
@@ -456,13 +228,13 @@ def worker(spec: StudySpec, url: str, n_trials: int, quiet: bool = False) -> Non
     t0, trained = time.time(), 0
     while True:
         optuna.storages.fail_stale_trials(study)
-        c = _tally(study)
+        c = tally(study)
         if c["finished"] >= n_trials:
             break
         want = start - c["budget"] if c["budget"] < start else wave
         number = 1 if c["budget"] < start else 2 + (c["budget"] - start) // wave
         waves = 1 + math.ceil((n_trials - start) / wave)
-        trials = _ask(study, spec, n_trials, want)
+        trials = ask(study, spec, n_trials, want)
         if not trials:
             if not _wait_for_others(study, spec, n_trials, quiet):
                 return
@@ -470,8 +242,8 @@ def worker(spec: StudySpec, url: str, n_trials: int, quiet: bool = False) -> Non
         run_wave(study, spec, store, trials, quiet, f"wave {number} of {waves}: ")
         trained += len(trials)
         _report(study, spec, n_trials, trained, time.time() - t0, waves - number)
-    _finish_waiting(study)
-    c = _tally(study)
+    finish_waiting(study)
+    c = tally(study)
     extra = ", ".join(f"{c[k]} {k}" for k in ("pruned", "fail") if c[k])
     print(
         f"study {spec.name}: complete, {c['finished']} of {n_trials} trials"
@@ -481,7 +253,7 @@ def worker(spec: StudySpec, url: str, n_trials: int, quiet: bool = False) -> Non
 
 
 def _report(study, spec: StudySpec, n_trials: int, trained: int, elapsed: float, left: int):
-    c = _tally(study)
+    c = tally(study)
     best = ""
     if len(spec.directions) == 1 and c["complete"]:
         bt = study.best_trial
@@ -516,8 +288,24 @@ def _worker_process(spec_path: str, overrides: list[str], url: str, n: int) -> N
 def run_study(
     spec: StudySpec, overrides: list[str], url: str, n_trials: int | None, workers: int, quiet: bool
 ) -> None:
-    """Start `workers` workers on one study (this process is one of them)."""
+    """Start `workers` workers on one study (this process is one of them). Multi-host
+    (`CODEMIX_DISTRIBUTED=1`), the processes of a job form one worker: the first asks
+    and tells, all of them train each population together."""
+    from codemix.proxy_train.sharding import init_distributed
+
     n = n_trials or spec.n_trials
+    if init_distributed():
+        if workers > 1:
+            raise CodemixError("--workers: a multi-host job is one worker; start one per job")
+        import jax
+
+        with interrupt.stop_on_signals():
+            if jax.process_index() > 0:
+                follow(spec)
+            else:
+                worker(spec, url, n, quiet)
+                announce(None)  # the followers' signal to stop
+        return
     store = check_study(spec)  # spec, store and storage errors surface before any process
     open_study(spec, url, store, n)
     _claim_out(spec)

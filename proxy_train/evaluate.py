@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from proxy_train.store import TokenStore
+from codemix.proxy_train.store import TokenStore
 
 
 @dataclass(frozen=True)

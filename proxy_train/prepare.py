@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import sys
 import time
@@ -22,14 +21,20 @@ from pathlib import Path
 
 import numpy as np
 
-from codemix.errors import CodemixError
-from codemix.files import atomic_path, atomic_write_text
-from codemix.progress import Progress
-from proxy_train import sources as src
-from proxy_train import store
-from proxy_train.tokenizer import ByteTokenizer, TokenizerSpec, load_file, token_dtype, train_bpe
+from codemix.core.errors import CodemixError
+from codemix.core.files import atomic_path, atomic_write_text
+from codemix.core.progress import Progress
+from codemix.core.results import check_name
+from codemix.proxy_train import sources as src
+from codemix.proxy_train import store
+from codemix.proxy_train.tokenizer import (
+    ByteTokenizer,
+    TokenizerSpec,
+    load_file,
+    token_dtype,
+    train_bpe,
+)
 
-_DOMAIN_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
 _BATCH_BYTES = 1 << 21
 
 
@@ -47,10 +52,7 @@ class PrepareConfig:
         if not self.domains:
             raise CodemixError("no domain given: use --domain NAME=PATH_OR_GLOB or --builtin")
         for name, patterns in self.domains.items():
-            if not _DOMAIN_NAME.match(name):
-                raise CodemixError(
-                    f"domain name {name!r}: use letters, digits, '_' or '-', starting with a letter"
-                )
+            check_name(name, "domain")
             if not patterns:
                 raise CodemixError(f"domain {name!r}: no source given")
         if not 0.0 < self.val_frac < 0.5:

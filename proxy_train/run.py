@@ -7,13 +7,14 @@ per stage); then the folder is locked for this process, claimed by `run.json`, a
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from pathlib import Path
 
-from codemix.errors import CodemixError
-from codemix.files import atomic_write_text
-from codemix.lock import folder_lock
-from proxy_train.schedule import describe_plan
-from proxy_train.spec import RunSpec, load_spec, open_store
+from codemix.core.errors import CodemixError
+from codemix.core.files import atomic_write_text
+from codemix.core.lock import folder_lock
+from codemix.proxy_train.schedule import describe_plan
+from codemix.proxy_train.spec import RunSpec, load_spec, open_store
 
 _OURS = {"run.json", "summary.json", "metrics.jsonl", "checkpoints", ".lock"}
 
@@ -52,8 +53,10 @@ def run_single(
 ) -> dict:
     spec: RunSpec = load_spec(spec_path, overrides)
     store = open_store(spec)  # a missing or damaged store fails here, before any work
-    from models.accounting import param_count
-    from proxy_train.train import (
+    import jax
+
+    from codemix.models.accounting import param_count
+    from codemix.proxy_train.train import (
         Member,
         enable_compilation_cache,
         model_config_for,
@@ -74,15 +77,17 @@ def run_single(
         "store": str(spec.store.absolute()),
     }
     _check_not_foreign(out)  # before the lock file lands in someone else's folder
-    with folder_lock(out, "--out"):
+    primary = jax.process_index() == 0  # multi-host: the first process writes the files
+    with folder_lock(out, "--out") if primary else nullcontext():
         done = _guard(out, identity)
         if done is not None:
             print(f"{out} already completed; nothing to do")
             return done
-        atomic_write_text(out / "run.json", json.dumps(identity, indent=1))
-        print(f"{size}: {describe_plan(plans, tokens_per_step)}")
+        if primary:
+            atomic_write_text(out / "run.json", json.dumps(identity, indent=1))
+            print(f"{size}: {describe_plan(plans, tokens_per_step)}")
         enable_compilation_cache()
-        member = Member(out.name, spec.schedule, spec.train.seed, out)
+        member = Member(out.name, spec.schedule, spec.train.seed, out, spec.code_domains)
         (summary,) = train_population(
             store,
             cfg,

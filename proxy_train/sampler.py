@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from codemix.errors import CodemixError
-from proxy_train.schedule import StagePlan
-from proxy_train.store import TokenStore
+from codemix.core.errors import CodemixError
+from codemix.proxy_train.schedule import StagePlan
+from codemix.proxy_train.store import TokenStore
 
 MAX_EPOCHS = 4.0
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)

@@ -13,8 +13,9 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from codemix.errors import CodemixError
-from codemix.units import parse_count
+from codemix.core.errors import CodemixError
+from codemix.core.results import check_name
+from codemix.core.units import parse_count
 
 LR_SHAPES = ("cosine", "constant", "linear")
 _WEIGHT_TOL = 1e-6
@@ -77,6 +78,7 @@ class Stage:
     lr: LRShape = field(default_factory=LRShape)
 
     def __post_init__(self):
+        check_name(self.name, "stage")
         where = f"stage {self.name!r}"
         given = [
             k for k in ("tokens", "tokens_per_param", "fraction") if getattr(self, k) is not None

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from codemix.errors import CodemixError
+from codemix.core.errors import CodemixError
 
 CODE_EXTENSIONS = (
     ".py .pyi .ipynb .c .h .cc .cpp .hpp .cu .java .kt .scala .go .rs .js .jsx .ts .tsx .rb "

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from codemix.errors import CodemixError
-from proxy_train.schedule import LRShape, Schedule, Stage, check_mixture
-from proxy_train.store import TokenStore
+from codemix.core.errors import CodemixError
+from codemix.proxy_train.schedule import LRShape, Schedule, Stage, check_mixture
+from codemix.proxy_train.store import TokenStore
 
 
 @dataclass(frozen=True)
@@ -67,10 +67,16 @@ class RunSpec:
     schedule: Schedule
     path: Path | None = None
     raw: dict = field(default_factory=dict, compare=False, repr=False)
+    groups: dict = field(default_factory=lambda: DEFAULT_GROUPS)  # what code_frac means
 
     @property
     def size(self) -> str:
         return self.model["size"]
+
+    @property
+    def code_domains(self) -> tuple[str, ...]:
+        """The domains [groups] counts as code: a run reports its realised share of them."""
+        return tuple(self.groups["code"])
 
 
 _TYPES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
@@ -229,7 +235,7 @@ def build_spec(raw: dict, where: str = "spec", path: Path | None = None) -> RunS
         schedule = Schedule(schedule_stages, run_tokens=settings.tokens)
     except CodemixError as e:
         raise CodemixError(f"{where}: {e}") from None
-    return RunSpec(Path(str(data["store"])), model, settings, schedule, path, raw)
+    return RunSpec(Path(str(data["store"])), model, settings, schedule, path, raw, groups)
 
 
 def read_toml(path: Path, overrides: list[str] | None = None, what: str = "spec file") -> dict:

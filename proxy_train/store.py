@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from codemix.errors import CodemixError
-from codemix.progress import Progress
+from codemix.core.errors import CodemixError
+from codemix.core.progress import Progress
 
 FORMAT = "codemix-token-store"
 VERSION = 1
@@ -225,7 +225,7 @@ def summary_rows(manifest: dict) -> list[dict]:
 
 
 def format_summary(manifest: dict, path: Path | str = "") -> str:
-    from codemix.units import format_count
+    from codemix.core.units import format_count
 
     tok = manifest["tokenizer"]
     head = (

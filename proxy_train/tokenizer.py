@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from codemix.errors import CodemixError
+from codemix.core.errors import CodemixError
 
 EOS = "<|endoftext|>"
 _EOS_CANDIDATES = (EOS, "</s>", "<|end_of_text|>", "<eos>", "<|eos|>", "[SEP]")

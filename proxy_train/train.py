@@ -29,20 +29,21 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from codemix import interrupt
-from codemix.errors import CodemixError
-from codemix.files import atomic_write_text
-from codemix.lock import folder_lock
-from codemix.progress import Progress
-from models.accounting import flops_per_token, param_count
-from models.config import ModelConfig
-from models.transformer import init_params, token_losses
-from proxy_train import sharding as shd
-from proxy_train.evaluate import ValSample, bits_per_byte, domain_losses, val_sample
-from proxy_train.sampler import MixtureSampler
-from proxy_train.schedule import Schedule, StagePlan, learning_rate, stage_at
-from proxy_train.spec import TrainSettings
-from proxy_train.store import TokenStore
+from codemix.core import interrupt
+from codemix.core.errors import CodemixError
+from codemix.core.files import atomic_write_text
+from codemix.core.lock import folder_lock
+from codemix.core.progress import Progress
+from codemix.core.results import RunSummary
+from codemix.models.accounting import flops_per_token, param_count
+from codemix.models.config import ModelConfig
+from codemix.models.transformer import init_params, token_losses
+from codemix.proxy_train import sharding as shd
+from codemix.proxy_train.evaluate import ValSample, bits_per_byte, domain_losses, val_sample
+from codemix.proxy_train.sampler import MixtureSampler
+from codemix.proxy_train.schedule import Schedule, StagePlan, learning_rate, stage_at
+from codemix.proxy_train.spec import TrainSettings
+from codemix.proxy_train.store import TokenStore
 
 PEAK_FLOPS = {
     "H100": 989e12,
@@ -57,12 +58,14 @@ PEAK_FLOPS = {
 
 @dataclass(frozen=True)
 class Member:
-    """One proxy run: its schedule, seed and folder (metrics.jsonl, summary.json)."""
+    """One proxy run: its schedule, seed and folder (metrics.jsonl, summary.json), and
+    which domains count as code in its report (the spec's [groups])."""
 
     name: str
     schedule: Schedule
     seed: int
     out: Path
+    code_domains: tuple[str, ...] = ("code",)
 
 
 def enable_compilation_cache() -> None:
@@ -146,6 +149,7 @@ def make_programs(
     abstract = jax.eval_shape(jax.vmap(init_member), jnp.zeros(P, jnp.uint32))
     state_sh = shd.state_shardings(abstract, mesh)
     batch_sh, vec_sh = shd.batch_sharding(mesh, B), shd.member_sharding(mesh)
+    host = shd.replicated(mesh)  # what the host reads: every process holds all of it
 
     def member_step(state, tokens_BT1, lr):
         loss, grads = jax.value_and_grad(lambda p: token_losses(p, tokens_BT1, cfg).mean())(
@@ -182,11 +186,11 @@ def make_programs(
     stepper = single_step if P == 1 and squeeze_single else jax.vmap(member_step)
     return _Programs(
         init=jax.jit(jax.vmap(init_member), out_shardings=state_sh),
-        step=jax.jit(stepper, donate_argnums=0, out_shardings=(state_sh, vec_sh)),
+        step=jax.jit(stepper, donate_argnums=0, out_shardings=(state_sh, host)),
         reset_opt=jax.jit(reset_opt, donate_argnums=0, out_shardings=state_sh),
         zero=jax.jit(zero, donate_argnums=0, out_shardings=state_sh),
-        finite=jax.jit(finite),
-        eval=jax.jit(evaluate),
+        finite=jax.jit(finite, out_shardings=host),
+        eval=jax.jit(evaluate, out_shardings=host),
         abstract=abstract,
         state_sh=state_sh,
         batch_sh=batch_sh,
@@ -211,14 +215,30 @@ class _Prefetch:
         return self.q.get()
 
 
+@dataclass(frozen=True)
+class _Population:
+    """What stays fixed while a population trains."""
+
+    progs: _Programs
+    mngr: Any  # orbax CheckpointManager
+    members: list[Member]
+    plans: list[list[StagePlan]]
+    samplers: list[MixtureSampler]
+    val: ValSample
+    settings: TrainSettings
+    cfg: ModelConfig
+    primary: bool  # the process that writes files (the only one, unless multi-host)
+
+
 @dataclass
-class _Loop:
+class _Run:
     """What the training loop carries from step to step (and into checkpoints)."""
 
     state: Any
     alive: np.ndarray  # (P,) members still training
     failed: dict[str, str]  # member name -> why it stopped
     window: list[np.ndarray] = field(default_factory=list)  # train losses since last eval
+    pending: Any = None  # the last step's loss, read while the next step runs
     timing: dict = field(
         default_factory=lambda: {"compile_s": 0.0, "eval_s": 0.0, "checkpoint_s": 0.0}
     )
@@ -239,13 +259,14 @@ def _checkpointer(ckpt_dir: Path):
 
 
 def _init_or_restore(mngr, progs: _Programs, members: list[Member], ckpt_dir: Path):
-    """(state, first step, meta): the newest checkpoint, else members fresh from their seeds."""
+    """(run, first step): the newest checkpoint, else members fresh from their seeds."""
     import orbax.checkpoint as ocp
 
     start = mngr.latest_step()
     if start is None:
         seeds = np.array([m.seed for m in members], np.uint32)
-        return progs.init(shd.put(seeds, progs.vec_sh)), 0, {"failed": {}, "window": []}
+        state = progs.init(shd.put(seeds, progs.vec_sh))
+        return _Run(state, np.ones(len(members), bool), {}), 0
     saved = mngr.restore(start, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
     if saved.get("members") != [m.name for m in members]:
         raise CodemixError(
@@ -257,73 +278,102 @@ def _init_or_restore(mngr, progs: _Programs, members: list[Member], ckpt_dir: Pa
         progs.abstract,
         progs.state_sh,
     )
-    restored = mngr.restore(
-        start,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()
-        ),
-    )
-    return restored["state"], start, restored["meta"]
+    args = ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore())
+    restored = mngr.restore(start, args=args)
+    meta = restored["meta"]
+    window = [  # float32, as the losses were computed, so a resumed mean matches to the bit
+        np.array([np.nan if x is None else x for x in w], np.float32) for w in meta["window"]
+    ]
+    alive = np.array([m.name not in meta["failed"] for m in members])
+    return _Run(restored["state"], alive, dict(meta["failed"]), window), start
 
 
-def _save(mngr, progs: _Programs, loop: _Loop, members: list[Member], step: int) -> None:
+def _save(pop: _Population, run: _Run, step: int) -> None:
     import orbax.checkpoint as ocp
 
     t0 = time.time()
-    if not bool(np.asarray(progs.finite(loop.state["params"]))[loop.alive].all()):
+    if not bool(np.asarray(pop.progs.finite(run.state["params"]))[run.alive].all()):
         raise FloatingPointError("non-finite weights in a live member")
-    mngr.save(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardSave(loop.state), meta=ocp.args.JsonSave(loop.meta(members))
-        ),
-    )
-    mngr.wait_until_finished()
-    loop.last_save_s = time.time() - t0
-    loop.timing["checkpoint_s"] += loop.last_save_s
+    meta = ocp.args.JsonSave(run.meta(pop.members))
+    pop.mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(run.state), meta=meta))
+    pop.mngr.wait_until_finished()
+    run.last_save_s = time.time() - t0
+    run.timing["checkpoint_s"] += run.last_save_s
 
 
-def _save_before_stopping(mngr, progs, loop: _Loop, members, step: int, state_bytes: int) -> bool:
-    """Checkpoint at `step` if it is new and should fit in the seconds a preemption leaves."""
-    if step == 0 or mngr.latest_step() == step or not loop.alive.any():
-        return False
-    expected = loop.last_save_s if loop.last_save_s is not None else 1 + state_bytes / 200e6
-    if expected > interrupt.STOP_SECONDS:
-        return False
-    _save(mngr, progs, loop, members, step)
-    return True
-
-
-def _mark_failed(progs: _Programs, loop: _Loop, members, loss_P: np.ndarray, step: int) -> None:
-    """Stop members whose loss is not finite; zero them so no checkpoint ever holds NaN."""
-    bad = loop.alive & ~np.isfinite(loss_P)
+def _flush(pop: _Population, run: _Run, step: int) -> None:
+    """Read the pending loss: members whose loss is not finite stop, and are zeroed so no
+    checkpoint ever holds NaN; the others' losses join the window of the next evaluation."""
+    if run.pending is None:
+        return
+    loss_P, run.pending = np.asarray(run.pending), None
+    bad = run.alive & ~np.isfinite(loss_P)
     for i in np.flatnonzero(bad):
-        loop.failed[members[i].name] = f"loss became {loss_P[i]} at step {step}"
-        loop.alive[i] = False
+        run.failed[pop.members[i].name] = f"loss became {loss_P[i]} at step {step}"
+        run.alive[i] = False
     if bad.any():
-        loop.state = progs.zero(loop.state, shd.put(loop.alive, progs.vec_sh))
-    loop.window.append(np.where(loop.alive, loss_P, np.nan))
+        run.state = pop.progs.zero(run.state, shd.put(run.alive, pop.progs.vec_sh))
+    run.window.append(np.where(run.alive, loss_P, np.nan))
 
 
-def _write_eval(members, plans, loop: _Loop, loss_PD, val: ValSample, step: int, settings, BT):
-    bpb_PD = bits_per_byte(loss_PD, val.tokens_per_byte)
-    for i, m in enumerate(members):
-        if not loop.alive[i]:
+def _evaluate(pop: _Population, run: _Run, step: int, val_tokens, val_domain) -> None:
+    """Validation loss and bits per byte of every live member, appended to metrics.jsonl."""
+    t0 = time.time()
+    loss_PD = np.asarray(pop.progs.eval(run.state["params"], val_tokens, val_domain))
+    bpb_PD = bits_per_byte(loss_PD, pop.val.tokens_per_byte)
+    BT = pop.settings.batch_size * pop.settings.seq_len
+    for i, m in enumerate(pop.members):
+        if not run.alive[i] or not pop.primary:
             continue
-        window = [w[i] for w in loop.window]
+        plans, window = pop.plans[i], [w[i] for w in run.window]
         rec = {
             "step": step,
             "tokens": step * BT,
-            "stage": plans[i][stage_at(plans[i], step - 1)].stage.name,
-            "lr": learning_rate(plans[i], step - 1, settings.lr_peak),
+            "stage": plans[stage_at(plans, step - 1)].stage.name,
+            "lr": learning_rate(plans, step - 1, pop.settings.lr_peak),
             "train_loss": float(np.mean(window)) if window else None,
-            "loss": {d: float(loss_PD[i, j]) for j, d in enumerate(val.domains)},
-            "bpb": {d: float(bpb_PD[i, j]) for j, d in enumerate(val.domains)},
-            "tokens_per_s": loop.tok_s,
+            "loss": {d: float(loss_PD[i, j]) for j, d in enumerate(pop.val.domains)},
+            "bpb": {d: float(bpb_PD[i, j]) for j, d in enumerate(pop.val.domains)},
+            "tokens_per_s": run.tok_s,
         }
         with open(m.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(rec) + "\n")
-    loop.window.clear()
+    run.window.clear()
+    run.timing["eval_s"] += time.time() - t0
+
+
+def _stop(pop: _Population, run: _Run, step: int, state_bytes: int) -> None:
+    """Checkpoint at `step` if that fits in the seconds a preemption leaves, then raise."""
+    _flush(pop, run, step)
+    latest = pop.mngr.latest_step()
+    expected = 1 + state_bytes / 200e6  # every process decides alike: saving is collective
+    if jax.process_count() == 1 and run.last_save_s is not None:
+        expected = run.last_save_s
+    saved = bool(step and latest != step and run.alive.any() and expected <= interrupt.STOP_SECONDS)
+    if saved:
+        _save(pop, run, step)
+        latest = step
+    total = pop.plans[0][-1].end_step
+    at = f"checkpoint at step {latest}" if latest is not None else "no checkpoint yet"
+    raise interrupt.Interrupted(
+        interrupt.requested() or "SIGTERM",
+        f"stopped after step {step} of {total}; {at}" + (" (written now)" if saved else ""),
+    )
+
+
+def _stop_requested(step: int, every: int) -> bool:
+    """A signal arrived here, or (multi-host) on any process: all stop at the same step."""
+    if jax.process_count() == 1:
+        return interrupt.requested() is not None
+    return step % every == 0 and shd.any_process(interrupt.requested() is not None)
+
+
+def _learning_rates(pop: _Population, run: _Run, step: int) -> jax.Array:
+    lr = [
+        learning_rate(plans, step, pop.settings.lr_peak) if alive else 0.0
+        for plans, alive in zip(pop.plans, run.alive, strict=True)
+    ]
+    return shd.put(np.array(lr, np.float32), pop.progs.vec_sh)
 
 
 def train_population(
@@ -338,178 +388,126 @@ def train_population(
     devices=None,
     label: str | None = None,
     squeeze_single: bool = True,
-) -> list[dict]:
+) -> list[RunSummary]:
     """Train every member to the end of its schedule; returns each member's summary.
 
     `label` names the population in progress lines (default: its shape); `squeeze_single`
-    drops the population axis from the step of a lone model (benchmarks compare both)."""
+    drops the population axis from the step of a lone model (benchmarks compare both).
+    Multi-host (after `sharding.init_distributed()`), every process calls this with the same
+    arguments; the first writes the files."""
     t_start = time.time()
     P, B, T = len(members), settings.batch_size, settings.seq_len
     budget_params = n_params_for_budget or param_count(cfg).non_embedding
     plans = [m.schedule.plan(B * T, budget_params, max_tokens) for m in members]
-    total = plans[0][-1].end_step
-    if any(p[-1].end_step != total for p in plans):
+    if len({p[-1].end_step for p in plans}) != 1:
         raise ValueError("members of one population must run the same number of steps")
     samplers = [MixtureSampler(store, p, B, T, m.seed) for p, m in zip(plans, members, strict=True)]
+    mesh = shd.make_mesh(P, devices)
+    progs = make_programs(cfg, settings, P, len(store.domains), mesh, squeeze_single)
     val = val_sample(store, T, settings.eval_tokens, B)
-    progs = make_programs(
-        cfg, settings, P, len(store.domains), shd.make_mesh(P, devices), squeeze_single
-    )
-    with ExitStack() as locks:
-        for folder in [ckpt_dir] + [m.out for m in members]:
-            locks.enter_context(folder_lock(folder, "folder"))
+    primary = jax.process_index() == 0
+    with ExitStack() as stack:
+        owned = [ckpt_dir, *(m.out for m in members)] if primary else []
+        for folder in owned:  # one writer per folder: the primary process of this run
+            stack.enter_context(folder_lock(folder, "folder"))
         mngr = _checkpointer(ckpt_dir)
-        try:
-            state, start, meta = _init_or_restore(mngr, progs, members, ckpt_dir)
-            for m in members:
-                m.out.mkdir(parents=True, exist_ok=True)
-                _truncate_metrics(m.out / "metrics.jsonl", start)
-            loop = _Loop(
-                state,
-                np.array([m.name not in meta["failed"] for m in members]),
-                dict(meta["failed"]),
-                [
-                    np.array([np.nan if x is None else x for x in w], np.float32)  # as computed
-                    for w in meta.get("window", [])
-                ],
-            )
-            pop = _Population(progs, mngr, members, plans, samplers, val, settings, cfg)
-            _loop(pop, loop, start, label or f"{P} x {cfg.n_layers}L{cfg.d_model}d", progress)
-        finally:
-            mngr.close()
-    return [
-        _summary(m, plans[i], samplers[i], loop, cfg, settings, time.time() - t_start)
-        for i, m in enumerate(members)
-    ]
+        stack.callback(mngr.close)
+        run, start = _init_or_restore(mngr, progs, members, ckpt_dir)
+        pop = _Population(progs, mngr, members, plans, samplers, val, settings, cfg, primary)
+        for m in members if primary else []:
+            m.out.mkdir(parents=True, exist_ok=True)
+            _truncate_metrics(m.out / "metrics.jsonl", start)
+        desc = label or f"{P} x {cfg.n_layers}L{cfg.d_model}d"
+        _loop(pop, run, start, Progress(plans[0][-1].end_step, start, desc, progress and primary))
+    return [_summary(pop, run, i, time.time() - t_start) for i in range(P)]
 
 
-@dataclass(frozen=True)
-class _Population:
-    """What stays fixed while a population trains."""
-
-    progs: _Programs
-    mngr: Any  # orbax CheckpointManager
-    members: list[Member]
-    plans: list[list[StagePlan]]
-    samplers: list[MixtureSampler]
-    val: ValSample
-    settings: TrainSettings
-    cfg: ModelConfig
-
-
-def _loop(pop: _Population, loop: _Loop, start: int, desc: str, progress: bool) -> None:
+def _loop(pop: _Population, run: _Run, start: int, bar: Progress) -> None:
     """Steps from `start` to the end of the schedule, evaluating and checkpointing."""
-    progs, mngr, members, plans = pop.progs, pop.mngr, pop.members, pop.plans
-    samplers, val, settings, cfg = pop.samplers, pop.val, pop.settings, pop.cfg
-    P, B, T = len(members), settings.batch_size, settings.seq_len
-    total = plans[0][-1].end_step
+    progs, plans, settings = pop.progs, pop.plans, pop.settings
+    total, tokens_per_step = plans[0][-1].end_step, settings.batch_size * settings.seq_len
     ends = {p.end_step for pl in plans for p in pl}
-    starts = {p.first_step for pl in plans for p in pl if p.first_step > 0}
-    fpt, peak = flops_per_token(cfg, T), peak_flops()
+    firsts = {p.first_step for pl in plans for p in pl if p.first_step > 0}
+    fpt, peak = flops_per_token(pop.cfg, settings.seq_len), peak_flops()
     state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(progs.abstract))
-    val_tokens, val_domain = jnp.asarray(val.tokens_NT1), jnp.asarray(val.domain_N)
-    prefetch = _Prefetch(samplers, start, total)
-    bar = Progress(total, start, desc, progress)
-    last_ckpt = t_mark = time.time()
-    step_mark, pending, t_first = start, None, None
-    t_loop = time.time()
-    try:
+    val_tokens, val_domain = jnp.asarray(pop.val.tokens_NT1), jnp.asarray(pop.val.domain_N)
+    prefetch = _Prefetch(pop.samplers, start, total)
+    t_loop = last_ckpt = t_mark = time.time()
+    step_mark, t_first = start, None
+    with bar:
         for step in range(start, total):
-            if interrupt.requested():
-                if pending is not None:
-                    _mark_failed(progs, loop, members, np.asarray(pending), step)
-                saved = _save_before_stopping(mngr, progs, loop, members, step, state_bytes)
-                at = mngr.latest_step()
-                raise interrupt.Interrupted(
-                    interrupt.requested() or "SIGINT",
-                    f"stopped after step {step} of {total}; "
-                    + (f"checkpoint at step {at}" if at is not None else "no checkpoint yet")
-                    + (" (written now)" if saved else ""),
-                )
-            if not loop.alive.any():
+            if _stop_requested(step, settings.log_every):
+                _stop(pop, run, step, state_bytes)
+            if not run.alive.any():
                 break
-            if not settings.carry_optimizer_state and step in starts:
+            if not settings.carry_optimizer_state and step in firsts:
                 mask = np.array([any(p.first_step == step for p in pl) for pl in plans])
-                loop.state = progs.reset_opt(loop.state, shd.put(mask, progs.vec_sh))
+                run.state = progs.reset_opt(run.state, shd.put(mask, progs.vec_sh))
             tokens = shd.put(prefetch.get(), progs.batch_sh)
-            lr = np.array(
-                [
-                    learning_rate(pl, step, settings.lr_peak) if a else 0.0
-                    for pl, a in zip(plans, loop.alive, strict=True)
-                ],
-                np.float32,
-            )
-            loop.state, loss = progs.step(loop.state, tokens, shd.put(lr, progs.vec_sh))
-            if pending is not None:  # read last step's loss while this one runs
-                _mark_failed(progs, loop, members, np.asarray(pending), step)
-            pending, done = loss, step + 1
+            run.state, loss = progs.step(run.state, tokens, _learning_rates(pop, run, step))
+            _flush(pop, run, step)  # the previous step's loss, read while this one runs
+            run.pending, done = loss, step + 1
             if t_first is None:  # the first step carries the compilation
                 jax.block_until_ready(loss)
                 t_first = time.time()
-                loop.timing["compile_s"] = t_first - t_loop
+                run.timing["compile_s"] = t_first - t_loop
             eval_now = done in ends or (settings.eval_every and done % settings.eval_every == 0)
             if eval_now or done % settings.log_every == 0:
-                _mark_failed(progs, loop, members, np.asarray(pending), done)
-                pending = None
-                dt = time.time() - t_mark
-                loop.tok_s = (done - step_mark) * B * T * int(loop.alive.sum()) / max(dt, 1e-9)
-                post = {
-                    "loss": f"{np.nanmean(loop.window[-1]):.3f}" if loop.alive.any() else "nan",
-                    "tok/s": f"{loop.tok_s:,.0f}",
-                }
-                if peak:
-                    post["MFU"] = f"{loop.tok_s * fpt / peak / jax.device_count():.1%}"
-                bar.set_postfix(post)
-            if eval_now and loop.alive.any():
-                t0 = time.time()
-                loss_PD = np.asarray(progs.eval(loop.state["params"], val_tokens, val_domain))
-                _write_eval(members, plans, loop, loss_PD, val, done, settings, B * T)
-                loop.timing["eval_s"] += time.time() - t0
+                _flush(pop, run, done)
+                live = int(run.alive.sum())
+                run.tok_s = (done - step_mark) * tokens_per_step * live / (time.time() - t_mark)
+                bar.set_postfix(_postfix(run, fpt, peak))
+            if eval_now and run.alive.any():
+                _evaluate(pop, run, done, val_tokens, val_domain)
             due = time.time() - last_ckpt > 60 * settings.checkpoint_every_minutes
-            if settings.checkpoints and loop.alive.any() and (done in ends or due):
-                if pending is not None:  # the checkpoint carries every loss up to `done`
-                    _mark_failed(progs, loop, members, np.asarray(pending), done)
-                    pending = None
-                _save(mngr, progs, loop, members, done)
+            if settings.checkpoints and run.alive.any() and (done in ends or due):
+                _flush(pop, run, done)  # the checkpoint carries every loss up to `done`
+                _save(pop, run, done)
                 last_ckpt = t_mark = time.time()
                 step_mark = done
             bar.update(1)
-        if pending is not None:
-            _mark_failed(progs, loop, members, np.asarray(pending), total)
-        if t_first is not None and total - start > 1:
-            t = loop.timing
-            steady = time.time() - t_first - t["eval_s"] - t["checkpoint_s"]
-            t["step_tokens_per_s"] = (total - start - 1) * B * T * P / max(steady, 1e-9)
-            t["step_mfu"] = (
-                t["step_tokens_per_s"] * fpt / peak / jax.device_count() if peak else None
-            )
-    finally:
-        bar.close()
+        _flush(pop, run, total)
+    if t_first is not None and total - start > 1:
+        t = run.timing
+        steady = time.time() - t_first - t["eval_s"] - t["checkpoint_s"]
+        t["step_tokens_per_s"] = (total - start - 1) * tokens_per_step * len(run.alive) / steady
+        t["step_mfu"] = t["step_tokens_per_s"] * fpt / peak / jax.device_count() if peak else None
 
 
-def _summary(
-    m: Member, plans: list[StagePlan], sampler, loop: _Loop, cfg, settings, wall: float
-) -> dict:
-    """Write and return summary.json of one member."""
-    B, T = settings.batch_size, settings.seq_len
-    records = _read_metrics(m.out / "metrics.jsonl")
-    last = records[-1] if records else {}
+def _postfix(run: _Run, fpt: int, peak: float | None) -> dict:
+    post = {
+        "loss": f"{np.nanmean(run.window[-1]):.3f}" if run.alive.any() else "nan",
+        "tok/s": f"{run.tok_s:,.0f}",
+    }
+    if peak:
+        post["MFU"] = f"{run.tok_s * fpt / peak / jax.device_count():.1%}"
+    return post
+
+
+def _summary(pop: _Population, run: _Run, i: int, wall: float) -> RunSummary:
+    """The summary of member i (written to its summary.json by the primary process)."""
+    m, plans, cfg = pop.members[i], pop.plans[i], pop.cfg
+    B, T = pop.settings.batch_size, pop.settings.seq_len
+    last = (_read_metrics(m.out / "metrics.jsonl") or [{}])[-1] if pop.primary else {}
     total = plans[-1].end_step
     counts, fpt = param_count(cfg), flops_per_token(cfg, T)
-    summary = {
-        "status": "failed" if m.name in loop.failed else "completed",
-        "reason": loop.failed.get(m.name),
-        "name": m.name,
-        "seed": m.seed,
-        "steps": total,
-        "tokens": total * B * T,
-        "final": {"loss": last.get("loss"), "bpb": last.get("bpb"), "step": last.get("step")},
-        "realised_mixture": {
-            p.stage.name: mix for p, mix in zip(plans, sampler.realised_mixture(), strict=True)
-        },
-        "stage_tokens": {p.stage.name: p.n_steps * B * T for p in plans},
-        "epochs": sampler.epochs(),
-        "model": {
+    mixture = {
+        p.stage.name: mix for p, mix in zip(plans, pop.samplers[i].realised_mixture(), strict=True)
+    }
+    summary = RunSummary(
+        status="failed" if m.name in run.failed else "completed",
+        reason=run.failed.get(m.name),
+        name=m.name,
+        seed=m.seed,
+        steps=total,
+        tokens=total * B * T,
+        final={"loss": last.get("loss"), "bpb": last.get("bpb"), "step": last.get("step")},
+        realised_mixture=mixture,
+        code_frac={s: sum(w.get(d, 0.0) for d in m.code_domains) for s, w in mixture.items()},
+        code_domains=list(m.code_domains),
+        stage_tokens={p.stage.name: p.n_steps * B * T for p in plans},
+        epochs=pop.samplers[i].epochs(),
+        model={
             "d_model": cfg.d_model,
             "n_layers": cfg.n_layers,
             "n_heads": cfg.n_heads,
@@ -517,15 +515,16 @@ def _summary(
             "vocab_size": cfg.vocab_size,
             "seq_len": T,
         },
-        "params": counts.total,
-        "non_embedding_params": counts.non_embedding,
-        "flops_per_token": fpt,
-        "flops": fpt * total * B * T,
-        "wall_time_s": wall,
-        "timing": loop.timing,
-        "population": len(loop.alive),
-    }
-    atomic_write_text(m.out / "summary.json", json.dumps(summary, indent=1))
+        params=counts.total,
+        non_embedding_params=counts.non_embedding,
+        flops_per_token=fpt,
+        flops=fpt * total * B * T,
+        wall_time_s=wall,
+        timing=run.timing,
+        population=len(pop.members),
+    )
+    if pop.primary:
+        atomic_write_text(m.out / "summary.json", json.dumps(summary, indent=1))
     return summary
 
 
@@ -547,7 +546,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
 def model_config_for(
     spec_model: dict, vocab_size: int, seq_len: int, size: str | None = None
 ) -> ModelConfig:
-    from models.presets import model_config
+    from codemix.models.presets import model_config
 
     overrides = {k: v for k, v in spec_model.items() if k != "size"}
     overrides["dtype"] = resolve_dtype(overrides.get("dtype", "auto"))

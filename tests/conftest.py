@@ -10,7 +10,7 @@ import pytest
 
 def small_builtin() -> dict[str, tuple[str, ...]]:
     """A dozen State of the Union addresses and four stdlib packages: real data, small."""
-    from proxy_train.prepare import builtin_domains
+    from codemix.proxy_train.prepare import builtin_domains
 
     full = builtin_domains()
     text = sorted(Path(full["text"][0]).parent.glob("*.txt"))[:12]
@@ -22,9 +22,9 @@ def small_builtin() -> dict[str, tuple[str, ...]]:
 @pytest.fixture(scope="session")
 def small_store(tmp_path_factory) -> Path:
     """A byte-level BPE store (vocab 512) of about 1 MB of real text and code."""
-    from proxy_train.prepare import PrepareConfig, prepare
-    from proxy_train.sources import ReadOptions
-    from proxy_train.tokenizer import TokenizerSpec
+    from codemix.proxy_train.prepare import PrepareConfig, prepare
+    from codemix.proxy_train.sources import ReadOptions
+    from codemix.proxy_train.tokenizer import TokenizerSpec
 
     out = tmp_path_factory.mktemp("corpus") / "store"
     with warnings.catch_warnings():

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from analysis.fitfile import FitFile, atomic_write_text, load_fit, save_fit
-from analysis.surfaces import SurfaceConfig, fit_surface
-from codemix.errors import CodemixError
+from codemix.analysis.fitfile import FitFile, atomic_write_text, load_fit, save_fit
+from codemix.analysis.surfaces import SurfaceConfig, fit_surface
+from codemix.core.errors import CodemixError
 
 
 def test_round_trip_keeps_predictions(tmp_path):
@@ -24,6 +24,36 @@ def test_round_trip_keeps_predictions(tmp_path):
     assert back.metrics == ["loss"] and back.surfaces["loss"].family == s.family
     np.testing.assert_allclose(back.surfaces["loss"].interval(w[:5]), s.interval(w[:5]))
     assert json.loads(path.read_text())["surfaces"]["loss"]["cv"]
+
+
+def test_size_column_vocabulary_and_code_domains_round_trip(tmp_path):
+    fit = FitFile(
+        ("mix.init.text", "mix.init.code"),
+        {},
+        size_col="non_embedding_params",
+        vocab_size=4096,
+        code_domains=("code",),
+    )
+    path = tmp_path / "FIT.json"
+    save_fit(fit, path)
+    d = json.loads(path.read_text())
+    assert (d["size_col"], d["vocab_size"], d["code_domains"]) == (
+        "non_embedding_params",
+        4096,
+        ["code"],
+    )
+    back = load_fit(path)
+    assert (back.size_col, back.vocab_size, back.code_domains) == (
+        "non_embedding_params",
+        4096,
+        ("code",),
+    )
+    # a FIT.json written before vocab_size and code_domains were recorded
+    for key in ("vocab_size", "code_domains"):
+        del d[key]
+    path.write_text(json.dumps(d))
+    old = load_fit(path)
+    assert (old.size_col, old.vocab_size, old.code_domains) == ("non_embedding_params", None, None)
 
 
 def test_rejects_other_files_and_newer_versions(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.layout import (
+from codemix.analysis.layout import (
     candidates,
     check_groups,
     is_free,
@@ -13,7 +13,7 @@ from analysis.layout import (
     quadratic_design,
     split_names,
 )
-from codemix.errors import CodemixError
+from codemix.core.errors import CodemixError
 
 
 def _two_stage(n: int, seed: int = 0) -> np.ndarray:

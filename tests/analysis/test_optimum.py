@@ -1,38 +1,25 @@
-"""Prediction at a target size, objectives, the optimum and the Pareto front."""
+"""Objectives, the optimum and the Pareto front."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from analysis.fitfile import FitFile
-from analysis.optimum import (
+from codemix.analysis.fit import fit_results, predict
+from codemix.analysis.fitfile import FitFile
+from codemix.analysis.optimum import (
     find_optimum,
-    fit_results,
     outside_ranges,
     pareto_front,
+    pareto_indices,
     parse_objective,
-    parse_size,
-    predict,
     weight_ranges,
 )
-from analysis.scaling import ScalingConfig
-from analysis.surfaces import SurfaceConfig
-from analysis.tables import ResultsTable
-from codemix.errors import CodemixError
-
-COLS = ("text", "code")
-
-
-def _table(sizes=(1e6, 4e6, 1.6e7, 6.4e7), per_size=16, seed=0) -> ResultsTable:
-    """NL loss falls with text share, code loss with code share; both fall with size."""
-    rng = np.random.default_rng(seed)
-    w = rng.dirichlet([1, 1], per_size * len(sizes))
-    n = np.repeat(np.asarray(sizes, float), per_size)
-    nl = np.exp(w @ [0.5, 1.0]) + np.exp(w @ [4.0, 4.6]) * n**-0.3
-    code = np.exp(w @ [1.0, 0.3]) + np.exp(w @ [4.4, 3.8]) * n**-0.3
-    y = np.c_[nl, code] * np.exp(0.003 * rng.standard_normal((len(n), 2)))
-    return ResultsTable("synthetic", COLS, ("nl", "code"), w, y, "params", None, n)
+from codemix.analysis.scaling import ScalingConfig
+from codemix.analysis.surfaces import SurfaceConfig
+from codemix.analysis.tables import ResultsTable
+from codemix.core.errors import CodemixError
+from tests.analysis.test_fit import _table
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +31,7 @@ def fit():
     )
 
 
-def test_parse_size_and_objectives():
-    assert parse_size("470M") == 4.7e8 and parse_size("2.8B") == 2.8e9
-    assert parse_size("1e9") == 1e9
+def test_objectives():
     o = parse_objective("min:nl,code<=2.5", ["nl", "code"])
     assert o.weights == {"nl": 1.0} and o.constraints == (("code", "<=", 2.5),)
     assert parse_objective("max:nl", ["nl"]).weights == {"nl": -1.0}
@@ -59,23 +44,16 @@ def test_parse_size_and_objectives():
             parse_objective(bad, ["nl", "code"])
 
 
-def test_prediction_at_target_size_matches_the_law(fit):
-    w = np.array([[0.8, 0.2], [0.3, 0.7]])
-    p = predict(fit, w, 2.8e9)
-    truth = np.exp(w @ [0.5, 1.0]) + np.exp(w @ [4.0, 4.6]) * 2.8e9**-0.3
-    mean, lo, hi = p["nl"]
-    np.testing.assert_allclose(mean, truth, rtol=0.02)
-    assert np.all(lo < mean) and np.all(mean < hi)
-    # one size per row: each row as if predicted at its own size alone
-    rows = predict(fit, w, np.array([2.8e9, 4.7e8]))
-    at_small = predict(fit, w[1:], 4.7e8)
-    for got, want in zip(rows["code"], at_small["code"], strict=True):
-        assert got[1] == pytest.approx(want[0])
-    assert rows["nl"][0][0] == pytest.approx(mean[0])
-    two = fit_results(_table(sizes=(1e6, 4e6)), SurfaceConfig(families=("linear",), stack=False))
-    assert two.scaling == {}
-    with pytest.raises(CodemixError, match="no size law"):
-        predict(two, w, 1e9)
+def test_objectives_keep_dotted_metric_names():
+    metrics = ["bpb.text", "bpb.code"]
+    o = parse_objective("min:bpb.text,bpb.code<=3.0", metrics)
+    assert o.weights == {"bpb.text": 1.0} and o.constraints == (("bpb.code", "<=", 3.0),)
+    o = parse_objective("weighted:bpb.text=0.7,bpb.code=0.3", metrics)
+    assert o.weights == {"bpb.text": 0.7, "bpb.code": 0.3}
+    o = parse_objective("max:bpb.code,bpb.text>=1.5e-1", metrics)
+    assert o.weights == {"bpb.code": -1.0} and o.constraints == (("bpb.text", ">=", 0.15),)
+    with pytest.raises(CodemixError, match="names metric 'bpb.txt'"):
+        parse_objective("min:bpb.txt", metrics)
 
 
 def test_optimum_finds_the_known_best_and_respects_constraints(fit):
@@ -95,6 +73,15 @@ def test_pareto_front_is_non_dominated(fit):
     w, a, b = pareto_front(fit, "nl", "code", 4.7e8, n_candidates=500)
     assert len(w) > 5
     assert np.all(np.diff(a) >= 0) and np.all(np.diff(b) < 0)
+
+
+def test_pareto_indices():
+    x = np.array([1.0, 2.0, 3.0, 1.5])
+    y = np.array([3.0, 2.0, 1.0, 3.5])
+    assert pareto_indices(x, y).tolist() == [0, 1, 2]
+    # of points tied on x only the lowest y is on the front, whatever their order
+    assert pareto_indices(np.array([1.0, 1.0, 2.0]), np.array([2.0, 1.0, 0.5])).tolist() == [1, 2]
+    assert pareto_indices(np.array([]), np.array([])).tolist() == []
 
 
 def test_optimum_at_training_size_uses_surface_draws(fit):

@@ -7,9 +7,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from analysis.report import ReportInput, _pareto, render, write_report
+from codemix.analysis.report import ReportInput, render, write_report
 from codemix.cli import main
-from codemix.errors import CodemixError
+from codemix.core.errors import CodemixError
 
 EVIL = '</script><script>document.title="pwned"</script>'
 
@@ -31,15 +31,15 @@ def _table(n: int = 12) -> pl.DataFrame:
                     "params": params,
                     "tokens": 1e5,
                     "flops": 6 * params * 1e5,
-                    "param_stages.init.code_frac": a,
-                    "param_stages.cooldown.code_frac": b,
-                    "objective_0": scale * (2.5 + (a - 0.25) ** 2),
-                    "bpb_text": scale * (2.5 + (a - 0.25) ** 2 + 0.1 * b) + rng.normal(0, 0.01),
-                    "bpb_code": scale * (3.5 - a - b) + rng.normal(0, 0.01),
-                    "mix_init_code": a,
-                    "mix_init_text": 1 - a,
-                    "epochs_text": 0.1,
-                    "epochs_code": 0.2,
+                    "param.stages.init.code_frac": a,
+                    "param.stages.cooldown.code_frac": b,
+                    "objective.0": scale * (2.5 + (a - 0.25) ** 2),
+                    "bpb.text": scale * (2.5 + (a - 0.25) ** 2 + 0.1 * b) + rng.normal(0, 0.01),
+                    "bpb.code": scale * (3.5 - a - b) + rng.normal(0, 0.01),
+                    "mix.init.code": a,
+                    "mix.init.text": 1 - a,
+                    "epochs.text": 0.1,
+                    "epochs.code": 0.2,
                 }
             )
     return pl.DataFrame(rows)
@@ -93,29 +93,24 @@ def test_names_are_escaped():
 
 
 def test_predicted_front_and_calibration(tmp_path):
+    m = pl.col("bpb.text")
     df = _table().with_columns(
-        predicted_bpb_text=pl.col("bpb_text") + 0.01,
-        predicted_bpb_text_lo90=pl.col("bpb_text") - 0.02,
-        predicted_bpb_text_hi90=pl.col("bpb_text") + 0.005 - 0.1 * (pl.col("trial") == 0),
+        (m + 0.01).alias("predicted_bpb.text"),
+        (m - 0.02).alias("predicted_bpb.text_lo90"),
+        (m + 0.005 - 0.1 * (pl.col("trial") == 0)).alias("predicted_bpb.text_hi90"),
     )
     pred = pl.DataFrame(
         {
-            "bpb_text": [2.2, 2.3],
-            "bpb_text_lo": [2.1, 2.2],
-            "bpb_text_hi": [2.3, 2.4],
-            "bpb_code": [3.0, 2.5],
+            "bpb.text": [2.2, 2.3],
+            "bpb.text_lo": [2.1, 2.2],
+            "bpb.text_hi": [2.3, 2.4],
+            "bpb.code": [3.0, 2.5],
         }
     )
     page = render(ReportInput(df, target="2.8B", predictions=pred))
     assert "2.8B predicted front" in page and "Calibration" in page
     assert "22 of 24 inside their 90 % interval" in page  # trial 0's two runs fall outside
     assert "Predictions at 2.8B" in page
-
-
-def test_pareto_front():
-    x = np.array([1.0, 2.0, 3.0, 1.5])
-    y = np.array([3.0, 2.0, 1.0, 3.5])
-    assert _pareto(x, y).tolist() == [0, 1, 2]
 
 
 def test_cli(tmp_path, capsys):
@@ -141,8 +136,8 @@ def test_cli(tmp_path, capsys):
 
 
 def _ladder(trials: int, seed: int, cooldown: bool) -> pl.DataFrame:
-    """Runs at three small sizes from a known law: NL loss lowest at a quarter code in init
-    (and, with `cooldown`, lowered by cooldown code)."""
+    """Runs at three small sizes from a known law, with a study export's columns: NL loss
+    lowest at a quarter code in init (and, with `cooldown`, lowered by cooldown code)."""
     rng = np.random.default_rng(seed)
     rows = []
     for trial in range(trials):
@@ -150,12 +145,14 @@ def _ladder(trials: int, seed: int, cooldown: bool) -> pl.DataFrame:
         c = rng.uniform(0, 0.5) if cooldown else 0.0
         for size, n in (("s", 4e5), ("m", 9.5e5), ("l", 1.4e6)):
             nl = 2 + 40 * n**-0.3 * (1 + (a - 0.25) ** 2 - 0.2 * c)
-            row = {"trial": trial, "size": size, "params": n}
-            row |= {"mix_init_text": 1 - a, "mix_init_code": a}
+            row = {"trial": trial, "size": size, "params": n, "vocab_size": 4096}
+            row |= {"code_domains": "code", "mix.init.text": 1 - a, "mix.init.code": a}
+            row["code_frac.init"] = a
             if cooldown:
-                row |= {"mix_cooldown_text": 1 - c, "mix_cooldown_code": c}
-            row["bpb_text"] = nl + rng.normal(0, 0.003)
-            row["bpb_code"] = 2 + 60 * n**-0.3 * (1.5 - a - c) + rng.normal(0, 0.003)
+                row |= {"mix.cooldown.text": 1 - c, "mix.cooldown.code": c}
+                row["code_frac.cooldown"] = c
+            row["bpb.text"] = nl + rng.normal(0, 0.003)
+            row["bpb.code"] = 2 + 60 * n**-0.3 * (1.5 - a - c) + rng.normal(0, 0.003)
             rows.append(row)
     return pl.DataFrame(rows)
 
@@ -168,11 +165,11 @@ def test_cli_with_a_fit_adds_predictions(tmp_path, capsys):
                 "fit",
                 str(tmp_path / "r.csv"),
                 "--mixture-cols",
-                "mix_init_*",
+                "mix.init.*",
                 "--metric",
-                "bpb_text",
+                "bpb.text",
                 "--metric",
-                "bpb_code",
+                "bpb.code",
                 "--size-col",
                 "params",
                 "--n-boot",
@@ -203,25 +200,30 @@ def test_cli_with_a_fit_adds_predictions(tmp_path, capsys):
     page = (tmp_path / "r.html").read_text()
     assert "2.8B predicted front" in page and "Predictions at 2.8B" in page
     assert "extrapolation to 2.8B" in page
+    resolved = "2.8B (2.53e9 parameters: the preset at vocabulary 4096, total)"
+    assert resolved in page and f"predictions at {resolved}\n" in capsys.readouterr().out
+    assert "Response along code_frac.init" in page  # the fit's code domains: init's share
 
 
 def test_a_two_stage_fit_draws_the_predicted_contour(tmp_path):
-    from analysis.fitfile import load_fit
-    from analysis.report import from_fit
+    from codemix.analysis.fitfile import load_fit
+    from codemix.analysis.report import from_fit
+    from codemix.analysis.sizes import resolve_size
 
     df = _ladder(14, 2, cooldown=True)
     df.write_csv(tmp_path / "r.csv")
-    argv = ["fit", str(tmp_path / "r.csv"), "--mixture-cols", "mix_init_*"]
-    argv += ["--mixture-cols", "mix_cooldown_*", "--metric", "bpb_*", "--size-col", "params"]
+    argv = ["fit", str(tmp_path / "r.csv"), "--mixture-cols", "mix.init.*"]
+    argv += ["--mixture-cols", "mix.cooldown.*", "--metric", "bpb.*", "--size-col", "params"]
     assert (
         main([*argv, "--families", "linear", "--n-boot", "10", "-o", str(tmp_path / "f.json")]) == 0
     )
     r = ReportInput(df)
-    from_fit(r, load_fit(tmp_path / "f.json"), 2.8e9, "2.8B")
+    fit = load_fit(tmp_path / "f.json")
+    from_fit(r, fit, resolve_size("2.8B", fit))
     c = r.contour
-    assert (c["x_col"], c["y_col"]) == ("mix_init_code", "mix_cooldown_code")
+    assert (c["x_col"], c["y_col"]) == ("code_frac.init", "code_frac.cooldown")
     assert c["z"].shape == (25, 25) and np.all(np.isfinite(c["z"]))
-    assert c["y"].max() <= df["mix_cooldown_code"].max() + 1e-9  # no extrapolation in the mixture
+    assert c["y"].max() <= df["mix.cooldown.code"].max() + 1e-9  # no extrapolation in the mixture
     page = tmp_path / "report.html"
     write_report(r, page)
     assert "predicted at 2.8B over two stages" in page.read_text()
@@ -229,6 +231,74 @@ def test_a_two_stage_fit_draws_the_predicted_contour(tmp_path):
     if exe:
         dom = _dom(exe, page)
         assert dom.split('<pre id="js-errors">')[1].split("</pre>")[0] == ""
+
+
+def _two_code_domains(trials: int = 12, seed: int = 4) -> pl.DataFrame:
+    """Init mixes text, web_code and hq_code; NL loss is lowest at a third of code in all."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for trial in range(trials):
+        t, web, hq = rng.dirichlet([1, 1, 1])
+        for size, n in (("s", 4e5), ("m", 9.5e5), ("l", 1.4e6)):
+            row = {"trial": trial, "size": size, "params": n, "vocab_size": 4096}
+            row |= {"mix.init.text": t, "mix.init.web_code": web, "mix.init.hq_code": hq}
+            row |= {"code_domains": "web_code,hq_code", "code_frac.init": web + hq}
+            row["bpb.text"] = 2 + 40 * n**-0.3 * (1 + (web + hq - 0.33) ** 2) + rng.normal(0, 0.003)
+            row["bpb.code"] = 2 + 60 * n**-0.3 * (1.5 - web - 1.2 * hq) + rng.normal(0, 0.003)
+            rows.append(row)
+    return pl.DataFrame(rows)
+
+
+def _fit_two_code_domains(tmp_path, df, *extra):
+    from codemix.analysis.fitfile import load_fit
+
+    df.write_csv(tmp_path / "r.csv")
+    argv = ["fit", str(tmp_path / "r.csv"), "--mixture-cols", "mix.init.*", "--metric", "bpb.*"]
+    argv += ["--size-col", "params", "--families", "linear", "--n-boot", "10", *extra]
+    assert main([*argv, "-o", str(tmp_path / "f.json")]) == 0
+    return load_fit(tmp_path / "f.json")
+
+
+def test_the_code_share_sums_every_code_domain_the_fit_names(tmp_path):
+    """web_code and hq_code are both code: the curve runs along their summed share (the
+    columns' suffixes would have picked hq_code alone)."""
+    from codemix.analysis.report import from_fit
+    from codemix.analysis.sizes import resolve_size
+
+    df = _two_code_domains()
+    fit = _fit_two_code_domains(tmp_path, df)
+    assert fit.code_domains == ("web_code", "hq_code")
+    r = ReportInput(df)
+    from_fit(r, fit, resolve_size("2.8B", fit))
+    assert r.share_col == "code_frac.init" and r.contour is None  # one stage: no contour
+    x = r.curves["bpb.text"]["x"]
+    shares = df["code_frac.init"]
+    assert x.min() >= shares.min() - 1e-6 and x.max() <= shares.max() + 1e-6
+    assert x.max() > df["mix.init.hq_code"].max()  # the sum reaches past one domain's share
+    page = render(r)
+    assert "Response along code_frac.init" in page and "records no code domains" not in page
+
+
+def test_without_code_domains_the_report_leaves_out_the_code_share_curves(tmp_path):
+    from codemix.analysis.report import from_fit
+    from codemix.analysis.sizes import resolve_size
+
+    df = _two_code_domains().drop("code_domains", "code_frac.init")
+    fit = _fit_two_code_domains(tmp_path, df)
+    assert fit.code_domains is None
+    r = ReportInput(df)
+    from_fit(r, fit, resolve_size("1e9", fit))
+    assert r.curves == {} and r.contour is None and r.share_col is None
+    page = render(r)
+    assert "records no code domains" in page and "Response along" not in page
+    assert "Predictions at 1e9 parameters come from" in page
+    # named on the command line, they win (a quick fit: one size, no size law)
+    from codemix.analysis.fitfile import load_fit
+
+    argv = ["fit", str(tmp_path / "r.csv"), "--mixture-cols", "mix.init.*", "--metric", "bpb.text"]
+    argv += ["--families", "linear", "--code-domains", "hq_code", "-o", str(tmp_path / "g.json")]
+    assert main(argv) == 0
+    assert load_fit(tmp_path / "g.json").code_domains == ("hq_code",)
 
 
 def test_an_interrupted_report_keeps_the_old_page(tmp_path, monkeypatch):

@@ -7,24 +7,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.scaling import (
+from codemix.analysis.scaling import (
     JointLawFit,
     ScalingConfig,
+    alpha_warning,
     choose_joint_law,
     fit_chinchilla,
     fit_joint_law,
     fit_power_law,
-    huber,
 )
-from codemix.errors import CodemixError
+from codemix.core.errors import CodemixError
 
 FAST = ScalingConfig(n_boot=20, refine_starts=10)
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-
-
-def test_huber_is_quadratic_inside_linear_outside():
-    r = np.array([0.0, 5e-4, -1e-3, 1e-2])
-    np.testing.assert_allclose(huber(r, 1e-3), [0.0, 1.25e-7, 5e-7, 1e-3 * (1e-2 - 5e-4)])
 
 
 def _chinchilla_runs(seed=0, noise=0.01):
@@ -77,7 +72,7 @@ def test_bad_inputs():
 
 @pytest.mark.skipif(not (DATA / "chinchilla").is_dir(), reason="shared reference data absent")
 def test_besiroglu_estimates_on_their_data():
-    from analysis.tables import read_table
+    from codemix.analysis.tables import read_table
 
     df = read_table(DATA / "chinchilla" / "svg_extracted_data.csv").sort("loss").head(240)
     n = df["Model Size"].to_numpy()
@@ -151,6 +146,12 @@ def test_extrapolation_intervals_widen_when_the_largest_size_is_missed():
     _, lo_raw, hi_raw = raw.interval(wt, 4e8)
     assert np.all(hi - lo > hi_raw - lo_raw)
     assert np.mean((truth >= lo) & (truth <= hi)) > np.mean((truth >= lo_raw) & (truth <= hi_raw))
+
+
+def test_alpha_far_from_published_laws_is_flagged():
+    assert alpha_warning(0.3) == "" and alpha_warning(0.05) == alpha_warning(1.5) == ""
+    for alpha in (0.01, 2.0, -0.1):
+        assert alpha_warning(alpha).startswith("alpha is far from the 0.05-1.5 of published")
 
 
 def test_extrapolation_intervals_are_never_narrowed():

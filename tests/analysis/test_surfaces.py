@@ -7,9 +7,9 @@ import warnings
 import numpy as np
 import pytest
 
-from analysis import _families
-from analysis._families import make_family
-from analysis.surfaces import (
+from codemix.analysis import _families
+from codemix.analysis._families import make_family
+from codemix.analysis.surfaces import (
     Surface,
     SurfaceConfig,
     cross_validate,
@@ -17,7 +17,7 @@ from analysis.surfaces import (
     implausible,
     quiet_numerics,
 )
-from codemix.errors import CodemixError
+from codemix.core.errors import CodemixError
 
 COLS = ("text", "code", "math")
 
@@ -126,17 +126,6 @@ def test_config_and_input_errors():
     s = fit_surface(w, y, "loss", COLS, SurfaceConfig(families=("linear",), stack=False))
     with pytest.raises(CodemixError, match="takes 3 weights"):
         s.predict(np.ones((2, 2)) / 2)
-
-
-def test_interval_scale_is_the_conformal_quantile_of_the_ratios():
-    from analysis.surfaces import interval_scale
-
-    y = np.arange(1.0, 11.0)  # |y - 0| / 1 = 1..10
-    zero, one = np.zeros(10), np.ones(10)
-    # ceil(11 * 0.8) / 10 = 0.9 -> the 9th ratio
-    assert interval_scale(y, zero, -one, one, 0.8) == 9.0
-    # asymmetric intervals: each side scales its own half-width
-    assert interval_scale(-y, zero, -2 * one, one, 0.8) == 4.5
 
 
 def test_calibration_repairs_intervals_of_a_misspecified_family():

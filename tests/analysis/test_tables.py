@@ -6,8 +6,14 @@ import numpy as np
 import polars as pl
 import pytest
 
-from analysis.tables import join_tables, load_results, read_table, resolve_columns, usable_rows
-from codemix.errors import CodemixError
+from codemix.analysis.tables import (
+    join_tables,
+    load_results,
+    read_table,
+    resolve_columns,
+    usable_rows,
+)
+from codemix.core.errors import CodemixError
 
 
 def _mixture_frame(n: int = 8, seed: int = 0) -> pl.DataFrame:
@@ -79,35 +85,38 @@ def test_join_without_key_is_an_error(tmp_path):
 
 def test_one_mixture_per_stage(tmp_path):
     rng = np.random.default_rng(3)
-    a, b = rng.dirichlet([1, 1], 10), rng.dirichlet([1, 1, 1], 10)
+    a, b, c = rng.dirichlet([1, 1], 10), rng.dirichlet([1, 1, 1], 10), rng.dirichlet([1, 1], 10)
     df = pl.DataFrame(
         {
-            "mix_init_text": a[:, 0],
-            "mix_init_code": a[:, 1],
-            "mix_cool_text": b[:, 0],
-            "mix_cool_code": b[:, 1],
-            "mix_cool_math": b[:, 2],
+            "mix.init.text": a[:, 0],
+            "mix.init.code": a[:, 1],
+            "mix.init_late.text": c[:, 0],  # a stage whose name starts like another's
+            "mix.init_late.code": c[:, 1],
+            "mix.cool.text": b[:, 0],
+            "mix.cool.code": b[:, 1],
+            "mix.cool.math": b[:, 2],
             "loss": rng.uniform(2, 3, 10),
         }
     )
     p = tmp_path / "r.csv"
     df.write_csv(p)
-    t = load_results(p, ["mix_init_*", "mix_cool_*"], ["loss"])
+    t = load_results(p, ["mix.init.*", "mix.cool.*"], ["loss"])
     assert t.groups == (2, 3) and t.weights.shape == (10, 5)
-    assert load_results(p, ["mix_init_*"], ["loss"]).groups is None
+    assert t.mixture_cols[:2] == ("mix.init.text", "mix.init.code")  # not init_late's
+    assert load_results(p, ["mix.init.*"], ["loss"]).groups is None
     with pytest.raises(CodemixError, match="once per stage"):
-        load_results(p, "mix_*", ["loss"])
+        load_results(p, "mix.*", ["loss"])
     with pytest.raises(CodemixError, match="more than one mixture group"):
-        load_results(p, ["mix_init_*", "mix_init_code,mix_cool_*"], ["loss"])
+        load_results(p, ["mix.init.*", "mix.init.code,mix.cool.*"], ["loss"])
     with pytest.raises(CodemixError, match="one column"):
-        load_results(p, ["mix_init_*,mix_cool_text,mix_cool_code", "mix_cool_math"], ["loss"])
-    free = load_results(p, ["mix_init_*"], ["loss"], stage_cols="mix_cool_math")
-    assert free.groups == (2, 1) and free.mixture_cols[-1] == "mix_cool_math"
+        load_results(p, ["mix.init.*,mix.cool.text,mix.cool.code", "mix.cool.math"], ["loss"])
+    free = load_results(p, ["mix.init.*"], ["loss"], stage_cols="mix.cool.math")
+    assert free.groups == (2, 1) and free.mixture_cols[-1] == "mix.cool.math"
     with pytest.raises(CodemixError, match="both mixture and stage"):
-        load_results(p, ["mix_init_*"], ["loss"], stage_cols="mix_init_code")
-    df.with_columns(mix_cool_math=pl.col("mix_cool_math") + 0.5).write_csv(p)
-    with pytest.raises(CodemixError, match="columns mix_cool_text, mix_cool_code, mix_cool_math"):
-        load_results(p, ["mix_init_*", "mix_cool_*"], ["loss"])
+        load_results(p, ["mix.init.*"], ["loss"], stage_cols="mix.init.code")
+    df.with_columns(pl.col("mix.cool.math") + 0.5).write_csv(p)
+    with pytest.raises(CodemixError, match="columns mix.cool.text, mix.cool.code, mix.cool.math"):
+        load_results(p, ["mix.init.*", "mix.cool.*"], ["loss"])
 
 
 def _export_frame() -> pl.DataFrame:
@@ -166,6 +175,30 @@ def test_load_results_leaves_out_unusable_rows_and_says_so(tmp_path):
     untouched = load_results(plain, "w_*", ["loss"])
     assert untouched.n_runs == 8 and untouched.left_out_line() == ""
     assert "rows_left_out" not in untouched.summary()
+
+
+def test_load_results_reads_the_vocabulary_and_code_domains_of_the_runs(tmp_path):
+    p = tmp_path / "export.csv"
+    df = _export_frame().with_columns(
+        params=pl.lit(4e5), vocab_size=pl.lit(4096), code_domains=pl.lit("web_code,hq_code")
+    )
+    df.write_csv(p)
+    t = load_results(p, "w_*", ["loss"], size_col="param*")
+    assert t.size_col == "params"  # the column itself, not the selection
+    assert (t.vocab_size, t.code_domains) == (4096, ("web_code", "hq_code"))
+    # only the rows used count: a failed trial's other vocabulary does not matter
+    df.with_columns(
+        vocab_size=pl.when(pl.col("state") == "fail").then(512).otherwise(4096)
+    ).write_csv(p)
+    assert load_results(p, "w_*", ["loss"]).vocab_size == 4096
+    # several vocabularies, or none recorded: no one value describes the runs
+    df.with_columns(vocab_size=pl.Series([4096, 0, 512, 0, 0, 0, 4096, 0])).write_csv(p)
+    assert load_results(p, "w_*", ["loss"]).vocab_size is None
+    df.with_columns(code_domains=pl.lit("")).write_csv(p)
+    assert load_results(p, "w_*", ["loss"]).code_domains is None
+    _mixture_frame().with_columns(loss=pl.lit(1.0)).write_csv(p)  # another tool's table
+    plain = load_results(p, "w_*", ["loss"])
+    assert (plain.vocab_size, plain.code_domains) == (None, None)
 
 
 def test_errors_name_rows_as_in_the_file_after_leaving_some_out(tmp_path):

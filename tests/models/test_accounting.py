@@ -4,10 +4,10 @@ import math
 import jax
 import pytest
 
-from models.accounting import flops_per_token, param_count
-from models.config import ModelConfig
-from models.presets import model_config
-from models.transformer import init_params
+from codemix.models.accounting import flops_per_token, param_count
+from codemix.models.config import ModelConfig
+from codemix.models.presets import model_config
+from codemix.models.transformer import init_params
 
 TINY = ModelConfig(vocab_size=96, d_model=32, n_layers=3, n_heads=4, d_ff=80, seq_len=16)
 

@@ -2,8 +2,8 @@ import dataclasses
 
 import pytest
 
-from codemix.errors import CodemixError
-from models.config import ModelConfig
+from codemix.core.errors import CodemixError
+from codemix.models.config import ModelConfig
 
 GOOD = dict(vocab_size=64, d_model=32, n_layers=2, n_heads=4, d_ff=64, seq_len=16)
 

@@ -4,9 +4,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from codemix.errors import CodemixError
-from models.accounting import param_count
-from models.presets import LADDER, PRESETS, Shape, format_size, model_config, parse_size
+from codemix.core.errors import CodemixError
+from codemix.models.accounting import param_count
+from codemix.models.presets import LADDER, PRESETS, Shape, format_size, model_config, parse_size
 
 
 def _d_ff(d: int) -> int:
@@ -89,6 +89,13 @@ def test_parse_size(text, value):
 def test_parse_size_rejects(bad):
     with pytest.raises(CodemixError):
         parse_size(bad)
+
+
+def test_parse_size_names_the_value_in_errors():
+    with pytest.raises(CodemixError, match="--target: cannot read 'big'"):
+        parse_size("big", "--target")
+    # a preset's name read as a size is its name's number, not its parameters
+    assert parse_size("2.8B") == 2.8e9
 
 
 @given(st.floats(min_value=1.0, max_value=1e14))

@@ -7,8 +7,8 @@ import numpy as np
 import optax
 import pytest
 
-from codemix.errors import CodemixError
-from models.transformer import (
+from codemix.core.errors import CodemixError
+from codemix.models.transformer import (
     ModelConfig,
     forward,
     init_params,

@@ -3,7 +3,13 @@
 import optuna
 import pytest
 
-from optimizer.samplers import make_sampler, sobol_point, study_sampler, to_distribution, trial_seed
+from codemix.optimizer.samplers import (
+    make_sampler,
+    sobol_point,
+    study_sampler,
+    to_distribution,
+    trial_seed,
+)
 
 SPACE = {
     "a": optuna.distributions.FloatDistribution(0.0, 1.0),
@@ -15,10 +21,13 @@ SPACE = {
 def _ask(study, n):
     trials = [study.ask() for _ in range(n)]
     points = [
-        (t.suggest_float("a", 0, 1), t.suggest_float("b", 1e-4, 1, log=True),
-         t.suggest_categorical("c", ["x", "y", "z"]))
+        (
+            t.suggest_float("a", 0, 1),
+            t.suggest_float("b", 1e-4, 1, log=True),
+            t.suggest_categorical("c", ["x", "y", "z"]),
+        )
         for t in trials
-    ]  # fmt: skip
+    ]
     for t, p in zip(trials, points, strict=True):
         study.tell(t, p[0] + p[1])
     return points
@@ -65,7 +74,7 @@ def test_to_distribution_stays_inside():
 
 
 def test_unknown_sampler_is_a_clear_error():
-    from codemix.errors import CodemixError
+    from codemix.core.errors import CodemixError
 
     with pytest.raises(CodemixError, match="expected one of"):
         make_sampler("cmaes")

@@ -1,8 +1,8 @@
 import optuna
 import pytest
 
-from codemix.errors import CodemixError
-from optimizer.space import check_objectives, load_study
+from codemix.core.errors import CodemixError
+from codemix.optimizer.space import check_objectives, load_study
 
 
 def test_loads_and_suggests(write_study):

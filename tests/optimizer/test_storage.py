@@ -1,7 +1,7 @@
 import pytest
 
-from codemix.errors import CodemixError
-from optimizer.storage import default_url, open_storage, redact
+from codemix.core.errors import CodemixError
+from codemix.optimizer.storage import default_url, open_storage, redact
 
 
 def test_redact():

@@ -8,7 +8,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from optimizer.space import load_study
+from codemix.optimizer.space import load_study
 
 STUDIES = Path(__file__).resolve().parents[2] / "studies"
 SPECS = sorted(p for p in STUDIES.glob("*.toml") if "study" in tomllib.loads(p.read_text()))

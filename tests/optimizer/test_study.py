@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from codemix.cli import main
-from optimizer.space import load_study
+from codemix.optimizer.space import load_study
 
 POSTGRES = os.environ.get("CODEMIX_TEST_POSTGRES")  # set by .ci/run, which starts a server
 BACKENDS = ["sqlite", "postgresql"]
@@ -92,19 +92,45 @@ def test_study_end_to_end_resume_and_export(write_study, tmp_path, capsys):
     df = pl.read_parquet(tmp_path / "r.parquet")
     assert df.height == 3
     for col in (
-        "param_stages.init.code_frac",
-        "mix_init_code",
-        "bpb_text",
-        "loss_code",
+        "param.stages.init.code_frac",
+        "mix.init.code",
+        "code_frac.init",
+        "code_frac.cooldown",
+        "bpb.text",
+        "loss.code",
         "params",
+        "vocab_size",
         "tokens",
         "flops",
-        "epochs_text",
+        "epochs.text",
+        "tokens.cooldown",
         "size",
+        "code_domains",
     ):
-        assert col in df.columns
-    # the realised share follows the proposed one
-    assert (df["mix_init_code"] - df["param_stages.init.code_frac"]).abs().max() < 0.05
+        assert col in df.columns, col
+    # the realised share follows the proposed one, and code_frac is the code group's share
+    assert (df["mix.init.code"] - df["param.stages.init.code_frac"]).abs().max() < 0.05
+    assert (df["code_frac.init"] == df["mix.init.code"]).all()
+    assert set(df["code_domains"]) == {"code"}
+
+
+def test_export_gives_simplex_shares_as_trained_and_choice_names(write_study, tmp_path):
+    """The Optuna draws of a simplex are not what trained; their shares are."""
+    search = (
+        '"stages.cooldown.code_frac" = { choices = { none = 0.0, some = 0.3 } }\n'
+        '"stages.init.mixture" = { simplex = ["text", "code"] }'
+    )
+    path = write_study(n=2, population=2, search=search)
+    text = path.read_text().replace("code_frac = 0.25\n", "mixture = { text = 0.5, code = 0.5 }\n")
+    path.write_text(text)
+    assert main(["study", "run", str(path), "--quiet"]) == 0
+    assert main(["study", "export", str(path), "-o", str(tmp_path / "r.csv")]) == 0
+    df = pl.read_csv(tmp_path / "r.csv")
+    shares = df["param.stages.init.mixture.text"] + df["param.stages.init.mixture.code"]
+    assert (shares - 1).abs().max() < 1e-9  # shares, not raw draws
+    assert (df["param.stages.init.mixture.code"] - df["mix.init.code"]).abs().max() < 0.05
+    assert set(df["choice.stages.cooldown.code_frac"]) <= {"none", "some"}
+    assert set(df["param.stages.cooldown.code_frac"]) <= {0.0, 0.3}
 
 
 def test_sigint_in_the_second_wave_then_two_reruns_end_with_exactly_n(write_study, capsys):

@@ -10,10 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from proxy_train.evaluate import bits_per_byte, domain_losses, val_sample
-from proxy_train.prepare import PrepareConfig, prepare
-from proxy_train.store import TokenStore
-from proxy_train.tokenizer import TokenizerSpec
+from codemix.proxy_train.evaluate import bits_per_byte, domain_losses, val_sample
+from codemix.proxy_train.prepare import PrepareConfig, prepare
+from codemix.proxy_train.store import TokenStore
+from codemix.proxy_train.tokenizer import TokenizerSpec
 
 Z, Q = ord("z"), ord("q")
 

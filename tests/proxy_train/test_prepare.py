@@ -8,11 +8,11 @@ import pytest
 import zstandard
 
 from codemix.cli import main
-from codemix.errors import CodemixError
-from proxy_train import prepare as prep
-from proxy_train.prepare import PrepareConfig, builtin_domains, prepare
-from proxy_train.store import TokenStore
-from proxy_train.tokenizer import TokenizerSpec
+from codemix.core.errors import CodemixError
+from codemix.proxy_train import prepare as prep
+from codemix.proxy_train.prepare import PrepareConfig, builtin_domains, prepare
+from codemix.proxy_train.store import TokenStore
+from codemix.proxy_train.tokenizer import TokenizerSpec
 
 
 def _corpus(root: Path, n: int = 40) -> dict[str, tuple[str, ...]]:

@@ -5,12 +5,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from codemix.errors import CodemixError
-from proxy_train.prepare import PrepareConfig, prepare
-from proxy_train.sampler import MixtureSampler, permute
-from proxy_train.schedule import Schedule, Stage
-from proxy_train.store import TokenStore
-from proxy_train.tokenizer import TokenizerSpec
+from codemix.core.errors import CodemixError
+from codemix.proxy_train.prepare import PrepareConfig, prepare
+from codemix.proxy_train.sampler import MixtureSampler, permute
+from codemix.proxy_train.schedule import Schedule, Stage
+from codemix.proxy_train.store import TokenStore
+from codemix.proxy_train.tokenizer import TokenizerSpec
 
 T = 16
 ALPHABETS = {"prose": "abcdefgh ", "code": "0123456789", "math": "+-*/=<>()"}

@@ -2,8 +2,8 @@ import math
 
 import pytest
 
-from codemix.errors import CodemixError
-from proxy_train.schedule import LRShape, Schedule, Stage, learning_rate, stage_at
+from codemix.core.errors import CodemixError
+from codemix.proxy_train.schedule import LRShape, Schedule, Stage, learning_rate, stage_at
 
 MIX = {"text": 0.75, "code": 0.25}
 

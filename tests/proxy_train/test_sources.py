@@ -5,8 +5,8 @@ import polars as pl
 import pytest
 import zstandard
 
-from codemix.errors import CodemixError
-from proxy_train.sources import ReadOptions, check, iter_documents, resolve, source_format
+from codemix.core.errors import CodemixError
+from codemix.proxy_train.sources import ReadOptions, check, iter_documents, resolve, source_format
 
 DOCS = ["first document", "second one\nwith two lines", "third: ünïcode ✓"]
 

@@ -1,7 +1,7 @@
 import pytest
 
-from codemix.errors import CodemixError
-from proxy_train.spec import apply_overrides, load_spec
+from codemix.core.errors import CodemixError
+from codemix.proxy_train.spec import apply_overrides, load_spec
 
 GOOD = """
 [data]

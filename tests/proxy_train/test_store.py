@@ -5,10 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from codemix.errors import CodemixError
-from proxy_train.prepare import PrepareConfig, prepare
-from proxy_train.store import TokenStore, check_store, describe, verify_store
-from proxy_train.tokenizer import TokenizerSpec
+from codemix.core.errors import CodemixError
+from codemix.proxy_train.prepare import PrepareConfig, prepare
+from codemix.proxy_train.store import TokenStore, check_store, describe, verify_store
+from codemix.proxy_train.tokenizer import TokenizerSpec
 
 
 def _tiny_store(root: Path, val_frac: float = 0.3) -> Path:

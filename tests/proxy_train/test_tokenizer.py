@@ -1,8 +1,14 @@
 import numpy as np
 import pytest
 
-from codemix.errors import CodemixError
-from proxy_train.tokenizer import ByteTokenizer, TokenizerSpec, load_file, token_dtype, train_bpe
+from codemix.core.errors import CodemixError
+from codemix.proxy_train.tokenizer import (
+    ByteTokenizer,
+    TokenizerSpec,
+    load_file,
+    token_dtype,
+    train_bpe,
+)
 
 TEXT = ["the quick brown fox jumps over the lazy dog " * 20, "def f(x):\n    return x + 1\n" * 20]
 

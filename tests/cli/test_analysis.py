@@ -10,11 +10,14 @@ import polars as pl
 import pytest
 
 from codemix.cli import main
+from codemix.models.accounting import param_count
+from codemix.models.presets import model_config
 
 
 @pytest.fixture(scope="module")
 def ladder(tmp_path_factory):
-    """Runs at 4 sizes on 3-domain mixtures from a known joint law, plus a FIT.json of it."""
+    """Runs at 4 sizes on 3-domain mixtures from a known joint law, plus a FIT.json of it
+    (on params at vocabulary 4096, so presets are targets)."""
     d = tmp_path_factory.mktemp("ladder")
     rng = np.random.default_rng(0)
     frames = []
@@ -30,6 +33,7 @@ def ladder(tmp_path_factory):
                     "w_code": w[:, 1],
                     "w_math": w[:, 2],
                     "params": n,
+                    "vocab_size": 4096,
                     "nl_loss": nl * noise[0],
                     "code_loss": code * noise[1],
                 }
@@ -98,12 +102,36 @@ def test_predict_one_row_per_input_with_bounds(ladder, tmp_path):
     pred, lo, hi = (p[f"predicted_nl_loss{s}"] for s in ("", "_lo90", "_hi90"))
     assert (lo <= pred).all() and (pred <= hi).all()
     w = p.select("w_text", "w_code", "w_math").to_numpy()
-    truth = np.exp(w @ [0.6, 1.0, 0.9]) + np.exp(w @ [4.5, 3.8, 4.0]) * 4.7e8**-0.3
+    n = param_count(model_config("470M", vocab_size=4096, seq_len=1024)).total  # 3.08e8
+    truth = np.exp(w @ [0.6, 1.0, 0.9]) + np.exp(w @ [4.5, 3.8, 4.0]) * n**-0.3
     np.testing.assert_allclose(pred.to_numpy(), truth, rtol=0.03)
     # fresh mixtures (no observed metric) keep the plain names
     pl.DataFrame({"w_text": [0.5], "w_code": [0.3], "w_math": [0.2]}).write_csv(out)
     assert main(["predict", str(fit), "--mixtures", str(out), "-o", str(out)]) == 0
     assert {"nl_loss", "nl_loss_lo90", "code_loss_hi90"} <= set(pl.read_csv(out).columns)
+
+
+def test_a_preset_target_resolves_at_the_fits_vocabulary(ladder, tmp_path, capsys):
+    table, fit = ladder
+    out = tmp_path / "pred.csv"
+    argv = ["predict", str(fit), "--mixtures", str(table), "-o", str(out)]
+    assert main([*argv, "--size", "470M"]) == 0
+    assert (
+        "wrote 64 predictions at 470M (3.08e8 parameters: the preset at vocabulary 4096, "
+        f"total), from the size law to {out}\n"
+    ) in capsys.readouterr().out
+    assert main([*argv, "--size", "4.7e8"]) == 0  # a count stays a count
+    assert "at 4.7e8 parameters, from the size law" in capsys.readouterr().out
+    # a fit whose sizes come from another column cannot place a preset
+    other, n_fit = tmp_path / "n.csv", tmp_path / "n.json"
+    pl.read_csv(table).rename({"params": "N"}).write_csv(other)
+    argv = ["fit", str(other), "--mixture-cols", "w_*", "--metric", "nl_loss", "--size-col", "N"]
+    assert main([*argv, "--families", "linear", "--n-boot", "2", "-o", str(n_fit)]) == 0
+    argv = ["predict", str(n_fit), "--mixtures", str(table), "-o", str(out)]
+    assert main([*argv, "--size", "470M"]) == 2
+    err = capsys.readouterr().err
+    assert "--size 470M names a preset" in err and "column 'N'" in err
+    assert main([*argv, "--size", "3.08e8"]) == 0
 
 
 def test_predict_at_each_rows_size_scores_observed_runs(ladder, tmp_path, capsys):
@@ -142,7 +170,11 @@ def test_optimum_prints_mixture_interval_and_front(ladder, capsys):
         == 0
     )
     out = capsys.readouterr().out
-    assert "optimum for min:nl_loss,code_loss<=2.6 at 2.8B parameters" in out
+    assert (
+        "optimum for min:nl_loss,code_loss<=2.6 at 2.8B (2.53e9 parameters: the preset at "
+        "vocabulary 4096, total); 500 candidate mixtures"
+    ) in out
+    assert "predicted nl_loss at 2.8B: " in out and "Pareto front at 2.8B (" in out
     assert "argmax 90 % interval" in out and "Pareto front" in out
 
 
@@ -231,25 +263,26 @@ def test_stage_mixtures_fit_predict_and_optimum(tmp_path, capsys):
         frames.append(
             pl.DataFrame(
                 {
-                    "mix_init_text": 1 - a,
-                    "mix_init_code": a,
-                    "mix_cooldown_text": 1 - c,
-                    "mix_cooldown_code": c,
+                    "mix.init.text": 1 - a,
+                    "mix.init.code": a,
+                    "mix.cooldown.text": 1 - c,
+                    "mix.cooldown.code": c,
                     "params": n,
-                    "bpb_text": np.exp(x @ [0.5, 1.0, -0.3]) + np.exp(x @ [4, 4.6, -0.2]) * n**-0.3,
-                    "bpb_code": np.exp(x @ [1.0, 0.3, -0.1]) + np.exp(x @ [4.4, 3.8, 0]) * n**-0.3,
+                    "vocab_size": 4096,
+                    "bpb.text": np.exp(x @ [0.5, 1.0, -0.3]) + np.exp(x @ [4, 4.6, -0.2]) * n**-0.3,
+                    "bpb.code": np.exp(x @ [1.0, 0.3, -0.1]) + np.exp(x @ [4.4, 3.8, 0]) * n**-0.3,
                 }
             )
         )
     table, fit = tmp_path / "runs.csv", tmp_path / "fit.json"
     pl.concat(frames).write_csv(table)
-    argv = ["fit", str(table), "--mixture-cols", "mix_init_*", "--mixture-cols", "mix_cooldown_*"]
-    argv += ["--metric", "bpb_*", "--size-col", "params", "--families", "linear,exp"]
+    argv = ["fit", str(table), "--mixture-cols", "mix.init.*", "--mixture-cols", "mix.cooldown.*"]
+    argv += ["--metric", "bpb.*", "--size-col", "params", "--families", "linear,exp"]
     assert main([*argv, "--n-boot", "10", "-o", str(fit)]) == 0
     d = json.loads(fit.read_text())
     assert d["mixture_groups"] == [
-        ["mix_init_text", "mix_init_code"],
-        ["mix_cooldown_text", "mix_cooldown_code"],
+        ["mix.init.text", "mix.init.code"],
+        ["mix.cooldown.text", "mix.cooldown.code"],
     ]
     pred = tmp_path / "pred.csv"
     assert (
@@ -258,22 +291,22 @@ def test_stage_mixtures_fit_predict_and_optimum(tmp_path, capsys):
     )
     assert pl.read_csv(pred).height == 60
     bad = tmp_path / "bad.csv"
-    pl.read_csv(table).with_columns(mix_cooldown_code=pl.lit(0.9)).write_csv(bad)
+    pl.read_csv(table).with_columns(pl.lit(0.9).alias("mix.cooldown.code")).write_csv(bad)
     assert main(["predict", str(fit), "--mixtures", str(bad), "-o", str(pred)]) == 2
-    assert "mix_cooldown_text, mix_cooldown_code" in capsys.readouterr().err
-    argv = ["optimum", str(fit), "--objective", "min:bpb_text", "--target", "2.8B"]
+    assert "mix.cooldown.text, mix.cooldown.code" in capsys.readouterr().err
+    argv = ["optimum", str(fit), "--objective", "min:bpb.text,bpb.code<=3.0", "--target", "2.8B"]
     assert main([*argv, "--candidates", "400", "--draws", "10"]) == 0
     out = capsys.readouterr().out
     assert "within the runs' weight ranges" in out
-    assert "mix_init_text, mix_init_code | mix_cooldown_text, mix_cooldown_code" in out
+    assert "mix.init.text, mix.init.code | mix.cooldown.text, mix.cooldown.code" in out
     # the cooldown's code share as a free stage variable instead of a second mixture
-    argv = ["fit", str(table), "--mixture-cols", "mix_init_*", "--stage-cols", "mix_cooldown_code"]
-    argv += ["--metric", "bpb_text", "--size-col", "params", "--families", "linear,exp"]
+    argv = ["fit", str(table), "--mixture-cols", "mix.init.*", "--stage-cols", "mix.cooldown.code"]
+    argv += ["--metric", "bpb.text", "--size-col", "params", "--families", "linear,exp"]
     assert main([*argv, "--n-boot", "10", "-o", str(fit)]) == 0
-    assert json.loads(fit.read_text())["mixture_groups"][-1] == ["mix_cooldown_code"]
-    argv = ["optimum", str(fit), "--objective", "min:bpb_text", "--target", "2.8B"]
+    assert json.loads(fit.read_text())["mixture_groups"][-1] == ["mix.cooldown.code"]
+    argv = ["optimum", str(fit), "--objective", "weighted:bpb.text=1", "--target", "2.8B"]
     assert main([*argv, "--candidates", "400", "--draws", "10", "--full-simplex"]) == 0
-    line = next(x for x in capsys.readouterr().out.splitlines() if "mix_cooldown_code" in x)
+    line = next(x for x in capsys.readouterr().out.splitlines() if "mix.cooldown.code" in x)
     assert 0.0 <= float(line.split()[1]) <= 0.6  # a free variable stays within its range
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from codemix.secrets import normalise, redact, scrub, split_credentials
+from codemix.core.secrets import normalise, redact, scrub, split_credentials
 
 URLS = [
     ("postgresql://me:p@ss@db:5432/x", "p@ss"),

@@ -28,7 +28,7 @@ def register(sub) -> None:
         required=True,
         metavar="COLS",
         help="mixture weight columns: comma-separated names or PREFIX*; repeat once per "
-        "stage to fit on several stages' mixtures (e.g. 'mix_init_*' and 'mix_cooldown_*')",
+        "stage to fit on several stages' mixtures (e.g. 'mix.init.*' and 'mix.cooldown.*')",
     )
     p.add_argument(
         "--stage-cols",
@@ -44,8 +44,19 @@ def register(sub) -> None:
         metavar="NAME",
         help="metric column (or PREFIX*) to fit; repeat for several",
     )
-    p.add_argument("--size-col", metavar="COL", help="column of model parameters")
+    p.add_argument(
+        "--size-col",
+        metavar="COL",
+        help="column of model parameters (params or non_embedding_params of a study export: "
+        "then a preset such as 2.8B can be a target)",
+    )
     p.add_argument("--tokens-col", metavar="COL", help="column of training tokens")
+    p.add_argument(
+        "--code-domains",
+        metavar="A,B",
+        help="the domains that are code (default: the table's code_domains column, as a study "
+        "export has it); the report draws code shares from them",
+    )
     p.add_argument(
         "--on",
         default="index",
@@ -85,7 +96,12 @@ def register(sub) -> None:
         metavar="TABLE",
         help="CSV or parquet with the fit's mixture columns",
     )
-    p.add_argument("--size", metavar="N", help="target size: a preset (470M, 2.8B) or a number")
+    p.add_argument(
+        "--size",
+        metavar="N",
+        help="target size: a preset (470M, 2.8B: its parameters at the fit's vocabulary) or a "
+        "count (2.5e9)",
+    )
     p.add_argument(
         "--size-col",
         metavar="COL",
@@ -145,7 +161,8 @@ def register(sub) -> None:
     p.add_argument(
         "--target",
         metavar="SIZE",
-        help="target size (470M, 2.8B or a number); omitted: the training size",
+        help="target size: a preset (470M, 2.8B: its parameters at the fit's vocabulary) or a "
+        "count (2.5e9); omitted: the training size",
     )
     p.add_argument(
         "--pareto",
@@ -168,7 +185,7 @@ def register(sub) -> None:
 def _check_output(path: str) -> None:
     from pathlib import Path
 
-    from codemix.errors import CodemixError
+    from codemix.core.errors import CodemixError
 
     parent = Path(path).parent
     if not parent.is_dir():
@@ -176,11 +193,11 @@ def _check_output(path: str) -> None:
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from analysis.fitfile import save_fit
-    from analysis.optimum import fit_results
-    from analysis.scaling import ScalingConfig
-    from analysis.surfaces import FAMILIES, SurfaceConfig
-    from analysis.tables import load_results
+    from codemix.analysis.fit import fit_results
+    from codemix.analysis.fitfile import save_fit
+    from codemix.analysis.scaling import ScalingConfig, alpha_warning
+    from codemix.analysis.surfaces import FAMILIES, SurfaceConfig
+    from codemix.analysis.tables import load_results, split_domains
 
     _check_output(args.output)
     fams = tuple(f.strip() for f in args.families.split(",")) if args.families else FAMILIES
@@ -202,7 +219,13 @@ def _fit(args: argparse.Namespace) -> int:
     )
     if table.left_out:
         print(table.left_out_line())
-    fit = fit_results(table, scfg, ScalingConfig(n_boot=args.n_boot, seed=args.seed), progress=True)
+    fit = fit_results(
+        table,
+        scfg,
+        ScalingConfig(n_boot=args.n_boot, seed=args.seed),
+        progress=True,
+        code_domains=split_domains(args.code_domains),
+    )
     save_fit(fit, args.output)
     for m, s in fit.surfaces.items():
         sc = s.cv_score
@@ -220,14 +243,12 @@ def _fit(args: argparse.Namespace) -> int:
         if m in fit.scaling:
             law = fit.scaling[m]
             print(
-                f"    size law: Scheffe-{law.terms} exponents, alpha {law.theta[-1]:.3f} over "
+                f"    size law: Scheffe-{law.terms} exponents, alpha {law.alpha:.3f} over "
                 "sizes " + ", ".join(f"{v:.3g}" for v in law.sizes)
             )
-            if not 0.05 <= law.theta[-1] <= 1.5:
-                print(
-                    "    warning: alpha is far from the 0.05-1.5 of published size laws; these "
-                    "sizes do not pin the law down, so predictions at a target are unreliable"
-                )
+            why = alpha_warning(law.alpha)
+            if why:
+                print(f"    warning: {why}")
             sel = law.selection
             if sel:
                 scores = ", ".join(f"{t} {v['rmse_log']:.4g}" for t, v in sel["scores"].items())
@@ -248,16 +269,19 @@ def _predict(args: argparse.Namespace) -> int:
     import numpy as np
     import polars as pl
 
-    from analysis.fitfile import atomic_write_text, load_fit
-    from analysis.optimum import outside_ranges, parse_size, predict
-    from analysis.tables import mixture_array, read_table, resolve_columns
-    from codemix.errors import CodemixError
+    from codemix.analysis.fit import predict
+    from codemix.analysis.fitfile import atomic_write_text, load_fit
+    from codemix.analysis.intervals import coverage
+    from codemix.analysis.optimum import outside_ranges
+    from codemix.analysis.sizes import resolve_size
+    from codemix.analysis.tables import mixture_array, read_table, resolve_columns
+    from codemix.core.errors import CodemixError
 
     _check_output(args.output)
     if args.size and args.size_col:
         raise CodemixError("give --size or --size-col, not both")
     fit = load_fit(args.fit)
-    size = parse_size(args.size) if args.size else None
+    size = resolve_size(args.size, fit, "--size") if args.size else None
     df = read_table(args.mixtures)
     w = mixture_array(df, list(fit.mixture_cols), args.mixtures, fit.groups)
     if args.size_col:
@@ -268,8 +292,8 @@ def _predict(args: argparse.Namespace) -> int:
         preds = predict(fit, w, n, args.level)
         where = f"at each row's {col} (size law)"
     else:
-        preds = predict(fit, w, size, args.level)
-        where = f"at {args.size} parameters (size law)" if size else "at the training size"
+        preds = predict(fit, w, size.count if size else None, args.level)
+        where = f"at {size}, from the size law" if size else "at the training size"
     cols = {}
     pct = f"{round(args.level * 100):d}"
     for m, (mean, lo, hi) in preds.items():
@@ -291,16 +315,12 @@ def _predict(args: argparse.Namespace) -> int:
         )
     elif len(outside.rows):
         print(_extrapolation_warning(df, outside))
-    for m in preds:
+    for m, (mean, lo, hi) in preds.items():
         if m in df.columns:
-            y = df[m].cast(pl.Float64, strict=False).to_numpy()
-            lo, hi = cols[f"predicted_{m}_lo{pct}"], cols[f"predicted_{m}_hi{pct}"]
-            ok = np.isfinite(y)
-            inside = int(np.sum((y >= lo) & (y <= hi) & ok))
-            err = np.abs(cols[f"predicted_{m}"] - y)[ok]
+            c = coverage(df[m].cast(pl.Float64, strict=False).to_numpy(), mean, lo, hi)
             print(
-                f"  observed {m}: {inside} of {int(ok.sum())} inside the {pct} % interval, "
-                f"mean |predicted - observed| {err.mean():.4g}"
+                f"  observed {m}: {c.inside} of {c.n} inside the {pct} % interval, "
+                f"mean |predicted - observed| {c.mean_abs_error:.4g}"
             )
     return 0
 
@@ -336,10 +356,10 @@ def _passed(col: str, value: float, op: str, bound: float) -> str:
 def _scaling(args: argparse.Namespace) -> int:
     import json
 
-    from analysis.fitfile import atomic_write_text
-    from analysis.scaling import PARAM_NAMES, ScalingConfig, fit_chinchilla, fit_power_law
-    from analysis.tables import read_table, resolve_columns
-    from codemix.errors import CodemixError
+    from codemix.analysis.fitfile import atomic_write_text
+    from codemix.analysis.scaling import PARAM_NAMES, ScalingConfig, fit_chinchilla, fit_power_law
+    from codemix.analysis.tables import read_table, resolve_columns
+    from codemix.core.errors import CodemixError
 
     _check_output(args.output)
     df = read_table(args.data)
@@ -385,13 +405,15 @@ def _scaling(args: argparse.Namespace) -> int:
 def _optimum(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from analysis.fitfile import load_fit
-    from analysis.optimum import find_optimum, pareto_front, parse_objective, parse_size
-    from codemix.errors import CodemixError
+    from codemix.analysis.fitfile import load_fit
+    from codemix.analysis.optimum import find_optimum, pareto_front, parse_objective
+    from codemix.analysis.sizes import resolve_size
+    from codemix.core.errors import CodemixError
 
     fit = load_fit(args.fit)
     objective = parse_objective(args.objective, fit.metrics)
-    size = parse_size(args.target) if args.target else None
+    target = resolve_size(args.target, fit, "--target") if args.target else None
+    size = target.count if target else None
     if size is not None:
         missing = [m for m in objective.metrics if m not in fit.scaling]
         if missing:
@@ -399,7 +421,7 @@ def _optimum(args: argparse.Namespace) -> int:
                 f"the fit has no size law for {', '.join(missing)}: fit with --size-col on "
                 "runs at 3 or more sizes, or leave out --target"
             )
-    where = f"at {args.target} parameters" if size else "at the training size"
+    where = f"at {target.short}" if target else "at the training size"
     opt = find_optimum(
         fit,
         objective,
@@ -412,7 +434,10 @@ def _optimum(args: argparse.Namespace) -> int:
     )
     pct = f"{round(args.level * 100)} %"
     space = "anywhere on the simplex" if args.full_simplex else "within the runs' weight ranges"
-    print(f"optimum for {objective.text} {where} ({args.candidates} candidate mixtures {space}):")
+    print(
+        f"optimum for {objective.text} at {target or 'the training size'}; "
+        f"{args.candidates} candidate mixtures {space}:"
+    )
     for c, v, lo, hi in zip(
         fit.mixture_cols, opt.mixture, opt.argmax_lo, opt.argmax_hi, strict=True
     ):

@@ -2,8 +2,8 @@ import io
 
 import pytest
 
-from codemix import progress as _progress
-from codemix.progress import Progress
+from codemix.core import progress as _progress
+from codemix.core.progress import Progress
 
 
 class FakeClock:

@@ -20,8 +20,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("-o", "--output", required=True, metavar="report.html")
     p.add_argument("--storage", metavar="URL", help="the study's storage (default: beside it)")
-    p.add_argument("--nl-metric", default="bpb_text", help="column of the NL metric")
-    p.add_argument("--code-metric", default="bpb_code", help="column of the code metric")
+    p.add_argument(
+        "--nl-metric", default="bpb.text", help="column of the NL metric (default bpb.text)"
+    )
+    p.add_argument(
+        "--code-metric", default="bpb.code", help="column of the code metric (default bpb.code)"
+    )
     p.add_argument("--title", help="page title (default: the study name or file name)")
     p.add_argument(
         "--fit",
@@ -32,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--target",
         metavar="SIZE",
         default="2.8B",
-        help="target size for predictions (a preset or a count; default 2.8B)",
+        help="target size for predictions: a preset (its parameters at the fit's vocabulary) "
+        "or a count (2.5e9); default 2.8B",
     )
     p.set_defaults(func=_report)
 
@@ -42,15 +47,15 @@ def _results(args):
 
     import polars as pl
 
-    from codemix.errors import CodemixError
+    from codemix.core.errors import CodemixError
 
     src = Path(args.source)
     if src.suffix == ".toml":
         import optuna
 
-        from optimizer.export import rows
-        from optimizer.space import load_study
-        from optimizer.storage import default_url, open_storage, redact
+        from codemix.optimizer.export import rows
+        from codemix.optimizer.space import load_study
+        from codemix.optimizer.storage import default_url, open_storage, redact
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         spec = load_study(src)
@@ -63,7 +68,7 @@ def _results(args):
         if not data:
             raise CodemixError(f"study {spec.name!r} has no results yet")
         return pl.DataFrame(data, infer_schema_length=None), spec.name
-    from analysis.tables import read_table
+    from codemix.analysis.tables import read_table
 
     return read_table(src), src.stem
 
@@ -71,8 +76,8 @@ def _results(args):
 def _report(args) -> int:
     from pathlib import Path
 
-    from analysis.report import ReportInput, write_report
-    from codemix.errors import CodemixError
+    from codemix.analysis.report import ReportInput, write_report
+    from codemix.core.errors import CodemixError
 
     df, name = _results(args)
     for m in (args.nl_metric, args.code_metric):
@@ -85,11 +90,14 @@ def _report(args) -> int:
         code_metric=args.code_metric,
     )
     if args.fit:
-        from analysis.fitfile import load_fit
-        from analysis.report import from_fit
-        from codemix.units import parse_count
+        from codemix.analysis.fitfile import load_fit
+        from codemix.analysis.report import from_fit
+        from codemix.analysis.sizes import resolve_size
 
-        from_fit(r, load_fit(args.fit), parse_count(args.target, "--target"), args.target)
+        fit = load_fit(args.fit)
+        target = resolve_size(args.target, fit, "--target")
+        from_fit(r, fit, target)
+        print(f"predictions at {target}")
     n = write_report(r, Path(args.output))
     print(f"wrote {args.output} ({n} figures); open it in any browser, no network needed")
     return 0

@@ -6,11 +6,11 @@ import time
 
 import pytest
 
-from codemix.errors import CodemixError
-from codemix.lock import folder_lock
+from codemix.core.errors import CodemixError
+from codemix.core.lock import folder_lock
 
 HOLD = (
-    "from codemix.lock import folder_lock; import sys, time\n"
+    "from codemix.core.lock import folder_lock; import sys, time\n"
     "with folder_lock(sys.argv[1], 'folder'):\n    print('held', flush=True); time.sleep(30)"
 )
 

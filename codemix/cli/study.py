@@ -45,15 +45,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _storage(args, spec) -> str:
-    from optimizer.storage import default_url
+    from codemix.optimizer.storage import default_url
 
     return args.storage or default_url(spec.path)
 
 
 def _run(args) -> int:
-    from codemix.errors import CodemixError
-    from optimizer.space import load_study
-    from optimizer.study import run_study
+    from codemix.core.errors import CodemixError
+    from codemix.optimizer.space import load_study
+    from codemix.optimizer.study import run_study
 
     if args.workers < 1:
         raise CodemixError("--workers must be >= 1")
@@ -69,13 +69,13 @@ def _export(args) -> int:
 
     import optuna
 
-    from codemix.errors import CodemixError
-    from optimizer.export import export
-    from optimizer.storage import open_storage, redact
+    from codemix.core.errors import CodemixError
+    from codemix.optimizer.export import export
+    from codemix.optimizer.storage import open_storage, redact
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if args.spec:
-        from optimizer.space import load_study
+        from codemix.optimizer.space import load_study
 
         spec = load_study(args.spec)
         name, url = spec.name, _storage(args, spec)

@@ -3,9 +3,9 @@ import stat
 
 import pytest
 
-from codemix import files
-from codemix.errors import CodemixError
-from codemix.files import atomic_path, atomic_write_bytes, atomic_write_text, current_umask
+from codemix.core import files
+from codemix.core.errors import CodemixError
+from codemix.core.files import atomic_path, atomic_write_bytes, atomic_write_text, current_umask
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 
-from codemix.errors import CodemixError
+from codemix.core.errors import CodemixError
 
 _SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
 _PATTERN = re.compile(

@@ -93,7 +93,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _info(args) -> int:
-    from proxy_train.store import check_store, format_summary, read_manifest, verify_store
+    from codemix.proxy_train.store import check_store, format_summary, read_manifest, verify_store
 
     verify = getattr(args, "verify", False)  # `prepare --summary DIR` comes here too
     manifest = read_manifest(args.dir)
@@ -117,18 +117,18 @@ def _info(args) -> int:
 def _prepare(args) -> int:
     from pathlib import Path
 
-    from codemix.errors import CodemixError
-    from codemix.units import parse_count
+    from codemix.core.errors import CodemixError
+    from codemix.core.units import parse_count
 
     if args.summary:
         args.dir = args.summary
         return _info(args)
     if not args.out:
         raise CodemixError("--out DIR is required (where the token store goes)")
-    from proxy_train import prepare as prep
-    from proxy_train.sources import CODE_EXTENSIONS, ReadOptions
-    from proxy_train.store import format_summary
-    from proxy_train.tokenizer import TokenizerSpec
+    from codemix.proxy_train import prepare as prep
+    from codemix.proxy_train.sources import CODE_EXTENSIONS, ReadOptions
+    from codemix.proxy_train.store import format_summary
+    from codemix.proxy_train.tokenizer import TokenizerSpec
 
     domains: dict[str, tuple[str, ...]] = prep.builtin_domains() if args.builtin else {}
     for item in args.domain:

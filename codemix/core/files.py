@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from codemix.errors import CodemixError
+from codemix.core.errors import CodemixError
 
 
 def current_umask() -> int:

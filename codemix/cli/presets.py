@@ -34,8 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _presets(args: argparse.Namespace) -> int:
-    from models.accounting import flops_per_token, param_count
-    from models.presets import PRESETS, format_size, model_config
+    from codemix.models.accounting import flops_per_token, param_count
+    from codemix.models.presets import PRESETS, format_size, model_config
 
     header = ("name", "layers", "width", "heads", "d_ff", "params", "non-emb", "FLOPs/token")
     rows = [header]

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from codemix.errors import CodemixError
+from codemix.core.errors import CodemixError
 
 _held: dict[Path, int] = {}  # folders this process holds -> nesting depth
 

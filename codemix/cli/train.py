@@ -41,16 +41,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _train(args) -> int:
     from pathlib import Path
 
-    from codemix.errors import CodemixError
-    from codemix.interrupt import stop_on_signals
-    from codemix.units import parse_count
-    from proxy_train.run import run_single
+    from codemix.core.errors import CodemixError
+    from codemix.core.interrupt import stop_on_signals
+    from codemix.core.units import parse_count
+    from codemix.proxy_train.run import run_single
+    from codemix.proxy_train.sharding import init_distributed
 
     max_tokens = (
         parse_count(args.max_tokens, "--max-tokens") if args.max_tokens is not None else None
     )
     if max_tokens is not None and max_tokens <= 0:
         raise CodemixError(f"--max-tokens {args.max_tokens}: must be more than 0")
+    init_distributed()  # a multi-host job (CODEMIX_DISTRIBUTED=1): before any device is used
     with stop_on_signals():
         summary = run_single(
             Path(args.spec),

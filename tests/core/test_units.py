@@ -2,8 +2,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from codemix.errors import CodemixError
-from codemix.units import format_count, parse_count
+from codemix.core.errors import CodemixError
+from codemix.core.units import format_count, parse_count
 
 
 @pytest.mark.parametrize(

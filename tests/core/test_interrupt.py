@@ -5,7 +5,7 @@ import signal
 
 import pytest
 
-from codemix import interrupt
+from codemix.core import interrupt
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

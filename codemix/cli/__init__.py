@@ -1,15 +1,15 @@
-"""The `codemix` command. Each area registers its subcommands from a `_cli_*` module;
-those modules import only argparse at load time so `codemix --help` stays instant."""
+"""The `codemix` command. Each area registers its subcommands from a module of this
+package; those modules import only argparse at load time so `codemix --help` stays instant."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from codemix.errors import CodemixError
-from codemix.interrupt import Interrupted
+from codemix.core.errors import CodemixError
+from codemix.core.interrupt import Interrupted
 
-_AREAS = ("_cli_data", "_cli_models", "_cli_train", "_cli_study", "_cli_analysis", "_cli_report")
+_AREAS = ("prepare", "presets", "train", "study", "analysis", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,9 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for area in _AREAS:
         try:
-            module = importlib.import_module(f"codemix.{area}")
+            module = importlib.import_module(f"codemix.cli.{area}")
         except ModuleNotFoundError as e:
-            if e.name != f"codemix.{area}":
+            if e.name != f"codemix.cli.{area}":
                 raise
             continue
         module.register(sub)
@@ -54,7 +54,7 @@ def resume_command(argv: list[str] | None = None) -> str:
     """The command line that was run, to run again (storage passwords hidden)."""
     import shlex
 
-    from codemix.secrets import redact
+    from codemix.core.secrets import redact
 
     args = list(sys.argv[1:] if argv is None else argv)
     return shlex.join(["codemix", *(redact(a) if "://" in a else a for a in args)])

@@ -36,5 +36,5 @@ def test_bad_vocab_is_a_clean_error(capsys):
 
 
 def test_module_load_imports_no_jax():
-    code = "import sys, codemix._cli_models; assert 'jax' not in sys.modules"
+    code = "import sys, codemix.cli.presets; assert 'jax' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,105 @@
+"""Fitting a whole results table into a FIT.json, and predicting from one.
+
+`fit_results` fits a response surface per metric (on the runs of the largest size, when
+sizes are given) and, with runs at 3+ sizes, the joint mixture-and-size law per metric.
+`predict` gives each metric's mean and interval at mixtures: from the surface at the
+training size, or from the size law at a target size (one for all rows, or one per row).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from codemix.analysis.codeshare import check_code_domains
+from codemix.analysis.fitfile import FitFile
+from codemix.analysis.scaling import ScalingConfig, choose_joint_law
+from codemix.analysis.surfaces import SurfaceConfig, fit_surface, quiet_numerics
+from codemix.analysis.tables import ResultsTable
+from codemix.core.errors import CodemixError
+
+__all__ = ["fit_results", "predict"]
+
+
+@quiet_numerics()
+def fit_results(
+    table: ResultsTable,
+    surface_config: SurfaceConfig | None = None,
+    scaling_config: ScalingConfig | None = None,
+    progress: bool = False,
+    code_domains: tuple[str, ...] | None = None,
+) -> FitFile:
+    """Surfaces for every metric (on the runs of the largest size, if sizes are given) and,
+    with runs at 3+ sizes, the joint mixture-and-size law per metric (Scheffe-linear or
+    -quadratic exponents, whichever predicts held-out runs better).
+
+    `code_domains` (which domains are code) wins over the table's; each must be the domain
+    of a mixture column. The fit records them with the size column and the vocabulary."""
+    if code_domains:
+        code_domains = check_code_domains(code_domains, table.mixture_cols)
+    surfaces, scaling = {}, {}
+    rows = np.ones(table.n_runs, bool)
+    if table.size is not None:
+        rows = table.size == table.size.max()
+    for metric in table.metric_cols:
+        y = table.metric(metric)
+        surfaces[metric] = fit_surface(
+            table.weights[rows],
+            y[rows],
+            metric,
+            table.mixture_cols,
+            surface_config,
+            progress,
+            groups=table.groups,
+        )
+        if table.size is not None and len(np.unique(table.size)) >= 3:
+            if np.any(y <= 0):
+                raise CodemixError(f"{metric}: a size law needs positive values (a loss)")
+            scaling[metric] = choose_joint_law(
+                table.weights,
+                table.size,
+                y,
+                table.mixture_cols,
+                scaling_config,
+                progress,
+                groups=table.groups,
+            )
+    return FitFile(
+        mixture_cols=table.mixture_cols,
+        surfaces=surfaces,
+        scaling=scaling,
+        data=table.summary(),
+        size_col=table.size_col,
+        tokens_col=table.tokens_col,
+        groups=table.groups,
+        vocab_size=table.vocab_size,
+        code_domains=code_domains or table.code_domains,
+    )
+
+
+@quiet_numerics()
+def predict(
+    fit: FitFile, w: np.ndarray, size: float | np.ndarray | None = None, level: float = 0.9
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """metric -> (mean, lo, hi) at mixtures `w`: the size law at `size` (one for all rows, or
+    one per row, e.g. confirmatory runs at several sizes), else the surface."""
+    if size is not None and np.ndim(size) == 1:
+        n = np.asarray(size, float)
+        out = {m: tuple(np.empty(len(n)) for _ in range(3)) for m in fit.surfaces}
+        for v in np.unique(n):
+            at = n == v
+            for m, bounds in predict(fit, w[at], float(v), level).items():
+                for dst, src in zip(out[m], bounds, strict=True):
+                    dst[at] = src
+        return out
+    out = {}
+    for metric, surf in fit.surfaces.items():
+        if size is None:
+            out[metric] = surf.interval(w, level)
+        elif metric in fit.scaling:
+            out[metric] = fit.scaling[metric].interval(w, size, level)
+        else:
+            raise CodemixError(
+                f"the fit has no size law for {metric}: fit with --size-col on runs at 3 or "
+                "more sizes to predict at a target size"
+            )
+    return out

@@ -1,0 +1,59 @@
+"""Prediction intervals: central bounds of draws, split-conformal calibration, widening, and
+how many observed runs fall inside.
+
+Surfaces and size laws both build their intervals from these: a family's (or a bootstrap's)
+own interval assumes the model is true, so its half-widths are scaled by the factor that put
+the requested share of held-out runs inside (`interval_scale`, applied with `widen`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Coverage", "central", "coverage", "interval_scale", "widen"]
+
+
+def central(draws: np.ndarray, level: float, axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
+    """The bounds of the central `level` share of `draws` along `axis` (percentile interval)."""
+    lo, hi = np.quantile(draws, [0.5 - level / 2, 0.5 + level / 2], axis=axis)
+    return lo, hi
+
+
+def interval_scale(y, mean, lo, hi, level: float) -> float:
+    """The smallest c with at least `level` of runs inside mean -/+ c * (each half-width),
+    with the split-conformal finite-sample correction."""
+    up, down = np.maximum(hi - mean, 1e-300), np.maximum(mean - lo, 1e-300)
+    ratio = np.where(y >= mean, (y - mean) / up, (mean - y) / down)
+    k = min(len(y), int(np.ceil((len(y) + 1) * level)))  # the k-th smallest ratio
+    c = float(np.sort(ratio)[k - 1])
+    return c if np.isfinite(c) and c > 0 else 1.0
+
+
+def widen(mean, lo, hi, c: float):
+    """Interval bounds with each half-width multiplied by `c` (from `interval_scale`)."""
+    return mean, mean - c * (mean - lo), mean + c * (hi - mean)
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """Observed runs against their predictions: how many fall inside their interval."""
+
+    inside: int
+    n: int  # runs with an observed value
+    mean_abs_error: float  # |predicted - observed|, averaged over those runs
+
+    @property
+    def share(self) -> float:
+        return self.inside / self.n if self.n else float("nan")
+
+
+def coverage(y, mean, lo, hi) -> Coverage:
+    """Count the runs whose observed `y` lies in [lo, hi]; runs without a finite `y` (not
+    observed) are left out of every count."""
+    y = np.asarray(y, float)
+    seen = np.isfinite(y)
+    inside = int(np.sum((y >= lo) & (y <= hi) & seen))
+    err = np.abs(np.asarray(mean, float) - y)[seen]
+    return Coverage(inside, int(seen.sum()), float(err.mean()) if len(err) else float("nan"))
