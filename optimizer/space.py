@@ -242,8 +242,13 @@ def _flatten(tree, prefix: str = "") -> dict:
 
 
 def metric_value(final: dict, metric: str) -> float:
-    kind, _, domain = metric.partition(".")
-    return float(final[kind][domain])
+    """`bpb.text` -> final["bpb"]["text"]; `task.nl_reasoning.acc` -> its task metric."""
+    kind, _, rest = metric.partition(".")
+    if kind == "task":
+        name, _, what = rest.partition(".")
+        value = (final.get("task") or {}).get(name, {}).get(what)
+        return float("nan") if value is None else float(value)
+    return float(final[kind][rest])
 
 
 def _param(key: str, table: Any, where: str) -> Param:
@@ -326,21 +331,45 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> StudySpe
     spec = StudySpec(path=path, raw=raw, params=params, objectives=tuple(objs), **kwargs)
     # sample one point of the space now, so a space that cannot make a valid run fails here
     spec.grid()
-    spec.run_spec([])
+    base = spec.run_spec([])
     for o in objs:
-        kind, _, domain = o.metric.partition(".")
-        if kind not in METRIC_KINDS or not domain:
-            raise CodemixError(
-                f"{where}: objective {o.metric!r}: no run reports it; runs "
-                f"report {', '.join(k + '.DOMAIN' for k in METRIC_KINDS)}"
-            )
+        _check_objective(o.metric, base, where)
     return spec
+
+
+def _check_objective(metric: str, run: RunSpec, where: str) -> None:
+    """KIND.DOMAIN (loss, bpb), or task.NAME.METRIC for a task or family of [evals]."""
+    kind, _, rest = metric.partition(".")
+    if kind == "task":
+        from codemix.proxy_train.task_eval import METRICS
+        from codemix.proxy_train.tasks import TASKS, has_choices
+
+        name, _, what = rest.partition(".")
+        if run.evals is None:
+            raise CodemixError(f"{where}: objective {metric!r} needs an [evals] table")
+        names = run.evals.tasks + sorted({TASKS[t].family for t in run.evals.tasks} - {"stand_in"})
+        if name not in names or what not in METRICS:
+            raise CodemixError(
+                f"{where}: objective {metric!r}: expected task.NAME.METRIC with NAME one of "
+                f"{', '.join(names)} and METRIC one of {', '.join(METRICS)}"
+            )
+        if what not in ("bpb", "correct_prob") and not has_choices(name):
+            raise CodemixError(
+                f"{where}: objective {metric!r}: {name} scores one reference answer, so it "
+                "reports bpb and correct_prob only"
+            )
+        return
+    if kind not in METRIC_KINDS or not rest:
+        raise CodemixError(
+            f"{where}: objective {metric!r}: no run reports it; runs report "
+            f"{', '.join(k + '.DOMAIN' for k in METRIC_KINDS)}, and task.NAME.METRIC with [evals]"
+        )
 
 
 def check_objectives(spec: StudySpec, store_domains: tuple[str, ...]) -> None:
     for o in spec.objectives:
-        domain = o.metric.partition(".")[2]
-        if domain not in store_domains:
+        kind, _, domain = o.metric.partition(".")
+        if kind != "task" and domain not in store_domains:
             raise CodemixError(
                 f"{spec.path}: objective {o.metric!r}: no run reports it; the token store's "
                 f"domains are {', '.join(store_domains)}"

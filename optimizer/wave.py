@@ -111,6 +111,7 @@ def _train_size(spec: StudySpec, store, size: str, batch: list, quiet: bool, wav
 def train_job(spec: StudySpec, store, job: dict, quiet: bool = True) -> list:
     """Train one population of a study: `job` names the size and each member's run folder
     number and overrides, so every process of a multi-host worker builds the same one."""
+    from codemix.proxy_train.run import task_args
     from codemix.proxy_train.train import Member, model_config_for, train_population
 
     size, roots = job["size"], [root for root, _ in job["members"]]
@@ -136,6 +137,7 @@ def train_job(spec: StudySpec, store, job: dict, quiet: bool = True) -> list:
         max_tokens=spec.max_tokens,
         progress=not quiet,
         label=job["label"],
+        **task_args(runs[0], store),
     )
 
 

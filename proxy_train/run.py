@@ -97,5 +97,19 @@ def run_single(
             max_tokens=max_tokens,
             progress=progress,
             label=f"train {out.name}, size {size}",
+            **task_args(spec, store),
         )
     return summary
+
+
+def task_args(spec: RunSpec, store) -> dict:
+    """train_population's task arguments for a spec with [evals] (else none)."""
+    if spec.evals is None:
+        return {}
+    from codemix.proxy_train.task_eval import load_tasks
+
+    s = spec.train
+    return {
+        "tasks": load_tasks(store, spec.evals.tasks, s.seq_len, s.batch_size),
+        "tasks_every": spec.evals.every,
+    }

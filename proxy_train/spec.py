@@ -60,6 +60,26 @@ class TrainSettings:
 
 
 @dataclass(frozen=True)
+class EvalSettings:
+    """[evals]: downstream tasks scored during training, from the requests `codemix evals
+    prepare` rendered into the store."""
+
+    suite: str = "paper"  # paper, all, or comma-separated task names (`codemix evals list`)
+    every: int = 1  # every K-th evaluation, and at every stage end
+
+    def __post_init__(self):
+        if not isinstance(self.every, int) or isinstance(self.every, bool) or self.every < 1:
+            raise CodemixError(f"[evals].every = {self.every!r}: must be an integer >= 1")
+        _ = self.tasks  # an unknown suite or task fails here
+
+    @property
+    def tasks(self) -> list[str]:
+        from codemix.proxy_train.tasks import select
+
+        return [t.name for t in select(self.suite)]
+
+
+@dataclass(frozen=True)
 class RunSpec:
     store: Path
     model: dict[str, Any]  # "size" plus ModelConfig overrides
@@ -68,6 +88,7 @@ class RunSpec:
     path: Path | None = None
     raw: dict = field(default_factory=dict, compare=False, repr=False)
     groups: dict = field(default_factory=lambda: DEFAULT_GROUPS)  # what code_frac means
+    evals: EvalSettings | None = None  # downstream tasks, when [evals] is given
 
     @property
     def size(self) -> str:
@@ -235,7 +256,16 @@ def build_spec(raw: dict, where: str = "spec", path: Path | None = None) -> RunS
         schedule = Schedule(schedule_stages, run_tokens=settings.tokens)
     except CodemixError as e:
         raise CodemixError(f"{where}: {e}") from None
-    return RunSpec(Path(str(data["store"])), model, settings, schedule, path, raw, groups)
+    evals = None
+    if "evals" in raw:
+        table = raw["evals"]
+        if not isinstance(table, dict) or set(table) - {"suite", "every"}:
+            raise CodemixError(f"{where}: [evals] takes suite = 'paper' and every = K")
+        try:
+            evals = EvalSettings(**table)
+        except CodemixError as e:
+            raise CodemixError(f"{where}: {e}") from None
+    return RunSpec(Path(str(data["store"])), model, settings, schedule, path, raw, groups, evals)
 
 
 def read_toml(path: Path, overrides: list[str] | None = None, what: str = "spec file") -> dict:
@@ -266,6 +296,14 @@ def open_store(spec: RunSpec) -> TokenStore:
             f"to {spec.store.absolute()}): {e}"
         ) from None
     check_domains(spec.schedule, store, where)
+    if spec.evals is not None:
+        missing = [t for t in spec.evals.tasks if t not in store.manifest.get("evals", {})]
+        if missing:
+            raise CodemixError(
+                f"{where}: [evals] suite {spec.evals.suite!r} needs tasks the store "
+                f"{store.path.absolute()} has not rendered ({', '.join(missing)}); run "
+                f"`codemix evals prepare {spec.store} --suite {spec.evals.suite}`"
+            )
     return store
 
 

@@ -124,3 +124,33 @@ def token_dtype(vocab_size: int, requested: str = "auto") -> np.dtype:
             "tokens; use --dtype uint32 or auto"
         )
     return np.dtype(requested)
+
+
+def encode_pairs(
+    tok, pairs: list[tuple[str, str]]
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(context ids, continuation ids, cumulative UTF-8 bytes of the continuation at each of
+    its tokens) for (context, continuation) pairs, as lm-evaluation-harness splits them:
+    trailing whitespace of the context moves to the continuation, the pair is encoded
+    whole, and the continuation is what follows the context's own encoding."""
+    moved = []
+    for ctx, cont in pairs:
+        stripped = ctx.rstrip()
+        moved.append((stripped, ctx[len(stripped) :] + cont))
+    ctx_ids = tok.encode_batch([c for c, _ in moved])
+    if isinstance(tok, ByteTokenizer):
+        out = []
+        for (_, k), ids in zip(moved, ctx_ids, strict=True):
+            cont = np.frombuffer(k.encode("utf-8"), dtype=np.uint8)
+            out.append((ids, cont, np.arange(1, len(cont) + 1)))
+        return out
+    wholes = tok.tok.encode_batch([c + k for c, k in moved], add_special_tokens=False)  # offsets
+    out = []
+    for (c, k), ids, enc in zip(moved, ctx_ids, wholes, strict=True):
+        text = c + k
+        byte_at = np.cumsum([0] + [len(ch.encode("utf-8")) for ch in text])  # char -> bytes
+        n = len(ids)
+        ends = np.array([byte_at[e] for _, e in enc.offsets[n:]], dtype=np.int64)
+        ends = np.maximum.accumulate(ends - byte_at[len(c)]) if len(ends) else ends
+        out.append((ids, np.asarray(enc.ids[n:], dtype=np.uint32), ends))
+    return out

@@ -44,6 +44,8 @@ from codemix.proxy_train.sampler import MixtureSampler
 from codemix.proxy_train.schedule import Schedule, StagePlan, learning_rate, stage_at
 from codemix.proxy_train.spec import TrainSettings
 from codemix.proxy_train.store import TokenStore
+from codemix.proxy_train.task_eval import TaskSet, make_scorer, score
+from codemix.proxy_train.task_eval import metrics as task_metrics
 
 PEAK_FLOPS = {
     "H100": 989e12,
@@ -228,6 +230,9 @@ class _Population:
     settings: TrainSettings
     cfg: ModelConfig
     primary: bool  # the process that writes files (the only one, unless multi-host)
+    tasks: TaskSet | None = None  # downstream tasks scored at some evaluations
+    tasks_every: int = 1  # every K-th evaluation, and at every stage end
+    scorer: Any = None
 
 
 @dataclass
@@ -244,10 +249,12 @@ class _Run:
     )
     tok_s: float = 0.0
     last_save_s: float | None = None
+    evals: int = 0  # evaluations so far (task scores go with every tasks_every-th)
 
     def meta(self, members: list[Member]) -> dict:
         window = [[None if np.isnan(x) else float(x) for x in w] for w in self.window]
-        return {"failed": self.failed, "members": [m.name for m in members], "window": window}
+        names = [m.name for m in members]
+        return {"failed": self.failed, "members": names, "window": window, "evals": self.evals}
 
 
 def _checkpointer(ckpt_dir: Path):
@@ -285,7 +292,9 @@ def _init_or_restore(mngr, progs: _Programs, members: list[Member], ckpt_dir: Pa
         np.array([np.nan if x is None else x for x in w], np.float32) for w in meta["window"]
     ]
     alive = np.array([m.name not in meta["failed"] for m in members])
-    return _Run(restored["state"], alive, dict(meta["failed"]), window), start
+    run = _Run(restored["state"], alive, dict(meta["failed"]), window)
+    run.evals = int(meta.get("evals", 0))
+    return run, start
 
 
 def _save(pop: _Population, run: _Run, step: int) -> None:
@@ -321,6 +330,13 @@ def _evaluate(pop: _Population, run: _Run, step: int, val_tokens, val_domain) ->
     t0 = time.time()
     loss_PD = np.asarray(pop.progs.eval(run.state["params"], val_tokens, val_domain))
     bpb_PD = bits_per_byte(loss_PD, pop.val.tokens_per_byte)
+    run.evals += 1
+    stage_end = step in {p.end_step for p in pop.plans[0]}
+    nll_PR = None
+    if pop.tasks is not None and (stage_end or run.evals % pop.tasks_every == 0):
+        t1 = time.time()
+        nll_PR = score(pop.scorer, run.state["params"], pop.tasks)
+        run.timing["task_eval_s"] = run.timing.get("task_eval_s", 0.0) + time.time() - t1
     BT = pop.settings.batch_size * pop.settings.seq_len
     for i, m in enumerate(pop.members):
         if not run.alive[i] or not pop.primary:
@@ -336,6 +352,8 @@ def _evaluate(pop: _Population, run: _Run, step: int, val_tokens, val_domain) ->
             "bpb": {d: float(bpb_PD[i, j]) for j, d in enumerate(pop.val.domains)},
             "tokens_per_s": run.tok_s,
         }
+        if nll_PR is not None:
+            rec["task"] = task_metrics(pop.tasks, nll_PR[i])
         with open(m.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(rec) + "\n")
     run.window.clear()
@@ -388,11 +406,14 @@ def train_population(
     devices=None,
     label: str | None = None,
     squeeze_single: bool = True,
+    tasks: TaskSet | None = None,
+    tasks_every: int = 1,
 ) -> list[RunSummary]:
     """Train every member to the end of its schedule; returns each member's summary.
 
     `label` names the population in progress lines (default: its shape); `squeeze_single`
-    drops the population axis from the step of a lone model (benchmarks compare both).
+    drops the population axis from the step of a lone model (benchmarks compare both);
+    `tasks` are scored at every `tasks_every`-th evaluation and at every stage end.
     Multi-host (after `sharding.init_distributed()`), every process calls this with the same
     arguments; the first writes the files."""
     t_start = time.time()
@@ -413,7 +434,21 @@ def train_population(
         mngr = _checkpointer(ckpt_dir)
         stack.callback(mngr.close)
         run, start = _init_or_restore(mngr, progs, members, ckpt_dir)
-        pop = _Population(progs, mngr, members, plans, samplers, val, settings, cfg, primary)
+        scorer = make_scorer(cfg, B, shd.replicated(mesh)) if tasks is not None else None
+        pop = _Population(
+            progs,
+            mngr,
+            members,
+            plans,
+            samplers,
+            val,
+            settings,
+            cfg,
+            primary,
+            tasks,
+            tasks_every,
+            scorer,
+        )
         for m in members if primary else []:
             m.out.mkdir(parents=True, exist_ok=True)
             _truncate_metrics(m.out / "metrics.jsonl", start)
@@ -501,7 +536,12 @@ def _summary(pop: _Population, run: _Run, i: int, wall: float) -> RunSummary:
         seed=m.seed,
         steps=total,
         tokens=total * B * T,
-        final={"loss": last.get("loss"), "bpb": last.get("bpb"), "step": last.get("step")},
+        final={
+            "loss": last.get("loss"),
+            "bpb": last.get("bpb"),
+            "task": last.get("task"),
+            "step": last.get("step"),
+        },
         realised_mixture=mixture,
         code_frac={s: sum(w.get(d, 0.0) for d in m.code_domains) for s, w in mixture.items()},
         code_domains=list(m.code_domains),

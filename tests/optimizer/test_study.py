@@ -435,3 +435,34 @@ def test_storage_passwords_never_reach_the_terminal(write_study, tmp_path, capsy
         for piece in {password, *password.replace("%", "@").split("@")} - {""}:
             if len(piece) > 1:
                 assert piece not in text, (piece, text)
+
+
+def test_a_study_on_downstream_tasks(write_study, task_store, tmp_path, capsys):
+    """[evals] scores tasks at every stage end; an objective on a family's bits per byte;
+    the export names every task and family metric."""
+    evals = '[evals]\nsuite = "copa,triviaqa"\n'
+    objective = '[[objectives]]\nmetric = "bpb.text"'
+    path = write_study(n=2, population=2, store=task_store)
+    text = path.read_text().replace(objective, '[[objectives]]\nmetric = "task.nl_reasoning.bpb"')
+    path.write_text(evals + text)
+    assert main(["study", "run", str(path), "--quiet"]) == 0
+    assert main(["study", "export", str(path), "-o", str(tmp_path / "r.csv")]) == 0
+    df = pl.read_csv(tmp_path / "r.csv")
+    for col in (
+        "task.copa.acc",
+        "task.copa.bpb",
+        "task.triviaqa.bpb",
+        "task.nl_reasoning.acc",
+        "task.world_knowledge.bpb",
+        "task.copa.items",
+    ):
+        assert col in df.columns, col
+    assert (df["objective.0"] == df["task.nl_reasoning.bpb"]).all()
+    # an objective the suite cannot report, and a suite the store has not rendered
+    path.write_text(path.read_text().replace("task.nl_reasoning.bpb", "task.triviaqa.acc"))
+    assert main(["study", "run", str(path), "--quiet"]) == 2
+    assert "reports bpb and correct_prob only" in capsys.readouterr().err
+    other = write_study(name="o", n=1, population=1)
+    other.write_text(evals + other.read_text())
+    assert main(["study", "run", str(other), "--quiet"]) == 2
+    assert "codemix evals prepare" in capsys.readouterr().err
