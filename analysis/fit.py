@@ -1,9 +1,11 @@
 """Fitting a whole results table into a FIT.json, and predicting from one.
 
 `fit_results` fits a response surface per metric (on the runs of the largest size, when
-sizes are given) and, with runs at 3+ sizes, the joint mixture-and-size law per metric.
-`predict` gives each metric's mean and interval at mixtures: from the surface at the
-training size, or from the size law at a target size (one for all rows, or one per row).
+sizes are given) and, with runs at 3+ sizes, the joint mixture-and-size law per metric, the
+decision accuracy between sizes, and any accuracy links (`analysis.link`). `predict` gives
+each metric's mean and interval at mixtures: from the surface at the training size, or from
+the size law at a target size (one for all rows, or one per row); a linked accuracy from its
+bpb's prediction, carried through the link.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 from codemix.analysis.codeshare import check_code_domains
+from codemix.analysis.decision import decision_accuracy
 from codemix.analysis.fitfile import FitFile
+from codemix.analysis.link import fit_link, link_bpb_metric
 from codemix.analysis.scaling import ScalingConfig, choose_joint_law
 from codemix.analysis.surfaces import SurfaceConfig, fit_surface, quiet_numerics
 from codemix.analysis.tables import ResultsTable
@@ -27,13 +31,18 @@ def fit_results(
     scaling_config: ScalingConfig | None = None,
     progress: bool = False,
     code_domains: tuple[str, ...] | None = None,
+    links: list[tuple[str, float | None]] = (),
 ) -> FitFile:
     """Surfaces for every metric (on the runs of the largest size, if sizes are given) and,
     with runs at 3+ sizes, the joint mixture-and-size law per metric (Scheffe-linear or
     -quadratic exponents, whichever predicts held-out runs better).
 
     `code_domains` (which domains are code) wins over the table's; each must be the domain
-    of a mixture column. The fit records them with the size column and the vocabulary."""
+    of a mixture column. The fit records them with the size column and the vocabulary.
+
+    `links`: (accuracy column, chance level or None) pairs; each accuracy is linked to its
+    task's bpb (a fitted metric) on every run above chance. Without a chance level the
+    table's `task.F.chance` column gives it (in `table.extra`)."""
     if code_domains:
         code_domains = check_code_domains(code_domains, table.mixture_cols)
     surfaces, scaling = {}, {}
@@ -63,6 +72,25 @@ def fit_results(
                 progress,
                 groups=table.groups,
             )
+    decision = {}
+    if table.size is not None:
+        for metric in table.metric_cols:
+            records = decision_accuracy(table.weights, table.size, table.metric(metric), table.keys)
+            if records:
+                decision[metric] = records
+    fitted_links = {}
+    for acc_col, chance in links:
+        bpb_col = link_bpb_metric(acc_col)
+        if bpb_col not in table.metric_cols:
+            raise CodemixError(f"--link {acc_col} needs its bpb fitted too: add --metric {bpb_col}")
+        if acc_col not in table.extra:
+            raise CodemixError(f"--link {acc_col}: {table.source} has no column {acc_col!r}")
+        if chance is None:
+            chance = _chance(table, acc_col)
+        seed = scaling_config.seed if scaling_config else 0
+        fitted_links[acc_col] = fit_link(
+            acc_col, bpb_col, table.metric(bpb_col), table.extra[acc_col], chance, seed=seed
+        )
     return FitFile(
         mixture_cols=table.mixture_cols,
         surfaces=surfaces,
@@ -73,7 +101,23 @@ def fit_results(
         groups=table.groups,
         vocab_size=table.vocab_size,
         code_domains=code_domains or table.code_domains,
+        links=fitted_links,
+        decision=decision,
     )
+
+
+def _chance(table: ResultsTable, acc_col: str) -> float:
+    col = acc_col.rpartition(".")[0] + ".chance"
+    values = table.extra.get(col)
+    if values is None or not np.isfinite(values).any():
+        raise CodemixError(
+            f"--link {acc_col}: the table has no {col} column to give the chance level; "
+            f"give it after @ (e.g. --link {acc_col}@0.25)"
+        )
+    values = values[np.isfinite(values)]
+    if np.ptp(values) > 1e-9:
+        raise CodemixError(f"{col} differs between runs: were they scored on other items?")
+    return float(values[0])
 
 
 @quiet_numerics()
@@ -84,7 +128,7 @@ def predict(
     one per row, e.g. confirmatory runs at several sizes), else the surface."""
     if size is not None and np.ndim(size) == 1:
         n = np.asarray(size, float)
-        out = {m: tuple(np.empty(len(n)) for _ in range(3)) for m in fit.surfaces}
+        out = {m: tuple(np.empty(len(n)) for _ in range(3)) for m in fit.metrics}
         for v in np.unique(n):
             at = n == v
             for m, bounds in predict(fit, w[at], float(v), level).items():
@@ -92,6 +136,9 @@ def predict(
                     dst[at] = src
         return out
     out = {}
+    missing = {link.bpb_metric for link in fit.links.values()} - set(fit.surfaces)
+    if missing:
+        raise CodemixError(f"the fit links accuracy to {', '.join(missing)} but has no fit of it")
     for metric, surf in fit.surfaces.items():
         if size is None:
             out[metric] = surf.interval(w, level)
@@ -102,4 +149,6 @@ def predict(
                 f"the fit has no size law for {metric}: fit with --size-col on runs at 3 or "
                 "more sizes to predict at a target size"
             )
+    for metric, link in fit.links.items():
+        out[metric] = link.interval(*out[link.bpb_metric], level)
     return out

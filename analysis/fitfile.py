@@ -5,8 +5,10 @@ summary), `mixture_cols`, `mixture_groups` (the columns of each stage's mixture;
 group for a static mixture), `size_col` (the column the sizes came from: what a size counts,
 e.g. "params" or "non_embedding_params"), `tokens_col`, `vocab_size` (of the runs, where the
 table said), `code_domains` (the domains counted as code, where known), `surfaces` (metric
--> surface: family, CV table, parameters or, for Gaussian processes, the training points)
-and `scaling` (metric -> law across sizes, when the table had a size column). Everything
+-> surface: family, CV table, parameters or, for Gaussian processes, the training points),
+`scaling` (metric -> law across sizes, when the table had a size column), `links` (accuracy
+metric -> its sigmoid link from a task's bpb, `analysis.link`) and `decision` (metric -> the
+decision accuracy between each pair of sizes, `analysis.decision`). Everything
 needed to predict is inside; the original table is not read again. Files written before
 `vocab_size` and `code_domains` were recorded load with both unknown (None).
 """
@@ -21,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from codemix.analysis.layout import as_groups, split_names
+from codemix.analysis.link import AccuracyLink
 from codemix.analysis.surfaces import Surface
 from codemix.core.errors import CodemixError
 from codemix.core.files import atomic_write_text
@@ -45,10 +48,13 @@ class FitFile:
     groups: tuple[int, ...] | None = None  # one mixture per stage (analysis.layout); None: one
     vocab_size: int | None = None  # of the fitted runs, where the table said
     code_domains: tuple[str, ...] | None = None  # domains counted as code, where known
+    links: dict[str, AccuracyLink] = field(default_factory=dict)  # accuracy from a task's bpb
+    decision: dict[str, list[dict]] = field(default_factory=dict)  # per metric, size pairs
 
     @property
     def metrics(self) -> list[str]:
-        return list(self.surfaces)
+        """Every metric the fit predicts: the fitted ones, then those linked to them."""
+        return list(self.surfaces) + list(self.links)
 
     @property
     def group_sizes(self) -> tuple[int, ...]:
@@ -72,6 +78,8 @@ class FitFile:
             "code_domains": list(self.code_domains) if self.code_domains else None,
             "surfaces": {m: s.to_dict() for m, s in self.surfaces.items()},
             "scaling": {m: s.to_dict() for m, s in self.scaling.items()},
+            "links": {m: link.to_dict() for m, link in self.links.items()},
+            "decision": self.decision,
         }
 
     @classmethod
@@ -95,6 +103,8 @@ class FitFile:
             groups=as_groups([len(g) for g in d.get("mixture_groups") or []]),
             vocab_size=None if d.get("vocab_size") is None else int(d["vocab_size"]),
             code_domains=tuple(d["code_domains"]) if d.get("code_domains") else None,
+            links={m: AccuracyLink.from_dict(x) for m, x in (d.get("links") or {}).items()},
+            decision=d.get("decision") or {},
         )
 
 

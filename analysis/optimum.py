@@ -158,7 +158,13 @@ def _draws(fit: FitFile, w: np.ndarray, size: float | None, metrics, n_draws: in
     """metric -> (candidates x draws) plausible values of the mean at `w`."""
     rng = np.random.default_rng(seed)
     out = {}
+    linked = [m for m in metrics if m in fit.links]
+    for m in linked:  # a linked accuracy: its bpb's draws through the link's draws
+        bpb = fit.links[m].bpb_metric
+        out[m] = fit.links[m].mean_draws(_draws(fit, w, size, [bpb], n_draws, seed)[bpb])
     for m in metrics:
+        if m in out:
+            continue
         if size is not None:
             d = fit.scaling[m].boot_predictions(w, size)
             out[m] = d[:, :n_draws]

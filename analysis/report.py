@@ -3,10 +3,12 @@ results table in the export format of `codemix study export`.
 
 Sections appear when the table has what they need: study progress, the NL-versus-code
 Pareto front (proxies observed; the target size predicted, when predictions are given),
-response curves along a code share with bands, a contour over two stage shares, scaling
+response curves along a code share with bands, a panel per downstream task family and
+their three-way front (`analysis.report_tasks`), a contour over two stage shares, scaling
 curves with extrapolation bands out to the target, the realised mixture and epochs per
-domain, the prediction table, and the calibration of predictions against confirmatory
-runs. Every name from the study is escaped before it reaches the page.
+domain, the prediction table, the decision accuracy between sizes, and the calibration of
+predictions against confirmatory runs. Every name from the study is escaped before it
+reaches the page.
 
 Columns are read by the names of a study export (`codemix.core.results`); what counts as a
 code share is never guessed from a name (see `analysis.codeshare`).
@@ -30,6 +32,7 @@ from codemix.analysis.codeshare import (
 from codemix.analysis.fit import predict
 from codemix.analysis.intervals import coverage
 from codemix.analysis.optimum import pareto_front, pareto_indices, weight_ranges
+from codemix.analysis.report_tasks import decision_table, families_fig, family_metrics, front3_fig
 from codemix.analysis.sizes import Size
 from codemix.core.errors import CodemixError
 from codemix.core.files import atomic_write_text
@@ -92,7 +95,8 @@ def from_fit(r: ReportInput, fit, target: Size, points: int = 41) -> None:
         x = np.linspace(*share_range(s, best, lo_w, hi_w), points)
         p = predict(fit, set_shares(best, {s: x}), size)
         r.share_col = s.name
-        for m in (nl, code):
+        tasks = [m for m in family_metrics(r.results) if m in fit.metrics]
+        for m in dict.fromkeys((nl, code, *tasks)):
             r.curves[m] = pl.DataFrame({"x": x, "y": p[m][0], "lo": p[m][1], "hi": p[m][2]})
     if len(shares) >= 2:
         sa, sb = shares[:2]
@@ -258,6 +262,21 @@ def _response(r: ReportInput):
         title=f"Response along {x_col}", xaxis_title=x_col, yaxis_title="validation metric"
     )
     return fig
+
+
+def _x_share(r: ReportInput) -> str | None:
+    shares = _share_columns(r.results)
+    if r.share_col and r.share_col in r.results.columns:
+        return r.share_col
+    return shares[0] if shares else None
+
+
+def _families(r: ReportInput):
+    return families_fig(r, _sizes(r.results), _rows, _x_share(r))
+
+
+def _front3(r: ReportInput):
+    return front3_fig(r, _sizes(r.results), _rows, _x_share(r))
 
 
 def _contour(r: ReportInput):
@@ -445,6 +464,8 @@ def render(r: ReportInput) -> str:
             _progress(r),
             _pareto_fig(r),
             _response(r),
+            _families(r),
+            _front3(r),
             _contour(r),
             _scaling(r),
             _mixture(r),
@@ -454,7 +475,7 @@ def render(r: ReportInput) -> str:
     ]
     parts, first = [], True
     for fig in figs:
-        fig.update_layout(template="plotly_white", height=460)
+        fig.update_layout(template="plotly_white", height=fig.layout.height or 460)
         parts.append(
             pio.to_html(fig, include_plotlyjs=first, full_html=False, config={"displaylogo": False})
         )
@@ -475,9 +496,9 @@ def render(r: ReportInput) -> str:
         summary.append("sizes " + ", ".join(html.escape(s) for s in _sizes(df)))
     if "flops" in df.columns:
         summary.append(f"{df['flops'].sum():.3g} training FLOPs")
-    pred = ""
+    pred = decision_table(df, [r.nl_metric, r.code_metric, *family_metrics(df)], _sizes(df))
     if r.predictions is not None:
-        pred = f"<h2>Predictions at {html.escape(str(r.target))}</h2>{_table(r.predictions)}"
+        pred += f"<h2>Predictions at {html.escape(str(r.target))}</h2>{_table(r.predictions)}"
     if "predicted_" + r.nl_metric not in df.columns:
         r.notes.append(
             "No confirmatory runs in this table yet: the calibration plot appears "

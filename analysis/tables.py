@@ -22,7 +22,7 @@ import polars as pl
 
 from codemix.analysis.layout import as_groups, split_names
 from codemix.core.errors import CodemixError
-from codemix.core.results import CODE_DOMAINS
+from codemix.core.results import CODE_DOMAINS, SEP
 
 __all__ = [
     "ResultsTable",
@@ -198,6 +198,8 @@ class ResultsTable:
     left_out: dict[str, int] = field(default_factory=dict)  # rows not used, by reason
     vocab_size: int | None = None  # of every run, where the table says (a study export does)
     code_domains: tuple[str, ...] | None = None  # what the study's [groups] counted as code
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # other columns asked for
+    keys: list[str] | None = None  # what a trial asked for (param.* of a study export), per run
 
     def __post_init__(self) -> None:
         n = self.weights.shape[0]
@@ -295,6 +297,7 @@ def load_results(
     tokens_col: str | None = None,
     on: str = "index",
     stage_cols: str | list[str] | None = None,
+    extra: list[str] = (),
 ) -> ResultsTable:
     """Read (and join) results, resolve the column selections and validate them.
 
@@ -302,7 +305,8 @@ def load_results(
     them, one per stage: each stage's weights must sum to one on their own. `stage_cols`
     selects free stage variables (e.g. the cooldown's share of the tokens), each its own
     one-column group after the mixtures. Only `usable_rows` are read; the table records
-    how many were left out (`left_out_line`).
+    how many were left out (`left_out_line`). `extra` columns (e.g. accuracies beside the
+    fitted bpb) are read as they are, missing values as NaN; absent ones are left out.
     """
     paths = [paths] if isinstance(paths, str | Path) else list(paths)
     df = join_tables(paths, on=on)
@@ -347,6 +351,13 @@ def load_results(
     tokens_col = resolve_columns(tokens_col, df.columns, source)[0] if tokens_col else None
     size = _numeric(df, [size_col], source, rows)[:, 0] if size_col else None
     tokens = _numeric(df, [tokens_col], source, rows)[:, 0] if tokens_col else None
+    more = {
+        c: df[c].cast(pl.Float64, strict=False).fill_null(np.nan).to_numpy()
+        for c in extra
+        if c in df.columns
+    }
+    asked = sorted(c for c in df.columns if c.startswith("param" + SEP))
+    keys = [repr(r) for r in df.select(asked).iter_rows()] if asked else None
     vocab = _one_value(df, VOCAB_SIZE)
     domains = _one_value(df, CODE_DOMAINS)
     return ResultsTable(
@@ -363,4 +374,6 @@ def load_results(
         left_out=left_out,
         vocab_size=int(vocab) if isinstance(vocab, int | float) and vocab > 0 else None,
         code_domains=split_domains(domains),
+        extra=more,
+        keys=keys,
     )

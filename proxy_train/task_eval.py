@@ -168,7 +168,11 @@ def metrics(ts: TaskSet, nll_R: np.ndarray) -> dict[str, dict]:
             families.setdefault(t.family, []).append(out[t.name])
     for fam, ms in families.items():
         out[fam] = {m: _mean([x[m] for x in ms]) for m in METRICS}
-        out[fam] |= {"items": sum(x["items"] for x in ms), "tasks": len(ms)}
+        out[fam] |= {
+            "items": sum(x["items"] for x in ms),
+            "tasks": len(ms),
+            "chance": _mean([x["chance"] for x in ms]),
+        }
     return out
 
 

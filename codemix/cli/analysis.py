@@ -69,6 +69,15 @@ def register(sub) -> None:
         help="comma-separated candidate families (default: all of linear, "
         "quadratic, exp, exp_log, gp, gp_exp, plus their stack)",
     )
+    p.add_argument(
+        "--link",
+        action="append",
+        default=[],
+        metavar="ACC[@CHANCE]",
+        help="an accuracy column to predict from its task's bpb (task.F.acc from task.F.bpb, "
+        "which must be a --metric) through a sigmoid fitted on the runs above chance; the "
+        "chance level comes from task.F.chance or after @; repeat for several",
+    )
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
     p.add_argument(
         "--raw-intervals",
@@ -193,13 +202,21 @@ def _check_output(path: str) -> None:
 
 
 def _fit(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from codemix.analysis.decision import describe
     from codemix.analysis.fit import fit_results
     from codemix.analysis.fitfile import save_fit
+    from codemix.analysis.link import link_bpb_metric, parse_link
     from codemix.analysis.scaling import ScalingConfig, alpha_warning
     from codemix.analysis.surfaces import FAMILIES, SurfaceConfig
     from codemix.analysis.tables import load_results, split_domains
 
     _check_output(args.output)
+    links = [parse_link(x) for x in args.link]
+    for acc, _ in links:
+        link_bpb_metric(acc)  # a malformed --link fails before any fitting
+    extra = [c for acc, _ in links for c in (acc, acc.rpartition(".")[0] + ".chance")]
     fams = tuple(f.strip() for f in args.families.split(",")) if args.families else FAMILIES
     scfg = SurfaceConfig(
         families=tuple(f for f in fams if f != "stack") or FAMILIES,
@@ -216,6 +233,7 @@ def _fit(args: argparse.Namespace) -> int:
         args.tokens_col,
         on=args.on,
         stage_cols=args.stage_cols,
+        extra=extra,
     )
     if table.left_out:
         print(table.left_out_line())
@@ -225,6 +243,7 @@ def _fit(args: argparse.Namespace) -> int:
         ScalingConfig(n_boot=args.n_boot, seed=args.seed),
         progress=True,
         code_domains=split_domains(args.code_domains),
+        links=links,
     )
     save_fit(fit, args.output)
     for m, s in fit.surfaces.items():
@@ -259,6 +278,28 @@ def _fit(args: argparse.Namespace) -> int:
                     f"{sel['held_out_coverage']:.0%} inside the {law.level:.0%} intervals; "
                     f"intervals widened x{law.interval_scale:.2f}"
                 )
+        if m in fit.decision:
+            print("    decision accuracy (pairs of mixtures ranked as the larger size ranks them):")
+            for line in describe(fit.decision[m]):
+                print(f"      {line}")
+    for m, link in fit.links.items():
+        top, k, b0 = link.params
+        rmse = float(np.sqrt(np.mean(link.resid**2)))
+        print(
+            f"{m}: from {link.bpb_metric}, {link.chance:.3g} + ({top:.3g} - {link.chance:.3g}) "
+            f"* sigmoid(-{k:.3g} (bpb - {b0:.4g})) on {link.n_used} of {link.n_runs} runs above "
+            f"chance (RMSE {rmse:.3g}; bpb {link.bpb_range[0]:.3g} to {link.bpb_range[1]:.3g})"
+        )
+        if abs(top - link.chance) * min(1.0, k * np.ptp(link.bpb_range) / 4) < 0.01:
+            print(
+                f"    warning: the link is nearly flat over the runs fitted: {m} does not yet "
+                f"track {link.bpb_metric} at these sizes, so predicted accuracies say little"
+            )
+        if link.n_used < link.n_runs / 2:
+            print(
+                f"    warning: most runs are at chance on {m}; the link rests on "
+                f"{link.n_used} runs and its intervals are wide"
+            )
     print(f"wrote {args.output}")
     return 0
 
@@ -415,7 +456,8 @@ def _optimum(args: argparse.Namespace) -> int:
     target = resolve_size(args.target, fit, "--target") if args.target else None
     size = target.count if target else None
     if size is not None:
-        missing = [m for m in objective.metrics if m not in fit.scaling]
+        need = [fit.links[m].bpb_metric if m in fit.links else m for m in objective.metrics]
+        missing = [m for m in need if m not in fit.scaling]
         if missing:
             raise CodemixError(
                 f"the fit has no size law for {', '.join(missing)}: fit with --size-col on "

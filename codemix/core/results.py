@@ -165,7 +165,7 @@ def run_columns(summary: dict, size: str) -> dict:
             row[metric(kind, d)] = v
     for name, values in (final.get("task") or {}).items():
         for what, v in values.items():
-            if what not in ("chance", "tasks"):
+            if what != "tasks":
                 row[task(name, what)] = v
     for stage, shares in summary["realised_mixture"].items():
         for d, w in shares.items():
