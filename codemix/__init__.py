@@ -1,10 +1,11 @@
 """codemix: pick the code share and stage schedule of a pretraining mixture from proxy runs.
 
 Installed, the packages are `codemix.core` (errors, counts, files), `codemix.models`,
-`codemix.proxy_train`, `codemix.optimizer`, `codemix.analysis` and `codemix.cli`; in the
-repository the middle four are top-level folders, which `pyproject.toml` maps into this
-namespace. A checkout used without installing (`PYTHONPATH=.` on a bare accelerator host)
-finds them through the repository root added to this package's path below.
+`codemix.proxy_train`, `codemix.optimizer`, `codemix.analysis`, `codemix.evaluation` and
+`codemix.cli`; in the repository the middle five are top-level folders, which
+`pyproject.toml` maps into this namespace. A checkout used without installing
+(`PYTHONPATH=.` on a bare accelerator host) finds them through the repository root added to
+this package's path below.
 """
 
 from pathlib import Path as _Path

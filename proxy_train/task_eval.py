@@ -13,6 +13,7 @@ the rendered requests travel with the token store (`STORE/evals/`).
 from __future__ import annotations
 
 import math
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import jax
@@ -144,11 +145,34 @@ def make_scorer(cfg, batch: int, out_sharding=None):
     return jax.jit(jax.vmap(member, in_axes=(0, None, None)), out_shardings=out_sharding)
 
 
-def score(scorer, params, ts: TaskSet) -> np.ndarray:
-    """(P, R) negative log-likelihood of every request's continuation, per member."""
+def precompile(scorer, params, ts: TaskSet, sharding=None) -> dict[tuple, Future]:
+    """Compile the scorer for every bucket's shape in background threads, so the first task
+    evaluation does not wait for it: XLA compiles on the host while the accelerator trains
+    (a handful of shapes cost seconds each; a small proxy trains for a minute). Returns
+    {ids shape: future of the compiled scorer}."""
+    abstract = jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), params
+    )
+
+    def build(ids_shape: tuple, mask_shape: tuple):
+        i = jax.ShapeDtypeStruct(ids_shape, jnp.int32, sharding=sharding)
+        m = jax.ShapeDtypeStruct(mask_shape, jnp.float32, sharding=sharding)
+        return scorer.lower(abstract, i, m).compile()
+
+    pool = ThreadPoolExecutor(len(ts.rows) or 1, thread_name_prefix="codemix-task-compile")
+    futures = {ids.shape: pool.submit(build, ids.shape, mask.shape) for ids, mask, _ in ts.rows}
+    pool.shutdown(wait=False)
+    return futures
+
+
+def score(scorer, params, ts: TaskSet, compiled: dict | None = None, sharding=None) -> np.ndarray:
+    """(P, R) negative log-likelihood of every request's continuation, per member; with the
+    compiled programs of `precompile` where given (then inputs go to `sharding`, as there)."""
     out = None
+    put = (lambda a: jax.device_put(a, sharding)) if sharding is not None else jnp.asarray
     for ids, mask, req in ts.rows:
-        nll = np.asarray(scorer(params, jnp.asarray(ids), jnp.asarray(mask)))
+        fn = compiled[ids.shape].result() if compiled else scorer
+        nll = np.asarray(fn(params, put(ids), put(mask)))
         if out is None:
             out = np.zeros((nll.shape[0], ts.n_requests), np.float64)
         keep = req >= 0

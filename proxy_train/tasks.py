@@ -19,7 +19,7 @@ import gzip
 import hashlib
 import importlib.util
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -189,15 +189,29 @@ def _gold(path: Path) -> Iterator[Item]:
         )
 
 
-def _arrow(path: Path):
-    import polars as pl
+def arrow_rows(files: Iterable[Path]) -> Iterator[dict]:
+    """The rows of Arrow stream files as dicts: with polars, else with pyarrow (a bare
+    accelerator host often has pyarrow and not polars)."""
+    try:
+        import polars as pl
+    except ImportError:
+        import pyarrow.ipc
 
-    return pl.concat([pl.read_ipc_stream(f) for f in sorted(path.rglob("*.arrow"))])
+        for f in files:
+            with pyarrow.ipc.open_stream(f) as reader:
+                yield from reader.read_all().to_pylist()
+        return
+    for f in files:
+        yield from pl.read_ipc_stream(f).iter_rows(named=True)
+
+
+def _arrow(path: Path) -> Iterator[dict]:
+    return arrow_rows(sorted(path.rglob("*.arrow")))
 
 
 def _copa(path: Path) -> Iterator[Item]:
     """lm-evaluation-harness: the premise, "because" or "therefore", then the choice."""
-    for r in _arrow(path).iter_rows(named=True):
+    for r in _arrow(path):
         joint = {"cause": " because", "effect": " therefore"}[r["question"]]
         context = r["premise"].strip().rstrip(".") + joint
         choices = [" " + c[0].lower() + c[1:] for c in (r["choice1"], r["choice2"])]
@@ -206,29 +220,27 @@ def _copa(path: Path) -> Iterator[Item]:
 
 def _cb(path: Path) -> Iterator[Item]:
     """lm-evaluation-harness: entailment, contradiction, neutral as True, False, Neither."""
-    for r in _arrow(path).iter_rows(named=True):
+    for r in _arrow(path):
         context = f"{r['premise']}\nQuestion: {r['hypothesis']}. True, False, or Neither?\nAnswer:"
         pairs = [(context, c) for c in (" True", " False", " Neither")]
         yield Item(str(r["idx"]), pairs, int(r["label"]))
 
 
 def _triviaqa(path: Path) -> Iterator[Item]:
-    for r in _arrow(path).iter_rows(named=True):
+    for r in _arrow(path):
         context = f"Question: {r['question']}\nAnswer:"
         yield Item(r["question_id"], [(context, " " + r["answer"]["value"])], 0)
 
 
 def _nq_open(path: Path) -> Iterator[Item]:
-    for i, r in enumerate(_arrow(path).iter_rows(named=True)):
+    for i, r in enumerate(_arrow(path)):
         context = f"Question: {r['question']}?\nAnswer:"
         yield Item(str(i), [(context, " " + r["answer"][0])], 0)
 
 
 def _mmlu(path: Path) -> Iterator[Item]:
-    import polars as pl
-
     for f in sorted(path.glob("*/test/*.arrow")):
-        for i, r in enumerate(pl.read_ipc_stream(f).iter_rows(named=True)):
+        for i, r in enumerate(arrow_rows([f])):
             context = f"Question: {r['question']}\nAnswer:"
             pairs = [(context, " " + c) for c in r["choices"]]
             yield Item(f"{r['subject']}/{i}", pairs, int(r["answer"]))

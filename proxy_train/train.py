@@ -44,7 +44,7 @@ from codemix.proxy_train.sampler import MixtureSampler
 from codemix.proxy_train.schedule import Schedule, StagePlan, learning_rate, stage_at
 from codemix.proxy_train.spec import TrainSettings
 from codemix.proxy_train.store import TokenStore
-from codemix.proxy_train.task_eval import TaskSet, make_scorer, score
+from codemix.proxy_train.task_eval import TaskSet, make_scorer, precompile, score
 from codemix.proxy_train.task_eval import metrics as task_metrics
 
 PEAK_FLOPS = {
@@ -233,6 +233,8 @@ class _Population:
     tasks: TaskSet | None = None  # downstream tasks scored at some evaluations
     tasks_every: int = 1  # every K-th evaluation, and at every stage end
     scorer: Any = None
+    compiled: Any = None  # the scorer compiled per bucket in the background: shape -> Future
+    task_sh: Any = None  # where task rows go: replicated, as the compiled scorer expects
 
 
 @dataclass
@@ -335,7 +337,7 @@ def _evaluate(pop: _Population, run: _Run, step: int, val_tokens, val_domain) ->
     nll_PR = None
     if pop.tasks is not None and (stage_end or run.evals % pop.tasks_every == 0):
         t1 = time.time()
-        nll_PR = score(pop.scorer, run.state["params"], pop.tasks)
+        nll_PR = score(pop.scorer, run.state["params"], pop.tasks, pop.compiled, pop.task_sh)
         run.timing["task_eval_s"] = run.timing.get("task_eval_s", 0.0) + time.time() - t1
     BT = pop.settings.batch_size * pop.settings.seq_len
     for i, m in enumerate(pop.members):
@@ -434,7 +436,10 @@ def train_population(
         mngr = _checkpointer(ckpt_dir)
         stack.callback(mngr.close)
         run, start = _init_or_restore(mngr, progs, members, ckpt_dir)
-        scorer = make_scorer(cfg, B, shd.replicated(mesh)) if tasks is not None else None
+        scorer = compiled = None
+        if tasks is not None:
+            scorer = make_scorer(cfg, B, shd.replicated(mesh))
+            compiled = precompile(scorer, run.state["params"], tasks, shd.replicated(mesh))
         pop = _Population(
             progs,
             mngr,
@@ -448,6 +453,8 @@ def train_population(
             tasks,
             tasks_every,
             scorer,
+            compiled,
+            shd.replicated(mesh),
         )
         for m in members if primary else []:
             m.out.mkdir(parents=True, exist_ok=True)

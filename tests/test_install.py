@@ -47,8 +47,9 @@ def test_a_wheel_installs_only_the_codemix_namespace(tmp_path):
         "proxy_train",
         "optimizer",
         "analysis",
+        "evaluation",
     }
-    for name in ("models", "analysis", "optimizer", "proxy_train"):
+    for name in ("models", "analysis", "optimizer", "proxy_train", "evaluation"):
         assert run(str(py), "-c", f"import {name}").returncode != 0, name
     help_ = run(str(tmp_path / "env" / "bin" / "codemix"), "--help")
     assert help_.returncode == 0 and "prepare" in help_.stdout, help_.stderr

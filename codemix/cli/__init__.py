@@ -9,7 +9,17 @@ import sys
 from codemix.core.errors import CodemixError
 from codemix.core.interrupt import Interrupted
 
-_AREAS = ("prepare", "evals", "presets", "train", "study", "analysis", "report")
+_AREAS = (
+    "prepare",
+    "evals",
+    "presets",
+    "train",
+    "study",
+    "analysis",
+    "report",
+    "evaluate",
+    "judge",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

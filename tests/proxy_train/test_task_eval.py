@@ -15,6 +15,7 @@ from codemix.proxy_train.task_eval import (
     load_tasks,
     make_scorer,
     metrics,
+    precompile,
     score,
     task_metrics,
 )
@@ -41,7 +42,12 @@ def test_scores_equal_a_direct_computation_for_every_formulation(task_store):
     names = ["copa", "winogrande", "triviaqa", "humaneval"]  # shared and varying contexts,
     ts = load_tasks(store, names, T, B)  # a reference answer, long code truncated to a window
     cfg, params = _model(store)
-    nll = score(make_scorer(cfg, B), params, ts)[0]
+    scorer = make_scorer(cfg, B)
+    nll = score(scorer, params, ts)[0]
+    # the programs compiled in the background, as the trainer uses them, give the same
+    compiled = precompile(scorer, params, ts)
+    assert set(compiled) == {ids.shape for ids, _, _ in ts.rows}
+    np.testing.assert_allclose(score(scorer, params, ts, compiled)[0], nll, rtol=1e-6)
     checked = {"fits": 0, "cut": 0}
     for task in ts.tasks:
         with np.load(task_store / "evals" / f"{task.name}.npz") as z:
