@@ -89,6 +89,14 @@ def _answers(run_dir, texts: list[str], max_new_tokens: int, quiet: bool):
         print(f"answering {len(texts)} prompts with {run_dir}", file=sys.stderr, flush=True)
     run = load_run(run_dir)
     step = getattr(run, "step", None)
+    if max_new_tokens >= run.cfg.seq_len:  # a proxy's context is short: leave room for the prompt
+        max_new_tokens = run.cfg.seq_len // 2
+        print(
+            f"{run_dir}: a context of {run.cfg.seq_len} tokens; answers are cut at "
+            f"{max_new_tokens} new tokens",
+            file=sys.stderr,
+            flush=True,
+        )
     answers = generate_text(run, texts, max_new_tokens=max_new_tokens, progress=not quiet)
     del run
     if len(answers) != len(texts):

@@ -282,12 +282,14 @@ def _fake_runs(monkeypatch) -> list:
     monkeypatch.delenv("CODEMIX_JUDGE_KEY", raising=False)
     generated = []
     checkpoint = types.ModuleType("codemix.evaluation.checkpoint")
-    checkpoint.load_run = lambda run_dir, step=None: Path(run_dir).name
+    checkpoint.load_run = lambda run_dir, step=None: types.SimpleNamespace(
+        name=Path(run_dir).name, step=None, cfg=types.SimpleNamespace(seq_len=1024)
+    )
     generate = types.ModuleType("codemix.evaluation.generate")
 
     def generate_text(run, prompts, max_new_tokens=256, stop=("\n\n",), *, progress=True):
-        generated.append((run, len(prompts), max_new_tokens))
-        return [f" {run}: " + ("detail " * 8 if run == "long" else "no") for _ in prompts]
+        generated.append((run.name, len(prompts), max_new_tokens))
+        return [f" {run.name}: " + ("detail " * 8 if run.name == "long" else "no") for _ in prompts]
 
     generate.generate_text = generate_text
     monkeypatch.setitem(sys.modules, "codemix.evaluation.checkpoint", checkpoint)
@@ -442,7 +444,8 @@ def test_cli_with_two_trained_runs(
     monkeypatch.delenv("CODEMIX_JUDGE_KEY", raising=False)
     short = train_tiny(small_store, cooldown=0, seed=1)
     srv = serve(longer)
-    assert main(_cli(tmp_path, srv.url, "--max-new-tokens", "12", runs=(tiny_run, short))) == 0
+    assert main(_cli(tmp_path, srv.url, "--max-new-tokens", "64", runs=(tiny_run, short))) == 0
+    assert "answers are cut at 32 new tokens" in capsys.readouterr().err  # a context of 64
     doc = json.loads((tmp_path / "judge.json").read_text())
     assert (doc["step_a"], doc["step_b"], doc["n_prompts"]) == (10, 5, 3)
     for r in doc["records"]:
