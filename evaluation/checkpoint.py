@@ -6,8 +6,8 @@ Two kinds of folder are read:
 - a study trial at one size (runs/STUDY/trial-NNNN/SIZE, with summary.json): its weights
   live in the checkpoint of the population it trained in (runs/STUDY/populations/KEY-SIZE,
   whose meta lists the members); the config is read off the checkpoint's array shapes and
-  summary.json's context length, and the token store, which the trial does not record, is
-  given (`store=`).
+  summary.json's context length, and the token store from the study's study.json (studies
+  older than that record none: then `store=` gives it).
 
 Checkpoints hold `{"params", "opt"}` with a leading population axis; only `params` is
 read (orbax partial restore, as numpy, whatever devices wrote it) and the member's slice
@@ -116,15 +116,18 @@ def _trial_run(run_dir: Path, step: int | None, store_path: Path | None) -> Load
     from codemix.models.presets import Shape
     from codemix.proxy_train.train import model_config_for
 
+    study = run_dir.parent.parent
+    record = study / "study.json"  # studies since 2026-12 record their store there
+    if store_path is None and record.is_file():
+        store_path = json.loads(record.read_text()).get("store")
     if store_path is None:
         raise CodemixError(
-            f"{run_dir}: a study trial does not record its token store; give it "
+            f"{run_dir}: its study does not record its token store; give it "
             "(--store STORE, the study's [data] store)"
         )
     summary = json.loads((run_dir / "summary.json").read_text())
     name = summary.get("name") or f"trial-{int(run_dir.parent.name.split('-')[1])}"
     size = run_dir.name
-    study = run_dir.parent.parent
     found = []
     for ckpt in sorted((study / "populations").glob(f"*-{size}")):
         steps = checkpoint_steps(ckpt)

@@ -164,7 +164,9 @@ def _claim_out(spec: StudySpec) -> None:
             )
         return
     spec.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(record, json.dumps({"study": spec.name}) + "\n")
+    # the store lets `codemix evaluate` open a trial's checkpoint without being told it
+    store = str(spec.run_spec([]).store.absolute())
+    atomic_write_text(record, json.dumps({"study": spec.name, "store": store}) + "\n")
 
 
 def follow(spec: StudySpec) -> None:

@@ -23,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the trainer reports (bpb, acc, acc_norm, correct_prob, ...), and with --generate "
         "0-shot exact match on triviaqa/nq_open and pass@1 on humaneval/mbpp by greedy "
         "decoding. RUN_DIR is a `codemix train` folder or a study's trial-NNNN/SIZE folder "
-        "(give --store for those). Tasks the store has not rendered are rendered in memory.",
+        "(its study records the store; --store for older studies). Tasks the store has not "
+        "rendered are rendered in memory.",
     )
     p.add_argument("run_dir", metavar="RUN_DIR")
     which = p.add_mutually_exclusive_group()
@@ -45,7 +46,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="sequences a forward pass (default: the run's training batch for scoring, "
         f"{GEN_BATCH} prompts for generation)",
     )
-    p.add_argument("--store", metavar="STORE", help="token store (a study trial needs it)")
+    p.add_argument(
+        "--store",
+        metavar="STORE",
+        help="token store (default: the run's own; an older study's trial needs it)",
+    )
     p.add_argument("-o", "--out", required=True, metavar="EVAL.json", help="the results")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.set_defaults(func=_evaluate)

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -98,3 +99,6 @@ def test_a_study_trial_is_read_from_its_populations_checkpoint(small_store, writ
     assert _val_loss(loaded) == pytest.approx(final, rel=1e-5)  # member 1's slice, not member 0's
     with pytest.raises(CodemixError, match="does not record its token store"):
         load_run(trial)
+    # a study records its store in study.json: then none needs giving
+    (study / "study.json").write_text(json.dumps({"study": "s", "store": str(small_store)}))
+    assert load_run(trial).store.path.resolve() == Path(small_store).resolve()

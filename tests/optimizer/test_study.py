@@ -88,6 +88,12 @@ def test_study_end_to_end_resume_and_export(write_study, tmp_path, capsys):
     assert main(["study", "run", str(path), "--quiet"]) == 0  # resumes: nothing left to do
     assert "study s: complete, 3 of 3 trials" in capsys.readouterr().out
     assert len(_study(path).get_trials()) == 3
+    # the study records its store, so a trial's checkpoint opens without being told it
+    from codemix.evaluation.checkpoint import load_run
+
+    spec = load_study(path)
+    trial = load_run(spec.out / "trial-0000" / spec.sizes[-1])
+    assert trial.store.path.resolve() == spec.run_spec([]).store.resolve()
     assert main(["study", "export", str(path), "-o", str(tmp_path / "r.parquet")]) == 0
     df = pl.read_parquet(tmp_path / "r.parquet")
     assert df.height == 3
