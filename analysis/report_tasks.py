@@ -14,7 +14,8 @@ import numpy as np
 import polars as pl
 
 from codemix.analysis.decision import decision_accuracy
-from codemix.core.results import SEP, task
+from codemix.analysis.tables import trial_keys
+from codemix.core.results import task
 
 FAMILIES = ("nl_reasoning", "world_knowledge", "code")
 
@@ -159,16 +160,15 @@ def decision_table(df: pl.DataFrame, metrics: list[str], sizes: list[str]) -> st
     seed-against-seed agreement where mixtures were run twice."""
     if "size" not in df.columns or len(sizes) < 2:
         return ""
-    asked = sorted(c for c in df.columns if c.startswith("param" + SEP))
-    if not asked:
+    if trial_keys(df.head(0)) is None:
         return ""
     order = {s: i for i, s in enumerate(sizes)}
     body = []
     for m in metrics:
-        d = df.drop_nulls([m, *asked]).filter(pl.col("size").cast(pl.String).is_in(sizes))
+        d = df.drop_nulls(m).filter(pl.col("size").cast(pl.String).is_in(sizes))
         if d.height == 0:
             continue
-        keys = [repr(k) for k in d.select(asked).iter_rows()]
+        keys = trial_keys(d)
         rank = np.array([order[str(s)] for s in d["size"]], float)
         for rec in decision_accuracy(np.zeros((d.height, 1)), rank, d[m].to_numpy(), keys):
             a, b = sizes[int(rec["small"])], sizes[int(rec["large"])]

@@ -157,6 +157,13 @@ def _one_value(df: pl.DataFrame, col: str):
     return values[0] if len(values) == 1 else None
 
 
+def trial_keys(df: pl.DataFrame) -> list[str] | None:
+    """What each row's trial asked for (its param.* values), to match one mixture's runs
+    across sizes and seeds; None for a table without param.* columns."""
+    asked = sorted(c for c in df.columns if c.startswith("param" + SEP))
+    return [repr(r) for r in df.select(asked).iter_rows()] if asked else None
+
+
 def split_domains(text) -> tuple[str, ...] | None:
     """'web_code,hq_code' -> ('web_code', 'hq_code'); None for nothing named."""
     names = tuple(d.strip() for d in str(text or "").split(",") if d.strip())
@@ -356,8 +363,7 @@ def load_results(
         for c in extra
         if c in df.columns
     }
-    asked = sorted(c for c in df.columns if c.startswith("param" + SEP))
-    keys = [repr(r) for r in df.select(asked).iter_rows()] if asked else None
+    keys = trial_keys(df)
     vocab = _one_value(df, VOCAB_SIZE)
     domains = _one_value(df, CODE_DOMAINS)
     return ResultsTable(

@@ -63,19 +63,26 @@ def load_tasks(store, names: list[str], seq_len: int, batch: int) -> TaskSet:
             f"{store.path}: no rendered task {', '.join(missing)}; run `codemix evals prepare "
             f"{store.path} --suite ...` (it renders the tasks with this store's tokenizer)"
         )
-    tasks, rows, cont_bytes, first = [], [], [], 0
+    arrays = {}
     for name in names:
-        info = evals[name]
         with np.load(store.path / "evals" / f"{name}.npz") as z:
-            a = {k: z[k] for k in z.files}
+            arrays[name] = {k: z[k] for k in z.files}
+    return task_set(arrays, {n: evals[n] for n in names}, seq_len, batch)
+
+
+def task_set(arrays: dict[str, dict], info: dict[str, dict], seq_len: int, batch: int) -> TaskSet:
+    """Tasks from their rendered arrays (`tasks.render`) and their family and chance level
+    (`info`, as the store's manifest records them), bucketed as `load_tasks` does."""
+    tasks, rows, cont_bytes, first = [], [], [], 0
+    for name, a in arrays.items():
         keep, nbytes = _rows(a, seq_len)
         rows += [(ids, first + r) for r, ids in enumerate(keep)]
         cont_bytes.append(nbytes)
         tasks.append(
             Task(
                 name,
-                info["family"],
-                float(info["chance"]),
+                info[name]["family"],
+                float(info[name]["chance"]),
                 first,
                 a["item"],
                 a["gold"],

@@ -163,15 +163,10 @@ def _max_items(store, name: str, given: int | None) -> int | None:
 
 def _likelihood(run, tasks: list, items: dict, batch: int) -> tuple[dict, dict, dict]:
     """Per-task metrics, family means, and where each task's requests came from."""
-    import tempfile
-    from pathlib import Path
-    from types import SimpleNamespace
-
     import jax
     import jax.numpy as jnp
-    import numpy as np
 
-    from codemix.proxy_train.task_eval import load_tasks, make_scorer, metrics, score
+    from codemix.proxy_train.task_eval import make_scorer, metrics, score, task_set
     from codemix.proxy_train.tasks import TASKS
 
     arrays, sources = {}, {}
@@ -180,14 +175,10 @@ def _likelihood(run, tasks: list, items: dict, batch: int) -> tuple[dict, dict, 
     rendered = [n for n, s in sources.items() if s != "store"]
     if rendered:
         print(f"the store has no fitting rendering of {', '.join(rendered)}: rendered in memory")
-    with tempfile.TemporaryDirectory(prefix="codemix-evaluate-") as tmp:
-        (Path(tmp) / "evals").mkdir()
-        info = {}
-        for name, a in arrays.items():
-            np.savez(Path(tmp) / "evals" / f"{name}.npz", **a)
-            info[name] = {"family": TASKS[name].family, "chance": _chance(a, TASKS[name])}
-        store = SimpleNamespace(path=Path(tmp), manifest={"evals": info})
-        ts = load_tasks(store, list(arrays), run.cfg.seq_len, batch)
+    info = {
+        n: {"family": TASKS[n].family, "chance": _chance(a, TASKS[n])} for n, a in arrays.items()
+    }
+    ts = task_set(arrays, info, run.cfg.seq_len, batch)
     n_req = sum(len(r[2]) for r in ts.rows)
     tasks_word = "task" if len(ts.tasks) == 1 else "tasks"
     print(f"scoring {ts.n_requests:,} requests of {len(ts.tasks)} {tasks_word} ({n_req:,} rows)")

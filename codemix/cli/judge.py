@@ -76,15 +76,8 @@ def _answers(run_dir, texts: list[str], max_new_tokens: int, quiet: bool):
     """The run's greedy answer to every prompt text, and the checkpoint step answering."""
     import sys
 
-    from codemix.core.errors import CodemixError
-
-    try:
-        from codemix.evaluation.checkpoint import load_run
-        from codemix.evaluation.generate import generate_text
-    except ModuleNotFoundError as e:
-        if not (e.name or "").startswith("codemix.evaluation"):
-            raise
-        raise CodemixError(f"codemix judge needs {e.name}, which this install lacks") from None
+    from codemix.evaluation.checkpoint import load_run
+    from codemix.evaluation.generate import generate_text
     if not quiet:
         print(f"answering {len(texts)} prompts with {run_dir}", file=sys.stderr, flush=True)
     run = load_run(run_dir)
