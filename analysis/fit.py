@@ -13,10 +13,11 @@ from __future__ import annotations
 import numpy as np
 
 from codemix.analysis.codeshare import check_code_domains
+from codemix.analysis.datalaw import TargetData, choose_size_law
 from codemix.analysis.decision import decision_accuracy
 from codemix.analysis.fitfile import FitFile
 from codemix.analysis.link import fit_link, link_bpb_metric
-from codemix.analysis.scaling import ScalingConfig, choose_joint_law
+from codemix.analysis.scaling import ScalingConfig
 from codemix.analysis.surfaces import SurfaceConfig, fit_surface, quiet_numerics
 from codemix.analysis.tables import ResultsTable
 from codemix.core.errors import CodemixError
@@ -32,6 +33,7 @@ def fit_results(
     progress: bool = False,
     code_domains: tuple[str, ...] | None = None,
     links: list[tuple[str, float | None]] = (),
+    law: str = "auto",
 ) -> FitFile:
     """Surfaces for every metric (on the runs of the largest size, if sizes are given) and,
     with runs at 3+ sizes, the joint mixture-and-size law per metric (Scheffe-linear or
@@ -42,7 +44,11 @@ def fit_results(
 
     `links`: (accuracy column, chance level or None) pairs; each accuracy is linked to its
     task's bpb (a fitted metric) on every run above chance. Without a chance level the
-    table's `task.F.chance` column gives it (in `table.extra`)."""
+    table's `task.F.chance` column gives it (in `table.extra`).
+
+    `law`: the size law: `auto` (the data-constrained law where the table has each run's
+    tokens and epochs per domain and it predicts held-out runs better), `joint` or
+    `joint_data`."""
     if code_domains:
         code_domains = check_code_domains(code_domains, table.mixture_cols)
     surfaces, scaling = {}, {}
@@ -63,14 +69,18 @@ def fit_results(
         if table.size is not None and len(np.unique(table.size)) >= 3:
             if np.any(y <= 0):
                 raise CodemixError(f"{metric}: a size law needs positive values (a loss)")
-            scaling[metric] = choose_joint_law(
+            fracs = () if table.stage_fracs is None else tuple(np.median(table.stage_fracs, 0))
+            scaling[metric] = choose_size_law(
                 table.weights,
                 table.size,
                 y,
+                table.run_data,
                 table.mixture_cols,
+                fracs,
                 scaling_config,
                 progress,
                 groups=table.groups,
+                law=law,
             )
     decision = {}
     if table.size is not None:
@@ -122,16 +132,22 @@ def _chance(table: ResultsTable, acc_col: str) -> float:
 
 @quiet_numerics()
 def predict(
-    fit: FitFile, w: np.ndarray, size: float | np.ndarray | None = None, level: float = 0.9
+    fit: FitFile,
+    w: np.ndarray,
+    size: float | np.ndarray | None = None,
+    level: float = 0.9,
+    data: TargetData | None = None,
 ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """metric -> (mean, lo, hi) at mixtures `w`: the size law at `size` (one for all rows, or
-    one per row, e.g. confirmatory runs at several sizes), else the surface."""
+    one per row, e.g. confirmatory runs at several sizes), else the surface. `data`: the
+    target's tokens and unique tokens per domain, or each row's tokens and epochs, for the
+    laws with a data term (default: the proxies' tokens per parameter and corpus)."""
     if size is not None and np.ndim(size) == 1:
         n = np.asarray(size, float)
         out = {m: tuple(np.empty(len(n)) for _ in range(3)) for m in fit.metrics}
         for v in np.unique(n):
             at = n == v
-            for m, bounds in predict(fit, w[at], float(v), level).items():
+            for m, bounds in predict(fit, w[at], float(v), level, _rows(data, at)).items():
                 for dst, src in zip(out[m], bounds, strict=True):
                     dst[at] = src
         return out
@@ -143,7 +159,7 @@ def predict(
         if size is None:
             out[metric] = surf.interval(w, level)
         elif metric in fit.scaling:
-            out[metric] = fit.scaling[metric].interval(w, size, level)
+            out[metric] = fit.scaling[metric].interval(w, size, level, data=data)
         else:
             raise CodemixError(
                 f"the fit has no size law for {metric}: fit with --size-col on runs at 3 or "
@@ -152,3 +168,12 @@ def predict(
     for metric, link in fit.links.items():
         out[metric] = link.interval(*out[link.bpb_metric], level)
     return out
+
+
+def _rows(data: TargetData | None, at: np.ndarray) -> TargetData | None:
+    """The part of per-row target data for the rows `at`."""
+    if data is None:
+        return None
+    tokens = data.tokens if np.ndim(data.tokens) == 0 else np.asarray(data.tokens)[at]
+    epochs = None if data.epochs is None else np.asarray(data.epochs)[at]
+    return TargetData(tokens, data.unique, epochs)

@@ -90,12 +90,16 @@ class FitFile:
             raise CodemixError(
                 f"{source} has version {d['version']}; this codemix reads up to {VERSION}"
             )
+        from codemix.analysis.datalaw import DataLawFit
         from codemix.analysis.scaling import JointLawFit
+
+        def law(x: dict):
+            return (DataLawFit if x.get("form") == DataLawFit.form else JointLawFit).from_dict(x)
 
         return cls(
             mixture_cols=tuple(d["mixture_cols"]),
             surfaces={m: Surface.from_dict(s) for m, s in d["surfaces"].items()},
-            scaling={m: JointLawFit.from_dict(s) for m, s in d.get("scaling", {}).items()},
+            scaling={m: law(s) for m, s in d.get("scaling", {}).items()},
             data=d.get("data", {}),
             size_col=d.get("size_col"),
             tokens_col=d.get("tokens_col"),

@@ -154,19 +154,21 @@ def _search_space(fit: FitFile, n: int, seed: int, within_data: bool) -> np.ndar
         raise CodemixError(f"{e}; search the whole simplex instead (--full-simplex)") from None
 
 
-def _draws(fit: FitFile, w: np.ndarray, size: float | None, metrics, n_draws: int, seed: int):
+def _draws(
+    fit: FitFile, w: np.ndarray, size: float | None, metrics, n_draws: int, seed: int, data=None
+):
     """metric -> (candidates x draws) plausible values of the mean at `w`."""
     rng = np.random.default_rng(seed)
     out = {}
     linked = [m for m in metrics if m in fit.links]
     for m in linked:  # a linked accuracy: its bpb's draws through the link's draws
         bpb = fit.links[m].bpb_metric
-        out[m] = fit.links[m].mean_draws(_draws(fit, w, size, [bpb], n_draws, seed)[bpb])
+        out[m] = fit.links[m].mean_draws(_draws(fit, w, size, [bpb], n_draws, seed, data)[bpb])
     for m in metrics:
         if m in out:
             continue
         if size is not None:
-            d = fit.scaling[m].boot_predictions(w, size)
+            d = fit.scaling[m].boot_predictions(w, size, data=data)
             out[m] = d[:, :n_draws]
         else:
             out[m] = _surface_draws(fit.surfaces[m].model, w, n_draws, rng)
@@ -218,20 +220,22 @@ def find_optimum(
     level: float = 0.9,
     seed: int = 0,
     within_data: bool = True,
+    data=None,
 ) -> Optimum:
     """Best candidate mixture under `objective`, with the bootstrap/posterior argmax spread.
 
     With `within_data`, only mixtures whose every weight lies in the range the training runs
-    covered are searched: outside it the surfaces extrapolate."""
+    covered are searched: outside it the surfaces extrapolate. `data` (a
+    `datalaw.TargetData`): the target's tokens and unique tokens, for data-constrained laws."""
     w = _search_space(fit, n_candidates, seed, within_data)
-    preds = {m: v[0] for m, v in predict(fit, w, size, level).items()}
+    preds = {m: v[0] for m, v in predict(fit, w, size, level, data).items()}
     s = objective.score(preds)
     if not np.isfinite(s).any():
         raise CodemixError(f"no mixture satisfies the constraints of {objective.text!r}")
     best = int(np.argmin(s))
     n_gp = max(len(w) // 4, 1)  # GP posterior draws are cubic in candidates: thin them
     sub = np.r_[best, np.random.default_rng(seed + 1).choice(len(w), n_gp, replace=False)]
-    draws = _draws(fit, w[sub] if size is None else w, size, objective.metrics, n_draws, seed)
+    draws = _draws(fit, w[sub] if size is None else w, size, objective.metrics, n_draws, seed, data)
     pool = w[sub] if size is None else w
     n_eff = min(d.shape[1] for d in draws.values())
     picks = []
@@ -241,7 +245,7 @@ def find_optimum(
             picks.append(pool[int(np.argmin(sj))])
     picks = np.array(picks) if picks else w[[best]]
     lo, hi = central(picks, level, axis=0)
-    at = predict(fit, w[[best]], size, level)
+    at = predict(fit, w[[best]], size, level, data)
     return Optimum(
         objective=objective.text,
         size=size,
@@ -263,10 +267,11 @@ def pareto_front(
     n_candidates: int = 4000,
     seed: int = 0,
     within_data: bool = True,
+    data=None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mixtures not dominated in (metric_a, metric_b), both minimised; sorted by metric_a."""
     w = _search_space(fit, n_candidates, seed, within_data)
-    p = predict(fit, w, size)
+    p = predict(fit, w, size, data=data)
     a, b = p[metric_a][0], p[metric_b][0]
     keep = pareto_indices(a, b)
     return w[keep], a[keep], b[keep]

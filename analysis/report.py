@@ -63,6 +63,7 @@ class ReportInput:
     notes: list[str] = field(default_factory=list)
     share_col: str | None = None  # x of the response curves (default: the first code share)
     contour: dict | None = None  # predicted NL metric over two stage shares: x, y, z, x_col, y_col
+    headline: list[str] = field(default_factory=list)  # the answer, first on the page
 
 
 def from_fit(r: ReportInput, fit, target: Size, points: int = 41) -> None:
@@ -90,6 +91,7 @@ def from_fit(r: ReportInput, fit, target: Size, points: int = 41) -> None:
         r.size_col = fit.size_col
     best = w[int(np.argmin(p[nl][0]))]
     shares = stage_shares(fit)
+    r.headline += _headline(fit, target, nl, shares)
     lo_w, hi_w = weight_ranges(fit) or (np.zeros(len(cols)), np.ones(len(cols)))
     for s in shares[:1]:
         x = np.linspace(*share_range(s, best, lo_w, hi_w), points)
@@ -134,6 +136,62 @@ def from_fit(r: ReportInput, fit, target: Size, points: int = 41) -> None:
             f"No stage's mixture holds both code ({', '.join(fit.code_domains)}) and other "
             "domains, so there is no code share to draw curves along."
         )
+
+
+def _headline(fit, target: Size, nl: str, shares) -> list[str]:
+    """The recommended code share of each stage at the target for the lowest `nl`, with the
+    argmax interval, the predicted gain over text only, an edge-of-range warning, and the
+    fit's warnings about its size law."""
+    from codemix.analysis.confirm import _text_only
+    from codemix.analysis.optimum import Objective, find_optimum
+    from codemix.analysis.scaling import alpha_warning
+
+    opt = find_optimum(fit, Objective({nl: 1.0}, text=f"min:{nl}"), target.count, n_draws=100)
+    lines = []
+    lo_w, hi_w = weight_ranges(fit) or (np.zeros(len(opt.mixture)), np.ones(len(opt.mixture)))
+    edge = []
+    for st in shares:
+        cols = np.asarray(st.cols)[np.asarray(st.code)]
+        x = float(opt.mixture[cols].sum())
+        a, b = float(opt.argmax_lo[cols].sum()), float(opt.argmax_hi[cols].sum())
+        stage = st.name.rpartition(".")[2]
+        lines.append(
+            f"Recommended code share of stage {stage} at {target.short}: {x:.0%} "
+            f"(90 % of bootstrap refits put the optimum between {a:.0%} and {b:.0%})."
+        )
+        lo, hi = float(lo_w[cols].sum()), float(hi_w[cols].sum())
+        if min(abs(x - lo), abs(x - hi)) < 0.02 * max(hi - lo, 1e-9) + 1e-3:
+            edge.append(stage)
+    mean, low, high = opt.predicted[nl]
+    lines.append(f"Predicted {nl} there: {mean:.4g} bits per byte (90 % PI {low:.4g}-{high:.4g}).")
+    text = _text_only(fit, opt.mixture)
+    if text is not None and shares:
+        base = predict(fit, text[None, :], target.count)[nl][0][0]
+        lines.append(
+            f"Predicted gain over text only (no code in any stage): {base - mean:+.4g} bits "
+            f"per byte ({base:.4g} -> {mean:.4g})."
+        )
+    if edge:
+        lines.append(
+            f"The optimum lies at the edge of the explored range for {', '.join(edge)}: "
+            "explore further (widen that stage's search range) before trusting it."
+        )
+    law = fit.scaling.get(nl)
+    if law is not None:
+        why = alpha_warning(law.alpha)
+        if why:
+            lines.append(f"Warning from the fit: {why}.")
+        if len(law.sizes) < 4:
+            lines.append(
+                f"Warning: the size law rests on {len(law.sizes)} sizes; with 4 or more the fit "
+                "checks itself on the largest one and widens its intervals by what it missed."
+            )
+        if target.count > 4 * max(law.sizes):
+            lines.append(
+                f"The target is {target.count / max(law.sizes):.0f}x the largest proxy: the "
+                "prediction extrapolates far, and its interval says how far it can be trusted."
+            )
+    return lines
 
 
 def _share_columns(df: pl.DataFrame) -> list[str]:
@@ -505,13 +563,29 @@ def render(r: ReportInput) -> str:
             "once runs at the target carry a predicted_<metric> column."
         )
     notes = "".join(f"<p class=note>{html.escape(n)}</p>" for n in r.notes)
+    warn = []
+    if "state" in df.columns and "trial" in df.columns:
+        states = dict(df.unique("trial").group_by("state").len().iter_rows())
+        bad = {k: v for k, v in states.items() if k in ("fail", "failed", "running", "waiting")}
+        if bad:
+            warn.append(
+                "This study is incomplete or has failed trials ("
+                + ", ".join(f"{v} {k}" for k, v in sorted(bad.items()))
+                + "): the results below leave those out."
+            )
+    top = [f"<p class=warn>{html.escape(w)}</p>" for w in warn]
+    if r.headline:
+        items = "".join(f"<li>{html.escape(h)}</li>" for h in r.headline)
+        top.append(f"<h2>The answer</h2><ul class=headline>{items}</ul>")
+    headline = "".join(top)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(r.title)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}}
 table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;padding:2px 6px}}
-.note{{color:#555}}#js-errors{{color:#b00}}</style>
+.note{{color:#555}}.warn{{color:#b00;font-weight:bold}}#js-errors{{color:#b00}}</style>
 {_CATCH_ERRORS}</head><body>
 <h1>{html.escape(r.title)}</h1>
+{headline}
 <p>{"; ".join(summary)}. Metrics: {html.escape(r.nl_metric)} (natural language),
 {html.escape(r.code_metric)} (code), validation split, bits per byte unless named loss.</p>
 {notes}

@@ -323,10 +323,13 @@ class JointLawFit:
         log_a = np.clip(xa @ a.T - alpha[None, :] * np.log(n), -50, 50)
         return np.exp(log_e) + np.exp(log_a)
 
-    def predict(self, w: np.ndarray, n_params: float) -> np.ndarray:
+    form = "joint"
+
+    def predict(self, w: np.ndarray, n_params: float, data=None) -> np.ndarray:
+        """`data` (what the target's tokens are) is for laws with a data term: unused."""
         return self._draws(np.atleast_2d(w), float(n_params), self.theta[None, :])[:, 0]
 
-    def interval(self, w: np.ndarray, n_params: float, level: float | None = None):
+    def interval(self, w: np.ndarray, n_params: float, level: float | None = None, data=None):
         """Mean, and bootstrap percentile bounds widened by the log-residual spread (a
         prediction interval for one new run)."""
         level = self.level if level is None else level
@@ -340,7 +343,7 @@ class JointLawFit:
         lo, hi = central(draws * np.exp(noise), level, axis=1)
         return widen(mean, lo, hi, self.interval_scale)
 
-    def boot_predictions(self, w: np.ndarray, n_params: float) -> np.ndarray:
+    def boot_predictions(self, w: np.ndarray, n_params: float, data=None) -> np.ndarray:
         """Mean predictions under each bootstrap draw (runs x draws)."""
         return self._draws(np.atleast_2d(w), float(n_params), self.boot)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from codemix.analysis.datalaw import RunData, column_domains
 from codemix.analysis.layout import as_groups, split_names
 from codemix.core.errors import CodemixError
 from codemix.core.results import CODE_DOMAINS, SEP
@@ -207,6 +208,10 @@ class ResultsTable:
     code_domains: tuple[str, ...] | None = None  # what the study's [groups] counted as code
     extra: dict[str, np.ndarray] = field(default_factory=dict)  # other columns asked for
     keys: list[str] | None = None  # what a trial asked for (param.* of a study export), per run
+    # per run and domain: tokens trained on and their epochs (the data-constrained law), and
+    # each mixture group's share of a run's tokens; None where the table cannot say
+    run_data: RunData | None = None
+    stage_fracs: np.ndarray | None = None  # (runs, groups)
 
     def __post_init__(self) -> None:
         n = self.weights.shape[0]
@@ -305,6 +310,7 @@ def load_results(
     on: str = "index",
     stage_cols: str | list[str] | None = None,
     extra: list[str] = (),
+    epochs_cols: str | None = None,
 ) -> ResultsTable:
     """Read (and join) results, resolve the column selections and validate them.
 
@@ -314,6 +320,11 @@ def load_results(
     one-column group after the mixtures. Only `usable_rows` are read; the table records
     how many were left out (`left_out_line`). `extra` columns (e.g. accuracies beside the
     fitted bpb) are read as they are, missing values as NaN; absent ones are left out.
+
+    With a tokens column, each run's tokens and epochs per domain are read too (for the
+    data-constrained law): the epochs from `epochs_cols` (default `epochs.*` where the table
+    has them), the tokens from each stage's tokens and realised mixture (`tokens.STAGE`,
+    `mix.STAGE.DOMAIN`) or, for one mixture of domain columns, from the mixture itself.
     """
     paths = [paths] if isinstance(paths, str | Path) else list(paths)
     df = join_tables(paths, on=on)
@@ -364,6 +375,11 @@ def load_results(
         if c in df.columns
     }
     keys = trial_keys(df)
+    run_data, fracs = None, None
+    if tokens is not None:
+        run_data, fracs = _domain_data(df, mix, groups, tokens, epochs_cols, source, rows)
+    elif epochs_cols:
+        raise CodemixError("--epochs-cols needs --tokens-col (each run's tokens)")
     vocab = _one_value(df, VOCAB_SIZE)
     domains = _one_value(df, CODE_DOMAINS)
     return ResultsTable(
@@ -382,4 +398,66 @@ def load_results(
         code_domains=split_domains(domains),
         extra=more,
         keys=keys,
+        run_data=run_data,
+        stage_fracs=fracs,
     )
+
+
+def _domain_data(df, mix, groups, tokens, epochs_cols, source, rows):
+    """(RunData, stage fractions) of every run, or (None, None) when the table has no epochs
+    columns and none were asked for."""
+    epochs_at = f"epochs{SEP}"
+    if epochs_cols is None:
+        if not any(c.startswith(epochs_at) for c in df.columns):
+            return None, None
+        epochs_cols = epochs_at + "*"
+    ecols = resolve_columns(epochs_cols, df.columns, source)
+    domains = tuple(c.rpartition(SEP)[2] for c in ecols)
+    epochs = _numeric(df, ecols, source, rows)
+    where = column_domains(mix, groups)
+    n_groups = len(groups) if groups else 1
+    fracs = np.ones((len(df), n_groups))
+    dom_tokens = np.zeros((len(df), len(domains)))
+    stage_of = {}  # group -> stage name, from mix.STAGE.DOMAIN columns
+    for c, cd in zip(mix, where, strict=True):
+        if cd is not None:
+            parts = c.split(SEP)
+            stage_of.setdefault(cd[0], parts[1] if len(parts) == 3 and parts[0] == "mix" else None)
+    staged = all(stage_of.get(i) for i in range(n_groups) if i in stage_of)
+    if staged and all(f"tokens{SEP}{st}" in df.columns for st in stage_of.values()):
+        # every stage's realised mixture, fitted or not (a fixed cooldown still trains on its
+        # tokens): exact per-domain tokens
+        all_stages = [
+            c.split(SEP)[1]
+            for c in df.columns
+            if c.startswith(f"tokens{SEP}")
+            and c.count(SEP) == 1
+            and any(m.startswith(f"mix{SEP}{c.split(SEP)[1]}{SEP}") for m in df.columns)
+        ]
+        for st in dict.fromkeys([*stage_of.values(), *all_stages]):
+            st_tokens = _numeric(df, [f"tokens{SEP}{st}"], source, rows)[:, 0]
+            for k, d in enumerate(domains):
+                col = f"mix{SEP}{st}{SEP}{d}"
+                if col in df.columns:
+                    dom_tokens[:, k] += st_tokens * _numeric(df, [col], source, rows)[:, 0]
+        for i, st in stage_of.items():
+            fracs[:, i] = _numeric(df, [f"tokens{SEP}{st}"], source, rows)[:, 0] / tokens
+    elif n_groups == 1:
+        for j, cd in enumerate(where):
+            if cd is None or cd[1] not in domains:
+                raise CodemixError(
+                    f"{source}: mixture column {mix[j]!r} names no domain of the epochs "
+                    f"columns ({', '.join(ecols)})"
+                )
+            dom_tokens[:, domains.index(cd[1])] += (
+                tokens * _numeric(df, [mix[j]], source, rows)[:, 0]
+            )
+    else:
+        raise CodemixError(
+            f"{source}: cannot tell each domain's tokens per run: give mixture columns "
+            "mix.STAGE.DOMAIN with tokens.STAGE columns (a study export has both)"
+        )
+    unknown = sorted({cd[1] for cd in where if cd is not None} - set(domains))
+    if unknown:
+        raise CodemixError(f"{source}: no epochs column for domain {unknown[0]!r}")
+    return RunData(domains, dom_tokens, epochs), fracs

@@ -57,6 +57,9 @@ def _params(t) -> dict:
         raw = t.params.get(key)
         if isinstance(raw, str) and raw != value:  # a named choice
             cols[results.choice(key)] = raw
+    for key, raw in t.params.items():  # a named schedule sets other keys, not its own
+        if results.param(key) not in cols and isinstance(raw, str):
+            cols[results.choice(key)] = raw
     return cols
 
 

@@ -8,6 +8,8 @@
     "stages.init.code_frac" = { values = [0.0, 0.25, 0.5] }              # a list (grid-able)
     "stages.init.code_frac" = { choices = { text = 0.0, balanced = 0.5 } }   # named values
     "groups.code" = { simplex = ["web", "hq"] }                          # shares in a group
+    "schedule" = { schedules = { a = { "stages.init.code_frac" = 0.1 }, b = {...} } }
+                                         # named sets of values (`codemix confirm` writes them)
     [[objectives]]
     metric = "bpb.text"; direction = "minimize"        # several: a Pareto front
     # weight = 0.7 on every objective: one weighted sum instead
@@ -50,7 +52,7 @@ _STUDY_KEYS = {
 @dataclass(frozen=True)
 class Param:
     key: str  # a --set path, or a group for a simplex
-    kind: str  # float | values | choices | simplex
+    kind: str  # float | values | choices | simplex | schedules
     low: float = 0.0
     high: float = 1.0
     log: bool = False
@@ -115,7 +117,7 @@ class StudySpec:
         for p in self.params:
             if p.kind == "values":
                 grid[p.key] = list(p.values)
-            elif p.kind == "choices":
+            elif p.kind in ("choices", "schedules"):
                 grid[p.key] = list(p.choices)
             else:
                 raise CodemixError(
@@ -134,7 +136,7 @@ class StudySpec:
                 out[p.key] = FloatDistribution(p.low, p.high, log=p.log)
             elif p.kind == "values":
                 out[p.key] = CategoricalDistribution(list(p.values))
-            elif p.kind == "choices":
+            elif p.kind in ("choices", "schedules"):
                 out[p.key] = CategoricalDistribution(list(p.choices))
             else:  # simplex: one draw per domain, normalised into shares
                 out |= {f"{p.key}.{d}": FloatDistribution(1e-6, 1.0) for d in p.values}
@@ -159,6 +161,9 @@ class StudySpec:
             if p.kind == "simplex":  # independent draws, then shares (Dirichlet-like)
                 raw = [drawn[f"{p.key}.{d}"] for d in p.values]
                 out += [f"{p.key}.{d}={x / sum(raw)!r}" for d, x in zip(p.values, raw, strict=True)]
+                continue
+            if p.kind == "schedules":  # a named set of values, each at its own path
+                out += [f"{k}={json.dumps(v)}" for k, v in p.choices[drawn[p.key]].items()]
                 continue
             v = p.choices[drawn[p.key]] if p.kind == "choices" else drawn[p.key]
             out.append(f"{p.key}={json.dumps(v)}")
@@ -264,6 +269,17 @@ def _param(key: str, table: Any, where: str) -> Param:
         if not isinstance(table["values"], list) or not table["values"]:
             raise CodemixError(f"{at}: values must be a non-empty list")
         return Param(key, "values", values=tuple(table["values"]))
+    if "schedules" in table:
+        named = table["schedules"]
+        if not isinstance(named, dict) or not named:
+            raise CodemixError(f"{at}: schedules must map names to tables of settings")
+        for name, values in named.items():
+            if not isinstance(values, dict) or not values:
+                raise CodemixError(
+                    f"{at}: schedule {name!r} must be a table of settings, e.g. "
+                    '{ "stages.init.code_frac" = 0.25 }'
+                )
+        return Param(key, "schedules", choices={n: dict(v) for n, v in named.items()})
     if "choices" in table:
         if not isinstance(table["choices"], dict) or not table["choices"]:
             raise CodemixError(f"{at}: choices must map names to values")
@@ -334,6 +350,12 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> StudySpe
     base = spec.run_spec([])
     for o in objs:
         _check_objective(o.metric, base, where)
+    for p in params:  # every named schedule must make a valid run
+        for name, values in p.choices.items() if p.kind == "schedules" else ():
+            try:
+                spec.run_spec([f"{k}={json.dumps(v)}" for k, v in values.items()])
+            except CodemixError as e:
+                raise CodemixError(f"[search] {p.key!r} schedule {name!r}: {e}") from None
     return spec
 
 

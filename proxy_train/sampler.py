@@ -94,6 +94,7 @@ class MixtureSampler:
         seq_len: int,
         seed: int = 0,
         split: str = "train",
+        unique_tokens: dict[str, int] | None = None,
     ):
         if batch_size < 1 or seq_len < 1:
             raise CodemixError(f"batch_size {batch_size} and seq_len {seq_len} must be >= 1")
@@ -101,6 +102,14 @@ class MixtureSampler:
         self.domains = store.domains
         self.split = split
         self._tokens = {d: store.tokens(d, split) for d in self.domains}
+        unknown = set(unique_tokens or {}) - set(self.domains)
+        if unknown:
+            raise CodemixError(
+                f"train.unique_tokens names {sorted(unknown)}, which the token store "
+                f"{store.path} does not have (domains: {', '.join(self.domains)})"
+            )
+        for d, cap in (unique_tokens or {}).items():  # repetition-matched: a prefix only
+            self._tokens[d] = self._tokens[d][: int(cap)]
         self.windows = np.array(
             [max(0, (len(self._tokens[d]) - 1) // seq_len) for d in self.domains], np.int64
         )

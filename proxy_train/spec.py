@@ -45,6 +45,9 @@ class TrainSettings:
     checkpoint_every_minutes: float = 10.0
     checkpoints: bool = True  # off only for throughput benchmarks
     log_every: int = 10
+    # repetition-matched proxies: train on at most this many unique tokens of a domain (the
+    # first of its training split), so that a proxy repeats it as often as the target will
+    unique_tokens: dict | tuple | None = None  # stored as ((domain, tokens), ...)
 
     def __post_init__(self):
         for name in ("seq_len", "batch_size", "eval_tokens", "log_every"):
@@ -57,6 +60,20 @@ class TrainSettings:
             raise CodemixError("train.eval_every and train.weight_decay must be >= 0")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
             raise CodemixError("train.beta1 and train.beta2 must be in [0, 1)")
+        if self.unique_tokens is not None:
+            from codemix.core.units import parse_count
+
+            if not isinstance(self.unique_tokens, dict) or not self.unique_tokens:
+                raise CodemixError(
+                    "train.unique_tokens: give a table of domain = tokens, e.g. { text = '2M' }"
+                )
+            caps = {}
+            for d, v in self.unique_tokens.items():
+                caps[d] = int(parse_count(v, f"train.unique_tokens.{d}"))
+                if caps[d] < 1:
+                    raise CodemixError(f"train.unique_tokens.{d} = {v!r}: must be >= 1")
+            # a tuple of pairs: settings are hashed (static arguments of compiled steps)
+            object.__setattr__(self, "unique_tokens", tuple(sorted(caps.items())))
 
 
 @dataclass(frozen=True)
@@ -120,7 +137,7 @@ def _settings(table: dict, where: str) -> TrainSettings:
         if key not in known:
             raise CodemixError(f"{where}: unknown key [train].{key}; known: {', '.join(known)}")
         default = known[key].default
-        if key == "tokens":
+        if key in ("tokens", "unique_tokens"):
             kwargs[key] = value
             continue
         kwargs[key] = _check_type(value, type(default), f"{where}: [train].{key}")

@@ -424,7 +424,10 @@ def train_population(
     plans = [m.schedule.plan(B * T, budget_params, max_tokens) for m in members]
     if len({p[-1].end_step for p in plans}) != 1:
         raise ValueError("members of one population must run the same number of steps")
-    samplers = [MixtureSampler(store, p, B, T, m.seed) for p, m in zip(plans, members, strict=True)]
+    samplers = [
+        MixtureSampler(store, p, B, T, m.seed, unique_tokens=dict(settings.unique_tokens or ()))
+        for p, m in zip(plans, members, strict=True)
+    ]
     mesh = shd.make_mesh(P, devices)
     progs = make_programs(cfg, settings, P, len(store.domains), mesh, squeeze_single)
     val = val_sample(store, T, settings.eval_tokens, B)

@@ -16,6 +16,7 @@ _AREAS = (
     "train",
     "study",
     "analysis",
+    "confirm",
     "report",
     "evaluate",
     "judge",

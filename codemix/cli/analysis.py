@@ -50,7 +50,25 @@ def register(sub) -> None:
         help="column of model parameters (params or non_embedding_params of a study export: "
         "then a preset such as 2.8B can be a target)",
     )
-    p.add_argument("--tokens-col", metavar="COL", help="column of training tokens")
+    p.add_argument(
+        "--tokens-col",
+        metavar="COL",
+        help="column of each run's training tokens (default: tokens, where the table has it "
+        "and epochs.DOMAIN columns): with the epochs, the size law can count repeated tokens",
+    )
+    p.add_argument(
+        "--epochs-cols",
+        metavar="COLS",
+        help="columns of each domain's epochs, named COL.DOMAIN or PREFIX* (default: epochs.*)",
+    )
+    p.add_argument(
+        "--law",
+        choices=("auto", "joint", "joint_data"),
+        default="auto",
+        help="size law: joint (mixture and N), joint_data (plus each domain's tokens counted "
+        "with their repetitions), or auto: joint_data where the table has tokens and epochs "
+        "and it predicts held-out runs better (default)",
+    )
     p.add_argument(
         "--code-domains",
         metavar="A,B",
@@ -114,8 +132,16 @@ def register(sub) -> None:
     p.add_argument(
         "--size-col",
         metavar="COL",
-        help="predict each row at the size in this column (e.g. confirmatory runs' params)",
+        help="predict each row at the size in this column (e.g. confirmatory runs' params); "
+        "a data-constrained law also reads each row's tokens and epochs (--tokens-col, "
+        "epochs.*)",
     )
+    p.add_argument(
+        "--tokens-col",
+        metavar="COL",
+        help="with --size-col: each row's training tokens (default: tokens, where present)",
+    )
+    _target_data_args(p)
     p.add_argument("--level", type=float, default=0.9, help="interval level (default 0.9)")
     p.add_argument("-o", "--output", required=True, metavar="PRED.csv")
     p.set_defaults(func=_predict)
@@ -185,10 +211,61 @@ def register(sub) -> None:
         help="search every mixture (default: only weights within the range the runs covered, "
         "where the fit does not extrapolate)",
     )
+    _target_data_args(p)
     p.add_argument("--draws", type=int, default=200, help="draws for the argmax spread")
     p.add_argument("--level", type=float, default=0.9, help="interval level (default 0.9)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_optimum)
+
+
+def _target_data_args(p) -> None:
+    p.add_argument(
+        "--target-tokens",
+        metavar="N",
+        help="training tokens of the target run (e.g. 200B; default: the proxies' tokens per "
+        "parameter times the target's parameters); for a data-constrained law",
+    )
+    p.add_argument(
+        "--unique-tokens",
+        metavar="D=N,...|STORE",
+        help="unique tokens per domain available to the target (text=500B,code=140B), or a "
+        "token store whose manifest says (default: the proxies' corpus)",
+    )
+
+
+def _target_data(args, fit, rows: int | None = None):
+    """(TargetData or None, a line saying what it assumes) from --target-tokens and
+    --unique-tokens; refused for a fit without a data-constrained law."""
+    from codemix.analysis.datalaw import DataLawFit, TargetData, check_target, parse_unique_tokens
+    from codemix.core.errors import CodemixError
+    from codemix.core.units import parse_count
+
+    if not (args.target_tokens or args.unique_tokens):
+        return None
+    data_laws = [m for m, law in fit.scaling.items() if isinstance(law, DataLawFit)]
+    if not data_laws:
+        raise CodemixError(
+            "--target-tokens and --unique-tokens need a data-constrained size law; this fit "
+            "has none (refit with --size-col on a study export, or --law joint_data)"
+        )
+    tokens = parse_count(args.target_tokens, "--target-tokens") if args.target_tokens else None
+    if tokens is not None and tokens <= 0:
+        raise CodemixError("--target-tokens must be more than 0")
+    data = TargetData(tokens, parse_unique_tokens(args.unique_tokens))
+    for m in data_laws:
+        check_target(fit.scaling[m], data)
+    return data
+
+
+def _epochs_line(fit, w, size, data) -> str:
+    """'epochs at the target: text 3.1, code 0.4' for the first data-constrained law."""
+    from codemix.analysis.datalaw import target_epochs
+
+    for law in fit.scaling.values():
+        ep = target_epochs(law, w, size, data)
+        if ep is not None:
+            return "epochs at the target: " + ", ".join(f"{d} {v[0]:.3g}" for d, v in ep.items())
+    return ""
 
 
 def _check_output(path: str) -> None:
@@ -225,15 +302,17 @@ def _fit(args: argparse.Namespace) -> int:
         seed=args.seed,
         calibrate=not args.raw_intervals,
     )
+    tokens_col = args.tokens_col or _default_tokens_col(args)
     table = load_results(
         args.results,
         args.mixture_cols,
         args.metric,
         args.size_col,
-        args.tokens_col,
+        tokens_col,
         on=args.on,
         stage_cols=args.stage_cols,
         extra=extra,
+        epochs_cols=args.epochs_cols,
     )
     if table.left_out:
         print(table.left_out_line())
@@ -244,6 +323,7 @@ def _fit(args: argparse.Namespace) -> int:
         progress=True,
         code_domains=split_domains(args.code_domains),
         links=links,
+        law=args.law,
     )
     save_fit(fit, args.output)
     for m, s in fit.surfaces.items():
@@ -262,17 +342,19 @@ def _fit(args: argparse.Namespace) -> int:
         if m in fit.scaling:
             law = fit.scaling[m]
             print(
-                f"    size law: Scheffe-{law.terms} exponents, alpha {law.alpha:.3f} over "
-                "sizes " + ", ".join(f"{v:.3g}" for v in law.sizes)
+                f"    size law ({law.form}): Scheffe-{law.terms} exponents, alpha "
+                f"{law.alpha:.3f} over sizes " + ", ".join(f"{v:.3g}" for v in law.sizes)
             )
+            for line in _data_law_lines(law, m):
+                print(f"    {line}")
             why = alpha_warning(law.alpha)
             if why:
                 print(f"    warning: {why}")
-            sel = law.selection
+            sel = law.selection.get("terms", law.selection)
             if sel:
                 scores = ", ".join(f"{t} {v['rmse_log']:.4g}" for t, v in sel["scores"].items())
                 print(f"    held-out RMSE of log {m} ({sel['held_out']}): {scores}")
-            if "held_out_coverage" in sel:
+            if "held_out_coverage" in sel and law.form == "joint":
                 print(
                     f"    the largest size predicted from the smaller ones: "
                     f"{sel['held_out_coverage']:.0%} inside the {law.level:.0%} intervals; "
@@ -304,6 +386,94 @@ def _fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _row_data(fit, df, source: str, tokens_col: str | None):
+    """Each row's tokens and epochs (TargetData) for the fit's data-constrained laws, or None
+    when it has none; the domains' epochs come from epochs.DOMAIN columns."""
+    import numpy as np
+    import polars as pl
+
+    from codemix.analysis.datalaw import DataLawFit, TargetData
+    from codemix.analysis.tables import resolve_columns
+    from codemix.core.errors import CodemixError
+
+    laws = [law for law in fit.scaling.values() if isinstance(law, DataLawFit)]
+    if not laws:
+        if tokens_col:
+            raise CodemixError("--tokens-col: the fit has no data-constrained size law to use it")
+        return None
+    col = resolve_columns(tokens_col or "tokens", df.columns, source)[0]
+    missing = [d for d in laws[0].domains if f"epochs.{d}" not in df.columns]
+    if missing:
+        raise CodemixError(
+            f"{source} has no column 'epochs.{missing[0]}': the fit's data-constrained law "
+            "predicts each row at its own epochs per domain (a study export has them)"
+        )
+    tokens = df[col].cast(pl.Float64, strict=False).to_numpy()
+    epochs = df.select([f"epochs.{d}" for d in laws[0].domains]).to_numpy().astype(float)
+    if not (np.all(np.isfinite(tokens) & (tokens > 0)) and np.all(np.isfinite(epochs))):
+        raise CodemixError(f"{source}: columns {col!r} and epochs.* must be numbers, tokens > 0")
+    return TargetData(tokens, None, epochs)
+
+
+def _target_epoch_cols(fit, w, size: float, data) -> dict:
+    """epochs.DOMAIN at the target for every row, from the first data-constrained law."""
+    from codemix.analysis.datalaw import target_epochs
+
+    for law in fit.scaling.values():
+        ep = target_epochs(law, w, size, data)
+        if ep is not None:
+            return {f"epochs.{d}": v for d, v in ep.items()}
+    return {}
+
+
+def _default_tokens_col(args) -> str | None:
+    """`tokens` when the table is a study export with epochs columns and sizes are fitted."""
+    from codemix.analysis.tables import join_tables
+
+    if not args.size_col or args.law == "joint":
+        return None
+    cols = join_tables(args.results, on=args.on).columns
+    if "tokens" in cols and (args.epochs_cols or any(c.startswith("epochs.") for c in cols)):
+        return "tokens"
+    return None
+
+
+def _data_law_lines(law, metric: str) -> list[str]:
+    """What fit prints of the choice between the joint and the data-constrained law."""
+    import math
+
+    rec = law.selection.get("data_law")
+    if not rec:
+        return []
+    scores = rec["scores"]
+    parts = []
+    for split in scores["joint"]:
+        a, b = scores["joint"][split], scores["joint_data"][split]
+        parts.append(f"{split}: joint {a:.4g}, joint_data {b:.4g}")
+    if parts:
+        lines = [f"held-out RMSE of log {metric}: " + "; ".join(parts) + f" -> {rec['chosen']}"]
+    else:
+        lines = [f"size law {rec['chosen']}, as --law asked"]
+    if law.form == "joint_data":
+        p = law.params
+        r_star = sorted(set(round(v, 3) for v in p["R_star"].values()))
+        lines.append(
+            f"data term: beta {p['beta']:.3f}, R* {', '.join(f'{v:.3g}' for v in r_star)}, "
+            "domain weights "
+            + ", ".join(f"{d} {v:.3g}" for d, v in p["domain_weight"].items())
+            + "; unique tokens "
+            + ", ".join(f"{d} {v:.3g}" for d, v in law.unique.items())
+        )
+        if law.extrapolation_sd:
+            step = math.exp(law.extrapolation_step)
+            lines.append(
+                f"extrapolation error calibrated on the largest size held out: log-sd "
+                f"{law.extrapolation_sd:.3g} per ladder step (x{step:.2f} in parameters), "
+                "growing with the distance beyond the largest size"
+            )
+    return lines
+
+
 def _predict(args: argparse.Namespace) -> int:
     import io
 
@@ -325,16 +495,32 @@ def _predict(args: argparse.Namespace) -> int:
     size = resolve_size(args.size, fit, "--size") if args.size else None
     df = read_table(args.mixtures)
     w = mixture_array(df, list(fit.mixture_cols), args.mixtures, fit.groups)
+    if args.tokens_col and not args.size_col:
+        raise CodemixError("--tokens-col goes with --size-col (each row's own size and tokens)")
+    if args.size_col and (args.target_tokens or args.unique_tokens):
+        raise CodemixError(
+            "--target-tokens and --unique-tokens go with --size; with --size-col each row's "
+            "own tokens and epochs are read"
+        )
+    if (args.target_tokens or args.unique_tokens) and not size:
+        raise CodemixError("--target-tokens and --unique-tokens need a target --size")
+    data = _target_data(args, fit)
+    epoch_cols = {}
     if args.size_col:
         col = resolve_columns(args.size_col, df.columns, args.mixtures)[0]
         n = df[col].cast(pl.Float64, strict=False).to_numpy()
         if not np.all(np.isfinite(n) & (n > 0)):
             raise CodemixError(f"{args.mixtures}: column {col!r} must be a positive number")
-        preds = predict(fit, w, n, args.level)
+        data = _row_data(fit, df, args.mixtures, args.tokens_col)
+        preds = predict(fit, w, n, args.level, data)
         where = f"at each row's {col} (size law)"
+        if data is not None:
+            where += ", tokens and epochs"
     else:
-        preds = predict(fit, w, size.count if size else None, args.level)
+        preds = predict(fit, w, size.count if size else None, args.level, data)
         where = f"at {size}, from the size law" if size else "at the training size"
+        if size:
+            epoch_cols = _target_epoch_cols(fit, w, size.count, data)
     cols = {}
     pct = f"{round(args.level * 100):d}"
     for m, (mean, lo, hi) in preds.items():
@@ -343,6 +529,7 @@ def _predict(args: argparse.Namespace) -> int:
         cols[name] = mean
         cols[f"{name}_lo{pct}"] = lo
         cols[f"{name}_hi{pct}"] = hi
+    cols |= {(f"predicted_{k}" if k in df.columns else k): v for k, v in epoch_cols.items()}
     out = df.with_columns(pl.Series(k, v) for k, v in cols.items())
     buf = io.StringIO()
     out.write_csv(buf)
@@ -463,6 +650,9 @@ def _optimum(args: argparse.Namespace) -> int:
                 f"the fit has no size law for {', '.join(missing)}: fit with --size-col on "
                 "runs at 3 or more sizes, or leave out --target"
             )
+    if (args.target_tokens or args.unique_tokens) and not target:
+        raise CodemixError("--target-tokens and --unique-tokens need a --target size")
+    data = _target_data(args, fit)
     where = f"at {target.short}" if target else "at the training size"
     opt = find_optimum(
         fit,
@@ -473,6 +663,7 @@ def _optimum(args: argparse.Namespace) -> int:
         args.level,
         args.seed,
         within_data=not args.full_simplex,
+        data=data,
     )
     pct = f"{round(args.level * 100)} %"
     space = "anywhere on the simplex" if args.full_simplex else "within the runs' weight ranges"
@@ -490,13 +681,24 @@ def _optimum(args: argparse.Namespace) -> int:
     )
     for m, (mean, lo, hi) in opt.predicted.items():
         print(f"  predicted {m} {where}: {mean:.4g}  [{lo:.4g}, {hi:.4g}] ({pct} PI)")
+    if size is not None:
+        line = _epochs_line(fit, opt.mixture[None, :], size, data)
+        if line:
+            print(f"  {line}")
     pair = args.pareto.split(",") if args.pareto else fit.metrics[:2]
     if len(pair) == 2:
         for m in pair:
             if m not in fit.metrics:
                 raise CodemixError(f"--pareto names {m!r}; the fit has {', '.join(fit.metrics)}")
         w, a, b = pareto_front(
-            fit, pair[0], pair[1], size, args.candidates, args.seed, not args.full_simplex
+            fit,
+            pair[0],
+            pair[1],
+            size,
+            args.candidates,
+            args.seed,
+            not args.full_simplex,
+            data,
         )
         print(f"Pareto front {where} ({pair[0]} vs {pair[1]}, both minimised), {len(w)} mixtures:")
         print("  (columns: " + " | ".join(", ".join(g) for g in fit.mixture_groups) + ")")

@@ -78,6 +78,7 @@ def _answers(run_dir, texts: list[str], max_new_tokens: int, quiet: bool):
 
     from codemix.evaluation.checkpoint import load_run
     from codemix.evaluation.generate import generate_text
+
     if not quiet:
         print(f"answering {len(texts)} prompts with {run_dir}", file=sys.stderr, flush=True)
     run = load_run(run_dir)

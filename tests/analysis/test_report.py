@@ -226,7 +226,14 @@ def test_a_two_stage_fit_draws_the_predicted_contour(tmp_path):
     assert c["y"].max() <= df["mix.cooldown.code"].max() + 1e-9  # no extrapolation in the mixture
     page = tmp_path / "report.html"
     write_report(r, page)
-    assert "predicted at 2.8B over two stages" in page.read_text()
+    text = page.read_text()
+    assert "predicted at 2.8B over two stages" in text
+    # the answer comes first: a code share per stage, its gain over text only, the warnings
+    head = text.split("<h2>The answer</h2>")[1].split("</ul>")[0]
+    assert "Recommended code share of stage init at 2.8B" in head
+    assert "Recommended code share of stage cooldown at 2.8B" in head
+    assert "gain over text only" in head and "rests on 2 sizes" not in head
+    assert text.index("The answer") < text.index('class="figure"')
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe:
         dom = _dom(exe, page)

@@ -415,3 +415,80 @@ def test_fit_reports_a_blown_up_family_and_leaks_no_warnings(tmp_path, capsys):
     assert "(implausible CV RMSE" in exp_line and "metric sd" in exp_line
     s = json.loads(fit.read_text())["surfaces"]["nl_loss"]
     assert s["family"] != "exp" and "exp" not in s["members"]
+
+
+@pytest.fixture(scope="module")
+def repeated(tmp_path_factory):
+    """A study-export-like ladder from a known data-constrained law (text repeats more at
+    larger sizes), and a fit of it with the data-constrained law."""
+    from codemix.analysis import _synthetic
+
+    d = tmp_path_factory.mktemp("repeated")
+    shares = tuple(np.linspace(0.05, 0.95, 12))
+    w, n, y, rd = _synthetic.ladder(sizes=(1e6, 2e6, 4e6, 8e6, 1.6e7), shares=shares, seed=1)
+    table = pl.DataFrame(
+        {
+            "mix.main.text": w[:, 0],
+            "mix.main.code": w[:, 1],
+            "non_embedding_params": n,
+            "tokens": rd.tokens.sum(1),
+            "tokens.main": rd.tokens.sum(1),
+            "epochs.text": rd.epochs[:, 0],
+            "epochs.code": rd.epochs[:, 1],
+            "bpb.text": y,
+        }
+    )
+    table.filter(pl.col("non_embedding_params") < 1.6e7).write_csv(d / "ladder.csv")
+    table.filter(pl.col("non_embedding_params") == 1.6e7).write_csv(d / "confirm.csv")
+    argv = ["fit", str(d / "ladder.csv"), "--mixture-cols", "mix.main.*", "--metric", "bpb.text"]
+    argv += ["--size-col", "non_embedding_params", "--families", "linear", "--n-boot", "10"]
+    assert main([*argv, "-o", str(d / "fit.json")]) == 0
+    return d
+
+
+def test_fit_chooses_the_data_law_and_predicts_at_the_targets_repetition(repeated, capsys):
+    d = repeated
+    fit = json.loads((d / "fit.json").read_text())
+    assert fit["scaling"]["bpb.text"]["form"] == "joint_data"  # tokens, epochs read by default
+    out = d / "pred.csv"
+    argv = ["predict", str(d / "fit.json"), "--mixtures", str(d / "confirm.csv")]
+    assert (
+        main(
+            [
+                *argv,
+                "--size",
+                "3e7",
+                "--target-tokens",
+                "3e8",
+                "--unique-tokens",
+                "text=1e6",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    p = pl.read_csv(out)
+    # beside the rows' own epochs, those each mixture implies at the target
+    np.testing.assert_allclose(p["predicted_epochs.text"], 3e8 * p["mix.main.text"] / 1e6)
+    # fewer unique text tokens at the target: more repetition, a higher predicted loss
+    assert main([*argv, "--size", "3e7", "--target-tokens", "3e8", "-o", str(out)]) == 0
+    more = pl.read_csv(out)
+    assert (p["predicted_bpb.text"] > more["predicted_bpb.text"]).all()
+    # the confirmation rows at their own size, tokens and epochs
+    assert main([*argv, "--size-col", "non_embedding_params", "-o", str(out)]) == 0
+    assert "size law), tokens and epochs" in capsys.readouterr().out
+    own = pl.read_csv(out)
+    err = (own["predicted_bpb.text"] - own["bpb.text"]).abs() / own["bpb.text"]
+    assert err.max() < 0.05
+    for bad, message in (
+        (["--size", "3e7", "--unique-tokens", "math=1e6"], "domain 'math' is not one the fit"),
+        (["--target-tokens", "3e8"], "need a target --size"),
+        (["--size-col", "non_embedding_params", "--target-tokens", "3e8"], "go with --size"),
+        (["--size", "3e7", "--unique-tokens", "text"], "neither DOMAIN=TOKENS"),
+    ):
+        assert main([*argv, *bad, "-o", str(out)]) == 2
+        assert message in capsys.readouterr().err
+    argv = ["optimum", str(d / "fit.json"), "--objective", "min:bpb.text", "--target", "3e7"]
+    assert main([*argv, "--target-tokens", "3e8", "--unique-tokens", "text=1e6"]) == 0
+    assert "epochs at the target: text" in capsys.readouterr().out

@@ -92,3 +92,19 @@ def test_weighted_objectives(write_study):
     spec = load_study(path)
     assert spec.directions == ["minimize"]
     assert spec.objective_value({"bpb": {"text": 1.0, "code": 2.0}}) == [pytest.approx(1.3)]
+
+
+def test_named_schedules_set_several_keys_and_are_checked(write_study):
+    search = (
+        '"schedule" = { schedules = { low = { "stages.init.code_frac" = 0.1 }, '
+        'high = { "stages.init.code_frac" = 0.6, "train.lr_peak" = 1e-3 } } }'
+    )
+    spec = load_study(write_study(sampler="grid", search=search))
+    assert spec.grid() == {"schedule": ["low", "high"]}
+    overrides = spec.suggest(optuna.trial.FixedTrial({"schedule": "high"}))
+    assert overrides == ["stages.init.code_frac=0.6", "train.lr_peak=0.001"]
+    bad = '"schedule" = { schedules = { x = { "stages.warmup.code_frac" = 0.1 } } }'
+    with pytest.raises(CodemixError, match="schedule 'x'.*no stage 'warmup'"):
+        load_study(write_study(name="bad", sampler="grid", search=bad))
+    with pytest.raises(CodemixError, match="must be a table of settings"):
+        load_study(write_study(name="bad2", search='"schedule" = { schedules = { x = 0.3 } }'))

@@ -145,3 +145,16 @@ def test_steps_outside_the_schedule(store):
     s = _sampler(store, [{"prose": 1.0}], steps=5)
     with pytest.raises(IndexError):
         s.batch(5)
+
+
+def test_unique_tokens_cap_draws_only_a_prefix_and_counts_its_repeats(store):
+    cap = 40 * T + 1
+    plan = Schedule((Stage("x", {"code": 1.0}, tokens=80 * T),)).plan(4 * T)
+    s = MixtureSampler(store, plan, 4, T, unique_tokens={"code": cap})
+    assert int(s.windows[s.domains.index("code")]) == 40
+    assert s.epochs()["code"] == pytest.approx(2.0)
+    prefix = store.tokens("code")[:cap].astype(np.int32).tobytes()
+    for row in np.concatenate([s.batch(i) for i in range(20)]):
+        assert row.tobytes() in prefix  # every sequence comes from the first `cap` tokens
+    with pytest.raises(CodemixError, match=r"unique_tokens names \['web'\]"):
+        MixtureSampler(store, plan, 4, T, unique_tokens={"web": 100})

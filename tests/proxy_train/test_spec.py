@@ -116,3 +116,17 @@ def test_code_frac_builds_the_mixture_from_groups(tmp_path):
         load_spec(_write(tmp_path, text), ["stages.init.code_frac=1.5"])
     with pytest.raises(CodemixError, match="group 'code': mixture weights sum to 0.9"):
         load_spec(_write(tmp_path, text), ["groups.code.web=0.1"])
+
+
+def test_unique_tokens_parse_counts_and_refuse_bad_values():
+    from codemix.proxy_train.spec import TrainSettings
+
+    settings = TrainSettings(unique_tokens={"text": "2M", "code": 5000})
+    assert settings.unique_tokens == (("code", 5000), ("text", 2_000_000))
+    hash(settings)  # settings are static arguments of compiled steps
+    with pytest.raises(CodemixError, match=r"train.unique_tokens.text.*cannot read"):
+        TrainSettings(unique_tokens={"text": "lots"})
+    with pytest.raises(CodemixError, match="train.unique_tokens.code = 0: must be >= 1"):
+        TrainSettings(unique_tokens={"code": 0})
+    with pytest.raises(CodemixError, match="a table of domain = tokens"):
+        TrainSettings(unique_tokens="2M")

@@ -1,0 +1,52 @@
+"""Ladders of runs drawn from a known data-constrained law, for checking fits and their
+intervals (tests and `benchmarks/law_coverage.py`).
+
+Two domains, text and code; the code share c of one stage varies. Every size trains on
+`tokens_per_param` tokens per parameter from a corpus of fixed unique tokens per domain, so
+the text repeats more at larger sizes and smaller code shares: the regime where a law
+without a data term goes wrong one size up.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from codemix.analysis.datalaw import RunData
+
+DOMAINS = ("text", "code")
+TRUE = {"e": (0.45, 0.75), "a": (3.2, 3.5), "alpha": 0.3, "b": 4.0, "beta": 0.3, "g": 0.3}
+
+
+def law_loss(c, n, d_tokens, epochs, r_star: float = 5.0) -> np.ndarray:
+    """The true text loss: exp(e.x) + exp(a.x) N^-alpha + exp(b) S^-beta."""
+    x = np.c_[1 - c, c]
+    excess = np.maximum(epochs - 1.0, 0.0)
+    phi = np.where(
+        epochs > 1, (1 + r_star * (1 - np.exp(-excess / r_star))) / np.maximum(epochs, 1), 1.0
+    )
+    s = d_tokens[:, 0] * phi[:, 0] + TRUE["g"] * d_tokens[:, 1] * phi[:, 1]
+    t = TRUE
+    return (
+        np.exp(x @ np.array(t["e"]))
+        + np.exp(x @ np.array(t["a"])) * n ** -t["alpha"]
+        + np.exp(t["b"]) * s ** -t["beta"]
+    )
+
+
+def ladder(
+    sizes=(1e6, 2e6, 4e6, 8e6),
+    shares=(0.05, 0.18, 0.31, 0.44, 0.56, 0.69, 0.82, 0.95),
+    unique=(3e6, 3e7),
+    tokens_per_param: float = 10.0,
+    noise: float = 0.01,
+    seed: int = 0,
+):
+    """(code shares as (runs, 2) weights, N, loss, RunData) for every size and share."""
+    rng = np.random.default_rng(seed)
+    c = np.tile(np.asarray(shares, float), len(sizes))
+    n = np.repeat(np.asarray(sizes, float), len(shares))
+    d = n * tokens_per_param
+    d_tokens = np.c_[d * (1 - c), d * c]
+    epochs = d_tokens / np.asarray(unique, float)[None, :]
+    loss = law_loss(c, n, d_tokens, epochs) * np.exp(noise * rng.standard_normal(len(n)))
+    return np.c_[1 - c, c], n, loss, RunData(DOMAINS, d_tokens, epochs)

@@ -1,0 +1,191 @@
+"""Confirmation studies: the predicted optimum, schedules spread over the predicted range, and
+baselines, trained one size up and scored against what the fit predicted for them.
+
+`schedules` turns a fit into named schedules (each a set of run-spec settings), `study_raw`
+writes them into a grid study at the confirmation size, and `calibration` compares the
+confirmation runs with their predictions (each at its own size, tokens and epochs).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from codemix.analysis.fit import predict
+from codemix.analysis.fitfile import FitFile
+from codemix.analysis.intervals import coverage
+from codemix.analysis.optimum import Objective, _search_space, find_optimum
+from codemix.core.errors import CodemixError
+from codemix.core.results import SEP
+
+__all__ = ["calibration", "parse_baseline", "schedules", "study_raw"]
+
+KEY = "schedule"  # the confirmation study's one search key
+
+
+def _stage_settings(fit: FitFile, w: np.ndarray, stages: dict[str, dict]) -> dict[str, float]:
+    """Run-spec settings that train the stage mixtures `w` (one row of the fit's columns):
+    `stages.S.code_frac` where the spec's stage S gives a code share, else its mixture."""
+    code = set(fit.code_domains or ("code",))
+    out: dict[str, float] = {}
+    start = 0
+    for cols in fit.mixture_groups:
+        part = w[start : start + len(cols)]
+        start += len(cols)
+        names = [c.split(SEP) for c in cols]
+        if len(cols) == 1 or any(len(n) != 3 or n[0] != "mix" for n in names):
+            raise CodemixError(
+                f"codemix confirm needs mixture columns mix.STAGE.DOMAIN; the fit has "
+                f"{', '.join(cols)}"
+            )
+        stage = names[0][1]
+        if stage not in stages:
+            raise CodemixError(f"the fit's stage {stage!r} is not a stage of the study spec")
+        if "code_frac" in stages[stage]:
+            share = sum(float(x) for n, x in zip(names, part, strict=True) if n[2] in code)
+            out[f"stages.{stage}.code_frac"] = round(share, 4)
+        else:
+            for n, x in zip(names, part, strict=True):
+                out[f"stages.{stage}.mixture.{n[2]}"] = round(float(x), 4)
+    return out
+
+
+def _text_only(fit: FitFile, w: np.ndarray) -> np.ndarray | None:
+    """`w` with every code domain's weight set to 0 (the rest rescaled); None if a stage has
+    nothing but code."""
+    code = set(fit.code_domains or ("code",))
+    out = w.copy()
+    start = 0
+    for cols in fit.mixture_groups:
+        sl = slice(start, start + len(cols))
+        start += len(cols)
+        is_code = np.array([c.rpartition(SEP)[2] in code for c in cols])
+        rest = out[sl][~is_code]
+        if rest.sum() <= 0:
+            rest = np.ones_like(rest)
+        if not len(rest):
+            return None
+        part = np.zeros(len(cols))
+        part[~is_code] = rest / rest.sum()
+        out[sl] = part
+    return out
+
+
+def parse_baseline(text: str, stages: dict[str, dict]) -> tuple[str, dict]:
+    """'paper=init.code_frac=0.25,cooldown.code_frac=0.25' -> (name, run-spec settings)."""
+    name, eq, rest = text.partition("=")
+    name = name.strip()
+    if not eq or not name or not rest.strip():
+        raise CodemixError(
+            f"--baseline {text!r}: write NAME=STAGE.KEY=VALUE,... (e.g. "
+            "paper=init.code_frac=0.25,cooldown.code_frac=0.25)"
+        )
+    settings = {}
+    for part in rest.split(","):
+        key, eq, value = part.partition("=")
+        stage = key.strip().split(".")[0]
+        if not eq or stage not in stages:
+            raise CodemixError(
+                f"--baseline {name}: {part!r} is not STAGE.KEY=VALUE for a stage of the spec "
+                f"({', '.join(stages)})"
+            )
+        try:
+            settings[f"stages.{key.strip()}"] = json.loads(value)
+        except ValueError:
+            raise CodemixError(f"--baseline {name}: {value!r} is not a number") from None
+    return name, settings
+
+
+def schedules(
+    fit: FitFile,
+    objective: Objective,
+    size: float,
+    stages: dict[str, dict],
+    compare: int = 3,
+    baselines: list[tuple[str, dict]] = (),
+    data=None,
+    seed: int = 0,
+) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
+    """({name: run-spec settings}, {name: mixture row}): the optimum at `size`, `compare`
+    schedules at evenly spaced quantiles of the predicted objective (searched within the
+    runs' ranges), text only, and the user's baselines (no mixture row: predicted from the
+    runs they give)."""
+    opt = find_optimum(fit, objective, size, seed=seed, data=data)
+    rows = {"optimum": opt.mixture}
+    if compare:
+        w = _search_space(fit, 4000, seed, True)
+        pred = {m: v[0] for m, v in predict(fit, w, size, data=data).items()}
+        score = objective.score(pred)
+        ok = np.flatnonzero(np.isfinite(score))
+        order = ok[np.argsort(score[ok])]
+        for i, q in enumerate(np.linspace(0, 1, compare + 2)[1:-1]):
+            rows[f"compare-{i + 1}"] = w[order[int(round(q * (len(order) - 1)))]]
+    text = _text_only(fit, opt.mixture)
+    if text is not None:
+        rows["text-only"] = text
+    out = {name: _stage_settings(fit, w, stages) for name, w in rows.items()}
+    for name, settings in baselines:
+        if name in out:
+            raise CodemixError(f"--baseline {name}: the name is taken; choose another")
+        out[name] = settings
+    seen: dict[str, str] = {}
+    for name, settings in list(out.items()):  # identical settings train once
+        key = json.dumps(settings, sort_keys=True)
+        if key in seen:
+            del out[name]
+        seen.setdefault(key, name)
+    return out, rows
+
+
+def study_raw(raw: dict, named: dict[str, dict], size: str, name: str, out: str) -> dict:
+    """The study spec `raw` turned into the confirmation study: a grid over `named`
+    schedules at `size` alone."""
+    study = {
+        k: v
+        for k, v in raw["study"].items()
+        if k not in ("start_trials", "wave_size", "promotion", "halving_keep")
+    }
+    study |= {
+        "name": name,
+        "sampler": "grid",
+        "n_trials": len(named),
+        "sizes": [size],
+        "out": out,
+    }
+    return raw | {"study": study, "search": {KEY: {"schedules": named}}}
+
+
+def calibration(
+    table,
+    metrics: list[str],
+    chosen: str = "optimum",
+    level: float = 0.9,
+    maximize: tuple[str, ...] = (),
+) -> dict:
+    """Observed against predicted for every confirmation run (a polars table: a study
+    export with predictions `predicted_M`, `predicted_M_loP`, `predicted_M_hiP`): per
+    metric the mean relative error, rank correlation, runs inside their intervals, and the
+    regret of the chosen schedule (how far its observed value is from the best observed;
+    metrics in `maximize` are better higher)."""
+    pct = f"{round(level * 100):d}"
+    names = table[f"choice.{KEY}"].to_list() if f"choice.{KEY}" in table.columns else None
+    out: dict = {}
+    for m in metrics:
+        y = table[m].cast(float).to_numpy()
+        mean = table[f"predicted_{m}"].to_numpy()
+        lo, hi = table[f"predicted_{m}_lo{pct}"].to_numpy(), table[f"predicted_{m}_hi{pct}"]
+        c = coverage(y, mean, lo, hi.to_numpy())
+        rho = spearmanr(mean, y).statistic if len(y) > 2 else float("nan")
+        rec = {
+            "runs": c.n,
+            "inside": c.inside,
+            "mean_relative_error": float(np.mean(np.abs(mean - y) / np.abs(y))),
+            "spearman": float(rho),
+        }
+        if names and chosen in names:
+            at = y[names.index(chosen)]
+            rec["regret"] = float(np.nanmax(y) - at if m in maximize else at - np.nanmin(y))
+        out[m] = rec
+    return out

@@ -1,0 +1,651 @@
+"""The data-constrained mixture law: the joint law plus a term for the tokens each domain gave
+the run, counted as effective tokens given its repetitions (Muennighoff et al. 2023).
+
+    log L = logsumexp(e.x_E(r),  a.x_A(r) - alpha log N,  b - beta log S)
+    S = sum_k exp(g_k) D'_k,      D'_k = D_k phi(ep_k)
+    phi(ep) = 1 for ep <= 1, else (1 + R*(1 - exp(-(ep - 1) / R*))) / ep
+
+D_k is the tokens of domain k the run trained on and ep_k the epochs they took, so D'_k is
+U_k + U_k R*(1 - exp(-R/R*)) for U_k = D_k / ep_k unique tokens seen R = ep_k - 1 extra
+times: a token seen for the 30th time is worth little. g_k weighs the domains (g of the
+first is 0), R* is shared by all domains or fitted per domain. With a ladder at one token
+count per parameter, N and D move together and the exponents trade off; what the law adds
+is the repetition term, which the mixture changes at fixed N (an all-text run repeats the
+text, a balanced one does not), and which a target with more or fewer unique tokens than
+the proxies changes again.
+
+Fitted like every size law here (summed Huber loss on log residuals, L-BFGS-B, bootstrap
+over runs), from the joint law's optimum. Intervals: bootstrap draws times resampled
+residuals, and beyond the largest fitted size a log-normal extrapolation error whose spread
+grows with log(N / N_max), calibrated where the largest size was held out (`calibrate`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import optimize
+from scipy.special import logsumexp
+from threadpoolctl import threadpool_limits
+
+from codemix.analysis.huber import OPTIONS, huber
+from codemix.analysis.intervals import central
+from codemix.analysis.layout import as_groups, check_groups
+from codemix.core.errors import CodemixError
+from codemix.core.progress import track
+from codemix.core.results import SEP
+
+__all__ = [
+    "DataLawFit",
+    "RunData",
+    "TargetData",
+    "check_target",
+    "choose_size_law",
+    "column_domains",
+    "fit_data_law",
+    "parse_unique_tokens",
+    "target_epochs",
+]
+
+R_STAR = 15.4  # Muennighoff et al.'s fitted R* for data: the start, not a prior
+BOUNDS = {"alpha": (0.0, 3.0), "beta": (0.0, 3.0), "g": (-20.0, 20.0), "rho": (-2.3, 6.9)}
+
+
+@dataclass(frozen=True)
+class RunData:
+    """Per run and domain: training tokens D_k and their epochs ep_k (the export's columns)."""
+
+    domains: tuple[str, ...]
+    tokens: np.ndarray  # (runs, K)
+    epochs: np.ndarray  # (runs, K)
+
+    def __post_init__(self) -> None:
+        if self.tokens.shape != self.epochs.shape or self.tokens.shape[1] != len(self.domains):
+            raise CodemixError("domain tokens and epochs differ in shape")
+        if np.any(self.tokens < 0) or np.any(self.epochs < 0):
+            raise CodemixError("domain tokens and epochs must be >= 0")
+        if np.any(self.tokens.sum(1) <= 0):
+            raise CodemixError("every run needs tokens of some domain")
+
+    def take(self, rows) -> RunData:
+        return RunData(self.domains, self.tokens[rows], self.epochs[rows])
+
+
+@dataclass(frozen=True)
+class TargetData:
+    """What a prediction assumes about the data: the run's tokens (None: the proxies' tokens
+    per parameter times N) and the unique tokens per domain (None: the proxies' corpus); or,
+    for runs already trained (a confirmation table), each row's tokens and epochs."""
+
+    tokens: float | np.ndarray | None = None
+    unique: dict[str, float] | None = None
+    epochs: np.ndarray | None = None  # (rows, K): each row's own, then `unique` is unused
+
+
+def column_domains(cols, groups) -> list[tuple[int, str] | None]:
+    """(stage index, domain) of every mixture column, None for free stage variables:
+    `mix.init.text` is domain text of the first group; a bare `text` is domain text."""
+    g = (len(cols),) if groups is None else tuple(groups)
+    out, start = [], 0
+    for i, size in enumerate(g):
+        for c in cols[start : start + size]:
+            out.append(None if size == 1 and len(g) > 1 else (i, c.rpartition(SEP)[2]))
+        start += size
+    return out
+
+
+def _phi(ep: np.ndarray, r_star: np.ndarray):
+    """phi(ep) and d phi / d rho (rho = log R*), elementwise."""
+    x = np.maximum(ep - 1.0, 0.0)
+    decay = np.exp(-x / r_star)
+    over = ep > 1.0
+    safe = np.where(over, ep, 1.0)
+    phi = np.where(over, (1.0 + r_star * (1.0 - decay)) / safe, 1.0)
+    dphi = np.where(over, r_star * (1.0 - decay - (x / r_star) * decay) / safe, 0.0)
+    return phi, dphi
+
+
+class _Layout:
+    """Where each part of theta sits: e (ke), a (ka), alpha, b, beta, g (K-1), rho (1 or K)."""
+
+    def __init__(self, ke: int, ka: int, k: int, shared: bool):
+        self.ke, self.ka, self.k, self.shared = ke, ka, k, shared
+        self.i_alpha = ke + ka
+        self.i_g = ke + ka + 3
+        self.i_rho = self.i_g + k - 1
+        self.n = self.i_rho + (1 if shared else k)
+
+    def split(self, th: np.ndarray):
+        e, a = th[: self.ke], th[self.ke : self.i_alpha]
+        alpha, b, beta = th[self.i_alpha : self.i_g]
+        g = np.r_[0.0, th[self.i_g : self.i_rho]]
+        rho = th[self.i_rho :]
+        r_star = np.exp(np.broadcast_to(rho, (self.k,)))
+        return e, a, alpha, b, beta, g, r_star
+
+    def bounds(self) -> list:
+        free = (None, None)
+        return (
+            [free] * (self.ke + self.ka)
+            + [BOUNDS["alpha"], free, BOUNDS["beta"]]
+            + [BOUNDS["g"]] * (self.k - 1)
+            + [BOUNDS["rho"]] * (self.n - self.i_rho)
+        )
+
+
+def _terms(th, lay: _Layout, xe, xa, log_n, data: RunData, grad: bool = False):
+    """The three log-terms (3, runs) and, with `grad`, their Jacobian (3, runs, params)."""
+    e, a, alpha, b, beta, g, r_star = lay.split(th)
+    phi, dphi = _phi(data.epochs, r_star)
+    dp = data.tokens * phi  # effective tokens per domain
+    wk = np.exp(g)
+    s = np.maximum(dp @ wk, 1e-300)
+    z = np.stack([xe @ e, xa @ a - alpha * log_n, b - beta * np.log(s)])
+    if not grad:
+        return z, None
+    n = len(log_n)
+    jac = np.zeros((3, n, lay.n))
+    jac[0, :, : lay.ke] = xe
+    jac[1, :, lay.ke : lay.i_alpha] = xa
+    jac[1, :, lay.i_alpha] = -log_n
+    jac[2, :, lay.i_alpha + 1] = 1.0
+    jac[2, :, lay.i_alpha + 2] = -np.log(s)
+    share = dp * wk / s[:, None]  # (runs, K)
+    jac[2, :, lay.i_g : lay.i_rho] = -beta * share[:, 1:]
+    d_rho = -beta * data.tokens * dphi * wk / s[:, None]
+    jac[2, :, lay.i_rho :] = d_rho.sum(1, keepdims=True) if lay.shared else d_rho
+    return z, jac
+
+
+def _objective(th, lay, xe, xa, log_n, data, log_y, delta):
+    z, jac = _terms(th, lay, xe, xa, log_n, data, grad=True)
+    # logsumexp and softmax over 3 terms by hand: scipy's generic ones cost more than the rest
+    top = z.max(axis=0)
+    e = np.exp(z - top)
+    total = e.sum(axis=0)
+    r = top + np.log(total) - log_y
+    c = np.clip(r, -delta, delta) * (e / total)  # d loss / d z
+    return float(huber(r, delta).sum()), np.einsum("kn,knp->p", c, jac)
+
+
+def _minimise(starts, lay, xe, xa, log_n, data, log_y, delta):
+    with threadpool_limits(1):  # BLAS threads only slow down problems this small
+        return _minimise_in(starts, lay, xe, xa, log_n, data, log_y, delta)
+
+
+def _minimise_in(starts, lay, xe, xa, log_n, data, log_y, delta):
+    best = None
+    for s in starts:
+        r = optimize.minimize(
+            _objective,
+            s,
+            args=(lay, xe, xa, log_n, data, log_y, delta),
+            jac=True,
+            method="L-BFGS-B",
+            bounds=lay.bounds(),
+            options=OPTIONS,
+        )
+        if np.isfinite(r.fun) and (best is None or r.fun < best.fun):
+            best = r
+    if best is None:
+        raise CodemixError("the data-constrained law could not be fitted from any start")
+    return best
+
+
+@dataclass
+class DataLawFit:
+    """The joint law with a repetition-aware data term (see the module docstring)."""
+
+    mixture_cols: tuple[str, ...]
+    domains: tuple[str, ...]
+    theta: np.ndarray
+    objective: float
+    n_runs: int
+    sizes: tuple[float, ...]
+    unique: dict[str, float]  # the proxies' unique tokens per domain (median over runs)
+    tokens_per_param: float  # the proxies' (median)
+    stage_fracs: tuple[float, ...]  # each mixture group's share of a run's tokens (median)
+    boot: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
+    resid_log: np.ndarray = field(default_factory=lambda: np.empty(0))
+    level: float = 0.9
+    groups: tuple[int, ...] | None = None
+    terms: str = "linear"
+    shared_r_star: bool = True
+    selection: dict = field(default_factory=dict)
+    interval_scale: float = 1.0  # kept 1: the extrapolation error below replaces it
+    extrapolation_sd: float = 0.0  # log-loss spread one ladder step beyond the largest size
+    extrapolation_step: float = float("nan")  # that step, in log N
+
+    form = "joint_data"
+
+    def _layout(self) -> _Layout:
+        xe, xa = self._design(np.full((1, len(self.mixture_cols)), 0.5))
+        return _Layout(xe.shape[1], xa.shape[1], len(self.domains), self.shared_r_star)
+
+    def _design(self, w):
+        from codemix.analysis.scaling import _law_design
+
+        return _law_design(np.atleast_2d(w), self.groups, self.terms)
+
+    @property
+    def alpha(self) -> float:
+        return float(self.theta[self._layout().i_alpha])
+
+    @property
+    def params(self) -> dict:
+        _, _, alpha, b, beta, g, r_star = self._layout().split(self.theta)
+        return {
+            "alpha": float(alpha),
+            "B": float(np.exp(b)),
+            "beta": float(beta),
+            "domain_weight": dict(zip(self.domains, np.exp(g).tolist(), strict=True)),
+            "R_star": dict(zip(self.domains, r_star.tolist(), strict=True)),
+        }
+
+    def run_data(self, w: np.ndarray, n, data: TargetData | None = None) -> RunData:
+        """Each candidate's tokens and epochs per domain at size(s) `n` under `data`."""
+        w = np.atleast_2d(w)
+        data = data or TargetData()
+        n = np.broadcast_to(np.asarray(n, float), (len(w),))
+        total = n * self.tokens_per_param if data.tokens is None else data.tokens
+        total = np.broadcast_to(np.asarray(total, float), (len(w),))
+        share = np.zeros((len(w), len(self.domains)))
+        for j, cd in enumerate(column_domains(self.mixture_cols, self.groups)):
+            if cd is not None:
+                share[:, self.domains.index(cd[1])] += self.stage_fracs[cd[0]] * w[:, j]
+        share /= np.maximum(share.sum(1, keepdims=True), 1e-300)
+        tokens = total[:, None] * share
+        if data.epochs is not None:
+            epochs = np.atleast_2d(np.asarray(data.epochs, float))
+        else:
+            unique = dict(self.unique) | dict(data.unique or {})
+            epochs = tokens / np.array([unique[d] for d in self.domains])[None, :]
+        return RunData(self.domains, tokens, epochs)
+
+    def _draws(self, w, n, thetas, data: TargetData | RunData | None) -> np.ndarray:
+        rd = data if isinstance(data, RunData) else self.run_data(w, n, data)
+        xe, xa = self._design(w)
+        lay = self._layout()
+        log_n = np.log(np.broadcast_to(np.asarray(n, float), (len(rd.tokens),)))
+        out = [
+            np.exp(np.clip(logsumexp(_terms(t, lay, xe, xa, log_n, rd)[0], axis=0), -50, 50))
+            for t in thetas
+        ]
+        return np.stack(out, axis=1)
+
+    def predict(self, w, n_params, data: TargetData | RunData | None = None) -> np.ndarray:
+        return self._draws(np.atleast_2d(w), n_params, self.theta[None, :], data)[:, 0]
+
+    def boot_predictions(self, w, n_params, data: TargetData | RunData | None = None) -> np.ndarray:
+        return self._draws(np.atleast_2d(w), n_params, self.boot, data)
+
+    def extrapolation(self, n_params) -> np.ndarray:
+        """The log-normal spread of the extrapolation error at size(s) n: zero within the
+        fitted sizes, growing linearly in log(N / N_max) beyond them."""
+        n = np.asarray(n_params, float)
+        if not self.extrapolation_sd or not np.isfinite(self.extrapolation_step):
+            return np.zeros_like(n)
+        beyond = np.maximum(np.log(n / max(self.sizes)), 0.0)
+        return self.extrapolation_sd * beyond / self.extrapolation_step
+
+    def interval(
+        self, w, n_params, level: float | None = None, data: TargetData | RunData | None = None
+    ):
+        """Mean and a prediction interval for one new run: bootstrap draws times resampled
+        log residuals times the extrapolation error."""
+        level = self.level if level is None else level
+        w = np.atleast_2d(w)
+        mean = self.predict(w, n_params, data)
+        if len(self.boot) < 2:
+            return mean, mean * np.nan, mean * np.nan
+        draws = self.boot_predictions(w, n_params, data)
+        rng = np.random.default_rng(0)
+        noise = rng.choice(self.resid_log, size=draws.shape) if len(self.resid_log) else 0.0
+        sd = np.broadcast_to(self.extrapolation(n_params), (len(w),))[:, None]
+        noise = noise + sd * rng.standard_normal(draws.shape)
+        lo, hi = central(draws * np.exp(noise), level, axis=1)
+        return mean, lo, hi
+
+    def to_dict(self) -> dict:
+        return {
+            "form": self.form,
+            "law": "L = exp(e.x(r)) + exp(a.x(r)) N^-alpha + B (sum_k w_k D'_k)^-beta, "
+            "D'_k = U_k (1 + R* (1 - exp(-(epochs_k - 1) / R*))) once repeated; "
+            f"x: Scheffe-{self.terms} terms",
+            "terms": self.terms,
+            "shared_r_star": self.shared_r_star,
+            "params": self.params,
+            "selection": self.selection,
+            "mixture_cols": list(self.mixture_cols),
+            "groups": list(self.groups or (len(self.mixture_cols),)),
+            "domains": list(self.domains),
+            "unique_tokens": self.unique,
+            "tokens_per_param": self.tokens_per_param,
+            "stage_fracs": list(self.stage_fracs),
+            "theta": self.theta.tolist(),
+            "objective": self.objective,
+            "n_runs": self.n_runs,
+            "sizes": list(self.sizes),
+            "level": self.level,
+            "extrapolation_sd": self.extrapolation_sd,
+            "extrapolation_step": self.extrapolation_step,
+            "boot": self.boot.tolist(),
+            "resid_log": self.resid_log.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DataLawFit:
+        theta = np.asarray(d["theta"], float)
+        return cls(
+            tuple(d["mixture_cols"]),
+            tuple(d["domains"]),
+            theta,
+            float(d["objective"]),
+            int(d["n_runs"]),
+            tuple(d["sizes"]),
+            {k: float(v) for k, v in d["unique_tokens"].items()},
+            float(d["tokens_per_param"]),
+            tuple(float(x) for x in d["stage_fracs"]),
+            np.asarray(d.get("boot", []), float).reshape(-1, len(theta)),
+            np.asarray(d.get("resid_log", []), float),
+            float(d.get("level", 0.9)),
+            as_groups(d.get("groups")),
+            d.get("terms", "linear"),
+            bool(d.get("shared_r_star", True)),
+            d.get("selection", {}),
+            1.0,
+            float(d.get("extrapolation_sd", 0.0)),
+            float(d.get("extrapolation_step", float("nan"))),
+        )
+
+
+def fit_data_law(
+    w,
+    n_params,
+    loss,
+    data: RunData,
+    mixture_cols,
+    stage_fracs: tuple[float, ...],
+    *,
+    start: np.ndarray | None = None,
+    delta: float = 1e-3,
+    n_boot: int = 0,
+    seed: int = 0,
+    level: float = 0.9,
+    groups: tuple[int, ...] | None = None,
+    terms: str = "linear",
+    shared_r_star: bool = True,
+    progress: bool = False,
+) -> DataLawFit:
+    """Fit the law on runs with mixtures `w`, sizes N, losses and their domain tokens and
+    epochs. `start`: the joint law's (e, a, alpha) optimum on the same runs, if fitted."""
+    from codemix.analysis.scaling import _law_design
+
+    w = np.atleast_2d(np.asarray(w, float))
+    if groups is not None:
+        groups = check_groups(groups, w.shape[1])
+    n = np.asarray(n_params, float)
+    y = np.asarray(loss, float)
+    if not len(w) == len(n) == len(y) == len(data.tokens):
+        raise CodemixError("weights, sizes, losses and domain tokens differ in length")
+    if np.any(y <= 0) or np.any(n <= 0):
+        raise CodemixError("the data-constrained law needs positive losses and sizes")
+    xe, xa = _law_design(w, groups, terms)
+    lay = _Layout(xe.shape[1], xa.shape[1], len(data.domains), shared_r_star)
+    if len(y) <= lay.n:
+        raise CodemixError(f"the data-constrained law has {lay.n} parameters; {len(y)} runs")
+    log_n, log_y = np.log(n), np.log(y)
+    if start is None:
+        g0 = (groups or (xa.shape[1],))[0]
+        one_e = np.r_[np.ones(g0), np.zeros(xe.shape[1] - g0)]
+        one_a = np.r_[np.ones(g0), np.zeros(xa.shape[1] - g0)]
+        start = np.r_[np.log(0.8 * y.min()) * one_e, 2.0 * one_a, 0.3]
+    s0 = np.log(np.maximum(data.tokens.sum(1), 1.0))
+    starts = []
+    for beta0 in (0.2, 0.5):
+        for frac in (0.05, 0.3):
+            b0 = np.log(frac * y.min()) + beta0 * float(np.median(s0))
+            rest = np.r_[b0, beta0, np.zeros(len(data.domains) - 1)]
+            starts.append(np.r_[start, rest, np.full(lay.n - lay.i_rho, np.log(R_STAR))])
+    best = _minimise(starts, lay, xe, xa, log_n, data, log_y, delta)
+    rng = np.random.default_rng(seed)
+    boot = []
+    for _ in track(range(n_boot), desc="bootstrap data law", unit="fit", enabled=progress):
+        i = rng.integers(0, len(y), len(y))
+        boot.append(
+            _minimise([best.x], lay, xe[i], xa[i], log_n[i], data.take(i), log_y[i], delta).x
+        )
+    z, _ = _terms(best.x, lay, xe, xa, log_n, data)
+    seen = data.epochs > 0
+    per_run = np.divide(data.tokens, data.epochs, out=np.zeros_like(data.tokens), where=seen)
+    unique = {
+        d: float(np.median(per_run[seen[:, k], k]))
+        for k, d in enumerate(data.domains)
+        if seen[:, k].any()
+    }
+    missing = [d for d in data.domains if d not in unique]
+    if missing:
+        raise CodemixError(
+            f"no run trained on domain {missing[0]!r}: its unique tokens are unknown"
+        )
+    return DataLawFit(
+        tuple(mixture_cols),
+        tuple(data.domains),
+        best.x,
+        float(best.fun),
+        len(y),
+        tuple(sorted(float(v) for v in np.unique(n))),
+        unique,
+        float(np.median(data.tokens.sum(1) / n)),
+        tuple(stage_fracs),
+        np.array(boot).reshape(n_boot, lay.n),
+        log_y - logsumexp(z, axis=0),
+        level,
+        groups,
+        terms,
+        shared_r_star,
+    )
+
+
+def choose_size_law(
+    w,
+    n_params,
+    loss,
+    data: RunData | None,
+    mixture_cols,
+    stage_fracs: tuple[float, ...] = (),
+    config=None,
+    progress: bool = False,
+    groups: tuple[int, ...] | None = None,
+    law: str = "auto",
+):
+    """The joint law (`scaling.choose_joint_law`) or, where each run's domain tokens and
+    epochs are known, the data-constrained law with the same Scheffe terms, whichever
+    predicts held-out runs better: the largest size from the smaller ones (4+ sizes), and
+    the runs of the most tokens from the others where those are not the same runs; else
+    5-fold over runs. A chosen data law's extrapolation error is calibrated on the largest
+    size held out."""
+    from codemix.analysis.scaling import ScalingConfig, choose_joint_law
+
+    cfg = config or ScalingConfig()
+    w = np.atleast_2d(np.asarray(w, float))
+    n, y = np.asarray(n_params, float), np.asarray(loss, float)
+    if law not in ("auto", "joint", "joint_data"):
+        raise CodemixError(f"unknown size law {law!r}: auto, joint or joint_data")
+    joint = choose_joint_law(w, n, y, mixture_cols, cfg, progress, groups)
+    if data is None and law == "joint_data":
+        raise CodemixError(
+            "the data-constrained law needs each run's tokens and epochs per domain "
+            "(--tokens-col, and epochs.DOMAIN columns or --epochs-cols)"
+        )
+    if data is None or law == "joint":
+        return joint
+    kw = dict(delta=cfg.delta, level=cfg.level, groups=groups, terms=joint.terms)
+    splits = _splits(n, data, cfg.seed) if law == "auto" else []  # --law: no contest
+    scores = {"joint": {}, "joint_data": {}}
+    for name, fit_one in (
+        ("joint", lambda i: _joint_sub(w[i], n[i], y[i], mixture_cols, cfg, groups, joint.terms)),
+        ("joint_data", lambda i: _data_sub(w, n, y, data, mixture_cols, stage_fracs, i, kw)),
+    ):
+        per = {}
+        for label, test in splits:
+            try:
+                held = fit_one(~test)
+                pred = _predict_runs(held, w[test], n[test], data.take(test))
+                per[label] = float(np.sqrt(np.mean((np.log(pred) - np.log(y[test])) ** 2)))
+            except CodemixError as e:
+                per[label] = float("nan")
+                scores.setdefault(name + "_errors", []).append(str(e))
+        scores[name] = per
+    mean = {
+        k: float(np.mean(list(scores[k].values()))) if scores[k] else float("nan")
+        for k in ("joint", "joint_data")
+    }
+    chosen = "joint_data" if mean["joint_data"] < mean["joint"] else "joint"
+    if law != "auto":
+        chosen = law
+    how = "; ".join(label for label, _ in splits)
+    record = {"held_out": how, "scores": scores, "mean_rmse_log": mean, "chosen": chosen}
+    record["by"] = "held-out error" if law == "auto" else "--law"
+    if chosen == "joint":
+        joint.selection = joint.selection | {"data_law": record}
+        return joint
+    fit = fit_data_law(
+        w,
+        n,
+        y,
+        data,
+        mixture_cols,
+        stage_fracs,
+        start=joint.theta,
+        n_boot=cfg.n_boot,
+        seed=cfg.seed,
+        progress=progress,
+        **kw,
+    )
+    fit.selection = {"terms": joint.selection, "data_law": record}
+    sizes = np.unique(n)
+    if len(sizes) >= 4 and cfg.n_boot >= 2:
+        test = n == sizes[-1]
+        start = _joint_sub(w[~test], n[~test], y[~test], mixture_cols, cfg, groups, joint.terms)
+        sub = fit_data_law(
+            w[~test],
+            n[~test],
+            y[~test],
+            data.take(~test),
+            mixture_cols,
+            stage_fracs,
+            start=start.theta,
+            n_boot=min(cfg.n_boot, 100),
+            seed=cfg.seed,
+            **kw,
+        )
+        fit.extrapolation_sd = calibrate(sub, w[test], n[test], y[test], data.take(test))
+        fit.extrapolation_step = float(np.log(sizes[-1] / sizes[-2]))
+        fit.selection["extrapolation"] = {
+            "sd_log_per_step": fit.extrapolation_sd,
+            "step_log_n": fit.extrapolation_step,
+        }
+    return fit
+
+
+def _splits(n: np.ndarray, data: RunData, seed: int) -> list[tuple[str, np.ndarray]]:
+    sizes = np.unique(n)
+    if len(sizes) < 4:
+        order = np.random.default_rng(seed).permutation(len(n))
+        return [
+            (f"fold {i + 1} of 5", np.isin(np.arange(len(n)), part))
+            for i, part in enumerate(np.array_split(order, 5))
+        ]
+    out = [(f"largest size {sizes[-1]:.3g} held out", n == sizes[-1])]
+    d = data.tokens.sum(1)
+    most = d >= np.quantile(d, 0.8)
+    if not np.array_equal(most, out[0][1]) and 0 < most.sum() < len(n) - 5:
+        out.append((f"most tokens (>= {d[most].min():.3g}) held out", most))
+    return out
+
+
+def _joint_sub(w, n, y, cols, cfg, groups, terms):
+    import dataclasses
+
+    from codemix.analysis.scaling import fit_joint_law
+
+    return fit_joint_law(w, n, y, cols, dataclasses.replace(cfg, n_boot=0), False, groups, terms)
+
+
+def _data_sub(w, n, y, data, cols, fracs, keep, kw):
+    return fit_data_law(w[keep], n[keep], y[keep], data.take(keep), cols, fracs, **kw)
+
+
+def _predict_runs(law, w, n, data: RunData) -> np.ndarray:
+    """A law's mean at runs whose own tokens and epochs are known."""
+    if isinstance(law, DataLawFit):
+        return law.predict(w, n, data)
+    return np.array([law.predict(w[i : i + 1], n[i])[0] for i in range(len(n))])
+
+
+def calibrate(sub: DataLawFit, w, n, y, data: RunData, grid: int = 60) -> float:
+    """The smallest log-normal spread which, added to `sub`'s intervals, puts `sub.level` of
+    the held-out runs inside (split-conformal, with the finite-sample correction)."""
+    rng = np.random.default_rng(0)
+    d = sub.boot_predictions(w, n, data)  # (held-out runs, draws)
+    noise = rng.choice(sub.resid_log, size=d.shape) if len(sub.resid_log) else 0.0
+    logs = np.log(d) + noise
+    z = rng.standard_normal(logs.shape)
+    need = min(len(y), int(np.ceil((len(y) + 1) * sub.level)))
+    lo_q, hi_q = 0.5 - sub.level / 2, 0.5 + sub.level / 2
+    for sd in np.r_[0.0, np.geomspace(1e-3, 1.0, grid)]:
+        lo, hi = np.quantile(logs + sd * z, [lo_q, hi_q], axis=1)
+        if np.sum((np.log(y) >= lo) & (np.log(y) <= hi)) >= need:
+            return float(sd)
+    return 1.0
+
+
+def parse_unique_tokens(text: str | None, what: str = "--unique-tokens") -> dict[str, float] | None:
+    """'text=500B,code=140B', or a token store's folder (its manifest's training tokens per
+    domain), as {domain: unique tokens}."""
+    import json
+    from pathlib import Path
+
+    from codemix.core.units import parse_count
+
+    if not text:
+        return None
+    path = Path(text)
+    if "=" not in text:
+        manifest = path / "manifest.json"
+        if not manifest.is_file():
+            raise CodemixError(
+                f"{what} {text}: neither DOMAIN=TOKENS,... nor a token store (no {manifest})"
+            )
+        domains = json.loads(manifest.read_text()).get("domains") or {}
+        return {d: float(v["train_tokens"]) for d, v in domains.items()}
+    out = {}
+    for part in text.split(","):
+        name, eq, value = part.partition("=")
+        if not eq or not name.strip():
+            raise CodemixError(f"{what}: {part!r} is not DOMAIN=TOKENS (e.g. text=500B)")
+        out[name.strip()] = parse_count(value.strip(), f"{what} {name.strip()}")
+        if out[name.strip()] <= 0:
+            raise CodemixError(f"{what} {name.strip()}: must be more than 0")
+    return out
+
+
+def check_target(law, data: TargetData | None, what: str = "--unique-tokens") -> None:
+    """A clear error for target data a data-constrained law cannot use."""
+    if not isinstance(law, DataLawFit) or data is None or not data.unique:
+        return
+    unknown = sorted(set(data.unique) - set(law.domains))
+    if unknown:
+        raise CodemixError(
+            f"{what}: domain {unknown[0]!r} is not one the fit knows ({', '.join(law.domains)})"
+        )
+
+
+def target_epochs(law, w, n, data: TargetData | None) -> dict[str, np.ndarray] | None:
+    """Epochs per domain each mixture implies at the target, for a data-constrained law."""
+    if not isinstance(law, DataLawFit):
+        return None
+    rd = law.run_data(np.atleast_2d(w), n, data)
+    return {d: rd.epochs[:, k] for k, d in enumerate(rd.domains)}

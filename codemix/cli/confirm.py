@@ -1,0 +1,188 @@
+"""`codemix confirm`: train the predicted optimum, comparison schedules and baselines one size
+up, and score the fit on them."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "confirm",
+        help="run the confirmation study of a fit at a larger size and score the predictions",
+        description="Write and run a grid study at SIZE over named schedules: the fit's "
+        "predicted optimum, --compare schedules spread over the predicted range of the "
+        "objective, text only, and any --baseline; then export it, predict every run at its "
+        "own size, tokens and epochs, and write the calibration (observed against predicted "
+        "with intervals, rank correlation, regret of the optimum) and a report. Run it again "
+        "to resume.",
+    )
+    p.add_argument("fit", metavar="FIT.json")
+    p.add_argument("--study", required=True, metavar="SPEC.toml", help="the ladder's study spec")
+    p.add_argument("--size", required=True, help="confirmation size: a preset (e.g. 4M, 124M)")
+    p.add_argument(
+        "--compare", type=int, default=3, metavar="K", help="comparison schedules (default 3)"
+    )
+    p.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        metavar="NAME=SCHEDULE",
+        help="a schedule of your own, e.g. paper=init.code_frac=0.25,cooldown.code_frac=0.25 "
+        "(repeatable); text only is always added",
+    )
+    p.add_argument(
+        "--objective",
+        help="what the optimum optimises (see codemix optimum; default: min: the study's first "
+        "objective)",
+    )
+    p.add_argument(
+        "--out", metavar="DIR", help="folder of the confirmation (default: runs/STUDY-confirm-SIZE)"
+    )
+    p.add_argument("--storage", metavar="URL", help="the study's storage (default: DIR/confirm.db)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--dry-run", action="store_true", help="only write DIR/confirm.toml")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_confirm)
+
+
+def _confirm(args) -> int:
+    from pathlib import Path
+
+    import tomli_w
+
+    from codemix.analysis.confirm import parse_baseline, schedules, study_raw
+    from codemix.analysis.fit import predict
+    from codemix.analysis.fitfile import atomic_write_text, load_fit
+    from codemix.analysis.optimum import parse_objective
+    from codemix.analysis.sizes import resolve_size
+    from codemix.core.errors import CodemixError
+    from codemix.optimizer.space import load_study
+
+    fit = load_fit(args.fit)
+    if not fit.scaling:
+        raise CodemixError(f"{args.fit} has no size law: fit with --size-col on 3+ sizes")
+    size = resolve_size(args.size, fit, "--size")
+    if size.preset is None:
+        raise CodemixError(f"--size {args.size}: name a preset, which the study can train")
+    if args.compare < 0:
+        raise CodemixError(f"--compare {args.compare}: must be >= 0")
+    base = load_study(args.study)
+    stages = {s["name"]: s for s in base.raw["stages"]}
+    first = base.objectives[0]
+    text = args.objective or f"{first.direction[:3]}:{first.metric}"
+    objective = parse_objective(text, fit.metrics)
+    baselines = [parse_baseline(b, stages) for b in args.baseline]
+    out = Path(args.out or Path("runs") / f"{base.name}-confirm-{size.preset}")
+    name = f"{base.name}-confirm-{size.preset}"
+    named, rows = schedules(fit, objective, size.count, stages, args.compare, baselines)
+    raw = study_raw(base.raw, named, size.preset, name, str(out / "runs"))
+    spec_path = out / "confirm.toml"
+    header = (
+        f"# Confirmation of {args.fit} at {size}: {len(named)} schedules, one run each\n"
+        f"# (written by codemix confirm; objective {objective.text})\n"
+    )
+    text_toml = header + tomli_w.dumps(raw)
+    if spec_path.is_file() and spec_path.read_text() != text_toml:
+        raise CodemixError(
+            f"{spec_path} exists with other schedules or settings (another fit or options); "
+            "give another --out, or remove it to start afresh"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(spec_path, text_toml)
+    preds = {}
+    if rows:
+        import numpy as np
+
+        names = list(rows)
+        p = predict(fit, np.array([rows[n] for n in names]), size.count)
+        preds = {n: {m: v[0][i] for m, v in p.items()} for i, n in enumerate(names)}
+    print(f"confirmation of {objective.text} at {size}: {spec_path}")
+    for n, settings in named.items():
+        shown = ", ".join(f"{k.removeprefix('stages.')}={v}" for k, v in settings.items())
+        guess = ", ".join(f"{m} {v:.4g}" for m, v in preds.get(n, {}).items())
+        print(f"  {n:12s} {shown}" + (f"   predicted {guess}" if guess else ""))
+    if args.dry_run:
+        print("dry run: run `codemix confirm` again without --dry-run to train them")
+        return 0
+    return _run_and_score(args, fit, spec_path, out, objective)
+
+
+def _run_and_score(args, fit, spec_path, out, objective) -> int:
+    import io
+    import json
+
+    import optuna
+    import polars as pl
+
+    from codemix.analysis.confirm import KEY, calibration
+    from codemix.analysis.fit import predict
+    from codemix.analysis.fitfile import atomic_write_text
+    from codemix.analysis.tables import mixture_array
+    from codemix.cli.analysis import _row_data
+    from codemix.core.errors import CodemixError
+    from codemix.optimizer.export import rows as export_rows
+    from codemix.optimizer.space import load_study
+    from codemix.optimizer.storage import open_storage
+    from codemix.optimizer.study import run_study
+
+    spec = load_study(spec_path)
+    url = args.storage or f"sqlite:///{out / 'confirm.db'}"
+    run_study(spec, [], url, None, args.workers, args.quiet)
+    study = optuna.load_study(study_name=spec.name, storage=open_storage(url))
+    df = pl.DataFrame(export_rows(study), infer_schema_length=None)
+    if f"choice.{KEY}" not in df.columns or not fit.size_col or fit.size_col not in df.columns:
+        raise CodemixError(f"the confirmation study {spec.name} has no usable runs yet")
+    df = df.filter(pl.col("run_status") == "completed")
+    buf = io.StringIO()
+    df.write_csv(buf)
+    atomic_write_text(out / "confirm.csv", buf.getvalue())
+    w = mixture_array(df, list(fit.mixture_cols), str(out / "confirm.csv"), fit.groups)
+    n = df[fit.size_col].cast(pl.Float64).to_numpy()
+    p = predict(fit, w, n, 0.9, _row_data(fit, df, str(out / "confirm.csv"), None))
+    cols = {}
+    for m, (mean, lo, hi) in p.items():
+        cols |= {f"predicted_{m}": mean, f"predicted_{m}_lo90": lo, f"predicted_{m}_hi90": hi}
+    pred = df.with_columns(pl.Series(k, v) for k, v in cols.items())
+    buf = io.StringIO()
+    pred.write_csv(buf)
+    atomic_write_text(out / "confirm_pred.csv", buf.getvalue())
+    metrics = [m for m in fit.metrics if m in df.columns]
+    maximize = tuple(m for m in metrics if objective.text.startswith("max:" + m))
+    cal = calibration(pred, metrics, "optimum", 0.9, maximize)
+    atomic_write_text(out / "calibration.json", json.dumps(cal, indent=1) + "\n")
+    print(f"{len(pred)} confirmation runs; each predicted at its own size, tokens and epochs:")
+    names = pred[f"choice.{KEY}"].to_list()
+    for m in metrics:
+        c = cal[m]
+        print(
+            f"  {m}: {c['inside']} of {c['runs']} inside the 90 % interval, mean relative "
+            f"error {c['mean_relative_error']:.2%}, Spearman {c['spearman']:.2f}"
+            + (f", regret of the optimum {c['regret']:.4g}" if "regret" in c else "")
+        )
+        for i, name in enumerate(names):
+            y, mu = pred[m][i], cols[f"predicted_{m}"][i]
+            lo, hi = cols[f"predicted_{m}_lo90"][i], cols[f"predicted_{m}_hi90"][i]
+            print(f"    {name:12s} observed {y:.4g}  predicted {mu:.4g} [{lo:.4g}, {hi:.4g}]")
+    _write_report(out, fit)
+    return 0
+
+
+def _write_report(out, fit) -> None:
+    from codemix.cli.report import _report
+
+    if not {"bpb.text", "bpb.code"} <= set(fit.metrics):
+        print(f"wrote {out / 'confirm.csv'}, confirm_pred.csv, calibration.json")
+        return
+    ns = argparse.Namespace(
+        source=str(out / "confirm_pred.csv"),
+        output=str(out / "calibration.html"),
+        storage=None,
+        nl_metric="bpb.text",
+        code_metric="bpb.code",
+        title=f"confirmation: {out.name}",
+        fit=None,
+        target=None,
+    )
+    _report(ns)
+    print(f"wrote {out / 'confirm.csv'}, confirm_pred.csv, calibration.json, calibration.html")

@@ -1,0 +1,149 @@
+"""`codemix confirm`: the confirmation study of a fit, written, run and scored."""
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+from codemix.cli import main
+from codemix.proxy_train.store import TokenStore
+
+STUDY = """
+[data]
+store = "{store}"
+[model]
+size = "test"
+[train]
+seq_len = 32
+batch_size = 4
+eval_tokens = 64
+[[stages]]
+name = "init"
+tokens_per_param = 10
+code_frac = 0.25
+[[stages]]
+name = "cooldown"
+tokens_per_param = 2
+code_frac = 0.2
+lr = {{ shape = "linear", start = "continue", end_lr = 1e-6 }}
+[study]
+name = "ladder"
+sizes = ["test"]
+max_tokens = 640
+population = 4
+out = "{out}"
+[search]
+"stages.init.code_frac" = {{ low = 0.0, high = 1.0 }}
+"stages.cooldown.code_frac" = {{ low = 0.0, high = 0.6 }}
+[[objectives]]
+metric = "bpb.text"
+"""
+
+
+@pytest.fixture
+def ladder_fit(small_store, tmp_path):
+    """A study spec, and a fit of a made-up ladder (three sizes, the store's vocabulary)
+    whose text loss is lowest at a little code in both stages."""
+    spec = tmp_path / "ladder.toml"
+    spec.write_text(STUDY.format(store=small_store, out=tmp_path / "runs"))
+    rng = np.random.default_rng(0)
+    ci, cc = rng.uniform(0, 1, 36), rng.uniform(0, 0.6, 36)
+    n = np.repeat([2e5, 4e5, 8e5], 12)
+    loss = (1.2 + (ci - 0.2) ** 2 + 0.3 * (cc - 0.1) ** 2) * (1 + 30 * n**-0.4)
+    table = pl.DataFrame(
+        {
+            "mix.init.text": 1 - ci,
+            "mix.init.code": ci,
+            "mix.cooldown.text": 1 - cc,
+            "mix.cooldown.code": cc,
+            "params": n,
+            "vocab_size": TokenStore(small_store).vocab_size,
+            "bpb.text": loss * np.exp(0.002 * rng.standard_normal(36)),
+        }
+    )
+    table.write_csv(tmp_path / "ladder.csv")
+    fit = tmp_path / "fit.json"
+    assert (
+        main(
+            [
+                "fit",
+                str(tmp_path / "ladder.csv"),
+                "--mixture-cols",
+                "mix.init.*",
+                "--mixture-cols",
+                "mix.cooldown.*",
+                "--metric",
+                "bpb.text",
+                "--size-col",
+                "params",
+                "--n-boot",
+                "0",
+                "--families",
+                "linear",
+                "-o",
+                str(fit),
+            ]
+        )
+        == 0
+    )
+    return spec, fit
+
+
+def test_dry_run_writes_the_schedules_and_refuses_to_overwrite_others(ladder_fit, tmp_path, capsys):
+    spec, fit = ladder_fit
+    out = tmp_path / "confirm"
+    args = ["confirm", str(fit), "--study", str(spec), "--size", "test", "--out", str(out)]
+    assert (
+        main(
+            [
+                *args,
+                "--compare",
+                "2",
+                "--baseline",
+                "paper=init.code_frac=0.25,cooldown.code_frac=0.25",
+                "--dry-run",
+            ]
+        )
+        == 0
+    )
+    text = (out / "confirm.toml").read_text()
+    for name in ("optimum", "compare-1", "compare-2", "text-only", "paper"):
+        assert f"[search.schedule.schedules.{name}]" in text
+    shown = capsys.readouterr().out
+    assert "optimum" in shown and "predicted bpb.text" in shown
+    assert '"stages.init.code_frac" = 0.0' in text  # text only
+    # the same command again resumes; other options would overwrite: refused
+    assert (
+        main(
+            [
+                *args,
+                "--compare",
+                "2",
+                "--baseline",
+                "paper=init.code_frac=0.25,cooldown.code_frac=0.25",
+                "--dry-run",
+            ]
+        )
+        == 0
+    )
+    assert main([*args, "--compare", "1", "--dry-run"]) == 2
+    assert "exists with other schedules" in capsys.readouterr().err
+    assert (out / "confirm.toml").read_text() == text
+    assert main([*args, "--baseline", "x=warmup.code_frac=0.1", "--dry-run"]) == 2
+    assert "not STAGE.KEY=VALUE" in capsys.readouterr().err
+    assert main([*args[:-4], "--size", "3e8", "--dry-run"]) == 2
+    assert "name a preset" in capsys.readouterr().err
+
+
+def test_runs_exports_and_scores_the_confirmation(ladder_fit, tmp_path, capsys):
+    spec, fit = ladder_fit
+    out = tmp_path / "confirm"
+    args = ["confirm", str(fit), "--study", str(spec), "--size", "test", "--out", str(out)]
+    assert main([*args, "--compare", "1", "--quiet"]) == 0
+    cal = json.loads((out / "calibration.json").read_text())["bpb.text"]
+    assert cal["runs"] == 3 and 0 <= cal["inside"] <= 3 and cal["regret"] >= 0
+    pred = pl.read_csv(out / "confirm_pred.csv")
+    assert sorted(pred["choice.schedule"]) == ["compare-1", "optimum", "text-only"]
+    assert {"predicted_bpb.text", "predicted_bpb.text_lo90"} <= set(pred.columns)
+    assert "inside the 90 % interval" in capsys.readouterr().out
