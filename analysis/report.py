@@ -160,7 +160,9 @@ def _headline(fit, target: Size, nl: str, shares) -> list[str]:
             f"(90 % of bootstrap refits put the optimum between {a:.0%} and {b:.0%})."
         )
         lo, hi = float(lo_w[cols].sum()), float(hi_w[cols].sum())
-        if min(abs(x - lo), abs(x - hi)) < 0.02 * max(hi - lo, 1e-9) + 1e-3:
+        near = 0.02 * max(hi - lo, 1e-9) + 1e-3
+        # an edge the study chose (not 0 % or 100 %, which no search can pass)
+        if (abs(x - lo) < near and lo > 0.01) or (abs(x - hi) < near and hi < 0.99):
             edge.append(stage)
     mean, low, high = opt.predicted[nl]
     lines.append(f"Predicted {nl} there: {mean:.4g} bits per byte (90 % PI {low:.4g}-{high:.4g}).")
