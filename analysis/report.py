@@ -82,7 +82,7 @@ def from_fit(r: ReportInput, fit, target: Size, points: int = 41) -> None:
     p = predict(fit, w, size)
     pred = {c: w[:, i] for i, c in enumerate(cols)}
     for m in (nl, code):
-        pred |= {m: p[m][0], f"{m}_lo": p[m][1], f"{m}_hi": p[m][2]}
+        pred |= {m: p[m][0], f"{m}_lo90": p[m][1], f"{m}_hi90": p[m][2]}
     front = pl.DataFrame(pred)
     step = max(1, front.height // 20)
     r.predictions = front[::step]
@@ -266,12 +266,12 @@ def _pareto_fig(r: ReportInput):
         x, y = p[code].to_numpy(), p[nl].to_numpy()
         f = pareto_indices(x, y)
         err = {}
-        if f"{nl}_lo" in p.columns:
+        if f"{nl}_lo90" in p.columns:
             err["error_y"] = dict(
                 type="data",
                 symmetric=False,
-                array=(p[f"{nl}_hi"] - p[nl]).to_numpy()[f],
-                arrayminus=(p[nl] - p[f"{nl}_lo"]).to_numpy()[f],
+                array=(p[f"{nl}_hi90"] - p[nl]).to_numpy()[f],
+                arrayminus=(p[nl] - p[f"{nl}_lo90"]).to_numpy()[f],
             )
         fig.add_trace(
             go.Scatter(
@@ -349,8 +349,15 @@ def _contour(r: ReportInput):
     if r.contour is not None:
         c = r.contour
         fig = go.Figure(
-            go.Contour(x=c["x"], y=c["y"], z=c["z"], colorbar=dict(title=m), name="predicted")
+            go.Contour(
+                x=c["x"],
+                y=c["y"],
+                z=c["z"],
+                colorbar=dict(title=f"{m} (bits per byte)"),
+                name="predicted",
+            )
         )
+        fig.add_trace(_best_marker(c["x"], c["y"], c["z"], "predicted optimum"))
         big = _sizes(df)[-1]
         if {c["x_col"], c["y_col"]} <= set(df.columns):
             d = _rows(df, big).drop_nulls([c["x_col"], c["y_col"]])
@@ -389,7 +396,14 @@ def _contour(r: ReportInput):
     Z = fit.predict(design(A.ravel(), B.ravel())).reshape(A.shape)
     fig = go.Figure(
         [
-            go.Contour(x=ga, y=gb, z=Z, colorbar=dict(title=m), name="quadratic surface"),
+            go.Contour(
+                x=ga,
+                y=gb,
+                z=Z,
+                colorbar=dict(title=f"{m} (bits per byte)"),
+                name="quadratic surface",
+            ),
+            _best_marker(ga, gb, Z, "lowest of the surface"),
             go.Scatter(
                 x=a,
                 y=b,
@@ -405,6 +419,20 @@ def _contour(r: ReportInput):
         yaxis_title=shares[1],
     )
     return fig
+
+
+def _best_marker(x, y, z, name: str):
+    """A star at the lowest point of a contour grid (z[i, j] at x[j], y[i])."""
+    import plotly.graph_objects as go
+
+    i, j = np.unravel_index(int(np.nanargmin(z)), np.shape(z))
+    return go.Scatter(
+        x=[x[j]],
+        y=[y[i]],
+        mode="markers",
+        marker=dict(symbol="star", size=16, color="gold", line=dict(width=1, color="black")),
+        name=name,
+    )
 
 
 def _scaling(r: ReportInput):
@@ -558,7 +586,12 @@ def render(r: ReportInput) -> str:
         summary.append(f"{df['flops'].sum():.3g} training FLOPs")
     pred = decision_table(df, [r.nl_metric, r.code_metric, *family_metrics(df)], _sizes(df))
     if r.predictions is not None:
-        pred += f"<h2>Predictions at {html.escape(str(r.target))}</h2>{_table(r.predictions)}"
+        pred += (
+            f"<h2>Predictions at {html.escape(str(r.target))}: the predicted Pareto front</h2>"
+            f"<p>Mixtures that no other beats on both {html.escape(r.nl_metric)} and "
+            f"{html.escape(r.code_metric)} (bits per byte), with 90 % prediction intervals "
+            "(_lo90, _hi90).</p>" + _table(r.predictions)
+        )
     if "predicted_" + r.nl_metric not in df.columns:
         r.notes.append(
             "No confirmatory runs in this table yet: the calibration plot appears "

@@ -102,15 +102,15 @@ def test_predicted_front_and_calibration(tmp_path):
     pred = pl.DataFrame(
         {
             "bpb.text": [2.2, 2.3],
-            "bpb.text_lo": [2.1, 2.2],
-            "bpb.text_hi": [2.3, 2.4],
+            "bpb.text_lo90": [2.1, 2.2],
+            "bpb.text_hi90": [2.3, 2.4],
             "bpb.code": [3.0, 2.5],
         }
     )
     page = render(ReportInput(df, target="2.8B", predictions=pred))
     assert "2.8B predicted front" in page and "Calibration" in page
     assert "22 of 24 inside their 90 % interval" in page  # trial 0's two runs fall outside
-    assert "Predictions at 2.8B" in page
+    assert "Predictions at 2.8B: the predicted Pareto front" in page
 
 
 def test_cli(tmp_path, capsys):
@@ -234,6 +234,7 @@ def test_a_two_stage_fit_draws_the_predicted_contour(tmp_path):
     assert "Recommended code share of stage cooldown at 2.8B" in head
     assert "gain over text only" in head and "rests on 2 sizes" not in head
     assert text.index("The answer") < text.index('class="figure"')
+    assert "predicted optimum" in text and "bpb.text (bits per byte)" in text  # the contour
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe:
         dom = _dom(exe, page)
