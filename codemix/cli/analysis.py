@@ -427,12 +427,24 @@ def _target_epoch_cols(fit, w, size: float, data) -> dict:
 
 
 def _default_tokens_col(args) -> str | None:
-    """`tokens` when the table is a study export with epochs columns and sizes are fitted."""
-    from codemix.analysis.tables import join_tables
+    """`tokens` when the table is a study export with epochs columns and sizes are fitted
+    (from the files' headers: the table itself is read once, by load_results)."""
+    from pathlib import Path
+
+    import polars as pl
 
     if not args.size_col or args.law == "joint":
         return None
-    cols = join_tables(args.results, on=args.on).columns
+    cols = set()
+    for path in args.results:
+        if not Path(path).is_file():
+            return None  # load_results names the missing file
+        parquet = Path(path).suffix.lower() in (".parquet", ".pq")
+        try:
+            scan = pl.scan_parquet(path) if parquet else pl.scan_csv(path)
+            cols |= set(scan.collect_schema().names())
+        except (pl.exceptions.PolarsError, OSError):
+            return None  # load_results says what is wrong with it
     if "tokens" in cols and (args.epochs_cols or any(c.startswith("epochs.") for c in cols)):
         return "tokens"
     return None

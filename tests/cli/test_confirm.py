@@ -94,19 +94,9 @@ def test_dry_run_writes_the_schedules_and_refuses_to_overwrite_others(ladder_fit
     spec, fit = ladder_fit
     out = tmp_path / "confirm"
     args = ["confirm", str(fit), "--study", str(spec), "--size", "test", "--out", str(out)]
-    assert (
-        main(
-            [
-                *args,
-                "--compare",
-                "2",
-                "--baseline",
-                "paper=init.code_frac=0.25,cooldown.code_frac=0.25",
-                "--dry-run",
-            ]
-        )
-        == 0
-    )
+    paper = "paper=init.code_frac=0.25,cooldown.code_frac=0.25"
+    dry_run = [*args, "--compare", "2", "--baseline", paper, "--dry-run"]
+    assert main(dry_run) == 0
     text = (out / "confirm.toml").read_text()
     for name in ("optimum", "compare-1", "compare-2", "text-only", "paper"):
         assert f"[search.schedule.schedules.{name}]" in text
@@ -114,19 +104,7 @@ def test_dry_run_writes_the_schedules_and_refuses_to_overwrite_others(ladder_fit
     assert "optimum" in shown and "predicted bpb.text" in shown
     assert '"stages.init.code_frac" = 0.0' in text  # text only
     # the same command again resumes; other options would overwrite: refused
-    assert (
-        main(
-            [
-                *args,
-                "--compare",
-                "2",
-                "--baseline",
-                "paper=init.code_frac=0.25,cooldown.code_frac=0.25",
-                "--dry-run",
-            ]
-        )
-        == 0
-    )
+    assert main(dry_run) == 0
     assert main([*args, "--compare", "1", "--dry-run"]) == 2
     assert "exists with other schedules" in capsys.readouterr().err
     assert (out / "confirm.toml").read_text() == text
