@@ -604,7 +604,8 @@ def calibrate(sub: DataLawFit, w, n, y, data: RunData, grid: int = 60) -> float:
 
 def parse_unique_tokens(text: str | None, what: str = "--unique-tokens") -> dict[str, float] | None:
     """'text=500B,code=140B', or a token store's folder (its manifest's training tokens per
-    domain), as {domain: unique tokens}."""
+    domain: of the whole sources where the store keeps a sample of them), as {domain:
+    unique tokens}."""
     import json
     from pathlib import Path
 
@@ -620,7 +621,9 @@ def parse_unique_tokens(text: str | None, what: str = "--unique-tokens") -> dict
                 f"{what} {text}: neither DOMAIN=TOKENS,... nor a token store (no {manifest})"
             )
         domains = json.loads(manifest.read_text()).get("domains") or {}
-        return {d: float(v["train_tokens"]) for d, v in domains.items()}
+        return {
+            d: float(v.get("available_train_tokens", v["train_tokens"])) for d, v in domains.items()
+        }
     out = {}
     for part in text.split(","):
         name, eq, value = part.partition("=")

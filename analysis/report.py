@@ -4,11 +4,16 @@ results table in the export format of `codemix study export`.
 Sections appear when the table has what they need: study progress, the NL-versus-code
 Pareto front (proxies observed; the target size predicted, when predictions are given),
 response curves along a code share with bands, a panel per downstream task family and
-their three-way front (`analysis.report_tasks`), a contour over two stage shares, scaling
+their three-way front (`analysis.figures`), a contour over two stage shares, scaling
 curves with extrapolation bands out to the target, the realised mixture and epochs per
 domain, the prediction table, the decision accuracy between sizes, and the calibration of
 predictions against confirmatory runs. Every name from the study is escaped before it
 reaches the page.
+
+Every figure follows one convention (`analysis.figures`): each axis and colour bar
+names its metric and unit, each metric gets a y axis of its own, a size keeps one colour
+in every figure (its points and its lines), predictions at the target are drawn in ink,
+and every interval drawn names its level (90 %).
 
 Columns are read by the names of a study export (`codemix.core.results`); what counts as a
 code share is never guessed from a name (see `analysis.codeshare`).
@@ -28,6 +33,17 @@ from codemix.analysis.codeshare import (
     set_shares,
     share_range,
     stage_shares,
+)
+from codemix.analysis.figures import (
+    INK,
+    LEVEL,
+    NEUTRAL,
+    PERCENT,
+    axis,
+    axis_title,
+    band_traces,
+    size_colours,
+    unit,
 )
 from codemix.analysis.fit import predict
 from codemix.analysis.intervals import coverage
@@ -58,6 +74,7 @@ class ReportInput:
     target_params: float | None = None
     size_col: str = "params"  # the parameter counts the scaling figure plots against
     predictions: pl.DataFrame | None = None  # one row per mixture: metric, _lo, _hi columns
+    # lo, hi: the 90 % interval (the figures name that level)
     curves: dict[str, pl.DataFrame] = field(default_factory=dict)  # metric -> x, y, lo, hi
     scaling: dict[str, pl.DataFrame] = field(default_factory=dict)  # metric -> params, y, lo, hi
     notes: list[str] = field(default_factory=list)
@@ -214,6 +231,20 @@ def _rows(df: pl.DataFrame, size: str) -> pl.DataFrame:
     return df if size == "all" else df.filter(pl.col("size").cast(pl.String) == size)
 
 
+def _objective_title(df: pl.DataFrame, first: str) -> str:
+    """The first objective's axis title, naming the metric it reports where its values are
+    one metric's at the largest size (a weighted objective matches none)."""
+    big = _sizes(df)[-1]
+    d = _rows(df, big).drop_nulls(first)
+    for m in df.columns:
+        if not m.startswith(("bpb.", "loss.", "task.")) or not df[m].dtype.is_numeric():
+            continue
+        e = d.drop_nulls(m)
+        if e.height and np.allclose(e[first].to_numpy(), e[m].to_numpy()):
+            return f"{first}: {m} at {big} ({unit(m)})"
+    return f"{first} (the study's first objective, in its metric's unit)"
+
+
 def _progress(r: ReportInput):
     import plotly.graph_objects as go
 
@@ -224,18 +255,56 @@ def _progress(r: ReportInput):
     if t.height == 0:
         return None
     y = t[first].to_numpy()
+    best = np.minimum.accumulate(y)
     fig = go.Figure(
         [
-            go.Scatter(x=t["trial"], y=y, mode="markers", name="trial"),
-            go.Scatter(x=t["trial"], y=np.minimum.accumulate(y), mode="lines", name="best so far"),
+            go.Scatter(x=t["trial"], y=y, mode="markers", name="trial", marker=dict(color=NEUTRAL)),
+            go.Scatter(x=t["trial"], y=best, mode="lines", name="best so far", line_color=INK),
         ]
     )
-    fig.update_layout(
-        title="Study progress: objective (first) by trial",
-        xaxis_title="trial",
-        yaxis_title="objective at the largest size",
-    )
+    fig.update_layout(title="Study progress: objective (first) by trial")
+    fig.update_xaxes(**axis("trial"))
+    fig.update_yaxes(title_text=_objective_title(df, first))
     return fig
+
+
+def _size_points(d: pl.DataFrame, x: str, y: str, size: str, colour: str, name=None, **kw):
+    """A size's observed runs: one colour and one legend entry per size in every figure."""
+    import plotly.graph_objects as go
+
+    hover = [f"trial {t}" for t in d["trial"]] if "trial" in d.columns else None
+    return go.Scatter(
+        x=d[x],
+        y=d[y],
+        mode="markers",
+        name=name or str(size),
+        legendgroup=str(size),
+        marker=dict(color=colour),
+        text=hover,
+        **kw,
+    )
+
+
+def _predicted_front(r: ReportInput):
+    import plotly.graph_objects as go
+
+    p, nl, code = r.predictions, r.nl_metric, r.code_metric
+    if p is None or nl not in p.columns or code not in p.columns:
+        return None
+    x, y = p[code].to_numpy(), p[nl].to_numpy()
+    f = pareto_indices(x, y)
+    err, name = {}, f"{r.target} predicted front"
+    if f"{nl}_lo90" in p.columns:
+        err["error_y"] = dict(
+            type="data",
+            symmetric=False,
+            array=(p[f"{nl}_hi90"] - p[nl]).to_numpy()[f],
+            arrayminus=(p[nl] - p[f"{nl}_lo90"]).to_numpy()[f],
+        )
+        name += f" (bars: {LEVEL} interval of {nl})"
+    return go.Scatter(
+        x=x[f], y=y[f], mode="lines+markers", name=name, marker_color=INK, line_color=INK, **err
+    )
 
 
 def _pareto_fig(r: ReportInput):
@@ -245,82 +314,50 @@ def _pareto_fig(r: ReportInput):
     if nl not in df.columns or code not in df.columns:
         return None
     fig = go.Figure()
-    for size in _sizes(df):
+    colours = size_colours(_sizes(df))
+    for size, colour in colours.items():
         d = _rows(df, size).drop_nulls([nl, code])
         if d.height == 0:
             continue
+        fig.add_trace(_size_points(d, code, nl, size, colour, f"{size} proxies"))
         x, y = d[code].to_numpy(), d[nl].to_numpy()
-        fig.add_trace(
-            go.Scatter(
-                x=x,
-                y=y,
-                mode="markers",
-                name=f"{size} proxies",
-                text=[f"trial {t}" for t in d["trial"]] if "trial" in d.columns else None,
-            )
-        )
         f = pareto_indices(x, y)
-        fig.add_trace(go.Scatter(x=x[f], y=y[f], mode="lines", name=f"{size} front"))
-    p = r.predictions
-    if p is not None and nl in p.columns and code in p.columns:
-        x, y = p[code].to_numpy(), p[nl].to_numpy()
-        f = pareto_indices(x, y)
-        err = {}
-        if f"{nl}_lo90" in p.columns:
-            err["error_y"] = dict(
-                type="data",
-                symmetric=False,
-                array=(p[f"{nl}_hi90"] - p[nl]).to_numpy()[f],
-                arrayminus=(p[nl] - p[f"{nl}_lo90"]).to_numpy()[f],
-            )
-        fig.add_trace(
-            go.Scatter(
-                x=x[f], y=y[f], mode="lines+markers", name=f"{r.target} predicted front", **err
-            )
-        )
-    fig.update_layout(
-        title=f"NL versus code: {nl} against {code} (lower is better)",
-        xaxis_title=code,
-        yaxis_title=nl,
-    )
+        front = go.Scatter(x=x[f], y=y[f], mode="lines", name=f"{size} front", line_color=colour)
+        fig.add_trace(front.update(legendgroup=size, showlegend=False))
+    front = _predicted_front(r)
+    if front is not None:
+        fig.add_trace(front)
+    fig.update_layout(title=f"NL versus code: {nl} against {code} (lower is better)")
+    fig.update_xaxes(**axis(code, "code"))
+    fig.update_yaxes(**axis(nl, "NL"))
     return fig
 
 
 def _response(r: ReportInput):
-    import plotly.graph_objects as go
+    """Each metric against the code share in a panel of its own (their scales differ)."""
+    from plotly.subplots import make_subplots
 
     df, shares = r.results, _share_columns(r.results)
-    metrics = [m for m in (r.nl_metric, r.code_metric) if m in df.columns]
+    roles = {r.nl_metric: "NL", r.code_metric: "code"}
+    metrics = [m for m in roles if m in df.columns]
     if r.share_col and r.share_col in df.columns:
         shares = [r.share_col]
     if not shares or not metrics:
         return None
-    x_col = shares[0]
-    fig = go.Figure()
-    for m in metrics:
-        for size in _sizes(df):
+    x_col, colours = shares[0], size_colours(_sizes(df))
+    fig = make_subplots(rows=len(metrics), cols=1, vertical_spacing=0.15)
+    for i, m in enumerate(metrics):
+        at = dict(row=i + 1, col=1)
+        for size, colour in colours.items():
             d = _rows(df, size).drop_nulls([x_col, m]).sort(x_col)
-            fig.add_trace(
-                go.Scatter(x=d[x_col], y=d[m], mode="markers", name=f"{m}, {size} observed")
-            )
+            fig.add_trace(_size_points(d, x_col, m, size, colour, showlegend=i == 0), **at)
         c = r.curves.get(m)
         if c is not None:
-            fig.add_trace(
-                go.Scatter(
-                    x=np.concatenate([c["x"], c["x"][::-1]]),
-                    y=np.concatenate([c["hi"], c["lo"][::-1]]),
-                    fill="toself",
-                    opacity=0.25,
-                    line=dict(width=0),
-                    name=f"{m} interval",
-                )
-            )
-            fig.add_trace(
-                go.Scatter(x=c["x"], y=c["y"], mode="lines", name=f"{m} predicted at {r.target}")
-            )
-    fig.update_layout(
-        title=f"Response along {x_col}", xaxis_title=x_col, yaxis_title="validation metric"
-    )
+            for t in band_traces(c["x"], c["y"], c["lo"], c["hi"], r.target):
+                fig.add_trace(t.update(showlegend=i == 0), **at)
+        fig.update_xaxes(**axis(x_col), **at)
+        fig.update_yaxes(**axis(m, roles[m]), **at)
+    fig.update_layout(title=f"Response along {x_col}", height=360 * len(metrics))
     return fig
 
 
@@ -342,41 +379,11 @@ def _front3(r: ReportInput):
 def _contour(r: ReportInput):
     """The NL metric over two stages' code shares: predicted at the target from the fit when
     there is one, else a quadratic response surface (OLS) over the first two searched shares."""
-    import plotly.graph_objects as go
+    if r.contour is not None:
+        return _predicted_contour(r)
     import statsmodels.api as sm
 
     df, m = r.results, r.nl_metric
-    if r.contour is not None:
-        c = r.contour
-        fig = go.Figure(
-            go.Contour(
-                x=c["x"],
-                y=c["y"],
-                z=c["z"],
-                colorbar=dict(title=f"{m} (bits per byte)"),
-                name="predicted",
-            )
-        )
-        fig.add_trace(_best_marker(c["x"], c["y"], c["z"], "predicted optimum"))
-        big = _sizes(df)[-1]
-        if {c["x_col"], c["y_col"]} <= set(df.columns):
-            d = _rows(df, big).drop_nulls([c["x_col"], c["y_col"]])
-            fig.add_trace(
-                go.Scatter(
-                    x=d[c["x_col"]],
-                    y=d[c["y_col"]],
-                    mode="markers",
-                    marker=dict(color="white", line=dict(width=1)),
-                    name=f"{big} proxies",
-                )
-            )
-        fig.update_layout(
-            title=f"{m} predicted at {r.target} over two stages' code shares "
-            "(other weights at the best predicted mixture)",
-            xaxis_title=c["x_col"],
-            yaxis_title=c["y_col"],
-        )
-        return fig
     shares = _share_columns(df)
     if len(shares) < 2 or m not in df.columns:
         return None
@@ -394,31 +401,57 @@ def _contour(r: ReportInput):
     gb = np.linspace(b.min(), b.max(), 40)
     A, B = np.meshgrid(ga, gb)
     Z = fit.predict(design(A.ravel(), B.ravel())).reshape(A.shape)
-    fig = go.Figure(
-        [
-            go.Contour(
-                x=ga,
-                y=gb,
-                z=Z,
-                colorbar=dict(title=f"{m} (bits per byte)"),
-                name="quadratic surface",
-            ),
-            _best_marker(ga, gb, Z, "lowest of the surface"),
-            go.Scatter(
-                x=a,
-                y=b,
-                mode="markers",
-                marker=dict(color="white", line=dict(width=1)),
-                name=f"{size} proxies",
-            ),
-        ]
-    )
+    fig = _contour_fig(r, ga, gb, Z, "quadratic surface", "lowest of the surface")
+    fig.add_trace(_proxies(d, shares[0], shares[1], size, _colour(df, size)))
     fig.update_layout(
-        title=f"{m} at {size} over two stage shares (quadratic fit, R² {fit.rsquared:.2f})",
-        xaxis_title=shares[0],
-        yaxis_title=shares[1],
+        title=f"{m} at {size} over two stage shares (quadratic fit, R² {fit.rsquared:.2f})"
     )
+    fig.update_xaxes(**axis(shares[0]))
+    fig.update_yaxes(**axis(shares[1]))
     return fig
+
+
+def _predicted_contour(r: ReportInput):
+    df, m, c = r.results, r.nl_metric, r.contour
+    fig = _contour_fig(r, c["x"], c["y"], c["z"], "predicted", "predicted optimum")
+    big = _sizes(df)[-1]
+    if {c["x_col"], c["y_col"]} <= set(df.columns):
+        d = _rows(df, big).drop_nulls([c["x_col"], c["y_col"]])
+        fig.add_trace(_proxies(d, c["x_col"], c["y_col"], big, _colour(df, big)))
+    fig.update_layout(
+        title=f"{m} predicted at {r.target} over two stages' code shares "
+        "(other weights at the best predicted mixture)",
+    )
+    fig.update_xaxes(**axis(c["x_col"]))
+    fig.update_yaxes(**axis(c["y_col"]))
+    return fig
+
+
+def _contour_fig(r: ReportInput, x, y, z, name: str, best: str):
+    import plotly.graph_objects as go
+
+    colorbar = dict(title=axis_title(r.nl_metric, "NL"))
+    fig = go.Figure(go.Contour(x=x, y=y, z=z, colorbar=colorbar, name=name))
+    fig.add_trace(_best_marker(x, y, z, best))
+    return fig
+
+
+def _colour(df: pl.DataFrame, size: str) -> str:
+    return size_colours(_sizes(df))[size]
+
+
+def _proxies(d: pl.DataFrame, x: str, y: str, size: str, colour: str):
+    """A size's runs over a contour: its colour, ringed in white to stand out."""
+    import plotly.graph_objects as go
+
+    return go.Scatter(
+        x=d[x],
+        y=d[y],
+        mode="markers",
+        marker=dict(color=colour, line=dict(width=1, color="white")),
+        name=f"{size} proxies",
+        legendgroup=size,
+    )
 
 
 def _best_marker(x, y, z, name: str):
@@ -435,47 +468,41 @@ def _best_marker(x, y, z, name: str):
     )
 
 
+def _trial_lines(df: pl.DataFrame, m: str, n: str) -> list:
+    """Each trial across the sizes, in grey: the points on them carry the sizes' colours."""
+    import plotly.graph_objects as go
+
+    out = []
+    for trial in df["trial"].unique().sort().to_list():
+        d = df.filter(pl.col("trial") == trial).drop_nulls([m, n]).sort(n)
+        if d.height:
+            line = dict(color=NEUTRAL, width=1)
+            out.append(
+                go.Scatter(
+                    x=d[n], y=d[m], mode="lines", name=f"trial {trial}", showlegend=False, line=line
+                )
+            )
+    return out
+
+
 def _scaling(r: ReportInput):
     import plotly.graph_objects as go
 
     df, m, n = r.results, r.nl_metric, r.size_col
     if m not in df.columns or n not in df.columns or "trial" not in df.columns:
         return None
-    fig = go.Figure()
-    for trial in df["trial"].unique().sort().to_list():
-        d = df.filter(pl.col("trial") == trial).drop_nulls(m).sort(n)
+    fig = go.Figure(_trial_lines(df, m, n))
+    for size, colour in size_colours(_sizes(df)).items():
+        d = _rows(df, size).drop_nulls([m, n])
         if d.height:
-            fig.add_trace(
-                go.Scatter(
-                    x=d[n],
-                    y=d[m],
-                    mode="lines+markers",
-                    name=f"trial {trial}",
-                    showlegend=False,
-                    opacity=0.6,
-                )
-            )
+            fig.add_trace(_size_points(d, n, m, size, colour))
     s = r.scaling.get(m)
     if s is not None:
-        fig.add_trace(
-            go.Scatter(
-                x=np.concatenate([s["params"], s["params"][::-1]]),
-                y=np.concatenate([s["hi"], s["lo"][::-1]]),
-                fill="toself",
-                opacity=0.25,
-                line=dict(width=0),
-                name="interval",
-            )
-        )
-        fig.add_trace(
-            go.Scatter(x=s["params"], y=s["y"], mode="lines", name=f"extrapolation to {r.target}")
-        )
-    fig.update_layout(
-        title=f"Scaling: {m} against parameters ({n})",
-        xaxis_type="log",
-        xaxis_title=n,
-        yaxis_title=m,
-    )
+        label = f"extrapolation to {r.target}"
+        fig.add_traces(band_traces(s["params"], s["y"], s["lo"], s["hi"], r.target, label))
+    fig.update_layout(title=f"Scaling: {m} against parameters ({n})")
+    fig.update_xaxes(type="log", **axis(n))
+    fig.update_yaxes(**axis(m, "NL"))
     return fig
 
 
@@ -492,12 +519,44 @@ def _mixture(r: ReportInput):
         rows=1, cols=2, subplot_titles=("realised share by stage and domain", "epochs per domain")
     )
     d = df.unique("trial") if "trial" in df.columns else df
+    # grey: the boxes gather every size, so no size's colour applies
+    box = dict(boxpoints="all", marker_color=NEUTRAL, line_color=NEUTRAL)
     for c in mix:
-        fig.add_trace(go.Box(y=d[c], name=c[len(mix_at) :], boxpoints="all"), row=1, col=1)
+        fig.add_trace(go.Box(y=d[c], name=c[len(mix_at) :], **box), row=1, col=1)
     for c in reps:
-        fig.add_trace(go.Box(y=d[c], name=c[len(epochs_at) :], boxpoints="all"), row=1, col=2)
+        fig.add_trace(go.Box(y=d[c], name=c[len(epochs_at) :], **box), row=1, col=2)
+    fig.update_xaxes(title_text="stage.domain (name)", row=1, col=1)
+    fig.update_yaxes(title_text="share of the stage's tokens (%)", **PERCENT, row=1, col=1)
+    fig.update_xaxes(title_text="domain (name)", row=1, col=2)
+    fig.update_yaxes(title_text="epochs (passes over the domain's tokens)", row=1, col=2)
     fig.update_layout(title="Realised mixture and repetition (all trials)", showlegend=False)
     return fig
+
+
+def _calibration_points(d: pl.DataFrame, col: str, m: str, pct: str | None) -> list:
+    """The confirmatory runs, a trace per size in its colour, with their `pct` % intervals."""
+    import plotly.graph_objects as go
+
+    out = []
+    for size, colour in size_colours(_sizes(d)).items():
+        e, err, name = _rows(d, size), None, "confirmatory runs"
+        if pct is not None:
+            p = e[col].to_numpy()
+            err = dict(type="data", symmetric=False, array=e[f"{col}_hi{pct}"].to_numpy() - p)
+            err["arrayminus"] = p - e[f"{col}_lo{pct}"].to_numpy()
+            name += f" (bars: {pct} % interval)"
+        out.append(
+            go.Scatter(
+                x=e[col],
+                y=e[m],
+                error_x=err,
+                mode="markers",
+                name=name if size == "all" else f"{size} {name}",
+                legendgroup=size,
+                marker_color=colour,
+            )
+        )
+    return out
 
 
 def _calibration(r: ReportInput):
@@ -511,20 +570,20 @@ def _calibration(r: ReportInput):
     lo, hi = float(min(d[col].min(), d[m].min())), float(max(d[col].max(), d[m].max()))
     # interval bounds as `codemix predict` writes them: predicted_M_loNN, predicted_M_hiNN
     pct = next((c[len(col) + 3 :] for c in d.columns if c.startswith(f"{col}_lo")), None)
-    err, title = None, f"Calibration: {m} predicted against observed"
-    if pct is not None and f"{col}_hi{pct}" in d.columns:
-        b_lo, b_hi = d[f"{col}_lo{pct}"].to_numpy(), d[f"{col}_hi{pct}"].to_numpy()
-        p, y = d[col].to_numpy(), d[m].to_numpy()
-        err = dict(type="data", symmetric=False, array=b_hi - p, arrayminus=p - b_lo)
-        c = coverage(y, p, b_lo, b_hi)
+    pct = pct if pct is not None and f"{col}_hi{pct}" in d.columns else None
+    title = f"Calibration: {m} predicted against observed"
+    if pct is not None:
+        bounds = (d[f"{col}_lo{pct}"].to_numpy(), d[f"{col}_hi{pct}"].to_numpy())
+        c = coverage(d[m].to_numpy(), d[col].to_numpy(), *bounds)
         title += f" ({c.inside} of {c.n} inside their {pct} % interval)"
-    fig = go.Figure(
-        [
-            go.Scatter(x=d[col], y=d[m], error_x=err, mode="markers", name="confirmatory runs"),
-            go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="observed = predicted"),
-        ]
+    fig = go.Figure(_calibration_points(d, col, m, pct))
+    diagonal = dict(color=NEUTRAL, dash="dot")
+    fig.add_trace(
+        go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="observed = predicted", line=diagonal)
     )
-    fig.update_layout(title=title, xaxis_title=f"predicted {m}", yaxis_title=f"observed {m}")
+    fig.update_layout(title=title)
+    fig.update_xaxes(**axis(col, "NL"))
+    fig.update_yaxes(title_text="observed " + axis_title(m, "NL"))
     return fig
 
 
@@ -541,26 +600,28 @@ def _table(df: pl.DataFrame, max_rows: int = 50) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
+def _figures(r: ReportInput) -> list:
+    """Every figure the table and the predictions allow, in the page's order."""
+    makers = (
+        _progress,
+        _pareto_fig,
+        _response,
+        _families,
+        _front3,
+        _contour,
+        _scaling,
+        _mixture,
+        _calibration,
+    )
+    return [f for f in (make(r) for make in makers) if f is not None]
+
+
 def render(r: ReportInput) -> str:
     import plotly.io as pio
 
     if r.results.height == 0:
         raise CodemixError("the results table is empty: nothing to report")
-    figs = [
-        f
-        for f in (
-            _progress(r),
-            _pareto_fig(r),
-            _response(r),
-            _families(r),
-            _front3(r),
-            _contour(r),
-            _scaling(r),
-            _mixture(r),
-            _calibration(r),
-        )
-        if f is not None
-    ]
+    figs = _figures(r)
     parts, first = [], True
     for fig in figs:
         fig.update_layout(template="plotly_white", height=fig.layout.height or 460)

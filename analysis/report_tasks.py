@@ -1,6 +1,7 @@
 """The report's downstream-task parts: a panel per task family (its bpb, and accuracy where
 measured, against a code share at each proxy size and predicted at the target), the
-three-way front of the families, and the decision accuracy between sizes.
+three-way front of the families, and the decision accuracy between sizes. The figures
+follow the report's conventions (`analysis.figures`).
 
 Runs of one mixture at one size (seeds) are drawn as their mean with the range of the
 seeds as error bars: at proxy scale the differences between mixtures are often no larger.
@@ -14,6 +15,13 @@ import numpy as np
 import polars as pl
 
 from codemix.analysis.decision import decision_accuracy
+from codemix.analysis.figures import (
+    axis,
+    axis_title,
+    band_traces,
+    is_share,
+    size_colours,
+)
 from codemix.analysis.tables import trial_keys
 from codemix.core.results import task
 
@@ -45,9 +53,27 @@ def _seed_means(df: pl.DataFrame, x_col: str, m: str) -> pl.DataFrame:
     )
 
 
+def _seed_trace(d: pl.DataFrame, x_col: str, size: str, colour: str, first: bool):
+    import plotly.graph_objects as go
+
+    err = dict(type="data", symmetric=False, array=d["hi"] - d["y"])
+    err["arrayminus"] = d["y"] - d["lo"]
+    return go.Scatter(
+        x=d[x_col],
+        y=d["y"],
+        error_y=err,
+        mode="lines+markers",
+        name=str(size),
+        legendgroup=str(size),
+        showlegend=first,
+        marker=dict(color=colour),
+        line=dict(color=colour),
+        text=[f"{n} run(s); bars: range of seeds" for n in d["n"]],
+    )
+
+
 def families_fig(r, sizes: list[str], rows, x_col: str | None):
     """One subplot per family metric against `x_col`, a line per size, the target's curve."""
-    import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     df = r.results
@@ -57,53 +83,19 @@ def families_fig(r, sizes: list[str], rows, x_col: str | None):
     n_cols = min(3, len(metrics))
     n_rows = -(-len(metrics) // n_cols)
     fig = make_subplots(rows=n_rows, cols=n_cols, subplot_titles=metrics)
-    palette = ["#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3", "#ff6692"]
+    colours = size_colours(sizes)
     for i, m in enumerate(metrics):
         at = dict(row=i // n_cols + 1, col=i % n_cols + 1)
-        for j, size in enumerate(sizes):
+        for size in sizes:
             d = _seed_means(rows(df, size), x_col, m)
-            if d.height == 0:
-                continue
-            err = dict(type="data", symmetric=False, array=d["hi"] - d["y"])
-            err["arrayminus"] = d["y"] - d["lo"]
-            fig.add_trace(
-                go.Scatter(
-                    x=d[x_col],
-                    y=d["y"],
-                    error_y=err,
-                    mode="lines+markers",
-                    name=str(size),
-                    legendgroup=str(size),
-                    showlegend=i == 0,
-                    line=dict(color=palette[j % len(palette)]),
-                    text=[f"{n} run(s)" for n in d["n"]],
-                ),
-                **at,
-            )
+            if d.height:
+                fig.add_trace(_seed_trace(d, x_col, size, colours[size], i == 0), **at)
         c = r.curves.get(m)
         if c is not None:
-            band = go.Scatter(
-                x=np.concatenate([c["x"], c["x"][::-1]]),
-                y=np.concatenate([c["hi"], c["lo"][::-1]]),
-                fill="toself",
-                opacity=0.2,
-                line=dict(width=0),
-                name=f"{r.target} interval",
-                legendgroup="target",
-                showlegend=False,
-            )
-            fig.add_trace(band, **at)
-            line = go.Scatter(
-                x=c["x"],
-                y=c["y"],
-                mode="lines",
-                name=f"{r.target} predicted",
-                legendgroup="target",
-                showlegend=i == 0,
-                line=dict(color="black", dash="dash"),
-            )
-            fig.add_trace(line, **at)
-        fig.update_xaxes(title_text=x_col, **at)
+            for t in band_traces(c["x"], c["y"], c["lo"], c["hi"], r.target):
+                fig.add_trace(t.update(showlegend=i == 0), **at)
+        fig.update_xaxes(**axis(x_col), **at)
+        fig.update_yaxes(**axis(m), **at)
     fig.update_layout(
         title="Task families against the code share (mean of seeds; bars: their range)",
         height=360 * n_rows,
@@ -128,7 +120,8 @@ def front3_fig(r, sizes: list[str], rows, x_col: str | None):
         return None
     y = d.select(cols).to_numpy()
     front = np.array([not np.any(np.all(y <= p, 1) & np.any(y < p, 1)) for p in y])
-    label = [f"{key} {v:.3g}" for v in d[key]] if key else None
+    label = [f"{v:.0%}" if is_share(key) else f"{v:.3g}" for v in d[key]] if key else None
+    # colour encodes the code bpb here (the colour bar says so), not the size
     fig = go.Figure(
         go.Scatter(
             x=y[:, 1],
@@ -140,18 +133,19 @@ def front3_fig(r, sizes: list[str], rows, x_col: str | None):
                 size=np.where(front, 16, 9),
                 color=y[:, 2],
                 colorscale="Viridis",
-                colorbar=dict(title=cols[2]),
+                colorbar=dict(title=axis_title(cols[2])),
                 line=dict(width=np.where(front, 2, 0), color="black"),
             ),
             name=f"{sizes[-1]} proxies",
         )
     )
+    what = f"; labels: {axis_title(key)}" if key else ""
     fig.update_layout(
         title=f"Three-way front at {sizes[-1]}: ringed mixtures are beaten by none on all three "
-        "families (lower is better)",
-        xaxis_title=cols[1],
-        yaxis_title=cols[0],
+        f"families (lower is better{what})",
     )
+    fig.update_xaxes(**axis(cols[1]))
+    fig.update_yaxes(**axis(cols[0]))
     return fig
 
 

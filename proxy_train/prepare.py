@@ -1,11 +1,17 @@
 """`codemix prepare`: per-domain sources -> a token store (see `store.py` for the layout).
 
+Sources are files, each fed to one domain (`--domain`) or routed document by document by
+a field (`--source`, `--domain-from`, `--map`). Every file becomes a part, made by one
+worker process (`_parts.py`); a domain is its parts concatenated in file order, so the
+store does not depend on the number of workers, and `--shard K/N` (a contiguous run of the
+files) makes a partial store that `merge.py` joins into the one-machine store.
+
 The store is built in a staging folder beside DIR and moved into place only when complete,
 so a killed prepare never leaves a store that looks finished and never damages the one
-already there. A staging folder from a killed run with the same inputs is resumed: the
-tokenizer and every finished domain are kept. A store whose inputs are unchanged is left
-alone unless its files no longer match its manifest (`store.check_store`): then it is
-rebuilt the same way.
+already there. A killed build is resumed: the tokenizer and every finished file's part are
+kept (parts are named by a hash of what decides them). A store whose inputs are unchanged
+is left alone unless its files no longer match its manifest (`store.check_store`): then it
+is rebuilt the same way.
 """
 
 from __future__ import annotations
@@ -21,12 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
+from codemix.core import interrupt
 from codemix.core.errors import CodemixError
 from codemix.core.files import atomic_path, atomic_write_text
 from codemix.core.progress import Progress
 from codemix.core.results import check_name
+from codemix.core.units import format_count
+from codemix.proxy_train import _parts, store
 from codemix.proxy_train import sources as src
-from codemix.proxy_train import store
 from codemix.proxy_train.tokenizer import (
     ByteTokenizer,
     TokenizerSpec,
@@ -34,8 +42,6 @@ from codemix.proxy_train.tokenizer import (
     token_dtype,
     train_bpe,
 )
-
-_BATCH_BYTES = 1 << 21
 
 
 @dataclass(frozen=True)
@@ -47,19 +53,82 @@ class PrepareConfig:
     dtype: str = "auto"
     read: src.ReadOptions = field(default_factory=src.ReadOptions)
     tokenizer_sample_bytes: int = 8_000_000
+    # documents routed by a field: --source GLOB, --domain-from FIELD, --map VALUE=DOMAIN
+    routed: tuple[str, ...] = ()
+    domain_from: str | None = None
+    mapping: tuple[tuple[str, str], ...] = ()
+    sample: dict[str, int] = field(default_factory=dict)  # domain -> training tokens kept
+    sample_fraction: dict[str, float] = field(default_factory=dict)  # domain -> share kept
+    sample_pilot: float = 0.05  # share of the source bytes read to estimate a domain's size
+    workers: int = 1
+    shard: tuple[int, int] | None = None  # (K, N): the K-th of N shards, K from 0
 
     def __post_init__(self):
-        if not self.domains:
-            raise CodemixError("no domain given: use --domain NAME=PATH_OR_GLOB or --builtin")
+        if not self.domains and not self.routed:
+            raise CodemixError(
+                "no domain given: use --domain NAME=PATH_OR_GLOB, --source GLOB with "
+                "--domain-from, or --builtin"
+            )
         for name, patterns in self.domains.items():
             check_name(name, "domain")
             if not patterns:
                 raise CodemixError(f"domain {name!r}: no source given")
+        if self.routed and not self.domain_from:
+            raise CodemixError("--source needs --domain-from FIELD (and --map VALUE=DOMAIN)")
+        if self.domain_from and not self.routed:
+            raise CodemixError("--domain-from routes the documents of --source GLOB: give one")
+        if self.routed and not self.mapping:
+            raise CodemixError(
+                f"--domain-from {self.domain_from}: give --map VALUE=DOMAIN for its values "
+                "(VALUE=- drops them, '*=DOMAIN' takes the rest)"
+            )
+        if self.mapping and not self.routed:
+            raise CodemixError("--map applies to --source GLOB: give one")
+        values = [v for v, _ in self.mapping]
+        if len(set(values)) < len(values):
+            dup = next(v for v in values if values.count(v) > 1)
+            raise CodemixError(f"--map {dup}=...: given twice")
+        for _, domain in self.mapping:
+            if domain != src.DROP:
+                check_name(domain, "domain")
+        if self.routed and not self.route_domains():
+            raise CodemixError("--map: every value is dropped (=-), so no domain is left")
+        known = self.all_domains()
+        for flag, table in (("--sample", self.sample), ("--sample-fraction", self.sample_fraction)):
+            for name in table:
+                if name not in known:
+                    raise CodemixError(
+                        f"{flag} {name}=...: no such domain (domains: {', '.join(known)})"
+                    )
+        for name, tokens in self.sample.items():
+            if tokens <= 0:
+                raise CodemixError(f"--sample {name}={tokens}: must be more than 0")
+            if name in self.sample_fraction:
+                raise CodemixError(f"domain {name!r}: give --sample or --sample-fraction, not both")
+        for name, frac in self.sample_fraction.items():
+            if not 0.0 < frac <= 1.0:
+                raise CodemixError(f"--sample-fraction {name}={frac}: expected a share in (0, 1]")
+        if not 0.0 < self.sample_pilot <= 1.0:
+            raise CodemixError(f"--sample-pilot {self.sample_pilot}: expected a share in (0, 1]")
+        if self.workers < 1:
+            raise CodemixError(f"--workers {self.workers}: expected at least 1")
+        if self.shard is not None:
+            k, n = self.shard
+            if n < 1 or not 0 <= k < n:
+                raise CodemixError(f"--shard {k}/{n}: expected K/N with 0 <= K < N")
         if not 0.0 < self.val_frac < 0.5:
             raise CodemixError(f"--val-frac {self.val_frac}: expected a share in (0, 0.5)")
         if self.tokenizer_sample_bytes <= 0:
             raise CodemixError("--tokenizer-sample must be positive")
         token_dtype(1, self.dtype)  # a bad name fails here, before any work
+
+    def route_domains(self) -> tuple[str, ...]:
+        if not self.domain_from:
+            return ()
+        return src.Route(field=self.domain_from, mapping=self.mapping).domains
+
+    def all_domains(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys([*self.domains, *self.route_domains()]))
 
 
 def builtin_domains() -> dict[str, tuple[str, ...]]:
@@ -76,22 +145,33 @@ def builtin_domains() -> dict[str, tuple[str, ...]]:
     return {"text": (str(speeches / "*.txt"),), "code": (str(stdlib / "**" / "*.py"),)}
 
 
-def _doc_hash(data: bytes) -> float:
-    """A document's place in [0, 1): decides its split, independent of order and machine."""
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") / 2**64
+def _tasks(cfg: PrepareConfig) -> list[_parts.FileTask]:
+    """Every source file with its route, in the build's order: the named domains' files,
+    then the routed sources'."""
+    tasks: list[_parts.FileTask] = []
+    seen: dict[Path, str] = {}
 
+    def add(files: list[src.SourceFile], route: src.Route, label: str) -> None:
+        for f in sorted(set(files), key=lambda f: str(f.path)):
+            if f.path in seen:
+                raise CodemixError(f"{f.path} is a source of both {seen[f.path]} and {label}")
+            seen[f.path] = label
+            tasks.append(_parts.FileTask(len(tasks), f, route))
 
-def _resolve(cfg: PrepareConfig) -> dict[str, list[src.SourceFile]]:
-    resolved = {}
     for name, patterns in cfg.domains.items():
         files = [f for p in patterns for f in src.resolve(name, p, cfg.read)]
         if "site-packages" not in "".join(patterns):  # the stdlib glob must not reach packages
             files = [f for f in files if "site-packages" not in f.path.parts]
-        resolved[name] = sorted(set(files), key=lambda f: str(f.path))
-    return resolved
+        add(files, src.Route(domain=name), f"domain {name!r}")
+    if cfg.routed:
+        route = src.Route(field=cfg.domain_from, mapping=cfg.mapping)
+        files = [f for p in cfg.routed for f in src.resolve("--source", p, cfg.read)]
+        add(files, route, "--source")
+    return tasks
 
 
-def _fingerprint(cfg: PrepareConfig, files: dict[str, list[src.SourceFile]]) -> str:
+def _fingerprint(cfg: PrepareConfig, tasks: list[_parts.FileTask]) -> str:
+    """Everything that decides the store's contents (not --workers, not --shard)."""
     tok = cfg.tokenizer
     plan = {
         "store_version": store.VERSION,
@@ -101,8 +181,23 @@ def _fingerprint(cfg: PrepareConfig, files: dict[str, list[src.SourceFile]]) -> 
         "dtype": cfg.dtype,
         "read": [cfg.read.text_field, cfg.read.content_field, sorted(cfg.read.extensions)],
         "sample": cfg.tokenizer_sample_bytes,
-        "files": {d: [[str(f.path), f.size, f.mtime_ns] for f in fs] for d, fs in files.items()},
+        "files": {
+            d: [
+                [str(t.source.path), t.source.size, t.source.mtime_ns]
+                for t in tasks
+                if t.route.domain == d
+            ]
+            for d in cfg.domains
+        },
     }
+    if cfg.routed:  # absent otherwise, so stores built before routing existed stay current
+        plan["routed"] = [
+            [str(t.source.path), t.source.size, t.source.mtime_ns] for t in tasks if t.route.field
+        ]
+        plan["route"] = [cfg.domain_from, cfg.mapping]
+    if cfg.sample or cfg.sample_fraction:  # absent otherwise, so older stores stay current
+        plan["keep"] = [sorted(cfg.sample.items()), sorted(cfg.sample_fraction.items())]
+        plan["pilot"] = cfg.sample_pilot
     return hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -114,147 +209,173 @@ def _bar(total: int, desc: str, quiet: bool) -> Progress:
     return Progress(total, desc=desc, enabled=not quiet, unit="B")
 
 
-def _train_tokenizer(cfg, files, quiet):
+def _order_key(task: _parts.FileTask) -> bytes:
+    """A file's place in a shuffled order that every machine agrees on (its name and size,
+    not its full path, which may differ between machines)."""
+    return hashlib.blake2b(f"{task.source.path.name}:{task.source.size}".encode()).digest()
+
+
+def _train_tokenizer(cfg: PrepareConfig, tasks, quiet: bool):
+    """Byte-level BPE trained on documents drawn by hash from files in a shuffled order,
+    so each domain is represented in proportion to its size."""
     spec = cfg.tokenizer
     if spec.kind == "bytes":
         return ByteTokenizer()
     if spec.kind == "file":
         return load_file(spec.path)
-    sizes = {
-        d: sum(f.size * (1 if f.format in ("file", "jsonl") else 4) for f in fs)
-        for d, fs in files.items()
-    }
-    total = sum(sizes.values())
+    size = sum(t.source.size * (1 if t.source.format in ("file", "jsonl") else 4) for t in tasks)
+    keep = min(1.0, 1.5 * cfg.tokenizer_sample_bytes / max(1, size))
     sample: list[str] = []
+    taken = 0
     with _bar(cfg.tokenizer_sample_bytes, "sampling for BPE", quiet) as bar:
-        for d, fs in files.items():
-            budget = cfg.tokenizer_sample_bytes * sizes[d] / total
-            keep = min(1.0, 1.5 * budget / max(1, sizes[d]))  # take docs spread over the domain
-            taken = 0
-            for f in fs:
-                for doc in src.iter_documents(f, cfg.read):
-                    data = doc.encode("utf-8")
-                    if _doc_hash(data[::-1]) < keep:
-                        sample.append(doc)
-                        taken += len(data)
-                        bar.update(len(data))
-                    if taken >= budget:
-                        break
-                if taken >= budget:
+        for task in sorted(tasks, key=_order_key):
+            for text, value, line in src.iter_records(task.source, cfg.read, task.route.field):
+                data = text.encode("utf-8")
+                # reversed bytes: a hash independent of the split's and the sample's
+                if _parts.split_hash(data[::-1]) >= keep:
+                    continue
+                if task.route.domain_of(value, task.source.path, line) is None:
+                    continue
+                sample.append(text)
+                taken += len(data)
+                bar.update(len(data))
+                if taken >= cfg.tokenizer_sample_bytes:
                     break
+            if taken >= cfg.tokenizer_sample_bytes:
+                break
     if not quiet:
         print(
-            f"training byte-level BPE, vocab {spec.vocab_size}, on "
-            f"{sum(map(len, sample)) / 1e6:.1f} MB",
+            f"training byte-level BPE, vocab {spec.vocab_size}, on {taken / 1e6:.1f} MB",
             file=sys.stderr,
         )
     return train_bpe(sample, spec.vocab_size)
 
 
-class _SplitWriter:
-    """Appends documents (ids + end-of-document) to DOMAIN/SPLIT.bin and their offsets,
-    hashing as it goes so the manifest's file hashes cost no second read."""
+class _Pool:
+    """Runs a worker function over tasks in `workers` processes, or in this one; results
+    come back as they finish. Processes are spawned, not forked: a fork would inherit the
+    tokenizer's thread pool."""
 
-    def __init__(self, path: Path, dtype: np.dtype, eos_id: int):
-        self.split = path.name
-        self.file = open(path.with_suffix(".bin"), "wb")
-        self.idx_path, self.dtype, self.eos = path.with_suffix(".idx"), dtype, eos_id
-        self.offsets, self.tokens, self.bytes = [0], 0, 0
-        self.hash = hashlib.blake2b(digest_size=store.HASH_BYTES)
-        # the last document is hashed only once it can no longer be taken back (pop_last)
-        self.last_doc: tuple[np.ndarray, int] | None = None
+    def __init__(self, ctx: _parts.Context, workers: int):
+        self.ctx, self.workers, self.pool = ctx, workers, None
 
-    def add(self, ids: np.ndarray, n_bytes: int) -> None:
-        doc = np.empty(len(ids) + 1, dtype=self.dtype)
-        doc[:-1], doc[-1] = ids, self.eos
-        self.file.write(doc.tobytes())
-        if self.last_doc is not None:
-            self.hash.update(self.last_doc[0])
-        self.tokens += len(doc)
-        self.bytes += n_bytes
-        self.offsets.append(self.tokens)
-        self.last_doc = (doc, n_bytes)
+    def __enter__(self):
+        if self.workers > 1:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
 
-    def pop_last(self) -> tuple[np.ndarray, int]:
-        """Take back the last document (to give an empty split one)."""
-        doc, n_bytes = self.last_doc
-        self.tokens -= len(doc)
-        self.bytes -= n_bytes
-        self.offsets.pop()
-        self.file.truncate(self.tokens * self.dtype.itemsize)
-        self.file.seek(0, os.SEEK_END)
-        self.last_doc = None
-        return doc[:-1], n_bytes
+            self.pool = ProcessPoolExecutor(
+                self.workers,
+                mp_context=mp.get_context("spawn"),
+                initializer=_parts.init_worker,
+                initargs=(self.ctx, True),
+            )
+        else:
+            _parts.init_worker(self.ctx)
+        return self
 
-    def close(self) -> dict[str, str]:
-        """Finish both files; returns their blake2b by name ("train.bin", "train.idx")."""
-        if self.last_doc is not None:
-            self.hash.update(self.last_doc[0])
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
-        idx = np.asarray(self.offsets, dtype=np.int64).tobytes()
-        self.idx_path.write_bytes(idx)
-        return {
-            f"{self.split}.bin": self.hash.hexdigest(),
-            f"{self.split}.idx": hashlib.blake2b(idx, digest_size=store.HASH_BYTES).hexdigest(),
+    def __exit__(self, *exc):
+        if self.pool is None:
+            return
+        if exc[0] is not None:  # an error or a signal: the files in flight are not waited for
+            procs = list(getattr(self.pool, "_processes", {}).values())
+            for p in procs:
+                p.terminate()
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            for p in procs:
+                p.join(5)
+        else:
+            self.pool.shutdown()
+
+    def map(self, fn, items: list, *args):
+        """(item, result) pairs in the order they finish; the first error stops the rest,
+        and so does a signal (SIGINT, SIGTERM), between files."""
+        if self.pool is None:
+            for item in items:
+                interrupt.check()
+                yield item, fn(item, *(a(item) for a in args))
+            return
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        futures = {self.pool.submit(fn, item, *(a(item) for a in args)): item for item in items}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            interrupt.check()
+            for fut in done:
+                yield futures[fut], fut.result()
+
+
+def _shard_of(tasks: list[_parts.FileTask], n: int) -> list[int]:
+    """Each file's shard: contiguous runs of files of about equal bytes, so the shards'
+    stores concatenated in order are the one-machine store."""
+    total = sum(t.source.size for t in tasks) or 1
+    shards, before = [], 0
+    for t in tasks:
+        shards.append(min(n - 1, int(n * (before + t.source.size / 2) / total)))
+        before += t.source.size
+    return shards
+
+
+def _thresholds(cfg, tasks, pool, quiet) -> tuple[dict[str, float], dict[str, dict]]:
+    """Each sampled domain's hash threshold, and what the manifest says of how it was
+    chosen. With the whole domain counted, the threshold is exact: the training tokens kept
+    are the asked number to within half a document. Otherwise a pilot over a shuffled
+    share of the files estimates the domain's size."""
+    keep = dict(cfg.sample_fraction)
+    notes = {d: {"fraction": f, "method": "fraction"} for d, f in keep.items()}
+    if not cfg.sample:
+        return keep, notes
+    feeds = {d: [t for t in tasks if d in t.route.domains] for d in cfg.sample}
+    total = {d: sum(t.source.size for t in ts) for d, ts in feeds.items()}
+    want = {d: max(cfg.sample_pilot * n, min(n, _PILOT_MIN_BYTES)) for d, n in total.items()}
+    pilot, read = [], dict.fromkeys(cfg.sample, 0)
+    for t in sorted(tasks, key=_order_key):
+        short = [d for d in cfg.sample if d in t.route.domains and read[d] < want[d]]
+        if short:
+            pilot.append(t)
+            for d in set(cfg.sample) & set(t.route.domains):
+                read[d] += t.source.size
+    rows: dict[str, list[np.ndarray]] = {d: [] for d in cfg.sample}
+    with _bar(sum(t.source.size for t in pilot), "counting for --sample", quiet) as bar:
+        for task, counted in pool.map(_parts.count_file, pilot):
+            for d, r in counted.items():
+                if d in rows:
+                    rows[d].append(r)
+            bar.update(task.source.size)
+    for d, asked in cfg.sample.items():
+        r = np.concatenate(rows[d]) if rows[d] else np.zeros(0, _parts.COUNT_DTYPE)
+        train_tokens = int(r["tokens"][r["train"]].sum())
+        whole = read[d] >= total[d]
+        if whole:
+            available, how = train_tokens, "counted"
+        else:
+            available = train_tokens * total[d] / max(1, read[d])
+            share = 100 * read[d] / total[d]
+            how = f"estimated from a pilot over {share:.1f} % of its sources' bytes"
+        if asked > available:
+            raise CodemixError(
+                f"--sample {d}={format_count(asked)}: domain {d!r} holds "
+                f"{'about ' * (not whole)}{format_count(available)} training tokens ({how}); "
+                "ask for fewer, or leave the domain whole"
+            )
+        if whole:
+            r = np.sort(r, order="hash")
+            cum = np.cumsum(np.where(r["train"], r["tokens"], 0))
+            i = int(np.searchsorted(cum, asked))  # first document that reaches the ask
+            if i > 0 and asked - cum[i - 1] < cum[i] - asked:
+                i -= 1  # stopping one document short is nearer the ask
+            frac = 1.0 if i + 1 >= len(r) else float((r["hash"][i] + r["hash"][i + 1]) / 2)
+        else:
+            frac = asked / available
+        keep[d] = frac
+        notes[d] = {
+            "fraction": frac,
+            "method": how,
+            "asked_train_tokens": int(asked),
+            "pilot_bytes": int(read[d]),
         }
-
-
-def _tokenize_domain(name, files, digests, tok, dtype, cfg, out: Path, bar) -> dict:
-    out.mkdir(parents=True, exist_ok=True)
-    writers = {s: _SplitWriter(out / s, dtype, tok.eos_id) for s in store.SPLITS}
-    sources, batch, batch_bytes = [], [], 0
-
-    def flush():
-        nonlocal batch, batch_bytes
-        encoded = tok.encode_batch([doc for doc, _, _ in batch])
-        for (_, n_bytes, split), ids in zip(batch, encoded, strict=True):
-            writers[split].add(ids, n_bytes)
-        batch, batch_bytes = [], 0
-
-    for f in files:
-        n_docs = 0
-        for doc in src.iter_documents(f, cfg.read, bar.update):
-            data = doc.encode("utf-8")
-            split = "val" if _doc_hash(data) < cfg.val_frac else "train"
-            batch.append((doc, len(data), split))
-            batch_bytes += len(data)
-            n_docs += 1
-            if batch_bytes >= _BATCH_BYTES:
-                flush()
-        sources.append(
-            {"path": str(f.path), "bytes": f.size, "blake2b": digests[f.path], "documents": n_docs}
-        )
-    flush()
-    train, val = writers["train"], writers["val"]
-    n_docs = len(train.offsets) + len(val.offsets) - 2
-    if n_docs < 2:
-        raise CodemixError(
-            f"domain {name!r}: {n_docs} document(s); a domain needs at least 2 to split into "
-            "train and validation"
-        )
-    # a small domain can hash every document to one side: move one across, deterministically
-    if len(val.offsets) == 1:
-        val.add(*train.pop_last())
-    elif len(train.offsets) == 1:
-        train.add(*val.pop_last())
-    hashes = {}
-    for w in writers.values():
-        hashes |= w.close()
-    info = {
-        "train_tokens": train.tokens,
-        "val_tokens": val.tokens,
-        "train_bytes": train.bytes,
-        "val_bytes": val.bytes,
-        "documents": n_docs,
-        "train_documents": len(train.offsets) - 1,
-        "val_documents": len(val.offsets) - 1,
-        "sources": sources,
-        "blake2b": hashes,
-    }
-    _write_json(out / "done.json", info)
-    return info
+    return keep, notes
 
 
 @dataclass(frozen=True)
@@ -266,15 +387,17 @@ class PrepareResult:
 
 
 def prepare(cfg: PrepareConfig, quiet: bool = False, rebuild: bool = False) -> PrepareResult:
-    """Build the store `cfg.out`, unless it holds these inputs already and is intact;
-    `rebuild` builds it even then (after `codemix store info --verify` found damage)."""
+    """Build the store `cfg.out` (or, with `cfg.shard`, one shard of it), unless it holds
+    these inputs already and is intact; `rebuild` builds it even then (after `codemix store
+    info --verify` found damage)."""
     t0 = time.time()
     out = Path(cfg.out)
-    files = _resolve(cfg)  # every source resolves before anything is read or written
-    fingerprint = _fingerprint(cfg, files)
+    tasks = _tasks(cfg)  # every source resolves before anything is read or written
+    build = _fingerprint(cfg, tasks)
+    fingerprint = build if cfg.shard is None else f"{build}-{cfg.shard[0]}of{cfg.shard[1]}"
     damage: list[str] = []
     if (out / "manifest.json").is_file():
-        old = store.read_manifest(out)
+        old = store.read_manifest(out, partial=True)
         if old.get("fingerprint") == fingerprint and not rebuild:
             damage = store.check_store(out, old)
             if not damage:
@@ -291,14 +414,6 @@ def prepare(cfg: PrepareConfig, quiet: bool = False, rebuild: bool = False) -> P
         tok_vocab = cfg.tokenizer.vocab_size
     dtype = token_dtype(tok_vocab, cfg.dtype)
 
-    total = sum(f.size for fs in files.values() for f in fs)
-    digests = {}
-    with _bar(total, "checking sources", quiet) as bar:
-        for fs in files.values():
-            for f in fs:
-                digests[f.path] = src.check(f, cfg.read)
-                bar.update(f.size)
-
     staging = out.parent / f".{out.name}.partial"
     plan = staging / "plan.json"
     if staging.exists():
@@ -306,39 +421,64 @@ def prepare(cfg: PrepareConfig, quiet: bool = False, rebuild: bool = False) -> P
             resumable = json.loads(plan.read_text()).get("fingerprint") == fingerprint
         except (OSError, ValueError):
             resumable = False
-        if not resumable:
-            shutil.rmtree(staging)
+        if not resumable:  # finished parts are named by their contents: they stay
+            for child in staging.iterdir():
+                if child.name != "parts":
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
         elif not quiet:
             print(f"resuming the interrupted build in {staging}", file=sys.stderr)
     staging.mkdir(parents=True, exist_ok=True)
     _write_json(plan, {"fingerprint": fingerprint})
 
     tok_file = staging / "tokenizer.json"
-    if cfg.tokenizer.kind == "bpe" and tok_file.is_file():
-        tok = load_file(tok_file)
-        tok.kind = "bpe"
-    else:
-        tok = _train_tokenizer(cfg, files, quiet)
-        if cfg.tokenizer.kind != "bytes":
-            with atomic_path(tok_file) as tmp:
-                tok.save(tmp)
+    kind = cfg.tokenizer.kind
+    ctx = _parts.Context(
+        read=cfg.read,
+        tokenizer="bytes" if kind == "bytes" else str(cfg.tokenizer.path or tok_file),
+        dtype=dtype.name,
+        val_frac=cfg.val_frac,
+    )
+    mine = tasks
+    if cfg.shard is not None:
+        shard_of = _shard_of(tasks, cfg.shard[1])
+        mine = [t for t, k in zip(tasks, shard_of, strict=True) if k == cfg.shard[0]]
 
-    domains = {}
-    with _bar(total, "tokenizing", quiet) as bar:
-        for name, fs in files.items():
-            done = staging / name / "done.json"
-            if done.is_file():
-                domains[name] = json.loads(done.read_text())
-                bar.update(sum(f.size for f in fs))
-                continue
-            shutil.rmtree(staging / name, ignore_errors=True)
-            bar.set_postfix_str(name)
-            domains[name] = _tokenize_domain(
-                name, fs, digests, tok, dtype, cfg, staging / name, bar
-            )
-    for name in domains:
-        (staging / name / "done.json").unlink()
+    parts = staging / "parts"
+    summaries = {}
+    try:
+        with interrupt.stop_on_signals(), _Pool(ctx, cfg.workers) as pool:
+            digests = {}
+            with _bar(sum(t.source.size for t in mine), "checking sources", quiet) as bar:
+                for task, digest in pool.map(_parts.check_file, mine):
+                    digests[task.index] = digest
+                    bar.update(task.source.size)
+            if kind == "bpe" and tok_file.is_file():
+                tok = load_file(tok_file)
+                tok.kind = "bpe"
+            else:
+                tok = _train_tokenizer(cfg, tasks, quiet)
+                if kind != "bytes":
+                    with atomic_path(tok_file) as tmp:
+                        tok.save(tmp)
+            keep, notes = _thresholds(cfg, tasks, pool, quiet)
+            mine = [_keyed(t, digests[t.index], keep, ctx, tok.hash) for t in mine]
+            todo = []
+            for t in mine:
+                done = parts / t.key / "done.json"
+                if done.is_file():
+                    summaries[t.index] = json.loads(done.read_text())
+                else:
+                    todo.append(t)
+            with _bar(sum(t.source.size for t in mine), "tokenizing", quiet) as bar:
+                bar.update(sum(t.source.size for t in mine if t.index in summaries))
+                for task, summary in pool.map(_parts.tokenize_file, todo, lambda t: parts / t.key):
+                    summaries[task.index] = summary
+                    bar.update(task.source.size)
+    except interrupt.Interrupted as e:
+        kept = f"{len(summaries)} of {len(mine)} files finished, kept in {staging}"
+        raise interrupt.Interrupted(e.signal, kept) from None
 
+    domains = _assemble_domains(cfg, mine, summaries, digests, parts, staging, dtype, notes)
     manifest = {
         "format": store.FORMAT,
         "version": store.VERSION,
@@ -357,10 +497,101 @@ def prepare(cfg: PrepareConfig, quiet: bool = False, rebuild: bool = False) -> P
         "read": {"text_field": cfg.read.text_field, "content_field": cfg.read.content_field},
         "domains": domains,
     }
+    if cfg.shard is not None:
+        manifest["shard"] = {"index": cfg.shard[0], "count": cfg.shard[1], "build": build}
+    shutil.rmtree(parts)
     plan.unlink()
     _write_json(staging / "manifest.json", manifest)
     _swap_into_place(staging, out)
     return PrepareResult("built", manifest, time.time() - t0, tuple(damage))
+
+
+def _keyed(task, digest: str, keep: dict, ctx: _parts.Context, tok_hash: str):
+    """The task with its sample thresholds and the name of its part: a hash of everything
+    that decides the part's contents, so a part outlives changes to other files."""
+    keep = {d: f for d, f in keep.items() if d in task.route.domains}
+    key = [
+        str(task.source.path),
+        digest,
+        [task.route.domain, task.route.field, task.route.mapping],
+        tok_hash,
+        ctx.dtype,
+        ctx.val_frac,
+        [ctx.read.text_field, ctx.read.content_field],
+        sorted(keep.items()),
+    ]
+    name = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:24]
+    return _parts.FileTask(task.index, task.source, task.route, name, tuple(sorted(keep.items())))
+
+
+def _assemble_domains(cfg, tasks, summaries, digests, parts, staging, dtype, notes) -> dict:
+    whole = cfg.shard is None
+    domains = {}
+    for name in cfg.all_domains():
+        shutil.rmtree(staging / name, ignore_errors=True)
+        segments: dict[str, list] = {s: [] for s in store.SPLITS}
+        sources, values = [], {}
+        read = {s: 0 for s in store.SPLITS}
+        for t in tasks:
+            d = summaries[t.index]["domains"].get(name)
+            if d is None:
+                continue
+            for s in store.SPLITS:
+                read[s] += d[f"read_{s}_bytes"]
+            for split, segs in _parts.part_segments(parts / t.key, name).items():
+                segments[split] += segs
+            sources.append(
+                {
+                    "path": str(t.source.path),
+                    "bytes": t.source.size,
+                    "blake2b": digests[t.index],
+                    "documents": d["documents"],
+                    "text_bytes": d["text_bytes"],
+                }
+                | ({"values": d["values"]} if t.route.field else {})
+            )
+            for v, c in d["values"].items():
+                acc = values.setdefault(v, {"documents": 0, "bytes": 0})
+                acc["documents"] += c["documents"]
+                acc["bytes"] += c["bytes"]
+        if whole and not any(g.lengths.size for segs in segments.values() for g in segs):
+            feeds = [v for v, d in cfg.mapping if d == name]
+            why = f" (--map {', '.join(feeds)}={name} matched no document)" if feeds else ""
+            raise CodemixError(f"domain {name!r} is empty{why}")
+        info = _parts.assemble(name, segments, staging / name, dtype, whole)
+        domains[name] = finish_domain(info, read, notes.get(name), values, sources, whole)
+    return domains
+
+
+def finish_domain(info, read, sample, values, sources, whole: bool) -> dict:
+    """A domain's manifest entry from its assembled files and what its sources gave."""
+    info = dict(info)
+    info.pop("moved")
+    if whole:  # only a shard keeps these, for the merge that may move its last document
+        info.pop("last_train_bytes")
+        info.pop("last_val_bytes")
+    info["documents"] = info["train_documents"] + info["val_documents"]
+    info["read_train_bytes"], info["read_val_bytes"] = read["train"], read["val"]
+    info["available_train_tokens"] = _available(info)
+    if sample:
+        info["sample"] = sample
+    if values:
+        info["values"] = values
+    info["sources"] = sources
+    return {k: info[k] for k in _ORDER if k in info} | info
+
+
+_ORDER = ("train_tokens", "val_tokens", "train_bytes", "val_bytes", "documents")
+_PILOT_MIN_BYTES = 256 << 20  # a corpus this small is counted whole: the sample is exact
+
+
+def _available(info: dict) -> int:
+    """Training tokens of the whole domain, kept or not: counted when nothing was left out,
+    else scaled from the kept documents' tokens per byte."""
+    if info["read_train_bytes"] <= info["train_bytes"]:
+        return info["train_tokens"]
+    per_byte = info["train_tokens"] / max(1, info["train_bytes"])
+    return round(per_byte * info["read_train_bytes"])
 
 
 def _swap_into_place(staging: Path, out: Path) -> None:

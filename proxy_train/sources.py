@@ -4,6 +4,10 @@ Formats by suffix: .jsonl / .jsonl.zst / .json.gz (one JSON object per line, a t
 .parquet (a text column), anything else one document per file (.txt, source code). A
 directory is a source tree: every file below it whose suffix is in `extensions`.
 Nothing here holds a whole file in memory; parquet is read in row batches through polars.
+
+A `Route` says which domain a file's documents go to: one named domain (`--domain`), or the
+value of a field of each document mapped to a domain (`--source` with `--domain-from` and
+`--map`), as SlimPajama names its sources in `meta.redpajama_set_name`.
 """
 
 from __future__ import annotations
@@ -58,6 +62,57 @@ class ReadOptions:
     text_field: str = "text"  # JSON lines (SlimPajama, Dolma)
     content_field: str = "content"  # parquet (The Stack)
     extensions: tuple[str, ...] = field(default=tuple(CODE_EXTENSIONS))
+
+
+DROP = "-"  # --map VALUE=- drops the documents with that value
+ANY = "*"  # --map *=DOMAIN takes every value not named
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a file's documents go: `domain`, or the domain `mapping` gives the value of
+    `field` (a dotted path into a JSON record, or a parquet column)."""
+
+    domain: str | None = None
+    field: str | None = None
+    mapping: tuple[tuple[str, str], ...] = ()  # (value, domain or DROP); ANY catches the rest
+
+    def __post_init__(self):
+        if (self.domain is None) == (self.field is None):
+            raise CodemixError("a source needs a domain or a field to route its documents by")
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        """The domains this route can feed, in order of first mention."""
+        if self.domain is not None:
+            return (self.domain,)
+        return tuple(dict.fromkeys(d for _, d in self.mapping if d != DROP))
+
+    def domain_of(self, value, path: Path | str, line: int = 0) -> str | None:
+        """The domain of a document whose field holds `value` (read at `path`, `line`);
+        None drops it."""
+        if self.domain is not None:
+            return self.domain
+        key = value if isinstance(value, str) else json.dumps(value)
+        table = dict(self.mapping)
+        target = table.get(key, table.get(ANY))
+        if target is None:
+            where = f"{path}:{line}" if line else str(path)
+            raise CodemixError(
+                f"{where}: {self.field} is {key!r}, which no --map names (add --map "
+                f"'{key}=DOMAIN', or --map '*=DOMAIN' or '*=-' for every value not named)"
+            )
+        return None if target == DROP else target
+
+
+def field_value(record: dict, path: str, where: str):
+    """The value at a dotted path (`meta.redpajama_set_name`) of a JSON record."""
+    value = record
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise CodemixError(f"{where}: no field {path!r} (see --domain-from)")
+        value = value[part]
+    return value
 
 
 def resolve(domain: str, pattern: str, options: ReadOptions) -> list[SourceFile]:
@@ -152,7 +207,10 @@ def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
         yield tail
 
 
-def _json_text(line: bytes, path: Path, lineno: int, key: str) -> str | None:
+def _json_record(
+    line: bytes, path: Path, lineno: int, key: str, field: str | None
+) -> tuple[str | None, object]:
+    """(text, value of `field` or None) of one JSON line."""
     try:
         record = json.loads(line)
     except ValueError as e:
@@ -162,10 +220,10 @@ def _json_text(line: bytes, path: Path, lineno: int, key: str) -> str | None:
     text = record[key]
     if text is not None and not isinstance(text, str):
         raise CodemixError(f"{path}:{lineno}: field {key!r} is {type(text).__name__}, not text")
-    return text
+    return text, field_value(record, field, f"{path}:{lineno}") if field else None
 
 
-def _parquet_column(path: Path, key: str) -> None:
+def _parquet_column(path: Path, key: str, field: str | None = None) -> None:
     import polars as pl
 
     try:
@@ -178,10 +236,15 @@ def _parquet_column(path: Path, key: str) -> None:
         )
     if schema[key] not in (pl.String, pl.Binary):
         raise CodemixError(f"{path}: column {key!r} is {schema[key]}, not text")
+    if field and field not in schema:
+        raise CodemixError(
+            f"{path}: no column {field!r} (columns: {', '.join(schema.names())}; see --domain-from)"
+        )
 
 
-def check(source: SourceFile, options: ReadOptions) -> str:
-    """Validate a file before any work and return its content hash (blake2b of raw bytes).
+def check(source: SourceFile, options: ReadOptions, field: str | None = None) -> str:
+    """Validate a file before any work and return its content hash (blake2b of raw bytes);
+    `field` is the one documents are routed by, checked in the first record.
 
     Compressed files are decompressed to the end here, so a truncated one fails now rather
     than halfway through tokenisation."""
@@ -192,14 +255,19 @@ def check(source: SourceFile, options: ReadOptions) -> str:
             while chunk := f.read(_CHUNK):
                 h.update(chunk)
         if fmt == "parquet":
-            _parquet_column(source.path, options.content_field)
+            _parquet_column(source.path, options.content_field, field)
+        elif fmt == "file" and field:
+            raise CodemixError(
+                f"{source.path}: a plain file has no field {field!r} to route by; give it "
+                "with --domain NAME=PATH, or use JSON lines or parquet with --domain-from"
+            )
         elif fmt != "file":
             first = None
             for chunk_lines in _lines(_raw_chunks(source.path, fmt)):
                 if first is None and chunk_lines.strip():
                     first = chunk_lines
             if first is not None:
-                _json_text(first, source.path, 1, options.text_field)
+                _json_record(first, source.path, 1, options.text_field, field)
     except OSError as e:
         raise CodemixError(f"cannot read {source.path}: {e.strerror or e}") from e
     return h.hexdigest()
@@ -209,6 +277,18 @@ def iter_documents(
     source: SourceFile, options: ReadOptions, on_bytes: Callable[[int], None] | None = None
 ) -> Iterator[str]:
     """Documents of one file, in order; `on_bytes` gets how many raw bytes were consumed."""
+    for text, _, _ in iter_records(source, options, None, on_bytes):
+        yield text
+
+
+def iter_records(
+    source: SourceFile,
+    options: ReadOptions,
+    field: str | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+) -> Iterator[tuple[str, object, int]]:
+    """(document, value of `field` or None, line or row number from 1) of one file, in
+    order; `on_bytes` gets how many raw bytes were consumed. Empty documents are skipped."""
     fmt = source.format
     report = on_bytes or (lambda n: None)
     if fmt == "file":
@@ -216,28 +296,36 @@ def iter_documents(
             text = f.read().decode("utf-8", errors="replace")
         report(source.size)
         if text.strip():
-            yield text
+            yield text, None, 0
         return
     if fmt == "parquet":
-        import polars as pl
-
-        key, n_rows = options.content_field, pl.scan_parquet(source.path).select(pl.len())
-        total = max(1, int(n_rows.collect().item()))
-        seen, done = 0, 0
-        batches = pl.scan_parquet(source.path).select(key).collect_batches(chunk_size=4096)
-        for batch in batches:
-            for text in batch.get_column(key).to_list():
-                if isinstance(text, bytes):
-                    text = text.decode("utf-8", errors="replace")
-                if text and text.strip():
-                    yield text
-            seen += batch.height
-            step = source.size * seen // total - done
-            done += step
-            report(step)
+        yield from _parquet_records(source, options.content_field, field, report)
         return
     for lineno, line in enumerate(_lines(_raw_chunks(source.path, fmt, report)), start=1):
         if line.strip():
-            text = _json_text(line, source.path, lineno, options.text_field)
+            text, value = _json_record(line, source.path, lineno, options.text_field, field)
             if text and text.strip():
-                yield text
+                yield text, value, lineno
+
+
+def _parquet_records(source: SourceFile, key: str, field: str | None, report):
+    import polars as pl
+
+    total = max(1, int(pl.scan_parquet(source.path).select(pl.len()).collect().item()))
+    columns = [key] + ([field] if field and field != key else [])
+    seen, done = 0, 0
+    for batch in pl.scan_parquet(source.path).select(columns).collect_batches(chunk_size=4096):
+        texts = batch.get_column(key).to_list()
+        values = batch.get_column(field).to_list() if field else [None] * len(texts)
+        if field and None in values:
+            row = seen + values.index(None)
+            raise CodemixError(f"{source.path}: row {row}: column {field!r} is null")
+        for row, (text, value) in enumerate(zip(texts, values, strict=True), start=seen + 1):
+            if isinstance(text, bytes):
+                text = text.decode("utf-8", errors="replace")
+            if text and text.strip():
+                yield text, value, row
+        seen += batch.height
+        step = source.size * seen // total - done
+        done += step
+        report(step)

@@ -33,7 +33,8 @@ _CHUNK = 1 << 22
 _VERIFY_BAR_BYTES = 1 << 26  # smaller stores verify in a blink: no progress display
 
 
-def read_manifest(path: Path) -> dict:
+def read_manifest(path: Path, partial: bool = False) -> dict:
+    """The store's manifest; a shard of a store (`prepare --shard`) only when `partial`."""
     path = Path(path)
     file = path / "manifest.json"
     if not file.is_file():
@@ -50,6 +51,12 @@ def read_manifest(path: Path) -> dict:
         raise CodemixError(
             f"{file}: store format version {manifest.get('version')}, this codemix reads "
             f"{VERSION}; rebuild it with `codemix prepare`"
+        )
+    if "shard" in manifest and not partial:
+        shard = manifest["shard"]
+        raise CodemixError(
+            f"{path}: shard {shard['index']} of {shard['count']} of a store, not a whole one; "
+            "join the shards with `codemix store merge PART... --out DIR`"
         )
     return manifest
 
@@ -139,7 +146,7 @@ def check_store(path: str | Path, manifest: dict | None = None) -> list[str]:
     """What is wrong with the store's files by their sizes and index ends, one line each
     ("text/train.bin: 1,234 bytes, expected 5,678"); empty when nothing is."""
     path = Path(path)
-    manifest = manifest if manifest is not None else read_manifest(path)
+    manifest = manifest if manifest is not None else read_manifest(path, partial=True)
     problems = []
     tokenizer = manifest["tokenizer"].get("file")
     if tokenizer and not (path / tokenizer).is_file():
@@ -176,7 +183,7 @@ def verify_store(
     Files that `check_store` finds missing or of the wrong size are left to it, which says
     so more clearly."""
     path = Path(path)
-    manifest = manifest if manifest is not None else read_manifest(path)
+    manifest = manifest if manifest is not None else read_manifest(path, partial=True)
     if not all("blake2b" in d for d in manifest["domains"].values()):
         raise CodemixError(
             f"{path}: built before codemix recorded content hashes, so --verify cannot check "
@@ -219,6 +226,8 @@ def summary_rows(manifest: dict) -> list[dict]:
                 "val_bytes": d["val_bytes"],
                 "bytes_per_token": d["train_bytes"] / max(1, d["train_tokens"]),
                 "sources": len(d["sources"]),
+                "sampled": d.get("sample", {}).get("fraction", 1.0),
+                "available_train": d.get("available_train_tokens", d["train_tokens"]),
             }
         )
     return rows
@@ -244,12 +253,16 @@ def format_summary(manifest: dict, path: Path | str = "") -> str:
         "sources",
     ]
     rows = summary_rows(manifest)
+    if any(r["sampled"] < 1.0 for r in rows):  # what a sample left out
+        cols += ["sampled", "available_train"]
     cells = [cols] + [
         [
             str(r[c])
             if c in ("domain", "sources", "documents")
             else f"{r[c]:.2f}"
             if c == "bytes_per_token"
+            else f"{r[c]:.3g}"
+            if c == "sampled"
             else format_count(r[c])
             for c in cols
         ]

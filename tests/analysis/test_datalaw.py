@@ -215,6 +215,10 @@ def test_parse_unique_tokens_counts_and_token_stores(tmp_path):
     manifest = {"domains": {"text": {"train_tokens": 100}, "code": {"train_tokens": 40}}}
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     assert parse_unique_tokens(str(tmp_path)) == {"text": 100.0, "code": 40.0}
+    # a store keeping a sample of its sources: the whole sources' tokens are what a target sees
+    manifest["domains"]["text"]["available_train_tokens"] = 1000
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    assert parse_unique_tokens(str(tmp_path)) == {"text": 1000.0, "code": 40.0}
     with pytest.raises(CodemixError, match="neither DOMAIN=TOKENS.*nor a token store"):
         parse_unique_tokens("text")
     with pytest.raises(CodemixError, match=r"--unique-tokens text: cannot read 'abc'"):

@@ -1,5 +1,6 @@
 """The report renders in a real browser (headless Chromium) with no JavaScript error."""
 
+import re
 import shutil
 import subprocess
 
@@ -7,7 +8,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from codemix.analysis.report import ReportInput, render, write_report
+from codemix.analysis.figures import size_colours
+from codemix.analysis.report import ReportInput, _figures, _sizes, render, write_report
 from codemix.cli import main
 from codemix.core.errors import CodemixError
 
@@ -325,3 +327,147 @@ def test_an_interrupted_report_keeps_the_old_page(tmp_path, monkeypatch):
         write_report(ReportInput(_table(8)), out)
     assert out.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.csv", "r.html"]
+
+
+# The figures' conventions: every axis names its metric and unit, one colour per size in
+# every figure, one metric per y axis, intervals named with their level.
+UNIT = re.compile(r"^\S.*\([^()]+\)$")
+SIZE_FIGURES = ("NL versus code", "Response along", "Scaling:")
+
+
+def _used_axes(fig) -> set[str]:
+    """The layout's axes that some trace draws on: xaxis, yaxis2, ..."""
+    return {f"{k}axis{(getattr(t, f'{k}axis', None) or k)[1:]}" for t in fig.data for k in "xy"}
+
+
+def _colours(trace) -> set[str]:
+    marker = getattr(trace, "marker", None)
+    line = getattr(trace, "line", None)
+    found = (getattr(marker, "color", None), getattr(line, "color", None))
+    return {c for c in found if isinstance(c, str)}
+
+
+def _metrics(df: pl.DataFrame) -> dict[str, np.ndarray]:
+    """The table's metric columns, one name per distinct column of values."""
+    out: dict[tuple, str] = {}
+    for c in df.columns:
+        if c.startswith(("bpb.", "loss.", "task.", "objective.")) and df[c].dtype.is_numeric():
+            v = np.round(df[c].drop_nulls().to_numpy().astype(float), 9)
+            out.setdefault(tuple(v), c)
+    return {c: np.array(v) for v, c in out.items()}
+
+
+def _y_metrics(fig, axis_name: str, metrics: dict[str, np.ndarray]) -> set[str]:
+    """The metrics whose observed values the markers on a y axis show."""
+    ref = "y" + axis_name[len("yaxis") :]
+    found = set()
+    for t in fig.data:
+        if t.type != "scatter" or "markers" not in (t.mode or "") or (t.yaxis or "y") != ref:
+            continue
+        y = np.round(np.asarray(t.y, float), 9)
+        found |= {m for m, v in metrics.items() if len(y) and np.isin(y, v).all()}
+    return found
+
+
+def _check_axes(fig, metrics: dict[str, np.ndarray]) -> None:
+    for name in _used_axes(fig):
+        title = fig.layout[name].title.text or ""
+        assert UNIT.match(title), (fig.layout.title.text, name, title)
+        if name.startswith("yaxis"):
+            assert sum(m in title for m in metrics) <= 1, title
+            assert len(_y_metrics(fig, name, metrics)) <= 1, (fig.layout.title.text, name)
+    for t in fig.data:
+        bar = t.colorbar if t.type == "contour" else None
+        if t.type == "scatter" and t.marker.colorscale is not None:
+            bar = t.marker.colorbar
+        if bar is not None:
+            assert UNIT.match(bar.title.text or ""), bar.title.text
+
+
+def _check_intervals(fig) -> None:
+    for t in fig.data:
+        if t.type == "scatter" and t.fill == "toself":
+            assert "90 %" in t.name, t.name
+        bars = t.type == "scatter" and (t.error_y.array is not None or t.error_x.array is not None)
+        if bars and ("predicted" in t.name or "confirmatory" in t.name):
+            assert "90 %" in t.name, t.name
+
+
+def check_conventions(figs: list, df: pl.DataFrame) -> None:
+    sizes = _sizes(df)
+    metrics = _metrics(df)
+    colour: dict[str, set[str]] = {s: set() for s in sizes}
+    for fig in figs:
+        _check_axes(fig, metrics)
+        _check_intervals(fig)
+        mine = [t for t in fig.data if t.legendgroup in colour]
+        for t in mine:
+            colour[t.legendgroup] |= _colours(t)
+        named = [t.legendgroup for t in mine if t.showlegend is not False]
+        assert len(named) == len(set(named)), (fig.layout.title.text, named)  # a size once
+        if fig.layout.title.text.startswith(SIZE_FIGURES):
+            assert {t.legendgroup for t in mine} == set(sizes), fig.layout.title.text
+    assert all(len(c) == 1 for c in colour.values()), colour
+    assert len({c for cs in colour.values() for c in cs}) == len(sizes)  # sizes differ
+
+
+def _everything() -> ReportInput:
+    """The table with every predicted part a fit gives, at a target of 2.8B."""
+    m = pl.col("bpb.text")
+    df = _table().with_columns(
+        (m + 0.01).alias("predicted_bpb.text"),
+        (m - 0.02).alias("predicted_bpb.text_lo90"),
+        (m + 0.02).alias("predicted_bpb.text_hi90"),
+    )
+    x = np.linspace(0, 1, 5)
+    band = pl.DataFrame({"x": x, "y": 2.5 + x, "lo": 2.4 + x, "hi": 2.6 + x})
+    pred = {"bpb.text": [2.2, 2.3], "bpb.text_lo90": [2.1, 2.2], "bpb.text_hi90": [2.3, 2.4]}
+    pred = pl.DataFrame(pred | {"bpb.code": [3.0, 2.5]})
+    contour = {"x": x, "y": x / 2, "z": np.add.outer(x, x), "x_col": "param.stages.init.code_frac"}
+    contour["y_col"] = "param.stages.cooldown.code_frac"
+    r = ReportInput(df, target="2.8B", predictions=pred)
+    r.curves = {"bpb.text": band, "bpb.code": band.with_columns(pl.col("y", "lo", "hi") + 1)}
+    r.scaling["bpb.text"] = band.rename({"x": "params"}).with_columns(pl.col("params") * 1e9)
+    r.share_col, r.contour = "param.stages.init.code_frac", contour
+    return r
+
+
+def test_every_figure_follows_the_conventions():
+    r = _everything()
+    figs = _figures(r)
+    assert len(figs) == 7  # progress, Pareto, response, contour, scaling, mixture, calibration
+    check_conventions(figs, r.results)
+    check_conventions(_figures(ReportInput(_table())), _table())  # the quadratic contour
+
+
+def test_the_response_gives_each_metric_its_own_panel():
+    fig = next(f for f in _figures(_everything()) if f.layout.title.text.startswith("Response"))
+    titles = [fig.layout[a].title.text for a in sorted(_used_axes(fig)) if a[0] == "y"]
+    assert titles == ["NL bpb.text (bits per byte)", "code bpb.code (bits per byte)"]
+    x = {fig.layout[a].title.text for a in _used_axes(fig) if a[0] == "x"}
+    assert x == {"searched code share of stage init (%)"}
+    assert fig.layout.xaxis.tickformat == ".0%"
+
+
+def test_a_size_keeps_its_colour_in_every_figure():
+    figs = _figures(_everything())
+    colours = size_colours(["test", "0.5M"])
+    drawn = {s: 0 for s in colours}
+    for fig in figs:
+        for t in fig.data:
+            if t.legendgroup in colours:
+                assert _colours(t) == {colours[t.legendgroup]}, fig.layout.title.text
+        for s in {t.legendgroup for t in fig.data} & set(colours):
+            drawn[s] += 1
+    assert drawn == {"test": 4, "0.5M": 5}  # Pareto, response, scaling, calibration; contour
+
+
+def test_the_progress_axis_names_the_metric_the_objective_reports():
+    df = _table()
+    fig = _figures(ReportInput(df))[0]
+    assert fig.layout.yaxis.title.text.startswith("objective.0 (the study's first objective")
+    df = df.with_columns(pl.col("bpb.text").alias("objective.0"))
+    big = df.filter(pl.col("size") == "0.5M")
+    df = df.drop("objective.0").join(big.select("trial", "objective.0"), on="trial")
+    fig = _figures(ReportInput(df))[0]
+    assert fig.layout.yaxis.title.text == "objective.0: bpb.text at 0.5M (bits per byte)"

@@ -12,7 +12,7 @@ import pytest
 from codemix.analysis.link import sigmoid_link
 from codemix.analysis.report import ReportInput, render
 from codemix.cli import main
-from tests.analysis.test_report import _chromium, _dom
+from tests.analysis.test_report import _chromium, _dom, check_conventions
 
 CHANCE = 0.3
 
@@ -104,3 +104,28 @@ def test_without_task_columns_the_task_parts_are_left_out():
     df = _ladder(seeds=(0,)).drop(pl.selectors.starts_with("task."))
     page = render(ReportInput(df))
     assert "Task families" not in page and "Three-way front" not in page
+
+
+def test_the_family_panels_and_front_follow_the_conventions(fitted):
+    from codemix.analysis.fitfile import load_fit
+    from codemix.analysis.report import _figures, from_fit
+    from codemix.analysis.sizes import resolve_size
+
+    df = pl.read_csv(fitted / "r.csv")
+    r = ReportInput(df, nl_metric="task.nl_reasoning.bpb", code_metric="task.code.bpb")
+    fit = load_fit(fitted / "fit.json")
+    from_fit(r, fit, resolve_size("1e7", fit))
+    figs = {f.layout.title.text.split(" ")[0]: f for f in _figures(r)}
+    check_conventions(list(figs.values()), df)
+    panels = figs["Task"]
+    y = [panels.layout[a].title.text for a in ("yaxis", "yaxis2", "yaxis3", "yaxis4")]
+    assert y == [
+        "task.nl_reasoning.bpb (bits per byte)",
+        "task.world_knowledge.bpb (bits per byte)",
+        "task.code.bpb (bits per byte)",
+        "task.nl_reasoning.acc (fraction correct)",
+    ]
+    assert panels.layout.xaxis.title.text == "code share of stage main (%)"
+    assert any(t.name == "1e7 90 % interval" for t in panels.data)
+    front = figs["Three-way"].data[0]
+    assert front.marker.colorbar.title.text == "task.code.bpb (bits per byte)"

@@ -133,14 +133,16 @@ def text_run(small_store):
 def test_generate_text_cuts_at_stop_strings_and_stops_early(text_run, monkeypatch):
     prompts = ["The State of the Union", "def main(argv):\n    "]
     free = generate_text(text_run, prompts, 40, stop=(), progress=False)
-    assert all(len(t) > 10 for t in free)
-    stop = free[0][6:8]  # two characters well inside row 0: a stop string there
+    # a random model may end a row early with the end-of-document token; the longer row
+    # carries the stop string
+    r = max(range(len(free)), key=lambda i: len(free[i]))
+    assert len(free[r]) > 10
+    stop = free[r][6:8]  # two characters well inside that row: a stop string there
     monkeypatch.setattr(generate, "_CHUNK", 4)  # check the text every 4 tokens
     stats = {}
     got = generate_text(text_run, prompts, 40, stop=(stop,), progress=False, stats=stats)
     assert got == [t[: t.find(stop)] if stop in t else t for t in free]
-    if stop not in free[1]:
-        assert stats["tokens"] < 2 * 40 and stats["seconds"] > 0  # row 0 stopped early
+    assert stats["tokens"] < 2 * 40 and stats["seconds"] > 0  # row r stopped early
 
 
 def test_generate_text_starts_an_empty_prompt_at_the_document_boundary(text_run):

@@ -1,5 +1,7 @@
 import json
 import os
+import random
+import signal
 import stat
 from pathlib import Path
 
@@ -9,10 +11,14 @@ import zstandard
 
 from codemix.cli import main
 from codemix.core.errors import CodemixError
+from codemix.core.interrupt import Interrupted
+from codemix.proxy_train import _parts
 from codemix.proxy_train import prepare as prep
 from codemix.proxy_train.prepare import PrepareConfig, builtin_domains, prepare
 from codemix.proxy_train.store import TokenStore
 from codemix.proxy_train.tokenizer import TokenizerSpec
+
+from ._corpus import PAPER_MAP, SETS, _cfg, _docs, _same_store, _slim, _stack
 
 
 def _corpus(root: Path, n: int = 40) -> dict[str, tuple[str, ...]]:
@@ -102,33 +108,34 @@ class Killed(BaseException):
     pass
 
 
-def test_killed_build_resumes_and_keeps_finished_domains(tmp_path, monkeypatch):
-    domains = _corpus(tmp_path / "c")
+def test_killed_build_resumes_and_keeps_finished_files(tmp_path, monkeypatch):
+    domains = _corpus(tmp_path / "c", n=6)
     cfg = PrepareConfig(
         domains=domains, out=tmp_path / "store", tokenizer=TokenizerSpec("bpe", 300)
     )
-    real, calls = prep._tokenize_domain, []
+    real, calls, dying = _parts.tokenize_file, [], [True]
 
-    def dies_on_second_domain(name, *a, **kw):
-        calls.append(name)
-        if len(calls) == 2:
+    def dies_on_fourth_file(task, part):
+        calls.append(task.source.path.name)
+        if len(calls) == 4 and dying[0]:
             raise Killed  # as if killed mid-way
-        return real(name, *a, **kw)
+        return real(task, part)
 
-    monkeypatch.setattr(prep, "_tokenize_domain", dies_on_second_domain)
+    monkeypatch.setattr(_parts, "tokenize_file", dies_on_fourth_file)
     with pytest.raises(Killed):
         prepare(cfg, quiet=True)
     assert not (tmp_path / "store").exists()  # nothing that looks complete
+    finished, dying[0] = calls[:3], False
     calls.clear()
     result = prepare(cfg, quiet=True)
-    assert calls == ["code"]  # text was finished and kept, code redone
     assert result.status == "built"
-    monkeypatch.setattr(prep, "_tokenize_domain", real)
+    assert len(calls) == 7 - 3 and not set(finished) & set(calls)  # finished files kept
+    monkeypatch.setattr(_parts, "tokenize_file", real)
     prepare(
         PrepareConfig(domains=domains, out=tmp_path / "fresh", tokenizer=TokenizerSpec("bpe", 300)),
         quiet=True,
     )
-    for rel in ("text/train.bin", "code/train.bin", "tokenizer.json"):
+    for rel in ("text/train.bin", "code/train.bin", "code/val.idx", "tokenizer.json"):
         assert (tmp_path / "store" / rel).read_bytes() == (tmp_path / "fresh" / rel).read_bytes()
 
 
@@ -312,3 +319,166 @@ def test_tokenizing_writes_plain_bounded_lines_to_a_log(tmp_path, capsys):
     lines = err.splitlines()
     assert any(line.startswith("tokenizing: ") and "(100%)" in line for line in lines)
     assert len(lines) <= 2 * 12  # two bars (checking, tokenizing)
+
+
+# -- corpus scale: routing by a field, sampling, worker processes, signals --------------
+
+
+@pytest.fixture
+def test_the_papers_text_domain_is_one_command(tmp_path, corpus):
+    result = prepare(_cfg(tmp_path, "store"), quiet=True)
+    store = TokenStore(tmp_path / "store")
+    assert store.domains == ("code", "text")
+    kept = [r for r in corpus if r["meta"]["redpajama_set_name"] in SETS[:2]]
+    text = _docs(store, "text") + _docs(store, "text", "val")
+    assert sorted(text) == sorted(r["text"].encode() for r in kept)
+    info = result.manifest["domains"]["text"]
+    assert set(info["values"]) == set(SETS[:2])  # what fed it, by field value
+    assert sum(v["documents"] for v in info["values"].values()) == len(kept)
+    assert all("values" in s and s["documents"] > 0 for s in info["sources"])
+    assert info["available_train_tokens"] == info["train_tokens"]  # nothing left out
+
+
+def test_parquet_rows_route_by_a_column(tmp_path, corpus):
+    cfg = PrepareConfig(
+        domains={},
+        out=tmp_path / "s",
+        tokenizer=TokenizerSpec("bytes", 257),
+        routed=(str(tmp_path / "stack" / "*.parquet"),),
+        domain_from="lang",
+        mapping=(("python", "py"), ("go", "go")),
+    )
+    m = prepare(cfg, quiet=True).manifest["domains"]
+    assert m["py"]["documents"] == 3 * 26 and m["go"]["documents"] == 3 * 14
+
+
+@pytest.mark.parametrize(
+    ("mapping", "message"),
+    [
+        ((("RedPajamaC4", "text"),), r"chunk_\d\.jsonl\.zst:\d+: meta\.redpajama_set_name is "),
+        (
+            PAPER_MAP + (("RedPajamaBook", "books"),),
+            r"domain 'books' is empty \(--map RedPajamaBook",
+        ),
+    ],
+)
+def test_a_value_without_a_map_or_an_empty_domain_is_named(tmp_path, corpus, mapping, message):
+    with pytest.raises(CodemixError, match=message):
+        prepare(_cfg(tmp_path, "s", mapping=mapping), quiet=True)
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_document_without_the_field_names_file_and_line(tmp_path, corpus):
+    lines = [json.dumps({"text": "one", "meta": {"redpajama_set_name": "RedPajamaC4"}})] * 3
+    lines.append(json.dumps({"text": "four", "meta": {}}))
+    (tmp_path / "slim" / "odd.jsonl").write_text("\n".join(lines))
+    cfg = _cfg(tmp_path, "s", routed=(str(tmp_path / "slim" / "*.json*"),))
+    with pytest.raises(CodemixError, match=r"odd\.jsonl:4: no field 'meta\.redpajama_set_name'"):
+        prepare(cfg, quiet=True)
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"domain_from": None}, "--source needs --domain-from"),
+        ({"mapping": ()}, "give --map VALUE=DOMAIN"),
+        ({"mapping": (("*", "-"),)}, "every value is dropped"),
+        ({"sample": {"web": 10}}, r"--sample web=\.\.\.: no such domain \(domains: code, text\)"),
+        ({"sample_fraction": {"text": 1.5}}, r"--sample-fraction text=1.5"),
+        ({"shard": (3, 3)}, r"--shard 3/3: expected K/N with 0 <= K < N"),
+        ({"workers": 0}, "--workers 0"),
+    ],
+)
+def test_bad_options_fail_before_any_work(tmp_path, kw, message):
+    with pytest.raises(CodemixError, match=message):
+        _cfg(tmp_path, "s", **kw)
+
+
+def test_a_sample_keeps_the_asked_tokens_by_document_hash(tmp_path, corpus):
+    full = prepare(_cfg(tmp_path, "full", val_frac=0.2), quiet=True).manifest["domains"]["text"]
+    asked = full["train_tokens"] // 3
+    cfg = _cfg(tmp_path, "s", sample={"text": asked}, val_frac=0.2)
+    info = prepare(cfg, quiet=True).manifest["domains"]["text"]
+    assert info["train_tokens"] == pytest.approx(asked, rel=0.02)
+    assert info["sample"]["method"] == "counted"
+    assert info["available_train_tokens"] == pytest.approx(full["train_tokens"], rel=0.05)
+    # a subset of the full store's documents, each in the same split
+    store, whole = TokenStore(tmp_path / "s"), TokenStore(tmp_path / "full")
+    for split in ("train", "val"):
+        assert set(_docs(store, "text", split)) <= set(_docs(whole, "text", split))
+    # the same documents in other files and another order: the same sample
+    random.Random(1).shuffle(corpus)
+    (tmp_path / "other").mkdir()
+    for k in range(2):
+        part = corpus[k::2]
+        (tmp_path / "other" / f"x{k}.jsonl").write_text("\n".join(json.dumps(r) for r in part))
+    routed = (str(tmp_path / "other" / "*"),)
+    cfg = _cfg(tmp_path, "s2", sample={"text": asked}, routed=routed, val_frac=0.2)
+    prepare(cfg, quiet=True)
+    again = TokenStore(tmp_path / "s2")
+    assert sorted(_docs(again, "text")) == sorted(_docs(store, "text"))
+
+
+def test_a_pilot_estimates_a_large_domain(tmp_path, monkeypatch):
+    _slim(tmp_path / "slim", files=20, per_file=80)
+    _stack(tmp_path / "stack", files=1)
+    monkeypatch.setattr(prep, "_PILOT_MIN_BYTES", 0)  # as if the corpus were large
+    full = prepare(_cfg(tmp_path, "full"), quiet=True).manifest["domains"]["text"]
+    asked = full["train_tokens"] // 2
+    cfg = _cfg(tmp_path, "s", sample={"text": asked}, sample_pilot=0.3)
+    info = prepare(cfg, quiet=True).manifest["domains"]["text"]
+    assert info["sample"]["method"].startswith("estimated from a pilot over")
+    assert info["train_tokens"] == pytest.approx(asked, rel=0.15)
+    assert info["available_train_tokens"] == pytest.approx(full["train_tokens"], rel=0.1)
+
+
+def test_a_sample_larger_than_the_domain_is_refused(tmp_path, corpus):
+    with pytest.raises(CodemixError, match=r"--sample text=10M: domain 'text' holds [\d.]+K"):
+        prepare(_cfg(tmp_path, "s", sample={"text": 10_000_000}), quiet=True)
+    assert not (tmp_path / "s").exists()
+
+
+def test_many_workers_write_what_one_writes(tmp_path, corpus):
+    kw = {"tokenizer": TokenizerSpec("bpe", 300), "sample_fraction": {"text": 0.5}}
+    prepare(_cfg(tmp_path, "one", **kw), quiet=True)
+    prepare(_cfg(tmp_path, "two", workers=2, **kw), quiet=True)
+    _same_store(tmp_path / "one", tmp_path / "two")
+
+
+def test_cli_routes_samples_and_shards(tmp_path, corpus, capsys):
+    argv = [
+        "prepare",
+        *("--source", str(tmp_path / "slim" / "*.jsonl.zst")),
+        *("--domain-from", "meta.redpajama_set_name"),
+        *("--map", "RedPajamaGithub=-", "--map", "RedPajamaStackExchange=-", "--map", "*=text"),
+        *("--domain", f"code={tmp_path / 'stack'}/*.parquet"),
+        *("--sample-fraction", "text=0.5", "--tokenizer", "bytes", "--workers", "1", "--quiet"),
+    ]
+    assert main([*argv, "--out", str(tmp_path / "s"), "--shard", "0/2"]) == 0
+    out = capsys.readouterr().out
+    assert "built shard 0/2 of" in out
+    assert main(["store", "info", str(tmp_path / "s")]) == 0
+    assert "shard 0 of 2" in capsys.readouterr().out
+    assert main([*argv, "--out", str(tmp_path / "t"), "--shard", "2"]) != 0
+    assert "--shard '2': expected K/N" in capsys.readouterr().err
+    assert main([*argv, "--out", str(tmp_path / "t"), "--map", "text"]) != 0
+    assert "--map 'text': expected VALUE=DOMAIN" in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()
+
+
+def test_a_signal_stops_between_files_and_the_build_resumes(tmp_path, corpus, monkeypatch):
+    real, calls = _parts.tokenize_file, []
+
+    def terminated_during_the_second(task, part):
+        calls.append(task.index)
+        if calls == [0, 1]:
+            os.kill(os.getpid(), signal.SIGTERM)  # as a scheduler preempting the job
+        return real(task, part)
+
+    monkeypatch.setattr(_parts, "tokenize_file", terminated_during_the_second)
+    with pytest.raises(Interrupted, match="2 of 7 files finished") as stop:
+        prepare(_cfg(tmp_path, "s"), quiet=True)
+    assert stop.value.signal == "SIGTERM" and len(calls) == 2  # the file in hand finished
+    calls.clear()
+    prepare(_cfg(tmp_path, "s"), quiet=True)
+    assert len(calls) == 5
