@@ -23,11 +23,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--source",
-        action="append",
+        action="extend",
+        nargs="+",
         default=[],
         metavar="GLOB",
         help="sources whose documents are routed to domains by a field (--domain-from, "
-        "--map); repeatable",
+        "--map): globs, paths or directories (a glob the shell expanded works too); "
+        "repeatable",
     )
     p.add_argument(
         "--domain-from",

@@ -448,7 +448,8 @@ def test_many_workers_write_what_one_writes(tmp_path, corpus):
 def test_cli_routes_samples_and_shards(tmp_path, corpus, capsys):
     argv = [
         "prepare",
-        *("--source", str(tmp_path / "slim" / "*.jsonl.zst")),
+        # the files one by one, as a shell expands an unquoted glob
+        *("--source", *sorted(str(p) for p in (tmp_path / "slim").glob("*.jsonl.zst"))),
         *("--domain-from", "meta.redpajama_set_name"),
         *("--map", "RedPajamaGithub=-", "--map", "RedPajamaStackExchange=-", "--map", "*=text"),
         *("--domain", f"code={tmp_path / 'stack'}/*.parquet"),
