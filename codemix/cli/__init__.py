@@ -59,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("codemix: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `codemix ... | head`: the reader left, nothing is wrong
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def resume_command(argv: list[str] | None = None) -> str:
