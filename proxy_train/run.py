@@ -7,7 +7,7 @@ per stage); then the folder is locked for this process, claimed by `run.json`, a
 from __future__ import annotations
 
 import json
-from contextlib import nullcontext
+from contextlib import ExitStack
 from pathlib import Path
 
 from codemix.core.errors import CodemixError
@@ -56,6 +56,7 @@ def run_single(
     import jax
 
     from codemix.models.accounting import param_count
+    from codemix.proxy_train import sharding as shd
     from codemix.proxy_train.train import (
         Member,
         enable_compilation_cache,
@@ -76,13 +77,26 @@ def run_single(
         "max_tokens": max_tokens,
         "store": str(spec.store.absolute()),
     }
-    _check_not_foreign(out)  # before the lock file lands in someone else's folder
     primary = jax.process_index() == 0  # multi-host: the first process writes the files
-    with folder_lock(out, "--out") if primary else nullcontext():
-        done = _guard(out, identity)
-        if done is not None:
-            print(f"{out} already completed; nothing to do")
-            return done
+    with ExitStack() as stack:
+        # Only the primary looks at the folder, and tells the others what it found: a
+        # follower looking for itself could catch run.json half-written, give up, and leave
+        # the primary waiting for it in the first collective.
+        verdict = None
+        if primary:
+            try:
+                _check_not_foreign(out)  # before the lock file lands in someone else's folder
+                stack.enter_context(folder_lock(out, "--out"))
+                verdict = {"done": _guard(out, identity), "error": None}
+            except CodemixError as e:
+                verdict = {"done": None, "error": str(e)}
+        verdict = shd.broadcast_json(verdict)
+        if verdict["error"] is not None:
+            raise CodemixError(verdict["error"])
+        if verdict["done"] is not None:
+            if primary:
+                print(f"{out} already completed; nothing to do")
+            return verdict["done"]
         if primary:
             atomic_write_text(out / "run.json", json.dumps(identity, indent=1))
             print(f"{size}: {describe_plan(plans, tokens_per_step)}")

@@ -17,7 +17,8 @@ from codemix.core.errors import CodemixError
 from codemix.core.results import check_name
 from codemix.core.units import parse_count
 
-LR_SHAPES = ("cosine", "constant", "linear")
+DECAY_SHAPES = ("linear", "1-sqrt", "exponential", "cosine")
+LR_SHAPES = ("cosine", "constant", "linear", "1-sqrt", "exponential", "wsd")
 _WEIGHT_TOL = 1e-6
 
 
@@ -25,16 +26,22 @@ _WEIGHT_TOL = 1e-6
 class LRShape:
     """Learning rate over one stage, as a multiple of the run's peak.
 
-    cosine: linear warm-up over `warmup` (share of the stage's steps) from 0 to `start`,
-    then cosine to `end`. constant: `start` throughout (after any warm-up). linear: from
-    `start` to `end` (the study's cooldown). `start="continue"` begins where the previous
-    stage ended; `end_lr`, when set, replaces `end` by an absolute learning rate."""
+    Every shape begins with a linear warm-up over `warmup` (share of the stage's steps)
+    from 0 to `start`. cosine, linear, 1-sqrt (1 - sqrt of the progress, Hägele et al.
+    2024) and exponential (geometric, to a floor above 0) then decay from `start` to `end`;
+    constant holds `start`. wsd (warmup-stable-decay) holds `start` and decays over the
+    stage's last `decay` share with `decay_shape` (default 1-sqrt): one stage for a whole
+    WSD run, or a stable stage followed by decaying stages for several decays from one
+    trunk. `start="continue"` begins where the previous stage ended; `end_lr`, when set,
+    replaces `end` by an absolute learning rate."""
 
     shape: str = "cosine"
     warmup: float = 0.0
     start: float | str = 1.0
     end: float = 0.1
     end_lr: float | None = None
+    decay: float | None = None  # wsd: share of the stage's steps in the decay (0.2)
+    decay_shape: str | None = None  # wsd: one of DECAY_SHAPES (1-sqrt)
 
     def __post_init__(self):
         if self.shape not in LR_SHAPES:
@@ -47,6 +54,28 @@ class LRShape:
             raise CodemixError(f"lr.start {self.start}: must be >= 0")
         if self.end < 0 or (self.end_lr is not None and self.end_lr < 0):
             raise CodemixError("lr.end and lr.end_lr must be >= 0")
+        if self.shape != "wsd" and (self.decay is not None or self.decay_shape is not None):
+            raise CodemixError(
+                f"lr.decay and lr.decay_shape belong to shape 'wsd', not {self.shape!r}"
+            )
+        if self.decay is not None and not 0.0 < self.decay <= 1.0:
+            raise CodemixError(f"lr.decay {self.decay}: expected a share of the stage in (0, 1]")
+        if self.decay_shape is not None and self.decay_shape not in DECAY_SHAPES:
+            raise CodemixError(
+                f"lr.decay_shape {self.decay_shape!r}: expected one of {', '.join(DECAY_SHAPES)}"
+            )
+        if self._decay_shape == "exponential" and (
+            self.end_lr == 0 or (self.end_lr is None and self.end == 0)
+        ):
+            raise CodemixError(
+                "an exponential decay never reaches 0: give lr.end (or lr.end_lr) above 0"
+            )
+
+    @property
+    def _decay_shape(self) -> str:
+        if self.shape == "wsd":
+            return self.decay_shape or "1-sqrt"
+        return self.shape
 
     def value(self, i: int, n: int, lr_peak: float, prev_end_lr: float) -> float:
         """Learning rate at step i of the stage's n steps."""
@@ -57,15 +86,29 @@ class LRShape:
             return start * (i + 1) / n_warm
         if self.shape == "constant":
             return start
-        u = (i - n_warm) / max(1.0, n - 1 - n_warm)
-        if self.shape == "linear":
-            return start + (end - start) * u
-        return end + 0.5 * (start - end) * (1.0 + math.cos(math.pi * u))
+        first = n_warm
+        if self.shape == "wsd":  # stable until the decay's first step
+            first = max(n_warm, n - (self.decay if self.decay is not None else 0.2) * n)
+            if i < first:
+                return start
+        u = (i - first) / max(1.0, n - 1 - first)
+        return _decay(self._decay_shape, start, end, min(1.0, u))
 
     def final(self, lr_peak: float, prev_end_lr: float) -> float:
         if self.shape == "constant":
             return prev_end_lr if self.start == "continue" else float(self.start) * lr_peak
         return self.end_lr if self.end_lr is not None else self.end * lr_peak
+
+
+def _decay(shape: str, start: float, end: float, u: float) -> float:
+    """From `start` at u = 0 to `end` at u = 1."""
+    if shape == "linear":
+        return start + (end - start) * u
+    if shape == "1-sqrt":
+        return end + (start - end) * (1.0 - math.sqrt(u))
+    if shape == "exponential":
+        return start * (end / start) ** u if start > 0 else 0.0
+    return end + 0.5 * (start - end) * (1.0 + math.cos(math.pi * u))
 
 
 @dataclass(frozen=True)

@@ -144,7 +144,15 @@ def _settings(table: dict, where: str) -> TrainSettings:
     return TrainSettings(**kwargs)
 
 
-_LR_KEYS = {"shape": str, "warmup": float, "start": None, "end": float, "end_lr": float}
+_LR_KEYS = {
+    "shape": str,
+    "warmup": float,
+    "start": None,
+    "end": float,
+    "end_lr": float,
+    "decay": float,
+    "decay_shape": str,
+}
 _STAGE_KEYS = ("name", "mixture", "code_frac", "tokens", "tokens_per_param", "fraction", "lr")
 DEFAULT_GROUPS = {"code": {"code": 1.0}, "text": {"text": 1.0}}
 
@@ -202,13 +210,17 @@ def _stage(table: dict, i: int, where: str, groups: dict) -> Stage:
             value if expected is None else _check_type(value, expected, f"{at}: lr.{key}")
         )
     try:
+        lr_shape = LRShape(**lr_kwargs)
+    except CodemixError as e:
+        raise CodemixError(f"{at}: {e}") from None
+    try:
         return Stage(
             name=str(name),
             mixture=dict(table["mixture"]),
             tokens=table.get("tokens"),
             tokens_per_param=table.get("tokens_per_param"),
             fraction=table.get("fraction"),
-            lr=LRShape(**lr_kwargs),
+            lr=lr_shape,
         )
     except CodemixError as e:
         raise CodemixError(f"{where}: {e}") from None

@@ -69,6 +69,48 @@ def test_constant():
 
 
 @pytest.mark.parametrize(
+    ("shape", "half"),
+    [
+        ("linear", 0.55),  # halfway from 1.0 to 0.1
+        ("cosine", 0.55),
+        ("1-sqrt", 0.1 + 0.9 * (1 - math.sqrt(0.5))),
+        ("exponential", math.sqrt(0.1)),  # geometric: halfway in log
+    ],
+)
+def test_decay_shapes_run_from_start_to_end(shape, half):
+    lr = LRShape(shape, start=1.0, end=0.1)
+    values = [lr.value(i, 101, 1.0, 0.0) for i in range(101)]
+    assert values[0] == pytest.approx(1.0) and values[-1] == pytest.approx(0.1)
+    assert values[50] == pytest.approx(half)
+    assert all(a >= b for a, b in zip(values, values[1:], strict=False))
+    assert lr.final(1.0, 0.0) == pytest.approx(0.1)
+
+
+def test_wsd_holds_then_decays_over_its_last_share():
+    lr = LRShape("wsd", warmup=0.1, decay=0.2, end=0.0)
+    values = [lr.value(i, 100, 2.0, 0.0) for i in range(100)]
+    assert values[0] == pytest.approx(0.2)  # warm-up
+    assert values[10:80] == [2.0] * 70  # stable
+    assert values[-1] == pytest.approx(0.0)
+    assert values[90] == pytest.approx(2.0 * (1 - math.sqrt(10 / 19)))  # 1-sqrt by default
+    cos = LRShape("wsd", decay=0.5, decay_shape="cosine", end=0.1)
+    assert cos.value(74, 99, 1.0, 0.0) == pytest.approx(0.55, abs=0.02)
+
+
+def test_a_stable_trunk_then_decays_as_stages():
+    s = Schedule(
+        (
+            Stage("stable", MIX, tokens=800, lr=LRShape("constant", warmup=0.05)),
+            Stage("decay", MIX, tokens=200, lr=LRShape("1-sqrt", start="continue", end=0.0)),
+        )
+    )
+    plans = s.plan(tokens_per_step=10)
+    assert learning_rate(plans, 79, 1e-3) == pytest.approx(1e-3)
+    assert learning_rate(plans, 80, 1e-3) == pytest.approx(1e-3)  # the decay continues it
+    assert learning_rate(plans, 99, 1e-3) == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize(
     ("make", "message"),
     [
         (lambda: Stage("s", {"text": 0.5, "code": 0.4}, tokens=10), r"sum to 0\.9, not 1"),
@@ -82,6 +124,11 @@ def test_constant():
         (lambda: Stage("s", MIX, tokens="lots"), "cannot read 'lots'"),
         (lambda: LRShape("exp"), "lr.shape 'exp'"),
         (lambda: LRShape(warmup=1.5), "lr.warmup 1.5"),
+        (lambda: LRShape("cosine", decay=0.2), "belong to shape 'wsd', not 'cosine'"),
+        (lambda: LRShape("wsd", decay=0.0), r"lr.decay 0.0: expected a share"),
+        (lambda: LRShape("wsd", decay_shape="step"), "lr.decay_shape 'step'"),
+        (lambda: LRShape("exponential", end=0.0), "never reaches 0"),
+        (lambda: LRShape("wsd", decay_shape="exponential", end_lr=0.0), "never reaches 0"),
         (lambda: Schedule(()), "at least one stage"),
         (lambda: Schedule((Stage("a", MIX, fraction=0.5),), run_tokens=10), "sum to 0.5"),
         (lambda: Schedule((Stage("a", MIX, fraction=1.0),)), "needs a total"),

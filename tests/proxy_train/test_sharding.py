@@ -105,11 +105,11 @@ def _two_processes(argv: list[str], cwd: Path) -> list[subprocess.CompletedProce
         )
         for i in range(2)
     ]
-    done = []
-    for p in procs:
-        out, err = p.communicate(timeout=600)
-        done.append(subprocess.CompletedProcess(argv, p.returncode, out, err))
-        assert p.returncode == 0, err[-3000:]
+    done = [subprocess.CompletedProcess(argv, 0, *p.communicate(timeout=600)) for p in procs]
+    for i, (p, d) in enumerate(zip(procs, done, strict=True)):
+        d.returncode = p.returncode
+        # the root cause is usually near the start: the other process only times out
+        assert p.returncode == 0, f"process {i}: {d.stderr[:2000]}\n...\n{d.stderr[-1500:]}"
     return done
 
 

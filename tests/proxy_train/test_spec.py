@@ -37,6 +37,17 @@ def test_loads_a_good_spec(tmp_path):
     assert spec.schedule.stages[1].lr.end_lr == 1e-6
 
 
+def test_a_wsd_stage_from_toml(tmp_path):
+    text = GOOD.replace(
+        'lr = { shape = "cosine", warmup = 0.1 }',
+        'lr = { shape = "wsd", warmup = 0.01, decay = 0.25, decay_shape = "linear", end = 0.0 }',
+    )
+    lr = load_spec(_write(tmp_path, text)).schedule.stages[0].lr
+    assert (lr.shape, lr.decay, lr.decay_shape) == ("wsd", 0.25, "linear")
+    with pytest.raises(CodemixError, match="stage 'init'.*lr.decay 2.0"):
+        load_spec(_write(tmp_path, text.replace("decay = 0.25", "decay = 2.0")))
+
+
 def test_overrides_by_stage_name_and_index(tmp_path):
     spec = load_spec(
         _write(tmp_path, GOOD),
