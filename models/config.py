@@ -26,7 +26,10 @@ class ModelConfig:
     "reference" is an explicit softmax einsum kept for tests. `logits_dtype` is what the
     output projection writes (None: `dtype`; bfloat16 logits halve the bytes the softmax
     moves and keep the projection's backward matmuls in bfloat16); the softmax itself is
-    always taken in float32.
+    always taken in float32. `loss_chunk` is how many positions of each sequence the loss
+    takes at once (0 or None: all, the logits (B, T, V) in one piece): the same loss without
+    the whole float32 logits, for large vocabularies. Exact on CPU (tested); its speed on
+    accelerators is not measured yet, so it is off unless asked for.
     """
 
     vocab_size: int
@@ -43,6 +46,7 @@ class ModelConfig:
     attention_impl: str | None = None
     scan_unroll: int = 1  # layers per scan iteration; n_layers unrolls the stack fully
     logits_dtype: str | None = None  # None: the compute dtype; the loss upcasts to float32
+    loss_chunk: int | None = None  # positions a loss chunk takes; 0 or None: all at once
 
     def __post_init__(self) -> None:
         for field in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "seq_len"):
@@ -79,6 +83,20 @@ class ModelConfig:
         _check_choice("remat", self.remat, REMAT_POLICIES)
         _check_choice("attention_impl", self.attention_impl, ATTENTION_IMPLS)
         _check_positive_int("scan_unroll", self.scan_unroll)
+        if self.loss_chunk is not None and (
+            isinstance(self.loss_chunk, bool)
+            or not isinstance(self.loss_chunk, int)
+            or self.loss_chunk < 0
+        ):
+            raise CodemixError(
+                f"ModelConfig.loss_chunk must be an integer >= 0 (0: no chunks), "
+                f"got {self.loss_chunk!r}"
+            )
+
+    @property
+    def chunk(self) -> int:
+        """Positions per loss chunk; 0 for the whole sequence at once."""
+        return self.loss_chunk or 0
 
     @property
     def head_dim(self) -> int:

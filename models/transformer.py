@@ -144,7 +144,9 @@ class Transformer(nn.Module):
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, tokens_BT: jax.Array) -> jax.Array:
+    def __call__(self, tokens_BT: jax.Array, hidden: bool = False):
+        """Logits (B, T, V); with `hidden`, the final hidden states (B, T, D) and the output
+        projection (D, V), both in the compute dtype, for a loss taken in chunks."""
         cfg = self.cfg
         V, D = cfg.vocab_size, cfg.d_model
         T = tokens_BT.shape[1]
@@ -176,8 +178,14 @@ class Transformer(nn.Module):
             w_DV = self.param("unembed", _init(cfg), (D, V), jnp.float32)
         # The matmul accumulates in float32 whatever it writes; bfloat16 logits halve the bytes
         # that the softmax reads and writes, which upcasts them (see token_losses).
-        out = jnp.dtype(cfg.logits_dtype or cfg.dtype)
-        return jnp.einsum("BTD,DV->BTV", x_BTD, w_DV.astype(dt), preferred_element_type=out)
+        if hidden:
+            return x_BTD, w_DV.astype(dt)
+        return _project(x_BTD, w_DV.astype(dt), cfg)
+
+
+def _project(x_BTD: jax.Array, w_DV: jax.Array, cfg: ModelConfig) -> jax.Array:
+    out = jnp.dtype(cfg.logits_dtype or cfg.dtype)
+    return jnp.einsum("BTD,DV->BTV", x_BTD, w_DV, preferred_element_type=out)
 
 
 def init_params(cfg: ModelConfig, rng: jax.Array) -> dict:
@@ -191,7 +199,36 @@ def forward(params: dict, tokens_BT: jax.Array, cfg: ModelConfig) -> jax.Array:
 
 
 def token_losses(params: dict, tokens_BT1: jax.Array, cfg: ModelConfig) -> jax.Array:
-    """Next-token cross-entropy (B, T) in float32 for B sequences of T + 1 tokens."""
+    """Next-token cross-entropy (B, T) in float32 for B sequences of T + 1 tokens.
+
+    With `cfg.chunk` positions at a time, the logits of one chunk exist at once, forward
+    and backward (each chunk's are recomputed for its gradient): the same loss without the
+    (B, T, V) float32 array that a large vocabulary makes the largest in the step."""
+    C, T = cfg.chunk, tokens_BT1.shape[1] - 1
+    if not C or C >= T:
+        return token_losses_reference(params, tokens_BT1, cfg)
+    x_BTD, w_DV = Transformer(cfg).apply({"params": params}, tokens_BT1[:, :-1], hidden=True)
+    labels_BT = tokens_BT1[:, 1:]
+    pad = -T % C
+    if pad:  # the padded positions' losses are dropped below
+        x_BTD = jnp.pad(x_BTD, ((0, 0), (0, pad), (0, 0)))
+        labels_BT = jnp.pad(labels_BT, ((0, 0), (0, pad)))
+    B, K = x_BTD.shape[0], (T + pad) // C
+    x_KBCD = x_BTD.reshape(B, K, C, -1).swapaxes(0, 1)
+    labels_KBC = labels_BT.reshape(B, K, C).swapaxes(0, 1)
+
+    @jax.checkpoint
+    def chunk(x_BCD, labels_BC):
+        logits_BCV = _project(x_BCD, w_DV, cfg).astype(jnp.float32)
+        return optax.softmax_cross_entropy_with_integer_labels(logits_BCV, labels_BC)
+
+    losses_KBC = jax.lax.map(lambda a: chunk(*a), (x_KBCD, labels_KBC))
+    return losses_KBC.swapaxes(0, 1).reshape(B, K * C)[:, :T]
+
+
+def token_losses_reference(params: dict, tokens_BT1: jax.Array, cfg: ModelConfig) -> jax.Array:
+    """The whole (B, T, V) logits at once: the simple path, and the fast one for small
+    vocabularies."""
     logits_BTV = forward(params, tokens_BT1[:, :-1], cfg).astype(jnp.float32)
     return optax.softmax_cross_entropy_with_integer_labels(logits_BTV, tokens_BT1[:, 1:])
 

@@ -167,6 +167,29 @@ def test_unrolled_layers_give_same_loss_and_grads(params, unroll):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5), g1, g0)
 
 
+@pytest.mark.parametrize(("chunk", "logits_dtype"), [(4, None), (5, None), (4, "bfloat16")])
+def test_the_loss_in_chunks_is_the_whole_loss(params, chunk, logits_dtype):
+    """Chunks that divide the sequence or not, in float32 or bfloat16 logits: the same
+    per-token losses and gradients as the whole (B, T, V) logits."""
+    x = _tokens(7, B=3)
+    whole = dataclasses.replace(CFG, logits_dtype=logits_dtype)
+    chunked = dataclasses.replace(whole, loss_chunk=chunk)
+    np.testing.assert_allclose(
+        token_losses(params, x, chunked), token_losses(params, x, whole), rtol=1e-6
+    )
+    loss0, g0 = _grad(params, x, whole)
+    loss1, g1 = _grad(params, x, chunked)
+    np.testing.assert_allclose(loss1, loss0, rtol=1e-6)
+    # bfloat16 logits round the backward's products; summed chunk by chunk, they round apart
+    tol = {"atol": 1e-6, "rtol": 1e-5} if logits_dtype is None else {"atol": 5e-4, "rtol": 1e-2}
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **tol), g1, g0)
+
+
+def test_a_bad_loss_chunk_is_refused():
+    with pytest.raises(CodemixError, match="loss_chunk must be an integer >= 0"):
+        dataclasses.replace(CFG, loss_chunk=-1)
+
+
 def test_token_losses(params):
     x = _tokens(5, B=3)
     losses = jax.jit(token_losses, static_argnums=2)(params, x, CFG)
