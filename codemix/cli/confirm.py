@@ -90,18 +90,25 @@ def _confirm(args) -> int:
         )
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(spec_path, text_toml)
-    preds = {}
+    preds, beyond = {}, set()
     if rows:
         import numpy as np
 
+        from codemix.analysis.optimum import outside_ranges
+
         names = list(rows)
-        p = predict(fit, np.array([rows[n] for n in names]), size.count)
+        w = np.array([rows[n] for n in names])
+        p = predict(fit, w, size.count)
         preds = {n: {m: v[0][i] for m, v in p.items()} for i, n in enumerate(names)}
+        outside = outside_ranges(fit, w)
+        beyond = {names[i] for i in outside.rows} if outside is not None else set()
     print(f"confirmation of {objective.text} at {size}: {spec_path}")
     for n, settings in named.items():
         shown = ", ".join(f"{k.removeprefix('stages.')}={v}" for k, v in settings.items())
         guess = ", ".join(f"{m} {v:.4g}" for m, v in preds.get(n, {}).items())
-        print(f"  {n:12s} {shown}" + (f"   predicted {guess}" if guess else ""))
+        # its mixture lies beyond the ladder's: the prediction extrapolates in the mixture
+        mark = "  (outside the fitted runs' shares: extrapolated)" if n in beyond else ""
+        print(f"  {n:12s} {shown}" + (f"   predicted {guess}" if guess else "") + mark)
     if args.dry_run:
         print("dry run: run `codemix confirm` again without --dry-run to train them")
         return 0

@@ -102,6 +102,10 @@ def test_dry_run_writes_the_schedules_and_refuses_to_overwrite_others(ladder_fit
         assert f"[search.schedule.schedules.{name}]" in text
     shown = capsys.readouterr().out
     assert "optimum" in shown and "predicted bpb.text" in shown
+    lines = {ln.split()[0]: ln for ln in shown.splitlines() if ln.startswith("  ")}
+    # no run of the ladder had 0 % code: text only is predicted beyond its shares, and says so
+    assert lines["text-only"].endswith("(outside the fitted runs' shares: extrapolated)")
+    assert "extrapolated" not in lines["optimum"]
     assert '"stages.init.code_frac" = 0.0' in text  # text only
     # the same command again resumes; other options would overwrite: refused
     assert main(dry_run) == 0
