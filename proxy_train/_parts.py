@@ -124,14 +124,11 @@ def count_file(task: FileTask) -> dict[str, np.ndarray]:
     """For choosing a sample's threshold: per domain, each document's sample hash, tokens
     (end-of-document included) and whether it is a training document."""
     rows: dict[str, list[tuple[float, int, bool]]] = {}
-    batch: list[tuple[bytes, str, str]] = []
+    batch: list[tuple[bytes, str, str, str]] = []
 
     def flush():
-        for (data, domain, split), ids in zip(
-            [(d, dom, s) for d, _, dom, s in batch],
-            _tokenizer().encode_batch([t for _, t, _, _ in batch]),
-            strict=True,
-        ):
+        encoded = _tokenizer().encode_batch([text for _, text, _, _ in batch])
+        for (data, _, domain, split), ids in zip(batch, encoded, strict=True):
             rows.setdefault(domain, []).append((sample_hash(data), len(ids) + 1, split == "train"))
         batch.clear()
 
@@ -303,14 +300,10 @@ def assemble(
         info[f"{split}_bytes"] = sum(g.n_bytes for g in segments[split]) + (
             last.last_bytes if moved and moved[1] == split else 0
         )
-        info[f"last_{split}_bytes"] = (  # kept for merging shards, which may move it
-            (last.last_bytes if moved and moved[1] == split else segments[split][-1].last_bytes)
-            if info[f"{split}_documents"]
-            else 0
-        )
+        if not whole:  # a shard's last document may have to move when the shards are merged
+            info[f"last_{split}_bytes"] = segments[split][-1].last_bytes if segments[split] else 0
         info["blake2b"][f"{split}.bin"] = h.hexdigest()
         info["blake2b"][f"{split}.idx"] = hashlib.blake2b(idx, digest_size=HASH_BYTES).hexdigest()
-    info["moved"] = moved is not None
     return info
 
 

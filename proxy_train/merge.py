@@ -65,7 +65,7 @@ def _check_parts(parts: list[Path]) -> list[tuple[Path, dict]]:
     return sorted(loaded, key=lambda pm: pm[1]["shard"]["index"])
 
 
-def _segments(part: Path, info: dict, split: str) -> _parts.Segment:
+def _segment(part: Path, info: dict, split: str) -> _parts.Segment:
     lengths = np.diff(np.fromfile(part / f"{split}.idx", dtype=np.int64))
     n_bytes, last = int(info[f"{split}_bytes"]), int(info[f"last_{split}_bytes"])
     return _parts.Segment(part / f"{split}.bin", lengths, n_bytes, last)
@@ -98,7 +98,7 @@ def merge_stores(parts: list[Path], out: Path) -> tuple[str, dict]:
             info = m["domains"][name]
             for s in store.SPLITS:
                 if info[f"{s}_documents"]:
-                    segments[s].append(_segments(path / name, info, s))
+                    segments[s].append(_segment(path / name, info, s))
                 read[s] += info[f"read_{s}_bytes"]
             sources += info["sources"]
             for v, c in info.get("values", {}).items():
@@ -107,7 +107,7 @@ def merge_stores(parts: list[Path], out: Path) -> tuple[str, dict]:
                 acc["bytes"] += c["bytes"]
         info = _parts.assemble(name, segments, staging / name, dtype, whole=True)
         sample = ref["domains"][name].get("sample")
-        domains[name] = finish_domain(info, read, sample, values, sources, whole=True)
+        domains[name] = finish_domain(info, read, sample, values, sources)
     manifest = {k: v for k, v in ref.items() if k != "shard"}
     manifest |= {
         "fingerprint": build,

@@ -559,17 +559,13 @@ def _assemble_domains(cfg, tasks, summaries, digests, parts, staging, dtype, not
             why = f" (--map {', '.join(feeds)}={name} matched no document)" if feeds else ""
             raise CodemixError(f"domain {name!r} is empty{why}")
         info = _parts.assemble(name, segments, staging / name, dtype, whole)
-        domains[name] = finish_domain(info, read, notes.get(name), values, sources, whole)
+        domains[name] = finish_domain(info, read, notes.get(name), values, sources)
     return domains
 
 
-def finish_domain(info, read, sample, values, sources, whole: bool) -> dict:
+def finish_domain(info, read, sample, values, sources) -> dict:
     """A domain's manifest entry from its assembled files and what its sources gave."""
     info = dict(info)
-    info.pop("moved")
-    if whole:  # only a shard keeps these, for the merge that may move its last document
-        info.pop("last_train_bytes")
-        info.pop("last_val_bytes")
     info["documents"] = info["train_documents"] + info["val_documents"]
     info["read_train_bytes"], info["read_val_bytes"] = read["train"], read["val"]
     info["available_train_tokens"] = _available(info)

@@ -19,6 +19,7 @@ import os
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from codemix.core.errors import CodemixError
@@ -81,6 +82,10 @@ class Route:
         if (self.domain is None) == (self.field is None):
             raise CodemixError("a source needs a domain or a field to route its documents by")
 
+    @cached_property
+    def _table(self) -> dict[str, str]:  # asked once per document: built once per route
+        return dict(self.mapping)
+
     @property
     def domains(self) -> tuple[str, ...]:
         """The domains this route can feed, in order of first mention."""
@@ -94,8 +99,7 @@ class Route:
         if self.domain is not None:
             return self.domain
         key = value if isinstance(value, str) else json.dumps(value)
-        table = dict(self.mapping)
-        target = table.get(key, table.get(ANY))
+        target = self._table.get(key, self._table.get(ANY))
         if target is None:
             where = f"{path}:{line}" if line else str(path)
             raise CodemixError(
