@@ -17,6 +17,7 @@ import numpy as np
 
 from codemix.core.errors import CodemixError
 from codemix.core.files import atomic_write_text
+from codemix.core.lock import folder_lock
 from codemix.proxy_train import _parts, store
 from codemix.proxy_train.prepare import _swap_into_place, finish_domain
 
@@ -86,36 +87,38 @@ def merge_stores(parts: list[Path], out: Path) -> tuple[str, dict]:
             f"--out {out}: exists and is not a token store; give a new or empty folder"
         )
     staging = out.parent / f".{out.name}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    dtype = np.dtype(ref["dtype"])
-    domains = {}
-    for name in ref["domains"]:
-        segments = {s: [] for s in store.SPLITS}
-        read = {s: 0 for s in store.SPLITS}
-        sources, values = [], {}
-        for path, m in loaded:
-            info = m["domains"][name]
-            for s in store.SPLITS:
-                if info[f"{s}_documents"]:
-                    segments[s].append(_segment(path / name, info, s))
-                read[s] += info[f"read_{s}_bytes"]
-            sources += info["sources"]
-            for v, c in info.get("values", {}).items():
-                acc = values.setdefault(v, {"documents": 0, "bytes": 0})
-                acc["documents"] += c["documents"]
-                acc["bytes"] += c["bytes"]
-        info = _parts.assemble(name, segments, staging / name, dtype, whole=True)
-        sample = ref["domains"][name].get("sample")
-        domains[name] = finish_domain(info, read, sample, values, sources)
-    manifest = {k: v for k, v in ref.items() if k != "shard"}
-    manifest |= {
-        "fingerprint": build,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "domains": domains,
-    }
-    if ref["tokenizer"].get("file"):
-        shutil.copyfile(loaded[0][0] / ref["tokenizer"]["file"], staging / "tokenizer.json")
-    atomic_write_text(staging / "manifest.json", json.dumps(manifest, indent=1))
-    _swap_into_place(staging, out)
-    return "built", manifest
+    with folder_lock(staging, f"the merge into --out {out} in"):
+        for child in staging.iterdir():  # a merge killed before: start again
+            if child.name != ".lock":
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        dtype = np.dtype(ref["dtype"])
+        domains = {}
+        for name in ref["domains"]:
+            segments = {s: [] for s in store.SPLITS}
+            read = {s: 0 for s in store.SPLITS}
+            sources, values = [], {}
+            for path, m in loaded:
+                info = m["domains"][name]
+                for s in store.SPLITS:
+                    if info[f"{s}_documents"]:
+                        segments[s].append(_segment(path / name, info, s))
+                    read[s] += info[f"read_{s}_bytes"]
+                sources += info["sources"]
+                for v, c in info.get("values", {}).items():
+                    acc = values.setdefault(v, {"documents": 0, "bytes": 0})
+                    acc["documents"] += c["documents"]
+                    acc["bytes"] += c["bytes"]
+            info = _parts.assemble(name, segments, staging / name, dtype, whole=True)
+            sample = ref["domains"][name].get("sample")
+            domains[name] = finish_domain(info, read, sample, values, sources)
+        manifest = {k: v for k, v in ref.items() if k != "shard"}
+        manifest |= {
+            "fingerprint": build,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "domains": domains,
+        }
+        if ref["tokenizer"].get("file"):
+            shutil.copyfile(loaded[0][0] / ref["tokenizer"]["file"], staging / "tokenizer.json")
+        atomic_write_text(staging / "manifest.json", json.dumps(manifest, indent=1))
+        _swap_into_place(staging, out)
+        return "built", manifest

@@ -30,6 +30,7 @@ import numpy as np
 from codemix.core import interrupt
 from codemix.core.errors import CodemixError
 from codemix.core.files import atomic_path, atomic_write_text
+from codemix.core.lock import folder_lock
 from codemix.core.progress import Progress
 from codemix.core.results import check_name
 from codemix.core.units import format_count
@@ -415,95 +416,99 @@ def prepare(cfg: PrepareConfig, quiet: bool = False, rebuild: bool = False) -> P
     dtype = token_dtype(tok_vocab, cfg.dtype)
 
     staging = out.parent / f".{out.name}.partial"
-    plan = staging / "plan.json"
-    if staging.exists():
+    # one build at a time: a second one would write the same parts (the lock file, held
+    # to the end, moves into the store with the rest, as a run folder keeps its own)
+    with folder_lock(staging, f"the build of --out {out} in"):
+        plan = staging / "plan.json"
+        if staging.exists():
+            try:
+                resumable = json.loads(plan.read_text()).get("fingerprint") == fingerprint
+            except (OSError, ValueError):
+                resumable = False
+            if not resumable:  # finished parts are named by their contents: they stay
+                for child in staging.iterdir():
+                    if child.name not in ("parts", ".lock"):
+                        shutil.rmtree(child) if child.is_dir() else child.unlink()
+            elif not quiet:
+                print(f"resuming the interrupted build in {staging}", file=sys.stderr)
+        staging.mkdir(parents=True, exist_ok=True)
+        _write_json(plan, {"fingerprint": fingerprint})
+
+        tok_file = staging / "tokenizer.json"
+        kind = cfg.tokenizer.kind
+        ctx = _parts.Context(
+            read=cfg.read,
+            tokenizer="bytes" if kind == "bytes" else str(cfg.tokenizer.path or tok_file),
+            dtype=dtype.name,
+            val_frac=cfg.val_frac,
+        )
+        mine = tasks
+        if cfg.shard is not None:
+            shard_of = _shard_of(tasks, cfg.shard[1])
+            mine = [t for t, k in zip(tasks, shard_of, strict=True) if k == cfg.shard[0]]
+
+        parts = staging / "parts"
+        summaries = {}
         try:
-            resumable = json.loads(plan.read_text()).get("fingerprint") == fingerprint
-        except (OSError, ValueError):
-            resumable = False
-        if not resumable:  # finished parts are named by their contents: they stay
-            for child in staging.iterdir():
-                if child.name != "parts":
-                    shutil.rmtree(child) if child.is_dir() else child.unlink()
-        elif not quiet:
-            print(f"resuming the interrupted build in {staging}", file=sys.stderr)
-    staging.mkdir(parents=True, exist_ok=True)
-    _write_json(plan, {"fingerprint": fingerprint})
-
-    tok_file = staging / "tokenizer.json"
-    kind = cfg.tokenizer.kind
-    ctx = _parts.Context(
-        read=cfg.read,
-        tokenizer="bytes" if kind == "bytes" else str(cfg.tokenizer.path or tok_file),
-        dtype=dtype.name,
-        val_frac=cfg.val_frac,
-    )
-    mine = tasks
-    if cfg.shard is not None:
-        shard_of = _shard_of(tasks, cfg.shard[1])
-        mine = [t for t, k in zip(tasks, shard_of, strict=True) if k == cfg.shard[0]]
-
-    parts = staging / "parts"
-    summaries = {}
-    try:
-        with interrupt.stop_on_signals(), _Pool(ctx, cfg.workers) as pool:
-            digests = {}
-            with _bar(sum(t.source.size for t in mine), "checking sources", quiet) as bar:
-                for task, digest in pool.map(_parts.check_file, mine):
-                    digests[task.index] = digest
-                    bar.update(task.source.size)
-            if kind == "bpe" and tok_file.is_file():
-                tok = load_file(tok_file)
-                tok.kind = "bpe"
-            else:
-                tok = _train_tokenizer(cfg, tasks, quiet)
-                if kind != "bytes":
-                    with atomic_path(tok_file) as tmp:
-                        tok.save(tmp)
-            keep, notes = _thresholds(cfg, tasks, pool, quiet)
-            mine = [_keyed(t, digests[t.index], keep, ctx, tok.hash) for t in mine]
-            todo = []
-            for t in mine:
-                done = parts / t.key / "done.json"
-                if done.is_file():
-                    summaries[t.index] = json.loads(done.read_text())
+            with interrupt.stop_on_signals(), _Pool(ctx, cfg.workers) as pool:
+                digests = {}
+                with _bar(sum(t.source.size for t in mine), "checking sources", quiet) as bar:
+                    for task, digest in pool.map(_parts.check_file, mine):
+                        digests[task.index] = digest
+                        bar.update(task.source.size)
+                if kind == "bpe" and tok_file.is_file():
+                    tok = load_file(tok_file)
+                    tok.kind = "bpe"
                 else:
-                    todo.append(t)
-            with _bar(sum(t.source.size for t in mine), "tokenizing", quiet) as bar:
-                bar.update(sum(t.source.size for t in mine if t.index in summaries))
-                for task, summary in pool.map(_parts.tokenize_file, todo, lambda t: parts / t.key):
-                    summaries[task.index] = summary
-                    bar.update(task.source.size)
-    except interrupt.Interrupted as e:
-        kept = f"{len(summaries)} of {len(mine)} files finished, kept in {staging}"
-        raise interrupt.Interrupted(e.signal, kept) from None
+                    tok = _train_tokenizer(cfg, tasks, quiet)
+                    if kind != "bytes":
+                        with atomic_path(tok_file) as tmp:
+                            tok.save(tmp)
+                keep, notes = _thresholds(cfg, tasks, pool, quiet)
+                mine = [_keyed(t, digests[t.index], keep, ctx, tok.hash) for t in mine]
+                todo = []
+                for t in mine:
+                    done = parts / t.key / "done.json"
+                    if done.is_file():
+                        summaries[t.index] = json.loads(done.read_text())
+                    else:
+                        todo.append(t)
+                with _bar(sum(t.source.size for t in mine), "tokenizing", quiet) as bar:
+                    bar.update(sum(t.source.size for t in mine if t.index in summaries))
+                    finished = pool.map(_parts.tokenize_file, todo, lambda t: parts / t.key)
+                    for task, summary in finished:
+                        summaries[task.index] = summary
+                        bar.update(task.source.size)
+        except interrupt.Interrupted as e:
+            kept = f"{len(summaries)} of {len(mine)} files finished, kept in {staging}"
+            raise interrupt.Interrupted(e.signal, kept) from None
 
-    domains = _assemble_domains(cfg, mine, summaries, digests, parts, staging, dtype, notes)
-    manifest = {
-        "format": store.FORMAT,
-        "version": store.VERSION,
-        "fingerprint": fingerprint,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "dtype": dtype.name,
-        "val_frac": cfg.val_frac,
-        "tokenizer": {
-            "kind": tok.kind,
-            "vocab_size": tok.vocab_size,
-            "eos_id": tok.eos_id,
-            "hash": tok.hash,
-            "file": "tokenizer.json" if tok.kind != "bytes" else None,
-            "source": str(cfg.tokenizer.path) if cfg.tokenizer.path else None,
-        },
-        "read": {"text_field": cfg.read.text_field, "content_field": cfg.read.content_field},
-        "domains": domains,
-    }
-    if cfg.shard is not None:
-        manifest["shard"] = {"index": cfg.shard[0], "count": cfg.shard[1], "build": build}
-    shutil.rmtree(parts)
-    plan.unlink()
-    _write_json(staging / "manifest.json", manifest)
-    _swap_into_place(staging, out)
-    return PrepareResult("built", manifest, time.time() - t0, tuple(damage))
+        domains = _assemble_domains(cfg, mine, summaries, digests, parts, staging, dtype, notes)
+        manifest = {
+            "format": store.FORMAT,
+            "version": store.VERSION,
+            "fingerprint": fingerprint,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "dtype": dtype.name,
+            "val_frac": cfg.val_frac,
+            "tokenizer": {
+                "kind": tok.kind,
+                "vocab_size": tok.vocab_size,
+                "eos_id": tok.eos_id,
+                "hash": tok.hash,
+                "file": "tokenizer.json" if tok.kind != "bytes" else None,
+                "source": str(cfg.tokenizer.path) if cfg.tokenizer.path else None,
+            },
+            "read": {"text_field": cfg.read.text_field, "content_field": cfg.read.content_field},
+            "domains": domains,
+        }
+        if cfg.shard is not None:
+            manifest["shard"] = {"index": cfg.shard[0], "count": cfg.shard[1], "build": build}
+        shutil.rmtree(parts)
+        plan.unlink()
+        _write_json(staging / "manifest.json", manifest)
+        _swap_into_place(staging, out)
+        return PrepareResult("built", manifest, time.time() - t0, tuple(damage))
 
 
 def _keyed(task, digest: str, keep: dict, ctx: _parts.Context, tok_hash: str):

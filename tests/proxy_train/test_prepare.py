@@ -483,3 +483,30 @@ def test_a_signal_stops_between_files_and_the_build_resumes(tmp_path, corpus, mo
     calls.clear()
     prepare(_cfg(tmp_path, "s"), quiet=True)
     assert len(calls) == 5
+
+
+def test_a_second_build_of_one_store_at_once_is_refused(tmp_path, corpus):
+    import subprocess
+    import sys
+
+    staging = tmp_path / ".s.partial"
+    holder = subprocess.Popen(  # another codemix process building the same store
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from codemix.core.lock import folder_lock\n"
+            f"with folder_lock({str(staging)!r}, 'x'):\n"
+            "    print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(CodemixError, match=r"the build of --out .*s in .*being written"):
+            prepare(_cfg(tmp_path, "s"), quiet=True)
+    finally:
+        holder.kill()
+        holder.wait()
+    prepare(_cfg(tmp_path, "s"), quiet=True)  # free again: builds
+    assert TokenStore(tmp_path / "s").domains == ("code", "text")
