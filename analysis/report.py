@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from codemix.analysis import branching
 from codemix.analysis.codeshare import (
     observed_share_columns,
     set_shares,
@@ -658,6 +659,7 @@ def render(r: ReportInput) -> str:
             "No confirmatory runs in this table yet: the calibration plot appears "
             "once runs at the target carry a predicted_<metric> column."
         )
+    pred += branching.section(df, [r.nl_metric, r.code_metric], _table)
     notes = "".join(f"<p class=note>{html.escape(n)}</p>" for n in r.notes)
     warn = []
     if "state" in df.columns and "trial" in df.columns:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,7 +128,7 @@ def _trial_run(run_dir: Path, step: int | None, store_path: Path | None) -> Load
         )
     summary = json.loads((run_dir / "summary.json").read_text())
     name = summary.get("name") or f"trial-{int(run_dir.parent.name.split('-')[1])}"
-    size = run_dir.name
+    size = re.sub(r"-(seed-\d+|scratch)$", "", run_dir.name)  # a replicate's, the diagonal's
     found = []
     for ckpt in sorted((study / "populations").glob(f"*-{size}")):
         steps = checkpoint_steps(ckpt)

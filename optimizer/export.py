@@ -37,9 +37,19 @@ def rows(study) -> list[dict]:
         base |= _params(t)
         if t.values is not None:
             base |= {results.objective(i): v for i, v in enumerate(t.values)}
-        for key, summary in t.user_attrs.items():
-            if key.startswith(RESULT_ATTR):
-                out.append(base | results.run_columns(summary, key[len(RESULT_ATTR) :]))
+        runs, scratch = {}, {}
+        for key, summary in sorted(t.user_attrs.items()):
+            if not key.startswith(RESULT_ATTR) or "params" not in summary:
+                continue  # a run that never started (its trunk failed) has no columns
+            size, _, kind = key[len(RESULT_ATTR) :].partition("/")
+            if kind == "scratch":
+                scratch[size] = summary
+            else:
+                runs[(size, kind)] = base | results.run_columns(summary, size)
+        for (size, _), row in runs.items():
+            if size in scratch:  # the diagonal: the same run from scratch, beside it
+                row |= results.scratch_columns(scratch[size])
+            out.append(row)
     return out
 
 

@@ -46,7 +46,12 @@ _STUDY_KEYS = {
     "grace_seconds": int,
     "max_retries": int,
     "out": str,
+    "seeding": str,
+    "seeds": int,
+    "branch": bool,
+    "diagonal": int,
 }
+SEEDINGS = ("paired", "per-trial")
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,13 @@ class StudySpec:
     grace_seconds: int = 120
     max_retries: int = 2
     out: Path = Path("runs")
+    # paired: every trial starts from the same initialisation and data order (common random
+    # numbers: a difference between two trials is the mixtures', not the seeds'), which
+    # branching needs; per-trial: seed + trial number, as studies before 0.9 did
+    seeding: str = "paired"
+    seeds: int = 1  # replicates of every trial, seeds seed ... seed + seeds - 1
+    branch: bool = True  # trials that share their first stages branch from one trunk
+    diagonal: int = 0  # trials 0 .. diagonal - 1 also train from scratch, to check branching
     params: tuple[Param, ...] = ()
     objectives: tuple[Objective, ...] = ()
 
@@ -188,7 +200,15 @@ class StudySpec:
         study = {k: getattr(self, k) for k in ("sizes", "max_tokens", "seed", "promotion")}
         if self.promotion == "halving":
             study["halving_keep"] = self.halving_keep
+        if self.seeding != "per-trial":  # absent from the studies made before it existed
+            study["seeding"] = self.seeding
+        if self.seeds != 1:
+            study["seeds"] = self.seeds
         return _flatten({**raw, "study": study})
+
+    def member_seed(self, base: int, trial: int, k: int) -> int:
+        """The seed of replicate k of a trial (its first trial's number)."""
+        return base + k if self.seeding == "paired" else base + trial + 1_000_003 * k
 
     def run_spec(self, overrides: list[str]) -> RunSpec:
         raw = {k: v for k, v in self.raw.items() if k not in ("study", "search", "objectives")}
@@ -305,7 +325,7 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> StudySpe
             raise CodemixError(
                 f"{where}: unknown key [study].{key}; known: {', '.join(_STUDY_KEYS)}"
             )
-        if not isinstance(value, _STUDY_KEYS[key]) or isinstance(value, bool):
+        if not isinstance(value, _STUDY_KEYS[key]) or isinstance(value, bool) != (key == "branch"):
             raise CodemixError(f"{where}: [study].{key} = {value!r} has the wrong type")
         kwargs[key] = value
     if kwargs.get("sampler", "tpe") not in SAMPLERS:
@@ -314,6 +334,17 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> StudySpe
         )
     if kwargs.get("promotion", "all") not in ("all", "halving"):
         raise CodemixError(f"{where}: [study].promotion: expected 'all' or 'halving'")
+    if kwargs.get("seeding", "paired") not in SEEDINGS:
+        raise CodemixError(f"{where}: [study].seeding: expected one of {', '.join(SEEDINGS)}")
+    if kwargs.get("seeds", 1) < 1 or kwargs.get("diagonal", 0) < 0:
+        raise CodemixError(f"{where}: [study].seeds must be >= 1 and [study].diagonal >= 0")
+    if kwargs.get("seeding") == "per-trial" and kwargs.get("branch"):
+        raise CodemixError(
+            f"{where}: [study].branch = true needs seeding = 'paired': trials with seeds of "
+            "their own share no trunk"
+        )
+    if kwargs.get("seeding") == "per-trial":
+        kwargs["branch"] = False
     if kwargs.get("n_trials", 1) < 1:
         raise CodemixError(f"{where}: [study].n_trials must be >= 1")
     if "sizes" in kwargs:

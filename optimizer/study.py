@@ -118,7 +118,9 @@ def open_study(spec: StudySpec, url: str, store: TokenStore, n_trials: int | Non
     trained = spec.trained_identity()
     if IDENTITY_ATTR in attrs and attrs[IDENTITY_ATTR] != json.loads(json.dumps(trained)):
         raise CodemixError(
-            f"{where} trained its trials otherwise: {_diff(attrs[IDENTITY_ATTR], trained)}; one "
+            f"{where} trained its trials otherwise: {_diff(attrs[IDENTITY_ATTR], trained)}"
+            + _SEEDING_HINT * ("study.seeding" not in attrs[IDENTITY_ATTR])
+            + "; one "
             "study must not mix runs trained differently: restore the setting or give the "
             "study another name (nothing was changed)"
         )
@@ -138,6 +140,12 @@ def open_study(spec: StudySpec, url: str, store: TokenStore, n_trials: int | Non
     if STORE_ATTR not in attrs:
         study.set_user_attr(STORE_ATTR, fingerprint)
     return study
+
+
+_SEEDING_HINT = (
+    " (this study gave each trial a seed of its own, before paired seeds were the default: "
+    "set [study] seeding = 'per-trial' to go on with it)"
+)
 
 
 def _diff(old: dict, new: dict) -> str:

@@ -6,12 +6,14 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import defaultdict
+from pathlib import Path
 
 from optuna.trial import TrialState
 
 from codemix.core import interrupt
 from codemix.core.errors import CodemixError
 from codemix.core.results import STUDY_KEYS, RunSummary
+from codemix.optimizer import branch
 from codemix.optimizer.space import StudySpec
 from codemix.optimizer.trials import (
     OVERRIDES_ATTR,
@@ -23,6 +25,7 @@ from codemix.optimizer.trials import (
     set_back,
     tell,
 )
+from codemix.proxy_train import trunks
 
 
 def run_wave(study, spec: StudySpec, store, trials: list, quiet: bool, wave: str = "") -> None:
@@ -45,17 +48,17 @@ def run_wave(study, spec: StudySpec, store, trials: list, quiet: bool, wave: str
                     close(t, state=TrialState.FAIL)
             for k, size in enumerate(spec.sizes):
                 interrupt.check()
-                todo = [(t, r) for t, r in batch if RESULT_ATTR + size not in t.user_attrs]
-                if todo:
-                    _train_size(spec, store, size, todo, quiet, wave)
+                _train_size(spec, store, size, batch, quiet, wave)
                 alive = []
                 for t, run in batch:
-                    result = t.user_attrs[RESULT_ATTR + size]
-                    if result["status"] != "completed":
-                        t.set_user_attr(REASON_ATTR, f"at {size}: {result['reason']}")
+                    results = [t.user_attrs[seed_attr(size, k)] for k in range(spec.seeds)]
+                    failed = [r for r in results if r["status"] != "completed"]
+                    if failed:
+                        t.set_user_attr(REASON_ATTR, f"at {size}: {failed[0]['reason']}")
                         close(t, state=TrialState.FAIL)
                         continue
-                    done[t.number] = spec.objective_value(result["final"])
+                    values = [spec.objective_value(r["final"]) for r in results]
+                    done[t.number] = [sum(v) / len(v) for v in zip(*values, strict=True)]
                     if len(done[t.number]) == 1:
                         t.report(done[t.number][0], k)
                     alive.append((t, run))
@@ -76,67 +79,107 @@ def run_wave(study, spec: StudySpec, store, trials: list, quiet: bool, wave: str
 
 
 def _train_size(spec: StudySpec, store, size: str, batch: list, quiet: bool, wave: str) -> None:
-    """Train every (trial, run spec) of `batch` at `size`; record each result on its trial."""
-    from codemix.models.accounting import param_count
-    from codemix.proxy_train.train import model_config_for, population_size
+    """Train every run the (trial, run spec) pairs of `batch` need at `size` (each seed, the
+    diagonal's from-scratch runs, the trunks they branch from); record each result on its
+    trial."""
+    from codemix.proxy_train.train import population_size
 
     k = spec.sizes.index(size)
-    groups: dict = defaultdict(list)  # one population per shape, settings and length
-    for trial, run in batch:
-        cfg = model_config_for(run.model, store.vocab_size, run.train.seq_len, size)
-        plan = run.schedule.plan(
-            run.train.batch_size * run.train.seq_len,
-            param_count(cfg).non_embedding,
-            spec.max_tokens,
-        )
-        groups[(cfg, run.train, plan[-1].end_step)].append((trial, run))
-    for (cfg, settings, _), members in groups.items():
-        cap = spec.population or population_size(cfg, settings.batch_size, len(members))
-        for i in range(0, len(members), cap):
-            chunk = members[i : i + cap]
-            name = (
-                f"{wave}{label([t.number for t, _ in chunk])}, size {size} "
-                f"({k + 1} of {len(spec.sizes)})"
+    todo = [u for u in branch.units(spec, store, size, batch) if u.attr not in u.trial.user_attrs]
+    charged = branch.ensure_trunks(
+        spec, store, size, todo, lambda job: train_job(spec, store, announce(job), quiet), quiet
+    )
+    owner: dict[str, branch.Unit] = {}  # each trunk trained here is charged to one run
+    for u in todo:
+        for key in u.chain:
+            if key in charged:
+                owner.setdefault(key, u)
+    groups: dict = defaultdict(list)  # one population per shape, settings, length and start
+    for u in todo:
+        bad = [key for key in u.chain if not branch.completed(spec, key, size)]
+        if bad:
+            info = trunks.read(branch.folder(spec, bad[0], size))
+            u.trial.set_user_attr(
+                u.attr, {"status": "failed", "reason": f"its trunk {bad[0]}: {info.get('reason')}"}
             )
+            continue
+        groups[(u.cfg, u.run.train, u.total, u.start)].append(u)
+    for (cfg, settings, _, _), units in groups.items():
+        cap = spec.population or population_size(cfg, settings.batch_size, len(units))
+        for i in range(0, len(units), cap):
+            chunk = units[i : i + cap]
+            numbers = sorted({root(u.trial) for u in chunk})
+            name = f"{wave}{label(numbers)}, size {size} ({k + 1} of {len(spec.sizes)})"
             job = {
                 "size": size,
                 "label": name,
-                "members": [[root(t), t.user_attrs[OVERRIDES_ATTR]] for t, _ in chunk],
+                "ckpt": str(_population_folder(spec, size, chunk)),
+                "members": [
+                    {
+                        "name": u.name,
+                        "overrides": u.trial.user_attrs[OVERRIDES_ATTR],
+                        "seed": u.seed,
+                        "out": str(u.out),
+                        "trunk": str(branch.folder(spec, u.chain[-1], size)) if u.chain else None,
+                    }
+                    for u in chunk
+                ],
             }
             summaries = train_job(spec, store, announce(job), quiet)
-            for (trial, _), s in zip(chunk, summaries, strict=True):
-                trial.set_user_attr(RESULT_ATTR + size, _result(s))
+            for u, s in zip(chunk, summaries, strict=True):
+                result = _result(s)
+                result["flops_charged"] += sum(
+                    charged[key] for key in u.chain if owner.get(key) is u
+                )
+                u.trial.set_user_attr(u.attr, result)
+
+
+def seed_attr(size: str, k: int) -> str:
+    """The trial's user attribute that keeps its result at `size` with seed replicate k."""
+    return RESULT_ATTR + size + (f"/seed-{k}" if k else "")
+
+
+def _population_folder(spec: StudySpec, size: str, chunk: list) -> Path:
+    """Where a population keeps its checkpoints: named by its members, so the same wave
+    resumes from them (unbranched, one seed: by trial numbers, as before branching)."""
+    if all(not u.chain and u.attr == RESULT_ATTR + size for u in chunk):
+        names = "-".join(str(root(u.trial)) for u in chunk)
+    else:
+        names = "|".join(str(u.out) for u in chunk)
+    key = hashlib.sha1(f"{spec.name}/{names}".encode()).hexdigest()
+    return spec.out / "populations" / f"{key[:10]}-{size}"
 
 
 def train_job(spec: StudySpec, store, job: dict, quiet: bool = True) -> list:
-    """Train one population of a study: `job` names the size and each member's run folder
-    number and overrides, so every process of a multi-host worker builds the same one."""
+    """Train one population of a study: `job` names the size, the checkpoint folder and
+    each member's run folder, seed, overrides and trunk (and `stop` for a population of
+    trunks), so every process of a multi-host worker builds the same one."""
     from codemix.proxy_train.run import task_args
     from codemix.proxy_train.train import Member, model_config_for, train_population
 
-    size, roots = job["size"], [root for root, _ in job["members"]]
-    runs = [spec.run_spec(overrides) for _, overrides in job["members"]]
-    cfg = model_config_for(runs[0].model, store.vocab_size, runs[0].train.seq_len, size)
-    key = hashlib.sha1(f"{spec.name}/{'-'.join(map(str, roots))}".encode()).hexdigest()
+    runs = [spec.run_spec(m["overrides"]) for m in job["members"]]
+    cfg = model_config_for(runs[0].model, store.vocab_size, runs[0].train.seq_len, job["size"])
     members = [
         Member(
-            f"trial-{r}",
+            m["name"],
             run.schedule,
-            run.train.seed + r,
-            spec.out / f"trial-{r:04d}" / size,
+            m["seed"],
+            Path(m["out"]),
             run.code_domains,
+            Path(m["trunk"]) if m["trunk"] else None,
         )
-        for r, run in zip(roots, runs, strict=True)
+        for m, run in zip(job["members"], runs, strict=True)
     ]
     return train_population(
         store,
         cfg,
         runs[0].train,
         members,
-        spec.out / "populations" / f"{key[:10]}-{size}",
+        Path(job["ckpt"]),
         max_tokens=spec.max_tokens,
         progress=not quiet,
         label=job["label"],
+        stop_step=job.get("stop"),
         **task_args(runs[0], store),
     )
 

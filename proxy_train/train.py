@@ -6,6 +6,10 @@ prepared one step ahead in a thread), computes each member's learning rate from 
 schedule, and the device runs clip -> Adam -> decoupled weight decay -> p -= lr * u for
 all members at once. fp32 master weights, bf16 compute (fp32 on CPU), donated buffers.
 
+A member may start from a trunk (see `trunks.py`): the saved state of the first stages it
+shares with other runs, trained once; a population may stop at a stage boundary and save
+each member's state as a trunk.
+
 A killed run resumes exactly from its last checkpoint (the data of any step is a pure
 function of the step, and the checkpoint holds the train losses since the last
 evaluation). On SIGINT/SIGTERM (see `codemix.interrupt`) it writes a checkpoint when that
@@ -39,6 +43,7 @@ from codemix.models.accounting import flops_per_token, param_count
 from codemix.models.config import ModelConfig
 from codemix.models.transformer import init_params, token_losses
 from codemix.proxy_train import sharding as shd
+from codemix.proxy_train import trunks
 from codemix.proxy_train.evaluate import ValSample, bits_per_byte, domain_losses, val_sample
 from codemix.proxy_train.sampler import MixtureSampler
 from codemix.proxy_train.schedule import Schedule, StagePlan, learning_rate, stage_at
@@ -60,14 +65,16 @@ PEAK_FLOPS = {
 
 @dataclass(frozen=True)
 class Member:
-    """One proxy run: its schedule, seed and folder (metrics.jsonl, summary.json), and
-    which domains count as code in its report (the spec's [groups])."""
+    """One proxy run: its schedule, seed and folder (metrics.jsonl, summary.json), which
+    domains count as code in its report (the spec's [groups]), and the trunk folder it
+    starts from, if any."""
 
     name: str
     schedule: Schedule
     seed: int
     out: Path
     code_domains: tuple[str, ...] = ("code",)
+    trunk: Path | None = None
 
 
 def enable_compilation_cache() -> None:
@@ -230,6 +237,8 @@ class _Population:
     settings: TrainSettings
     cfg: ModelConfig
     primary: bool  # the process that writes files (the only one, unless multi-host)
+    stop: int  # the step training ends at: the schedule's end, or a trunk's last step
+    first: int  # the step this population's members began at: 0, or their trunk's end
     tasks: TaskSet | None = None  # downstream tasks scored at some evaluations
     tasks_every: int = 1  # every K-th evaluation, and at every stage end
     scorer: Any = None
@@ -267,11 +276,20 @@ def _checkpointer(ckpt_dir: Path):
     )
 
 
-def _init_or_restore(mngr, progs: _Programs, members: list[Member], ckpt_dir: Path):
-    """(run, first step): the newest checkpoint, else members fresh from their seeds."""
+def _init_or_restore(mngr, progs: _Programs, members: list[Member], ckpt_dir: Path, host):
+    """(run, first step): the newest checkpoint, else the members' trunks, else members
+    fresh from their seeds."""
     import orbax.checkpoint as ocp
 
     start = mngr.latest_step()
+    if start is None and members[0].trunk is not None:
+        info = trunks.read(members[0].trunk)
+        state = trunks.load_members(
+            [m.trunk for m in members], progs.abstract, progs.state_sh, host
+        )
+        run = _Run(state, np.ones(len(members), bool), {})
+        run.evals = int(info["evals"])
+        return run, int(info["step"])
     if start is None:
         seeds = np.array([m.seed for m in members], np.uint32)
         state = progs.init(shd.put(seeds, progs.vec_sh))
@@ -373,7 +391,7 @@ def _stop(pop: _Population, run: _Run, step: int, state_bytes: int) -> None:
     if saved:
         _save(pop, run, step)
         latest = step
-    total = pop.plans[0][-1].end_step
+    total = pop.stop
     at = f"checkpoint at step {latest}" if latest is not None else "no checkpoint yet"
     raise interrupt.Interrupted(
         interrupt.requested() or "SIGTERM",
@@ -410,8 +428,12 @@ def train_population(
     squeeze_single: bool = True,
     tasks: TaskSet | None = None,
     tasks_every: int = 1,
+    stop_step: int | None = None,
 ) -> list[RunSummary]:
     """Train every member to the end of its schedule; returns each member's summary.
+
+    With `stop_step` (a stage boundary of every member) the members are trunks: they stop
+    there, and each one's state and trunk.json go to its folder instead of a summary.
 
     `label` names the population in progress lines (default: its shape); `squeeze_single`
     drops the population axis from the step of a lone model (benchmarks compare both);
@@ -424,6 +446,15 @@ def train_population(
     plans = [m.schedule.plan(B * T, budget_params, max_tokens) for m in members]
     if len({p[-1].end_step for p in plans}) != 1:
         raise ValueError("members of one population must run the same number of steps")
+    stop = plans[0][-1].end_step if stop_step is None else stop_step
+    if any(stop not in {p.end_step for p in pl} for pl in plans):
+        raise ValueError(f"a trunk must end at a stage boundary of every member (step {stop})")
+    branched = {m.trunk is not None for m in members}
+    if (
+        len(branched) != 1
+        or len({m.trunk and trunks.read(m.trunk).get("step") for m in members}) != 1
+    ):
+        raise ValueError("members of one population start from trunks of one step, or none")
     samplers = [
         MixtureSampler(store, p, B, T, m.seed, unique_tokens=dict(settings.unique_tokens or ()))
         for p, m in zip(plans, members, strict=True)
@@ -438,7 +469,9 @@ def train_population(
             stack.enter_context(folder_lock(folder, "folder"))
         mngr = _checkpointer(ckpt_dir)
         stack.callback(mngr.close)
-        run, start = _init_or_restore(mngr, progs, members, ckpt_dir)
+        fresh = mngr.latest_step() is None
+        run, start = _init_or_restore(mngr, progs, members, ckpt_dir, shd.replicated(mesh))
+        first = int(trunks.read(members[0].trunk)["step"]) if members[0].trunk else 0
         scorer = compiled = None
         if tasks is not None:
             scorer = make_scorer(cfg, B, shd.replicated(mesh))
@@ -453,6 +486,8 @@ def train_population(
             settings,
             cfg,
             primary,
+            stop,
+            first,
             tasks,
             tasks_every,
             scorer,
@@ -461,16 +496,41 @@ def train_population(
         )
         for m in members if primary else []:
             m.out.mkdir(parents=True, exist_ok=True)
-            _truncate_metrics(m.out / "metrics.jsonl", start)
+            if fresh and m.trunk is not None:  # the branch's record begins with its trunk's
+                _copy_metrics(m.trunk / "metrics.jsonl", m.out / "metrics.jsonl", start)
+            else:
+                _truncate_metrics(m.out / "metrics.jsonl", start)
         desc = label or f"{P} x {cfg.n_layers}L{cfg.d_model}d"
-        _loop(pop, run, start, Progress(plans[0][-1].end_step, start, desc, progress and primary))
+        _loop(pop, run, start, Progress(stop, start, desc, progress and primary))
+        if stop_step is not None:
+            _save_trunks(pop, run, shd.replicated(mesh))
+            return []
     return [_summary(pop, run, i, time.time() - t_start) for i in range(P)]
+
+
+def _save_trunks(pop: _Population, run: _Run, host) -> None:
+    """Each member's state and trunk.json, in its folder: the trunks are ready to branch."""
+    B, T = pop.settings.batch_size, pop.settings.seq_len
+    flops = flops_per_token(pop.cfg, T) * (pop.stop - pop.first) * B * T
+    for i, m in enumerate(pop.members):
+        if run.alive[i]:
+            trunks.save_member(run.state, i, m.out, host)
+        if pop.primary:
+            status = "completed" if run.alive[i] else "failed"
+            trunks.write(
+                m.out,
+                status=status,
+                reason=run.failed.get(m.name),
+                step=pop.stop,
+                evals=run.evals,
+                flops=flops,
+            )
 
 
 def _loop(pop: _Population, run: _Run, start: int, bar: Progress) -> None:
     """Steps from `start` to the end of the schedule, evaluating and checkpointing."""
     progs, plans, settings = pop.progs, pop.plans, pop.settings
-    total, tokens_per_step = plans[0][-1].end_step, settings.batch_size * settings.seq_len
+    total, tokens_per_step = pop.stop, settings.batch_size * settings.seq_len
     ends = {p.end_step for pl in plans for p in pl}
     firsts = {p.first_step for pl in plans for p in pl if p.first_step > 0}
     fpt, peak = flops_per_token(pop.cfg, settings.seq_len), peak_flops()
@@ -557,6 +617,8 @@ def _summary(pop: _Population, run: _Run, i: int, wall: float) -> RunSummary:
         code_domains=list(m.code_domains),
         stage_tokens={p.stage.name: p.n_steps * B * T for p in plans},
         epochs=pop.samplers[i].epochs(),
+        trunk=m.trunk.name if m.trunk is not None else None,
+        flops_charged=fpt * (total - pop.first) * B * T,
         model={
             "d_model": cfg.d_model,
             "n_layers": cfg.n_layers,
@@ -582,6 +644,11 @@ def _read_metrics(path: Path) -> list[dict]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _copy_metrics(src: Path, dst: Path, step: int) -> None:
+    keep = [r for r in _read_metrics(src) if r["step"] <= step]
+    atomic_write_text(dst, "".join(json.dumps(r) + "\n" for r in keep))
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

@@ -88,5 +88,5 @@ def _export(args) -> int:
     except KeyError:
         raise CodemixError(f"no study {name!r} in {redact(url)}") from None
     n = export(study, Path(args.output))
-    print(f"wrote {n} rows (one per trial and size) to {args.output}")
+    print(f"wrote {n} rows (one per trial, size and seed) to {args.output}")
     return 0

@@ -55,7 +55,9 @@ class RunSummary(TypedDict):
     params: int
     non_embedding_params: int
     flops_per_token: int
-    flops: int
+    flops: int  # of the whole schedule
+    flops_charged: int  # of the steps this run trained itself: all, or those after its trunk
+    trunk: str | None  # the trunk it branched from (a folder of the study's trunks/)
     wall_time_s: float
     timing: dict[str, Any]
     population: int
@@ -76,6 +78,8 @@ STUDY_KEYS = (
     "non_embedding_params",
     "tokens",
     "flops",
+    "flops_charged",
+    "trunk",
     "wall_time_s",
     "seed",
 )
@@ -138,11 +142,29 @@ RUN_COLUMNS = (
     "vocab_size",
     "tokens",
     "flops",
+    "flops_charged",
+    "trunk",
+    "seed",
     "wall_time_s",
     "tokens_per_s",
     "run_status",
     CODE_DOMAINS,
 )
+
+
+def scratch(column: str) -> str:
+    """`scratch.bpb.text`: the diagonal check's run of the same trial from scratch."""
+    return f"scratch{SEP}{column}"
+
+
+def scratch_columns(summary: dict) -> dict:
+    """A from-scratch run's final metrics and FLOPs, to set beside its branched twin's."""
+    row = {scratch("flops"): summary["flops"], scratch("run_status"): summary["status"]}
+    final = summary["final"] or {}
+    for kind in METRIC_KINDS:
+        for d, v in (final.get(kind) or {}).items():
+            row[scratch(metric(kind, d))] = v
+    return row
 
 
 def run_columns(summary: dict, size: str) -> dict:
@@ -154,6 +176,10 @@ def run_columns(summary: dict, size: str) -> dict:
         "vocab_size": (summary.get("model") or {}).get("vocab_size"),
         "tokens": summary["tokens"],
         "flops": summary["flops"],
+        # results kept before branching existed trained every step themselves
+        "flops_charged": summary.get("flops_charged", summary["flops"]),
+        "trunk": summary.get("trunk"),
+        "seed": summary.get("seed"),
         "wall_time_s": summary["wall_time_s"],
         "tokens_per_s": summary.get("tokens_per_s"),
         "run_status": summary["status"],

@@ -250,3 +250,68 @@ def test_a_failed_summary_write_keeps_the_old_file(small_store, tmp_path, monkey
         _run(store, tmp_path / "again", [Member("a", SHORT, 0, tmp_path / "a")])
     assert (tmp_path / "a" / "summary.json").read_text() == before
     assert [p.name for p in (tmp_path / "a").iterdir() if p.name.startswith(".")] == [".lock"]
+
+
+def _cooldown(code: float) -> Schedule:
+    last = THREE.stages[-1]
+    return Schedule(
+        (
+            *THREE.stages[:2],
+            Stage(last.name, {"text": 1 - code, "code": code}, tokens=512, lr=last.lr),
+        )
+    )
+
+
+def test_a_branch_from_a_trunk_ends_as_the_run_from_scratch(small_store, tmp_path):
+    store = TokenStore(small_store)
+    scratch = [
+        Member(f"c{k}", _cooldown(c), 5, tmp_path / "scratch" / f"c{k}")
+        for k, c in enumerate((0.0, 0.3))
+    ]
+    for m in scratch:  # each alone, as each branch trains
+        (s,) = _run(store, tmp_path / "scratch" / m.name, [m])
+        assert s["flops_charged"] == s["flops"] and s["trunk"] is None
+    trunk = tmp_path / "trunks" / "t"
+    assert _run(store, tmp_path / "trunk", [Member("t", THREE, 5, trunk)], stop_step=20) == []
+    info = json.loads((trunk / "trunk.json").read_text())
+    assert info["status"] == "completed" and info["step"] == 20 and info["evals"] == 2
+    for k, c in enumerate((0.0, 0.3)):
+        out = tmp_path / "branch" / f"c{k}"
+        (s,) = _run(store, out, [Member(f"c{k}", _cooldown(c), 5, out, trunk=trunk)])
+        assert s["trunk"] == "t" and s["flops_charged"] == s["flops"] * 4 // 24
+        assert _losses(out / "metrics.jsonl") == _losses(
+            tmp_path / "scratch" / f"c{k}" / "metrics.jsonl"
+        )
+        assert (
+            s["final"]
+            == json.loads((tmp_path / "scratch" / f"c{k}" / "summary.json").read_text())["final"]
+        )
+
+
+def test_branches_train_as_a_population_from_their_trunks(small_store, tmp_path):
+    store = TokenStore(small_store)
+    trunks = [
+        Member(f"t{k}", _cooldown(0.0), 6 + k, tmp_path / "trunks" / f"t{k}") for k in range(2)
+    ]
+    _run(store, tmp_path / "tp", trunks, stop_step=20)
+    branches = [
+        Member(f"b{k}", _cooldown(0.2), 6 + k, tmp_path / f"b{k}", trunk=t.out)
+        for k, t in enumerate(trunks)
+    ]
+    got = _run(store, tmp_path / "bp", branches)
+    alone = _run(store, tmp_path / "alone", [Member("x", _cooldown(0.2), 7, tmp_path / "x")])
+    assert [s["steps"] for s in got] == [24, 24]
+    for (s1, l1, _), (s2, l2, _) in zip(
+        _losses(tmp_path / "b1" / "metrics.jsonl"),
+        _losses(tmp_path / "x" / "metrics.jsonl"),
+        strict=True,
+    ):
+        assert s1 == s2 and all(l1[d] == pytest.approx(l2[d], rel=1e-4) for d in l1)
+    assert got[0]["final"] != got[1]["final"]  # seeds 6 and 7: the trunks differ
+    assert alone[0]["flops_charged"] == 6 * got[0]["flops_charged"]
+
+
+def test_a_population_refuses_a_trunk_end_inside_a_stage(small_store, tmp_path):
+    store = TokenStore(small_store)
+    with pytest.raises(ValueError, match="stage boundary"):
+        _run(store, tmp_path, [Member("t", THREE, 0, tmp_path / "t")], stop_step=15)

@@ -1,0 +1,186 @@
+"""Branched stage studies: compute and wall time against every trial from step zero, how far
+a branched run lands from its from-scratch twin, and how much paired seeds shrink the noise
+of a difference between two mixtures.
+
+The study: a grid of 3 init code shares x 8 cooldown code shares, 20 % cooldown (8 + 2
+tokens per non-embedding parameter), at "1M" (0.85M non-embedding parameters, 8.5M tokens
+a run) and "2M" (2.2M, 22M tokens), vocab 4096 (`make demo`'s store), 16 x 256 tokens a
+step, every trial at both sizes. From scratch: 24 x 30.5M = 0.73B tokens, about 2.5e15
+FLOPs; branched, (0.8 + 0.2 x 8) / 8 = 0.3 of it. Expected wall time on one H100 or H200:
+about 3 minutes from scratch, 1.5 branched (the trunks train as populations of 3, which
+use the GPU less well than the 24 branches).
+
+    python benchmarks/branching.py run --mode branched --seed 0 --out DIR   # on the GPU
+    python benchmarks/branching.py run --mode scratch --seed 0 --out DIR
+    python benchmarks/branching.py table DIR [DIR ...]                      # anywhere
+
+`run` writes the spec into DIR, trains it with `codemix study run` (storage DIR/study.db,
+run folders under --runs), and records the wall time. `table` reads the storages (Optuna
+and numpy only) and prints: FLOPs charged against the whole schedules' FLOPs and wall time;
+branched minus from scratch per trial (same seed) beside the seed-to-seed spread (seed 0
+against seed 1, both branched); and the noise of a difference between two mixtures with
+paired seeds (both runs of one seed) against unpaired ones (one run of each seed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+SPEC = """# written by benchmarks/branching.py
+[data]
+store = "{store}"
+[model]
+size = "1M"
+[train]
+seq_len = 256
+batch_size = 16
+lr_peak = 3e-3
+eval_tokens = 16384
+seed = {seed}
+[[stages]]
+name = "init"
+tokens_per_param = 8
+code_frac = 0.25
+lr = {{ shape = "cosine", warmup = 0.05, end = 0.3 }}
+[[stages]]
+name = "cooldown"
+tokens_per_param = 2
+code_frac = 0.2
+lr = {{ shape = "linear", start = "continue", end_lr = 1e-6 }}
+[study]
+name = "branching-{mode}-{seed}"
+sampler = "grid"
+n_trials = 24
+sizes = ["1M", "2M"]
+branch = {branch}
+out = "{runs}"
+[search]
+"stages.init.code_frac" = {{ values = [0.1, 0.25, 0.5] }}
+"stages.cooldown.code_frac" = {{ values = [0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6] }}
+[[objectives]]
+metric = "bpb.text"
+"""
+
+
+def run(args) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = out / "spec.toml"
+    runs = Path(args.runs) / f"{args.mode}-{args.seed}"
+    spec.write_text(
+        SPEC.format(
+            store=Path(args.store).absolute(),
+            seed=args.seed,
+            mode=args.mode,
+            branch=str(args.mode == "branched").lower(),
+            runs=runs,
+        )
+    )
+    t0 = time.time()
+    cmd = [sys.executable, "-m", "codemix", "study", "run", str(spec)]
+    cmd += [x for kv in args.set for x in ("--set", kv)]
+    subprocess.run([*cmd, "--storage", f"sqlite:///{out / 'study.db'}", "--quiet"], check=True)
+    wall = time.time() - t0
+    (out / "timing.json").write_text(json.dumps({"wall_s": wall, "mode": args.mode}))
+    print(f"{args.mode} seed {args.seed}: {wall:.0f} s", flush=True)
+
+
+def _load(folder: Path) -> dict:
+    """{(size, init, cooldown): result} and the study's facts."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = f"sqlite:///{folder / 'study.db'}"
+    (summary,) = optuna.get_all_study_summaries(url)
+    study = optuna.load_study(study_name=summary.study_name, storage=url)
+    results = {}
+    for t in study.trials:
+        key = (t.params["stages.init.code_frac"], t.params["stages.cooldown.code_frac"])
+        for attr, r in t.user_attrs.items():
+            if attr.startswith("codemix/result/") and "final" in r:
+                results[(attr.split("/")[2], *key)] = r
+    timing = json.loads((folder / "timing.json").read_text())
+    seed = next(iter(results.values()))["seed"]
+    return {"results": results, "mode": timing["mode"], "wall": timing["wall_s"], "seed": seed}
+
+
+def table(args) -> None:
+    studies = [_load(Path(f)) for f in args.dirs]
+    print("| study | seed | runs | FLOPs of the schedules | FLOPs charged | ratio | wall s |")
+    print("|---|---|---|---|---|---|---|")
+    for s in studies:
+        r = list(s["results"].values())
+        whole = sum(x["flops"] for x in r)
+        spent = sum(x.get("flops_charged", x["flops"]) for x in r)
+        print(
+            f"| {s['mode']} | {s['seed']} | {len(r)} | {whole:.3g} | {spent:.3g} | "
+            f"{spent / whole:.3f} | {s['wall']:.0f} |"
+        )
+    by = {(s["mode"], s["seed"]): s["results"] for s in studies}
+    b0, b1, sc = by.get(("branched", 0)), by.get(("branched", 1)), by.get(("scratch", 0))
+    sizes = sorted({k[0] for s in studies for k in s["results"]})
+    for metric in ("text", "code"):
+        print(f"\nbpb.{metric}: branched minus from scratch (seed 0), and seed spread")
+        print("| size | trials | mean diff | mean abs diff | max abs diff | seed sd |")
+        print("|---|---|---|---|---|---|")
+        for size in sizes:
+            keys = sorted(k for k in (b0 or {}) if k[0] == size)
+            d = np.array(
+                [_bpb(b0[k], metric) - _bpb(sc[k], metric) for k in keys if sc and k in sc]
+            )
+            spread = np.array(
+                [_bpb(b0[k], metric) - _bpb(b1[k], metric) for k in keys if b1 and k in b1]
+            )
+            sd = np.sqrt(np.mean(spread**2) / 2) if spread.size else float("nan")
+            if d.size:
+                print(
+                    f"| {size} | {d.size} | {d.mean():+.4f} | {np.abs(d).mean():.4f} | "
+                    f"{np.abs(d).max():.4f} | {sd:.4f} |"
+                )
+        if b0 and b1:
+            print(f"\nbpb.{metric}: noise of a difference between two mixtures (RMS, bpb)")
+            print("| size | pairs | paired seeds | unpaired seeds | ratio |")
+            print("|---|---|---|---|---|")
+            for size in sizes:
+                keys = sorted(k for k in b0 if k[0] == size and k in b1)
+                y0 = np.array([_bpb(b0[k], metric) for k in keys])
+                y1 = np.array([_bpb(b1[k], metric) for k in keys])
+                paired, unpaired = [], []
+                for i, j in itertools.combinations(range(len(keys)), 2):
+                    # two estimates of y_i - y_j whose expectations agree: their gap is noise
+                    paired.append(((y0[i] - y0[j]) - (y1[i] - y1[j])) ** 2 / 2)
+                    unpaired.append(((y0[i] - y1[j]) - (y1[i] - y0[j])) ** 2 / 2)
+                p, u = np.sqrt(np.mean(paired)), np.sqrt(np.mean(unpaired))
+                print(f"| {size} | {len(paired)} | {p:.4f} | {u:.4f} | {p / u:.2f} |")
+
+
+def _bpb(result: dict, domain: str) -> float:
+    return float(result["final"]["bpb"][domain])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--mode", choices=("branched", "scratch"), required=True)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--out", required=True)
+    r.add_argument("--runs", default="/tmp/codemix-branching")
+    r.add_argument("--store", default="runs/demo/store")
+    r.add_argument("--set", action="append", default=[], help="spec overrides (smoke tests)")
+    t = sub.add_parser("table")
+    t.add_argument("dirs", nargs="+")
+    args = ap.parse_args()
+    run(args) if args.cmd == "run" else table(args)
+
+
+if __name__ == "__main__":
+    main()

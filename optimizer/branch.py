@@ -1,0 +1,264 @@
+"""Branched studies: trials that share their first stages (the same model, settings, seed,
+store and stages up to a boundary) train those stages once, as a trunk, and go on from its
+state (`proxy_train/trunks.py`); a run branched from a trunk is the run from scratch.
+
+A boundary is the start of a stage the search changes, after the first, with only discrete
+choices (values, choices, schedules) before it: where trials can meet. In an init ->
+continual -> cooldown study that searches the cooldown, all trials of one seed share init
+and continual; searching the init mixture over three values as well gives three trunks.
+
+Trunks are named by a hash of everything that decides them and live in the study's
+`trunks/` folder, so waves, workers and resumed runs share them and none is trained twice:
+a worker trains a trunk under its folder's lock, others wait for it, and a worker that
+dies leaves the trunk's population checkpoint, which the next worker resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import defaultdict
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from codemix.core import interrupt
+from codemix.core.errors import CodemixError
+from codemix.core.lock import folder_lock
+from codemix.optimizer.space import StudySpec
+from codemix.proxy_train import trunks
+from codemix.proxy_train.spec import RunSpec
+
+_DISCRETE = ("values", "choices", "schedules")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One run a trial needs at one size: a seed replicate, or the diagonal's run from
+    scratch. `chain` names its trunks, shallowest first; `stops` their last steps."""
+
+    trial: Any
+    run: RunSpec
+    attr: str  # the trial's user attribute that keeps the result
+    name: str
+    seed: int
+    out: Path
+    cfg: Any
+    total: int  # steps of the whole schedule
+    chain: tuple[str, ...] = ()
+    stops: tuple[int, ...] = ()
+    cuts: tuple[int, ...] = ()  # how many stages each trunk holds
+
+    @property
+    def start(self) -> int:
+        return self.stops[-1] if self.stops else 0
+
+
+def _searched_stages(spec: StudySpec, names: list[str]) -> dict[int, bool] | None:
+    """Stage index -> whether only discrete values search it; None when the search touches
+    a setting outside the stages (the model, the learning rate, the groups), which every
+    stage depends on."""
+    out: dict[int, bool] = {}
+    for p in spec.params:
+        keys = [k for v in p.choices.values() for k in v] if p.kind == "schedules" else [p.key]
+        for key in keys:
+            part = key.split(".")
+            if part[0] != "stages" or len(part) < 3:
+                return None
+            i = int(part[1]) if part[1].isdigit() else names.index(part[1])
+            out[i] = out.get(i, True) and p.kind in _DISCRETE
+    return out
+
+
+def boundaries(spec: StudySpec, run: RunSpec) -> list[int]:
+    """Stage indices j at which trials can branch (the trunk is stages[:j])."""
+    names = [s.name for s in run.schedule.stages]
+    searched = _searched_stages(spec, names)
+    if not spec.branch or searched is None:
+        return []
+    return [j for j in sorted(searched) if j > 0 and all(searched.get(i, True) for i in range(j))]
+
+
+def trunk_key(unit_run: RunSpec, cfg, size: str, plans, j: int, seed: int, store: str) -> str:
+    """The name of the trunk that trains `plans[:j]`: a hash of all that decides it."""
+    identity = {
+        "model": asdict(cfg),
+        "train": asdict(unit_run.train),
+        "evals": asdict(unit_run.evals) if unit_run.evals else None,
+        "size": size,
+        "seed": seed,
+        "store": store,
+        "stages": [
+            {"stage": asdict(p.stage), "first": p.first_step, "steps": p.n_steps} for p in plans[:j]
+        ],
+    }
+    text = json.dumps(identity, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def folder(spec: StudySpec, key: str, size: str) -> Path:
+    return spec.out / "trunks" / f"{key}-{size}"
+
+
+def units(spec: StudySpec, store, size: str, batch: list) -> list[Unit]:
+    """Every run the (trial, run spec) pairs of `batch` need at `size`, with their trunks."""
+    from codemix.models.accounting import param_count
+    from codemix.optimizer.study import store_fingerprint
+    from codemix.optimizer.trials import RESULT_ATTR, root
+    from codemix.proxy_train.train import model_config_for
+
+    fingerprint = store_fingerprint(store.manifest)
+    out = []
+    for trial, run in batch:
+        r = root(trial)
+        cfg = model_config_for(run.model, store.vocab_size, run.train.seq_len, size)
+        tokens_per_step = run.train.batch_size * run.train.seq_len
+        plans = run.schedule.plan(tokens_per_step, param_count(cfg).non_embedding, spec.max_tokens)
+        cuts = [j for j in boundaries(spec, run) if j < len(plans)]
+        folder_ = spec.out / f"trial-{r:04d}"
+        for k in range(spec.seeds):
+            seed = spec.member_seed(run.train.seed, r, k)
+            chain = tuple(trunk_key(run, cfg, size, plans, j, seed, fingerprint) for j in cuts)
+            stops = tuple(plans[j - 1].end_step for j in cuts)
+            attr = RESULT_ATTR + size + (f"/seed-{k}" if k else "")  # wave.seed_attr
+            where = folder_ / (size + (f"-seed-{k}" if k else ""))
+            out.append(
+                Unit(
+                    trial,
+                    run,
+                    attr,
+                    f"trial-{r}" + (f"-seed-{k}" if k else ""),
+                    seed,
+                    where,
+                    cfg,
+                    plans[-1].end_step,
+                    chain,
+                    stops,
+                    tuple(cuts),
+                )
+            )
+            if k == 0 and chain and r < spec.diagonal:  # the diagonal: also from scratch
+                scratch = folder_ / f"{size}-scratch"
+                out.append(
+                    Unit(
+                        trial,
+                        run,
+                        RESULT_ATTR + size + "/scratch",
+                        f"trial-{r}-scratch",
+                        seed,
+                        scratch,
+                        cfg,
+                        plans[-1].end_step,
+                    )
+                )
+    return out
+
+
+def ensure_trunks(spec: StudySpec, store, size: str, todo: list[Unit], train, quiet: bool) -> dict:
+    """Train the trunks `todo` needs and no one has, depth by depth; return {key: FLOPs} of
+    the trunks trained here. `train(job)` trains one population job (see wave.train_job)."""
+    charged: dict[str, int] = {}
+    depth = max((len(u.chain) for u in todo), default=0)
+    for d in range(depth):
+        needed: dict[str, Unit] = {}
+        for u in todo:
+            if len(u.chain) > d and (d == 0 or completed(spec, u.chain[d - 1], size)):
+                needed.setdefault(u.chain[d], u)
+        charged |= _ensure_level(spec, size, d, needed, train, quiet)
+    return charged
+
+
+def completed(spec: StudySpec, key: str, size: str) -> bool:
+    return trunks.read(folder(spec, key, size)).get("status") == "completed"
+
+
+def _ensure_level(spec, size: str, d: int, needed: dict, train, quiet: bool) -> dict:
+    charged: dict[str, int] = {}
+    waited = False
+    while True:
+        pending = {k: u for k, u in needed.items() if not trunks.finished(folder(spec, k, size))}
+        if not pending:
+            return charged
+        with ExitStack() as stack:
+            mine = {}
+            for k, u in pending.items():
+                try:
+                    stack.enter_context(folder_lock(folder(spec, k, size), "trunk"))
+                except CodemixError:
+                    continue  # another worker trains it: wait below
+                if not trunks.finished(folder(spec, k, size)):  # finished while we looked
+                    mine[k] = u
+            for job in _jobs(spec, size, d, mine):
+                train(job)
+                for m in job["members"]:
+                    info = trunks.read(Path(m["out"]))
+                    charged[m["name"]] = int(info.get("flops", 0))
+            if len(mine) == len(pending):
+                continue
+        if not waited and not quiet:
+            print(f"waiting for trunks another worker trains ({len(pending) - len(mine)})")
+        waited = True
+        for _ in range(20):
+            interrupt.check()
+            time.sleep(0.1)
+
+
+def _jobs(spec: StudySpec, size: str, d: int, mine: dict[str, Unit]) -> list[dict]:
+    """Population jobs that train the trunks `mine` (depth d): first the unfinished
+    populations of a worker that stopped, whose members are all here, then the rest in
+    groups of one shape, settings, length and start."""
+    jobs, left = [], dict(mine)
+    for members_file in sorted(
+        (spec.out / "trunks" / "populations").glob(f"*-{size}/members.json")
+    ):
+        keys = json.loads(members_file.read_text())
+        if keys and set(keys) <= set(left):
+            jobs.append(_job(spec, size, d, [(k, left.pop(k)) for k in keys]))
+    groups: dict = defaultdict(list)
+    for k, u in left.items():
+        groups[(u.cfg, u.run.train, u.total, u.stops[d], u.stops[d - 1] if d else 0)].append((k, u))
+    for members in groups.values():
+        cap = spec.population or _fit(members[0][1])
+        for i in range(0, len(members), cap):
+            jobs.append(_job(spec, size, d, members[i : i + cap]))
+    return jobs
+
+
+def _fit(u: Unit) -> int:
+    from codemix.proxy_train.train import population_size
+
+    return population_size(u.cfg, u.run.train.batch_size, 10**6)
+
+
+def _job(spec: StudySpec, size: str, d: int, members: list[tuple[str, Unit]]) -> dict:
+    keys = [k for k, _ in members]
+    name = hashlib.sha1("-".join(sorted(keys)).encode()).hexdigest()[:10]
+    ckpt = spec.out / "trunks" / "populations" / f"{name}-{size}"
+    ckpt.mkdir(parents=True, exist_ok=True)
+    (ckpt / "members.json").write_text(json.dumps(keys))
+    for k, u in members:
+        stages = [s.name for s in u.run.schedule.stages[: u.cuts[d]]]
+        trunks.write(
+            folder(spec, k, size),
+            identity={"size": size, "stages": stages, "seed": u.seed, "first_trial": u.name},
+        )
+    _, u0 = members[0]
+    trials = ", ".join(sorted({u.name for _, u in members}))
+    return {
+        "size": size,
+        "label": f"trunk{'s' if len(keys) > 1 else ''} of {trials}, size {size}",
+        "ckpt": str(ckpt),
+        "stop": u0.stops[d],
+        "members": [
+            {
+                "name": k,
+                "overrides": u.trial.user_attrs.get("codemix/overrides", []),
+                "seed": u.seed,
+                "out": str(folder(spec, k, size)),
+                "trunk": str(folder(spec, u.chain[d - 1], size)) if d else None,
+            }
+            for k, u in members
+        ],
+    }

@@ -1,0 +1,144 @@
+"""Branched studies on CPU: trunks trained once, branches equal to runs from scratch."""
+
+import json
+
+import optuna
+import polars as pl
+import pytest
+
+from codemix.cli import main
+from codemix.core.errors import CodemixError
+from codemix.optimizer.branch import boundaries
+from codemix.optimizer.space import load_study
+from codemix.proxy_train import train as train_mod
+
+GRID = (
+    '"stages.init.code_frac" = { values = [0.0, 0.5] }\n'
+    '"stages.cooldown.code_frac" = { values = [0.0, 0.4] }'
+)
+
+
+def _export(path, tmp_path):
+    out = tmp_path / f"{path.stem}.csv"
+    assert main(["study", "export", str(path), "-o", str(out)]) == 0
+    return pl.read_csv(out).sort("trial", "seed")
+
+
+def _trunks(tmp_path, name):
+    return sorted((tmp_path / "runs" / name / "trunks").glob("*-test/trunk.json"))
+
+
+def test_trials_that_share_their_init_train_it_once(write_study, tmp_path):
+    path = write_study(
+        name="b",
+        sampler="grid",
+        n=4,
+        max_tokens=1280,
+        population=4,
+        search=GRID,
+        study_extra="diagonal = 1",
+    )
+    assert main(["study", "run", str(path), "--quiet"]) == 0
+    infos = [json.loads(p.read_text()) for p in _trunks(tmp_path, "b")]
+    assert len(infos) == 2 and all(i["status"] == "completed" and i["step"] == 8 for i in infos)
+    df = _export(path, tmp_path)
+    assert df.height == 4 and df["trunk"].n_unique() == 2
+    trunk_flops = sum(i["flops"] for i in infos)
+    # the runs' own steps plus each trunk once: 2 trunks of 8 steps, 4 branches of 2 steps
+    assert df["flops_charged"].sum() == trunk_flops + df["flops"].sum() * 2 // 10
+    assert df["flops_charged"].sum() == pytest.approx(0.6 * df["flops"].sum(), rel=1e-9)
+    # the diagonal: trial 0 also from scratch, in a population of its own
+    row = df.filter(pl.col("trial") == 0).row(0, named=True)
+    assert row["scratch.flops"] == row["flops"]
+    for d in ("text", "code"):
+        assert row[f"scratch.bpb.{d}"] == pytest.approx(row[f"bpb.{d}"], rel=1e-4)
+    assert df.filter(pl.col("trial") > 0)["scratch.bpb.text"].is_null().all()
+    # a branch's record begins with its trunk's evaluations
+    trial = tmp_path / "runs" / "b" / "trial-0001" / "test"
+    steps = [json.loads(x)["step"] for x in open(trial / "metrics.jsonl")]
+    assert steps == [8, 10]
+
+
+def test_branch_false_trains_every_trial_from_step_zero(write_study, tmp_path):
+    path = write_study(
+        name="nb", sampler="grid", n=2, max_tokens=1280, search=GRID, study_extra="branch = false"
+    )
+    assert main(["study", "run", str(path), "--quiet"]) == 0
+    assert not _trunks(tmp_path, "nb")
+    df = _export(path, tmp_path)
+    assert (df["flops_charged"] == df["flops"]).all() and df["trunk"].is_null().all()
+
+
+def test_seeds_give_a_row_per_seed_and_the_mean_as_objective(write_study, tmp_path):
+    path = write_study(
+        name="s2",
+        sampler="grid",
+        n=2,
+        max_tokens=1280,
+        population=4,
+        search='"stages.cooldown.code_frac" = { values = [0.0, 0.4] }',
+        study_extra="seeds = 2",
+    )
+    assert main(["study", "run", str(path), "--quiet"]) == 0
+    df = _export(path, tmp_path)
+    assert df.height == 4 and sorted(df["seed"].to_list()) == [0, 0, 1, 1]
+    assert len(_trunks(tmp_path, "s2")) == 2  # one init, two seeds
+    for t in optuna.load_study(
+        study_name="s2", storage=f"sqlite:///{path.with_suffix('.db')}"
+    ).trials:
+        rows = df.filter(pl.col("trial") == t.number)
+        assert t.values[0] == pytest.approx(rows["bpb.text"].mean(), rel=1e-12)
+        assert rows["bpb.text"][0] != rows["bpb.text"][1]  # the seeds differ
+    # paired: both trials start from one initialisation, so they share seed 0's trunk
+    assert df.filter(pl.col("seed") == 0)["trunk"].n_unique() == 1
+
+
+def test_a_trunk_interrupted_mid_way_is_resumed_not_retrained(write_study, tmp_path, monkeypatch):
+    search = '"stages.cooldown.code_frac" = { values = [0.0, 0.4] }'
+    whole = write_study(name="w", sampler="grid", n=2, max_tokens=1280, search=search)
+    assert main(["study", "run", str(whole), "--quiet"]) == 0
+    path = write_study(name="i", sampler="grid", n=2, max_tokens=1280, search=search)
+    real, fired = train_mod._stop_requested, []
+
+    def stop_once(step, every):
+        if step == 5 and not fired:
+            fired.append(step)
+            return True
+        return real(step, every)
+
+    monkeypatch.setattr(train_mod, "_stop_requested", stop_once)
+    assert main(["study", "run", str(path), "--quiet"]) == 143  # as SIGTERM
+    (info,) = _trunks(tmp_path, "i")
+    assert "status" not in json.loads(info.read_text())  # begun, not finished
+    monkeypatch.setattr(train_mod, "_stop_requested", real)
+    assert main(["study", "run", str(path), "--quiet"]) == 0
+    assert len(list((tmp_path / "runs" / "i" / "trunks" / "populations").iterdir())) == 1
+    a, b = _export(whole, tmp_path), _export(path, tmp_path)
+    assert a["bpb.text"].to_list() == b.filter(pl.col("state") == "complete")["bpb.text"].to_list()
+
+
+@pytest.mark.parametrize(
+    "search, cuts",
+    [
+        ('"stages.cooldown.code_frac" = { values = [0.0, 0.4] }', [1]),
+        (GRID, [1]),
+        # a continuous init makes every trunk its own: nothing to share
+        (
+            '"stages.init.code_frac" = { low = 0.0, high = 1.0 }\n'
+            '"stages.cooldown.code_frac" = { values = [0.0, 0.4] }',
+            [],
+        ),
+        ('"stages.init.code_frac" = { values = [0.0, 0.4] }', []),
+        ('"train.lr_peak" = { values = [1e-3, 3e-3] }', []),
+    ],
+)
+def test_boundaries_are_where_trials_can_meet(write_study, search, cuts):
+    spec = load_study(write_study(search=search, sampler="random"))
+    assert boundaries(spec, spec.run_spec([])) == cuts
+
+
+def test_branching_needs_paired_seeds(write_study):
+    with pytest.raises(CodemixError, match="paired"):
+        load_study(write_study(study_extra='seeding = "per-trial"\nbranch = true'))
+    spec = load_study(write_study(study_extra='seeding = "per-trial"'))
+    assert not spec.branch and spec.member_seed(0, 3, 0) == 3
