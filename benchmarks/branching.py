@@ -149,17 +149,22 @@ def table(args) -> None:
             print(f"\nbpb.{metric}: noise of a difference between two mixtures (RMS, bpb)")
             print("| size | pairs | paired seeds | unpaired seeds | ratio |")
             print("|---|---|---|---|---|")
-            for size in sizes:
+            for size, (kind, same) in itertools.product(sizes, _PAIRS):
                 keys = sorted(k for k in b0 if k[0] == size and k in b1)
                 y0 = np.array([_bpb(b0[k], metric) for k in keys])
                 y1 = np.array([_bpb(b1[k], metric) for k in keys])
                 paired, unpaired = [], []
                 for i, j in itertools.combinations(range(len(keys)), 2):
+                    if same is not None and (keys[i][1] == keys[j][1]) != same:
+                        continue
                     # two estimates of y_i - y_j whose expectations agree: their gap is noise
                     paired.append(((y0[i] - y0[j]) - (y1[i] - y1[j])) ** 2 / 2)
                     unpaired.append(((y0[i] - y1[j]) - (y1[i] - y0[j])) ** 2 / 2)
                 p, u = np.sqrt(np.mean(paired)), np.sqrt(np.mean(unpaired))
-                print(f"| {size} | {len(paired)} | {p:.4f} | {u:.4f} | {p / u:.2f} |")
+                print(f"| {size}, {kind} | {len(paired)} | {p:.4f} | {u:.4f} | {p / u:.2f} |")
+
+
+_PAIRS = (("all pairs", None), ("same init (one trunk)", True), ("other init", False))
 
 
 def _bpb(result: dict, domain: str) -> float:

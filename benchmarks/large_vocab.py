@@ -72,6 +72,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--only", type=int, nargs="*", help="case numbers (from 0)")
+    ap.add_argument("--chunk", type=int, help="loss_chunk for the chunked cases instead of 128")
     args = ap.parse_args()
     print(f"device: {jax.devices()[0].device_kind}; 6N + 12LdT FLOPs a token against 989 TFLOP/s")
     print(
@@ -81,6 +82,7 @@ def main() -> None:
     for k, (size, vocab, B, chunk) in enumerate(CASES):
         if args.only and k not in args.only:
             continue
+        chunk = args.chunk if chunk and args.chunk else chunk
         head = f"{size:>6} {vocab:>7} {f'{B}x1024':>9} {chunk or 'all':>5}"
         try:
             r = run(size, vocab, B, chunk, args.steps)
