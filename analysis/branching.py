@@ -82,4 +82,27 @@ def section(df: pl.DataFrame, metrics: list[str], table) -> str:
             "difference within the seed-to-seed spread means branching changed nothing that "
             "matters.</p><ul>" + "".join(f"<li>{x}</li>" for x in lines) + "</ul>" + table(check)
         )
+    versus = against_control(df, metrics)
+    if versus is not None:
+        parts.append(
+            "<h2>Against the control</h2><p>Each branch's metric minus the control branch's "
+            "of the same seed and size (bits per byte; negative: better than the control), "
+            "averaged over seeds, with the spread between seeds (standard deviation of the "
+            "difference; a mean within about two of them is not resolved).</p>"
+            + table(versus)
+        )
     return "".join(parts)
+
+
+def against_control(df: pl.DataFrame, metrics: list[str]) -> pl.DataFrame | None:
+    """Mean and seed spread of each branch's vs_control.* difference, per choice and size."""
+    have = [m for m in metrics if f"vs_control.{m}" in df.columns]
+    named = [c for c in df.columns if c.startswith("choice.")]
+    if not have or not named:
+        return None
+    keys = [*named, "size"] if "size" in df.columns else named
+    aggs = [pl.len().alias("seeds")]
+    for m in have:
+        col = pl.col(f"vs_control.{m}")
+        aggs += [col.mean().alias(f"{m} vs control"), col.std().alias(f"{m} seed sd")]
+    return df.group_by(keys).agg(aggs).sort(keys)

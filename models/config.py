@@ -28,8 +28,9 @@ class ModelConfig:
     moves and keep the projection's backward matmuls in bfloat16); the softmax itself is
     always taken in float32. `loss_chunk` is how many positions of each sequence the loss
     takes at once (0 or None: all, the logits (B, T, V) in one piece): the same loss without
-    the whole float32 logits, for large vocabularies. Exact on CPU (tested); its speed on
-    accelerators is not measured yet, so it is off unless asked for.
+    the whole float32 logits, for large vocabularies. Exact on CPU (tested); on an H200 it
+    saves 32-40 GiB at 124M/50k and 470M/256k vocabularies for 3.5-5 MFU points, so it is
+    off unless asked for.
     """
 
     vocab_size: int

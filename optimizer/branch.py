@@ -28,6 +28,7 @@ from codemix.core import interrupt
 from codemix.core.errors import CodemixError
 from codemix.core.lock import folder_lock
 from codemix.optimizer.space import StudySpec
+from codemix.optimizer.trials import label, root
 from codemix.proxy_train import trunks
 from codemix.proxy_train.spec import RunSpec
 
@@ -106,7 +107,7 @@ def units(spec: StudySpec, store, size: str, batch: list) -> list[Unit]:
     """Every run the (trial, run spec) pairs of `batch` need at `size`, with their trunks."""
     from codemix.models.accounting import param_count
     from codemix.optimizer.study import store_fingerprint
-    from codemix.optimizer.trials import RESULT_ATTR, root
+    from codemix.optimizer.trials import RESULT_ATTR
     from codemix.proxy_train.train import model_config_for
 
     fingerprint = store_fingerprint(store.manifest)
@@ -163,10 +164,12 @@ def ensure_trunks(spec: StudySpec, store, size: str, todo: list[Unit], train, qu
     depth = max((len(u.chain) for u in todo), default=0)
     for d in range(depth):
         needed: dict[str, Unit] = {}
+        users: dict[str, set[int]] = defaultdict(set)  # trunk -> the trials that need it
         for u in todo:
             if len(u.chain) > d and (d == 0 or completed(spec, u.chain[d - 1], size)):
                 needed.setdefault(u.chain[d], u)
-        charged |= _ensure_level(spec, size, d, needed, train, quiet)
+                users[u.chain[d]].add(root(u.trial))
+        charged |= _ensure_level(spec, size, d, needed, users, train, quiet)
     return charged
 
 
@@ -174,7 +177,7 @@ def completed(spec: StudySpec, key: str, size: str) -> bool:
     return trunks.read(folder(spec, key, size)).get("status") == "completed"
 
 
-def _ensure_level(spec, size: str, d: int, needed: dict, train, quiet: bool) -> dict:
+def _ensure_level(spec, size: str, d: int, needed: dict, users, train, quiet: bool) -> dict:
     charged: dict[str, int] = {}
     waited = False
     while True:
@@ -190,7 +193,7 @@ def _ensure_level(spec, size: str, d: int, needed: dict, train, quiet: bool) -> 
                     continue  # another worker trains it: wait below
                 if not trunks.finished(folder(spec, k, size)):  # finished while we looked
                     mine[k] = u
-            for job in _jobs(spec, size, d, mine):
+            for job in _jobs(spec, size, d, mine, users):
                 train(job)
                 for m in job["members"]:
                     info = trunks.read(Path(m["out"]))
@@ -205,7 +208,7 @@ def _ensure_level(spec, size: str, d: int, needed: dict, train, quiet: bool) -> 
             time.sleep(0.1)
 
 
-def _jobs(spec: StudySpec, size: str, d: int, mine: dict[str, Unit]) -> list[dict]:
+def _jobs(spec: StudySpec, size: str, d: int, mine: dict[str, Unit], users) -> list[dict]:
     """Population jobs that train the trunks `mine` (depth d): first the unfinished
     populations of a worker that stopped, whose members are all here, then the rest in
     groups of one shape, settings, length and start."""
@@ -215,14 +218,14 @@ def _jobs(spec: StudySpec, size: str, d: int, mine: dict[str, Unit]) -> list[dic
     ):
         keys = json.loads(members_file.read_text())
         if keys and set(keys) <= set(left):
-            jobs.append(_job(spec, size, d, [(k, left.pop(k)) for k in keys]))
+            jobs.append(_job(spec, size, d, users, [(k, left.pop(k)) for k in keys]))
     groups: dict = defaultdict(list)
     for k, u in left.items():
         groups[(u.cfg, u.run.train, u.total, u.stops[d], u.stops[d - 1] if d else 0)].append((k, u))
     for members in groups.values():
         cap = spec.population or _fit(members[0][1])
         for i in range(0, len(members), cap):
-            jobs.append(_job(spec, size, d, members[i : i + cap]))
+            jobs.append(_job(spec, size, d, users, members[i : i + cap]))
     return jobs
 
 
@@ -232,7 +235,7 @@ def _fit(u: Unit) -> int:
     return population_size(u.cfg, u.run.train.batch_size, 10**6)
 
 
-def _job(spec: StudySpec, size: str, d: int, members: list[tuple[str, Unit]]) -> dict:
+def _job(spec: StudySpec, size: str, d: int, users, members: list[tuple[str, Unit]]) -> dict:
     keys = [k for k, _ in members]
     name = hashlib.sha1("-".join(sorted(keys)).encode()).hexdigest()[:10]
     ckpt = spec.out / "trunks" / "populations" / f"{name}-{size}"
@@ -245,10 +248,12 @@ def _job(spec: StudySpec, size: str, d: int, members: list[tuple[str, Unit]]) ->
             identity={"size": size, "stages": stages, "seed": u.seed, "first_trial": u.name},
         )
     _, u0 = members[0]
-    trials = ", ".join(sorted({u.name for _, u in members}))
+    numbers = sorted(set().union(*(users[k] for k in keys)))
+    stages = "+".join(s.name for s in u0.run.schedule.stages[: u0.cuts[d]])
     return {
         "size": size,
-        "label": f"trunk{'s' if len(keys) > 1 else ''} of {trials}, size {size}",
+        "label": f"{len(keys)} trunk{'s' if len(keys) > 1 else ''} ({stages}) for "
+        f"{label(numbers)}, size {size}",
         "ckpt": str(ckpt),
         "stop": u0.stops[d],
         "members": [

@@ -50,6 +50,27 @@ def rows(study) -> list[dict]:
             if size in scratch:  # the diagonal: the same run from scratch, beside it
                 row |= results.scratch_columns(scratch[size])
             out.append(row)
+    control = study.user_attrs.get("codemix/control")
+    return _versus(out, control) if control else out
+
+
+def _versus(out: list[dict], control: dict) -> list[dict]:
+    """Each run's metrics minus the control run's of the same size and seed (a
+    microanneal's value of its candidate: with paired seeds both branch from one trunk)."""
+    col = results.choice(control["param"])
+    base = {
+        (r["size"], r.get("seed")): r
+        for r in out
+        if r.get(col) == control["choice"] and r.get("run_status") == "completed"
+    }
+    for r in out:
+        c = base.get((r["size"], r.get("seed")))
+        for k, v in list(r.items()):
+            if c is None or k.endswith(".items"):
+                continue
+            if k.split(results.SEP)[0] in ("loss", "bpb", "task"):
+                if isinstance(v, int | float) and isinstance(c.get(k), int | float):
+                    r[results.versus(k)] = v - c[k]
     return out
 
 

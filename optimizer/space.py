@@ -50,6 +50,7 @@ _STUDY_KEYS = {
     "seeds": int,
     "branch": bool,
     "diagonal": int,
+    "control": str,
 }
 SEEDINGS = ("paired", "per-trial")
 
@@ -98,6 +99,7 @@ class StudySpec:
     seeds: int = 1  # replicates of every trial, seeds seed ... seed + seeds - 1
     branch: bool = True  # trials that share their first stages branch from one trunk
     diagonal: int = 0  # trials 0 .. diagonal - 1 also train from scratch, to check branching
+    control: str = ""  # a named choice every other is measured against (vs_control.* columns)
     params: tuple[Param, ...] = ()
     objectives: tuple[Objective, ...] = ()
 
@@ -205,6 +207,11 @@ class StudySpec:
         if self.seeds != 1:
             study["seeds"] = self.seeds
         return _flatten({**raw, "study": study})
+
+    def control_param(self) -> str | None:
+        """The search key whose named choices hold the control, if the study has one."""
+        keys = [p.key for p in self.params if self.control and self.control in p.choices]
+        return keys[0] if keys else None
 
     def member_seed(self, base: int, trial: int, k: int) -> int:
         """The seed of replicate k of a trial (its first trial's number)."""
@@ -376,6 +383,17 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> StudySpe
             )
         objs.append(Objective(o["metric"], o.get("direction", "minimize"), o.get("weight")))
     spec = StudySpec(path=path, raw=raw, params=params, objectives=tuple(objs), **kwargs)
+    if spec.control and spec.control_param() is None:
+        raise CodemixError(
+            f"{where}: [study].control = {spec.control!r} names no choice or schedule of "
+            '[search]; add it, e.g. "schedule" = { schedules = { '
+            f"{spec.control} = {{ ... }}, ... }} }}"
+        )
+    if spec.control and spec.sampler != "grid":
+        raise CodemixError(
+            f"{where}: [study].control needs sampler = 'grid', so that the control branch "
+            "is always trained"
+        )
     # sample one point of the space now, so a space that cannot make a valid run fails here
     spec.grid()
     base = spec.run_spec([])

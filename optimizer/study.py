@@ -43,6 +43,7 @@ from codemix.proxy_train.store import TokenStore
 SPACE_ATTR = "codemix/space"
 IDENTITY_ATTR = "codemix/trained"  # the settings that decide what a trial trains
 STORE_ATTR = "codemix/store"  # fingerprint of the token store's content
+CONTROL_ATTR = "codemix/control"  # {param, choice}: the control of a microanneal study
 
 
 def store_fingerprint(manifest: dict) -> str:
@@ -137,6 +138,9 @@ def open_study(spec: StudySpec, url: str, store: TokenStore, n_trials: int | Non
             study.set_metric_names(spec.metric_names())
     if IDENTITY_ATTR not in attrs:
         study.set_user_attr(IDENTITY_ATTR, trained)
+    control = {"param": spec.control_param(), "choice": spec.control} if spec.control else None
+    if attrs.get(CONTROL_ATTR) != control:  # what the export measures the others against
+        study.set_user_attr(CONTROL_ATTR, control)
     if STORE_ATTR not in attrs:
         study.set_user_attr(STORE_ATTR, fingerprint)
     return study

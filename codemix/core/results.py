@@ -157,6 +157,11 @@ def scratch(column: str) -> str:
     return f"scratch{SEP}{column}"
 
 
+def versus(column: str) -> str:
+    """`vs_control.bpb.text`: a run's metric minus its study's control run's."""
+    return f"vs_control{SEP}{column}"
+
+
 def scratch_columns(summary: dict) -> dict:
     """A from-scratch run's final metrics and FLOPs, to set beside its branched twin's."""
     row = {scratch("flops"): summary["flops"], scratch("run_status"): summary["status"]}

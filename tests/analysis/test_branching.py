@@ -39,3 +39,19 @@ def test_the_report_shows_the_saving_and_the_check_against_the_spread():
     assert "Training compute: 24 FLOPs, against 40" in page and "(60%)" in page
     assert "branched against from scratch" in page
     assert "mean difference -0.0010" in page and "seed-to-seed spread 0.0180" in page
+
+
+def test_branches_are_set_against_the_control_per_choice():
+    df = pl.DataFrame(
+        {
+            "choice.anneal": ["control", "more", "control", "more"],
+            "size": ["1M"] * 4,
+            "seed": [0, 0, 1, 1],
+            "vs_control.bpb.text": [0.0, -0.02, 0.0, -0.01],
+        }
+    )
+    t = branching.against_control(df, ["bpb.text", "bpb.code"])
+    more = t.filter(pl.col("choice.anneal") == "more").row(0, named=True)
+    assert more["seeds"] == 2 and more["bpb.text vs control"] == pytest.approx(-0.015)
+    assert more["bpb.text seed sd"] == pytest.approx(0.00707, rel=1e-3)
+    assert "Against the control" in branching.section(df, ["bpb.text"], lambda d: "")

@@ -142,3 +142,56 @@ def test_branching_needs_paired_seeds(write_study):
         load_study(write_study(study_extra='seeding = "per-trial"\nbranch = true'))
     spec = load_study(write_study(study_extra='seeding = "per-trial"'))
     assert not spec.branch and spec.member_seed(0, 3, 0) == 3
+
+
+ANNEAL = (
+    '"anneal" = { schedules = { control = { "stages.cooldown.code_frac" = 0.2 }, '
+    'more = { "stages.cooldown.code_frac" = 0.6 } } }'
+)
+
+
+def test_a_microanneal_measures_every_branch_against_its_control(write_study, tmp_path):
+    path = write_study(
+        name="a",
+        sampler="grid",
+        n=2,
+        max_tokens=1280,
+        population=4,
+        search=ANNEAL,
+        study_extra='control = "control"\nseeds = 2',
+    )
+    assert main(["study", "run", str(path), "--quiet"]) == 0
+    df = _export(path, tmp_path)
+    assert df.height == 4 and len(_trunks(tmp_path, "a")) == 2  # a trunk per seed
+    for seed in (0, 1):
+        rows = df.filter(pl.col("seed") == seed)
+        c = rows.filter(pl.col("choice.anneal") == "control").row(0, named=True)
+        m = rows.filter(pl.col("choice.anneal") == "more").row(0, named=True)
+        assert c["vs_control.bpb.text"] == 0.0
+        assert m["vs_control.bpb.code"] == pytest.approx(m["bpb.code"] - c["bpb.code"], abs=1e-12)
+        assert m["vs_control.bpb.code"] != 0  # the branches differ
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ('control = "none"', "names no choice or schedule"),
+        ('control = "control"\nsampler = "tpe"', "needs sampler = 'grid'"),
+    ],
+)
+def test_a_control_must_be_a_trained_choice(write_study, extra, message):
+    path = write_study(sampler="grid", n=2, search=ANNEAL, study_extra=extra)
+    if "tpe" in extra:
+        path.write_text(path.read_text().replace('sampler = "grid"\n', ""))
+    with pytest.raises(CodemixError, match=message):
+        load_study(path)
+
+
+def test_a_study_seeded_per_trial_is_not_resumed_with_paired_seeds(write_study, capsys):
+    path = write_study(name="old", n=1, study_extra='seeding = "per-trial"')
+    assert main(["study", "run", str(path), "--quiet"]) == 0
+    path.write_text(path.read_text().replace('seeding = "per-trial"', ""))
+    assert main(["study", "run", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert 'study.seeding = (unset) there, "paired" here' in err
+    assert "seeding = 'per-trial' to go on with it" in err

@@ -29,6 +29,7 @@ GRIDS = {
     "code_share_sweep": {"stages.main.code_frac": [0.0, 0.25, 0.5, 0.75, 0.9, 1.0]},
     "init_variants": {"stages.init.code_frac": ["text-only", "balanced", "code-first"]},
     "cooldown_code": {"stages.cooldown.code_frac": [0.0, 0.2]},
+    "anneal": {"anneal": ["control", "code-quarter", "code-half"]},
 }
 
 
@@ -40,7 +41,7 @@ def default_point(spec) -> dict:
             point[p.key] = (p.low + p.high) / 2
         elif p.kind == "values":
             point[p.key] = p.values[0]
-        elif p.kind == "choices":
+        elif p.kind in ("choices", "schedules"):
             point[p.key] = next(iter(p.choices))
         else:
             point.update({f"{p.key}.{d}": 1.0 for d in p.values})
@@ -85,3 +86,13 @@ def test_sample_points_reach_the_mixtures():
     assert main["web_code"] == pytest.approx(0.3)
     assert main["hq_code"] == pytest.approx(0.1)
     assert main["text"] == pytest.approx(0.6)
+
+
+def test_the_stage_families_branch_where_their_trials_meet():
+    from codemix.optimizer.branch import boundaries
+
+    for stem, cuts in (("cooldown_code", [2]), ("anneal", [1]), ("init_variants", [])):
+        spec = load_study(STUDIES / f"{stem}.toml")
+        assert boundaries(spec, spec.run_spec([])) == cuts, stem
+    anneal = load_study(STUDIES / "anneal.toml")
+    assert anneal.control_param() == "anneal" and anneal.seeds == 2
