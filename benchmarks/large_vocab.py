@@ -3,7 +3,8 @@
 Budget: the trainer's own step program (`make_programs`: forward, loss, backward, AdamW)
 on random tokens, no sampler or checkpoints: 124M at 128 x 1024 tokens a step with
 vocabularies of 8,192 and 50,304 (GPT-2's), whole logits and 128-position chunks, and 470M
-at 32 x 1024 with 256,000 (Cohere's), 10 timed steps after 2 of warm-up each. About 6e15
+at 32 x 1024 with 256,000 (Cohere's), and populations of 16 "1M" and "4M" proxies (32 x
+1024 tokens each) with 8,192 and 50,304, 10 timed steps after 2 of warm-up each. About 6e15
 FLOPs in all, but more than 7 minutes on one H200 (the chunked cases are slow to finish:
 see benchmarks/RESULTS.md); run a few cases at a time with --only. A configuration that
 does not fit says so and the table goes on.
@@ -26,26 +27,33 @@ from codemix.proxy_train.spec import TrainSettings
 from codemix.proxy_train.train import make_programs, model_config_for
 
 PEAK = 989e12  # dense bf16 FLOP/s of an H100 or H200
-CASES = [  # preset, vocab, batch, loss_chunk (0: whole logits)
-    ("124M", 8192, 128, 0),
-    ("124M", 8192, 128, 128),
-    ("124M", 50304, 128, 0),
-    ("124M", 50304, 128, 128),
-    ("124M", 50304, 64, 0),
-    ("124M", 50304, 64, 128),
-    ("470M", 256000, 32, 0),
-    ("470M", 256000, 32, 128),
+CASES = [  # preset, vocab, batch, loss_chunk (0: whole logits), population
+    ("124M", 8192, 128, 0, 1),
+    ("124M", 8192, 128, 128, 1),
+    ("124M", 50304, 128, 0, 1),
+    ("124M", 50304, 128, 128, 1),
+    ("124M", 50304, 64, 0, 1),
+    ("124M", 50304, 64, 128, 1),
+    ("470M", 256000, 32, 0, 1),
+    ("470M", 256000, 32, 128, 1),
+    # proxies with GPT-2's vocabulary, trained as populations (32 x 1024 tokens each)
+    ("1M", 8192, 32, 0, 16),
+    ("1M", 50304, 32, 0, 16),
+    ("4M", 8192, 32, 0, 16),
+    ("4M", 50304, 32, 0, 16),
+    ("1M", 50304, 32, 128, 16),
+    ("4M", 50304, 32, 128, 16),
 ]
 
 
-def run(size: str, vocab: int, B: int, chunk: int, steps: int, T: int = 1024) -> dict:
+def run(size: str, vocab: int, B: int, chunk: int, steps: int, P: int = 1, T: int = 1024) -> dict:
     cfg = model_config_for({"size": size, "loss_chunk": chunk}, vocab, T)
     settings = TrainSettings(seq_len=T, batch_size=B, checkpoints=False)
-    progs = make_programs(cfg, settings, 1, 2, shd.make_mesh(1))
-    state = progs.init(jnp.zeros(1, jnp.uint32))
+    progs = make_programs(cfg, settings, P, 2, shd.make_mesh(P))
+    state = progs.init(jnp.arange(P, dtype=jnp.uint32))
     rng = np.random.default_rng(0)
-    lr = jnp.full((1,), 1e-4, jnp.float32)
-    batches = [jnp.asarray(rng.integers(0, vocab, (1, B, T + 1), dtype=np.int32)) for _ in range(2)]
+    lr = jnp.full((P,), 1e-4, jnp.float32)
+    batches = [jnp.asarray(rng.integers(0, vocab, (P, B, T + 1), dtype=np.int32)) for _ in range(2)]
     t0 = time.perf_counter()
     for i in range(2):
         state, loss = progs.step(state, batches[i % 2], lr)
@@ -57,7 +65,7 @@ def run(size: str, vocab: int, B: int, chunk: int, steps: int, T: int = 1024) ->
     jax.block_until_ready(loss)
     dt = (time.perf_counter() - t0) / steps
     stats = jax.local_devices()[0].memory_stats() or {}
-    tokens_s = B * T / dt
+    tokens_s = P * B * T / dt
     return {
         "params": param_count(cfg).total,
         "tokens_s": tokens_s,
@@ -76,16 +84,16 @@ def main() -> None:
     args = ap.parse_args()
     print(f"device: {jax.devices()[0].device_kind}; 6N + 12LdT FLOPs a token against 989 TFLOP/s")
     print(
-        f"{'preset':>6} {'vocab':>7} {'B x T':>9} {'chunk':>5} {'tokens/s':>10} {'MFU':>6} "
+        f"{'preset':>6} {'vocab':>7} {'P x B x T':>11} {'chunk':>5} {'tokens/s':>10} {'MFU':>6} "
         f"{'peak GiB':>8} {'compile s':>9} {'loss':>6}"
     )
-    for k, (size, vocab, B, chunk) in enumerate(CASES):
+    for k, (size, vocab, B, chunk, P) in enumerate(CASES):
         if args.only and k not in args.only:
             continue
         chunk = args.chunk if chunk and args.chunk else chunk
-        head = f"{size:>6} {vocab:>7} {f'{B}x1024':>9} {chunk or 'all':>5}"
+        head = f"{size:>6} {vocab:>7} {f'{P}x{B}x1024':>11} {chunk or 'all':>5}"
         try:
-            r = run(size, vocab, B, chunk, args.steps)
+            r = run(size, vocab, B, chunk, args.steps, P)
         except Exception as e:  # XLA reports running out of memory as a runtime error
             why = (
                 "out of memory"

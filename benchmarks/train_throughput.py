@@ -12,8 +12,9 @@ Suites and their budgets:
   proxies  64 proxies of the "1M" preset (vocab 8192, 32 x 512 tokens a step), 20M tokens
            each (1.28B in all, ~2.3e16 FLOPs) through three stages with evaluation every 200
            steps and checkpoints at stage ends, in populations sized to the GPU's memory;
-           against the floor of 64 x 20M tokens at one proxy's own step rate. About 5
-           minutes on one H100.
+           against training them one at a time (64 x 20M tokens at one proxy's own step
+           rate) and against the compute bound (their FLOPs at the chip's peak), with the
+           populations' MFU. About 5 minutes on one H100.
   cpu      the smallest presets on this machine's CPU (16 x 256 tokens a step, fp32), 30
            steps each: about 2 minutes on 2 cores.
 
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import jax
 
+from codemix.models.accounting import flops_per_token
 from codemix.proxy_train.schedule import LRShape, Schedule, Stage
 from codemix.proxy_train.spec import TrainSettings
 from codemix.proxy_train.store import TokenStore
@@ -37,6 +39,7 @@ from codemix.proxy_train.train import (
     Member,
     enable_compilation_cache,
     model_config_for,
+    peak_flops,
     population_size,
     train_population,
 )
@@ -187,8 +190,10 @@ def tuning(stores, tmp, only=None):
 def proxies(store, tmp, n=64, tokens=20_000_000, B=32, T=512):
     _, (alone,) = run(store, "1M", B, T, 400, tmp / "alone")
     rate = alone["timing"]["step_tokens_per_s"]
-    floor = n * tokens / rate
+    one_at_a_time = n * tokens / rate
     cfg = model_config_for({"size": "1M"}, store.vocab_size, T)
+    fpt, peak = flops_per_token(cfg, T), peak_flops()
+    bound = n * tokens * fpt / peak if peak else float("nan")
     per_pop = population_size(cfg, B, n)
     t0 = time.time()
     done, timings = 0, []
@@ -213,16 +218,20 @@ def proxies(store, tmp, n=64, tokens=20_000_000, B=32, T=512):
     print(f"\none proxy alone: {rate:,.0f} tokens/s (steady state, {alone['params']:,} parameters)")
     print(
         f"{'population':>10} {'wall s':>8} {'compile s':>9} {'eval s':>7} {'ckpt s':>7} "
-        f"{'step tokens/s':>14}"
+        f"{'step tokens/s':>14} {'MFU':>6}"
     )
     for t in timings:
+        mfu = t["step_tokens_per_s"] * fpt / peak if peak else float("nan")
         print(
             f"{t['P']:>10} {t['wall']:>8.1f} {t['compile_s']:>9.1f} {t['eval_s']:>7.1f} "
-            f"{t['checkpoint_s']:>7.1f} {t['step_tokens_per_s']:>14,.0f}"
+            f"{t['checkpoint_s']:>7.1f} {t['step_tokens_per_s']:>14,.0f} {mfu:>6.1%}"
         )
     print(
-        f"\n{n} proxies x {tokens / 1e6:.0f}M tokens: {wall:.0f} s end to end; floor "
-        f"(at one proxy's rate) {floor:.0f} s; ratio {wall / floor:.2f}x (target <= 1.5x)"
+        f"\n{n} proxies x {tokens / 1e6:.0f}M tokens: {wall:.0f} s end to end, "
+        f"{n * tokens * fpt / wall / (peak or float('nan')):.1%} MFU; one at a time (at one "
+        f"proxy's rate) {one_at_a_time:.0f} s, {wall / one_at_a_time:.2f}x; compute bound "
+        f"(at {peak / 1e12 if peak else float('nan'):.0f} TFLOP/s) {bound:.0f} s, "
+        f"{wall / bound:.1f}x"
     )
 
 
