@@ -88,8 +88,7 @@ def section(df: pl.DataFrame, metrics: list[str], table) -> str:
             "<h2>Against the control</h2><p>Each branch's metric minus the control branch's "
             "of the same seed and size (bits per byte; negative: better than the control), "
             "averaged over seeds, with the spread between seeds (standard deviation of the "
-            "difference; a mean within about two of them is not resolved).</p>"
-            + table(versus)
+            "difference; a mean within about two of them is not resolved).</p>" + table(versus)
         )
     return "".join(parts)
 

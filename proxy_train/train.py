@@ -118,7 +118,8 @@ def population_size(cfg: ModelConfig, batch_size: int, wanted: int) -> int:
         return wanted
     n = param_count(cfg).total
     T, V, D, L = cfg.seq_len, cfg.vocab_size, cfg.d_model, cfg.n_layers
-    act = batch_size * T * (L * D * 34 + V * 10)  # rough bytes of activations and logits
+    logit_positions = min(T, cfg.loss_chunk or T)  # a chunked loss holds one chunk's logits
+    act = batch_size * (T * L * D * 34 + logit_positions * V * 10)  # rough bytes
     per_member = 16 * n + act
     return max(1, min(wanted, int(0.6 * limit // per_member) * jax.device_count()))
 

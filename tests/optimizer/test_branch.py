@@ -195,3 +195,67 @@ def test_a_study_seeded_per_trial_is_not_resumed_with_paired_seeds(write_study, 
     err = capsys.readouterr().err
     assert 'study.seeding = (unset) there, "paired" here' in err
     assert "seeding = 'per-trial' to go on with it" in err
+
+
+CONTINUAL = """[[stages]]
+name = "continual"
+tokens_per_param = 4
+code_frac = 0.1
+lr = { shape = "constant", start = "continue" }
+"""
+
+
+def test_trunks_chain_across_two_searched_boundaries(write_study, tmp_path):
+    search = (
+        '"stages.continual.code_frac" = { values = [0.1, 0.5] }\n'
+        '"stages.cooldown.code_frac" = { values = [0.0, 0.4] }'
+    )
+    path = write_study(
+        name="c",
+        sampler="grid",
+        n=4,
+        max_tokens=2048,
+        population=4,
+        search=search,
+        study_extra="diagonal = 4",
+    )
+    text = path.read_text()
+    path.write_text(
+        text.replace('[[stages]]\nname = "cooldown"', CONTINUAL + '[[stages]]\nname = "cooldown"')
+    )
+    spec = load_study(path)
+    assert [s.name for s in spec.run_spec([]).schedule.stages] == ["init", "continual", "cooldown"]
+    assert boundaries(spec, spec.run_spec([])) == [1, 2]
+    assert main(["study", "run", str(path), "--quiet"]) == 0
+    infos = [json.loads(p.read_text()) for p in _trunks(tmp_path, "c")]
+    depth = sorted(len(i["identity"]["stages"]) for i in infos)
+    assert depth == [1, 2, 2]  # init once, then init + continual for each continual mixture
+    df = _export(path, tmp_path)
+    for d in ("text", "code"):  # every trial trained both ways ends alike
+        for a, b in zip(df[f"bpb.{d}"], df[f"scratch.bpb.{d}"], strict=True):
+            assert a == pytest.approx(b, rel=1e-4)
+    # each trunk once, and every branch its cooldown (scratch runs are not charged here)
+    own = df["flops_charged"].sum() - sum(i["flops"] for i in infos)
+    assert own == df["flops"].sum() * 2 // 16  # 10 + 4 + 2 steps
+
+
+def test_two_workers_share_one_trunk(write_study, tmp_path):
+    search = '"stages.cooldown.code_frac" = { values = [0.0, 0.2, 0.4, 0.6] }'
+    path = write_study(
+        name="two",
+        sampler="tpe",
+        n=4,
+        max_tokens=1280,
+        population=1,
+        search=search,
+        study_extra="start_trials = 2\nwave_size = 1",
+    )
+    assert main(["study", "run", str(path), "--workers", "2", "--quiet"]) == 0
+    assert len(_trunks(tmp_path, "two")) == 1
+    assert len(list((tmp_path / "runs" / "two" / "trunks" / "populations").iterdir())) == 1
+    df = _export(path, tmp_path)
+    assert df.filter(pl.col("state") == "complete").height == 4
+    assert df["trunk"].n_unique() == 1
+    # the trunk is charged once, to the run that trained it
+    trunk_flops = json.loads(_trunks(tmp_path, "two")[0].read_text())["flops"]
+    assert df["flops_charged"].sum() == trunk_flops + df["flops"].sum() * 2 // 10

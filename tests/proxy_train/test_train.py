@@ -315,3 +315,17 @@ def test_a_population_refuses_a_trunk_end_inside_a_stage(small_store, tmp_path):
     store = TokenStore(small_store)
     with pytest.raises(ValueError, match="stage boundary"):
         _run(store, tmp_path, [Member("t", THREE, 0, tmp_path / "t")], stop_step=15)
+
+
+def test_population_size_counts_one_chunk_of_logits(monkeypatch):
+    class Card:
+        def memory_stats(self):
+            return {"bytes_limit": 80 * 2**30}
+
+    monkeypatch.setattr(train_mod.jax, "devices", lambda: [Card()])
+    monkeypatch.setattr(train_mod.jax, "device_count", lambda: 1)
+    whole = model_config_for({"size": "1M"}, 50304, 1024)
+    chunked = model_config_for({"size": "1M", "loss_chunk": 128}, 50304, 1024)
+    P_whole = train_mod.population_size(whole, 32, 64)
+    P_chunked = train_mod.population_size(chunked, 32, 64)
+    assert 1 <= P_whole < 4 < P_chunked <= 64
