@@ -109,7 +109,8 @@ def _train_size(spec: StudySpec, store, size: str, batch: list, quiet: bool, wav
         for i in range(0, len(units), cap):
             chunk = units[i : i + cap]
             numbers = sorted({root(u.trial) for u in chunk})
-            name = f"{wave}{label(numbers)}, size {size} ({k + 1} of {len(spec.sizes)})"
+            how = " from scratch (the diagonal check)" if chunk[0].attr.endswith("/scratch") else ""
+            name = f"{wave}{label(numbers)}{how}, size {size} ({k + 1} of {len(spec.sizes)})"
             job = {
                 "size": size,
                 "label": name,
