@@ -6,6 +6,8 @@ A boundary is the start of a stage the search changes, after the first, with onl
 choices (values, choices, schedules) before it: where trials can meet. In an init ->
 continual -> cooldown study that searches the cooldown, all trials of one seed share init
 and continual; searching the init mixture over three values as well gives three trunks.
+Inside a WSD stage whose decay share is searched over values, the stable phases the values
+give are cuts too: each decay branches from the stable trunk at its own step.
 
 Trunks are named by a hash of everything that decides them and live in the study's
 `trunks/` folder, so waves, workers and resumed runs share them and none is trained twice:
@@ -17,10 +19,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections import defaultdict
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +53,7 @@ class Unit:
     total: int  # steps of the whole schedule
     chain: tuple[str, ...] = ()
     stops: tuple[int, ...] = ()
-    cuts: tuple[int, ...] = ()  # how many stages each trunk holds
+    parts: tuple[str, ...] = ()  # what each trunk trains ("init+continual", "main[:80]")
 
     @property
     def start(self) -> int:
@@ -82,8 +85,73 @@ def boundaries(spec: StudySpec, run: RunSpec) -> list[int]:
     return [j for j in sorted(searched) if j > 0 and all(searched.get(i, True) for i in range(j))]
 
 
-def trunk_key(unit_run: RunSpec, cfg, size: str, plans, j: int, seed: int, store: str) -> str:
-    """The name of the trunk that trains `plans[:j]`: a hash of all that decides it."""
+_DECAY_ONLY = ("decay", "decay_shape", "end", "end_lr")  # a WSD stage's after its stable phase
+
+
+@dataclass(frozen=True)
+class Cut:
+    """Where a trunk ends: after `stages` whole stages, `into` steps into the next one (its
+    stable phase: a WSD stage whose decay share the search changes), at step `stop`."""
+
+    stages: int
+    into: int
+    stop: int
+
+
+def cuts(spec: StudySpec, run: RunSpec, plans) -> list[Cut]:
+    """The trunks a run of this study goes through, shallowest first: stage boundaries, and
+    inside a WSD stage the ends of the stable phases its searched decay shares give."""
+    out = [Cut(j, 0, plans[j - 1].end_step) for j in boundaries(spec, run) if j < len(plans)]
+    names = [st.name for st in run.schedule.stages]
+    for j, shares in _decay_values(spec, names).items():
+        stage, plan = plans[j].stage, plans[j]
+        if not spec.branch or stage.lr.shape != "wsd" or j not in boundaries(spec, run) + [0]:
+            continue
+        own = _stable_steps(stage.lr, plan.n_steps)
+        ends = {_stable_steps(replace(stage.lr, decay=v), plan.n_steps) for v in shares}
+        for n in sorted(ends):  # the longest stable phase branches from no one's end
+            if 0 < n <= own and n < max(ends):
+                out.append(Cut(j, n, plan.first_step + n))
+    return sorted(out, key=lambda c: c.stop)
+
+
+def _stable_steps(lr, n: int) -> int:
+    """Steps of a WSD stage before its decay (LRShape.value's first decaying step)."""
+    first = max(lr.warmup * n, n - (lr.decay if lr.decay is not None else 0.2) * n)
+    return math.ceil(first)
+
+
+def _decay_values(spec: StudySpec, names: list[str]) -> dict[int, set[float]]:
+    """Stage index -> the decay shares the search gives its `lr.decay` (discrete only)."""
+    out: dict[int, set[float]] = {}
+    for p in spec.params:
+        if p.kind == "values":
+            pairs = [(p.key, v) for v in p.values]
+        elif p.kind == "choices":
+            pairs = [(p.key, v) for v in p.choices.values()]
+        elif p.kind == "schedules":
+            pairs = [kv for sched in p.choices.values() for kv in sched.items()]
+        else:
+            continue
+        for key, v in pairs:
+            part = key.split(".")
+            if part[0] == "stages" and part[2:] == ["lr", "decay"]:
+                i = int(part[1]) if part[1].isdigit() else names.index(part[1])
+                out.setdefault(i, set()).add(float(v))
+    return out
+
+
+def trunk_key(unit_run: RunSpec, cfg, size: str, plans, cut: Cut, seed: int, store: str) -> str:
+    """The name of the trunk that ends at `cut`: a hash of all that decides it."""
+    stages = [
+        {"stage": asdict(p.stage), "first": p.first_step, "steps": p.n_steps}
+        for p in plans[: cut.stages]
+    ]
+    if cut.into:  # the stable part of the next stage: all of it but what only its decay uses
+        p = plans[cut.stages]
+        stage = asdict(p.stage)
+        stage["lr"] = {k: v for k, v in stage["lr"].items() if k not in _DECAY_ONLY}
+        stages.append({"stage": stage, "first": p.first_step, "steps": p.n_steps, "into": cut.into})
     identity = {
         "model": asdict(cfg),
         "train": asdict(unit_run.train),
@@ -91,12 +159,17 @@ def trunk_key(unit_run: RunSpec, cfg, size: str, plans, j: int, seed: int, store
         "size": size,
         "seed": seed,
         "store": store,
-        "stages": [
-            {"stage": asdict(p.stage), "first": p.first_step, "steps": p.n_steps} for p in plans[:j]
-        ],
+        "stages": stages,
     }
     text = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _describe(run: RunSpec, cut: Cut) -> str:
+    """'init+continual', or 'main[:80]' for the first 80 steps of stage main."""
+    names = [st.name for st in run.schedule.stages]
+    whole = names[: cut.stages] + ([f"{names[cut.stages]}[:{cut.into}]"] if cut.into else [])
+    return "+".join(whole)
 
 
 def folder(spec: StudySpec, key: str, size: str) -> Path:
@@ -117,12 +190,14 @@ def units(spec: StudySpec, store, size: str, batch: list) -> list[Unit]:
         cfg = model_config_for(run.model, store.vocab_size, run.train.seq_len, size)
         tokens_per_step = run.train.batch_size * run.train.seq_len
         plans = run.schedule.plan(tokens_per_step, param_count(cfg).non_embedding, spec.max_tokens)
-        cuts = [j for j in boundaries(spec, run) if j < len(plans)]
+        trunk_cuts = cuts(spec, run, plans)
         folder_ = spec.out / f"trial-{r:04d}"
         for k in range(spec.seeds):
             seed = spec.member_seed(run.train.seed, r, k)
-            chain = tuple(trunk_key(run, cfg, size, plans, j, seed, fingerprint) for j in cuts)
-            stops = tuple(plans[j - 1].end_step for j in cuts)
+            chain = tuple(
+                trunk_key(run, cfg, size, plans, c, seed, fingerprint) for c in trunk_cuts
+            )
+            stops = tuple(c.stop for c in trunk_cuts)
             attr = RESULT_ATTR + size + (f"/seed-{k}" if k else "")  # wave.seed_attr
             where = folder_ / (size + (f"-seed-{k}" if k else ""))
             out.append(
@@ -137,7 +212,7 @@ def units(spec: StudySpec, store, size: str, batch: list) -> list[Unit]:
                     plans[-1].end_step,
                     chain,
                     stops,
-                    tuple(cuts),
+                    tuple(_describe(run, c) for c in trunk_cuts),
                 )
             )
             if k == 0 and chain and r < spec.diagonal:  # the diagonal: also from scratch
@@ -242,14 +317,13 @@ def _job(spec: StudySpec, size: str, d: int, users, members: list[tuple[str, Uni
     ckpt.mkdir(parents=True, exist_ok=True)
     (ckpt / "members.json").write_text(json.dumps(keys))
     for k, u in members:
-        stages = [s.name for s in u.run.schedule.stages[: u.cuts[d]]]
         trunks.write(
             folder(spec, k, size),
-            identity={"size": size, "stages": stages, "seed": u.seed, "first_trial": u.name},
+            identity={"size": size, "trains": u.parts[d], "seed": u.seed, "first_trial": u.name},
         )
     _, u0 = members[0]
     numbers = sorted(set().union(*(users[k] for k in keys)))
-    stages = "+".join(s.name for s in u0.run.schedule.stages[: u0.cuts[d]])
+    stages = u0.parts[d]
     return {
         "size": size,
         "label": f"{len(keys)} trunk{'s' if len(keys) > 1 else ''} ({stages}) for "

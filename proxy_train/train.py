@@ -290,6 +290,12 @@ def _init_or_restore(mngr, progs: _Programs, members: list[Member], ckpt_dir: Pa
         )
         run = _Run(state, np.ones(len(members), bool), {})
         run.evals = int(info["evals"])
+        # a trunk that ends between evaluations hands on its train losses since the last one
+        windows = [trunks.read(m.trunk).get("window") or [] for m in members]
+        run.window = [
+            np.array([np.nan if w[t] is None else w[t] for w in windows], np.float32)
+            for t in range(len(windows[0]))
+        ]
         return run, int(info["step"])
     if start is None:
         seeds = np.array([m.seed for m in members], np.uint32)
@@ -433,8 +439,9 @@ def train_population(
 ) -> list[RunSummary]:
     """Train every member to the end of its schedule; returns each member's summary.
 
-    With `stop_step` (a stage boundary of every member) the members are trunks: they stop
-    there, and each one's state and trunk.json go to its folder instead of a summary.
+    With `stop_step` the members are trunks: they stop there (a stage boundary, or inside a
+    stable phase that every run branching from them shares), and each one's state and
+    trunk.json go to its folder instead of a summary.
 
     `label` names the population in progress lines (default: its shape); `squeeze_single`
     drops the population axis from the step of a lone model (benchmarks compare both);
@@ -448,8 +455,8 @@ def train_population(
     if len({p[-1].end_step for p in plans}) != 1:
         raise ValueError("members of one population must run the same number of steps")
     stop = plans[0][-1].end_step if stop_step is None else stop_step
-    if any(stop not in {p.end_step for p in pl} for pl in plans):
-        raise ValueError(f"a trunk must end at a stage boundary of every member (step {stop})")
+    if any(not 0 < stop <= pl[-1].end_step for pl in plans):
+        raise ValueError(f"a trunk must end inside every member's schedule (step {stop})")
     branched = {m.trunk is not None for m in members}
     if (
         len(branched) != 1
@@ -525,6 +532,7 @@ def _save_trunks(pop: _Population, run: _Run, host) -> None:
                 step=pop.stop,
                 evals=run.evals,
                 flops=flops,
+                window=[None if np.isnan(w[i]) else float(w[i]) for w in run.window],
             )
 
 

@@ -228,7 +228,7 @@ def test_trunks_chain_across_two_searched_boundaries(write_study, tmp_path):
     assert boundaries(spec, spec.run_spec([])) == [1, 2]
     assert main(["study", "run", str(path), "--quiet"]) == 0
     infos = [json.loads(p.read_text()) for p in _trunks(tmp_path, "c")]
-    depth = sorted(len(i["identity"]["stages"]) for i in infos)
+    depth = sorted(len(i["identity"]["trains"].split("+")) for i in infos)
     assert depth == [1, 2, 2]  # init once, then init + continual for each continual mixture
     df = _export(path, tmp_path)
     for d in ("text", "code"):  # every trial trained both ways ends alike
@@ -259,3 +259,40 @@ def test_two_workers_share_one_trunk(write_study, tmp_path):
     # the trunk is charged once, to the run that trained it
     trunk_flops = json.loads(_trunks(tmp_path, "two")[0].read_text())["flops"]
     assert df["flops_charged"].sum() == trunk_flops + df["flops"].sum() * 2 // 10
+
+
+def test_wsd_decays_branch_from_one_stable_trunk(write_study, tmp_path):
+    """Decay shares 0.5, 0.25 and 0.1 of 20 steps: stable for 10, 15 and 18 steps."""
+    path = write_study(
+        name="wsd",
+        sampler="grid",
+        n=3,
+        max_tokens=2560,
+        population=4,
+        search='"stages.init.lr.decay" = { values = [0.5, 0.25, 0.1] }',
+        study_extra="diagonal = 3",
+    )
+    text = path.read_text()
+    one = (
+        text[: text.index("[[stages]]")]
+        + (
+            '[[stages]]\nname = "init"\ntokens_per_param = 10\ncode_frac = 0.25\n'
+            'lr = { shape = "wsd", warmup = 0.05, decay = 0.2, end_lr = 1e-6 }\n'
+        )
+        + text[text.index("[study]") :]
+    )
+    path.write_text(one)
+    assert main(["study", "run", str(path), "--quiet"]) == 0
+    infos = sorted(
+        (json.loads(p.read_text()) for p in _trunks(tmp_path, "wsd")), key=lambda i: i["step"]
+    )
+    assert [(i["step"], i["identity"]["trains"]) for i in infos] == [
+        (10, "init[:10]"),
+        (15, "init[:15]"),
+    ]
+    df = _export(path, tmp_path)
+    # trunks of 10 and 5 steps, then 10, 5 and 5 steps of decay (and stable): 35 of 60
+    assert df["flops_charged"].sum() == df["flops"].sum() * 35 // 60
+    for d in ("text", "code"):
+        for a, b in zip(df[f"bpb.{d}"], df[f"scratch.bpb.{d}"], strict=True):
+            assert a == pytest.approx(b, rel=1e-4)

@@ -311,10 +311,26 @@ def test_branches_train_as_a_population_from_their_trunks(small_store, tmp_path)
     assert alone[0]["flops_charged"] == 6 * got[0]["flops_charged"]
 
 
-def test_a_population_refuses_a_trunk_end_inside_a_stage(small_store, tmp_path):
+def _wsd(decay: float) -> Schedule:
+    lr = LRShape("wsd", warmup=0.1, decay=decay, end_lr=1e-6)
+    return Schedule((Stage("main", {"text": 0.7, "code": 0.3}, tokens=2560, lr=lr),))
+
+
+def test_a_trunk_inside_a_stable_phase_branches_into_a_later_decay(small_store, tmp_path):
+    """Decays of 40 % and 20 % share 12 stable steps of 20; the trunk ends between the
+    evaluations at 10 and 20, so it hands its train losses on."""
     store = TokenStore(small_store)
-    with pytest.raises(ValueError, match="stage boundary"):
-        _run(store, tmp_path, [Member("t", THREE, 0, tmp_path / "t")], stop_step=15)
+    trunk = tmp_path / "trunk"
+    _run(store, tmp_path / "tp", [Member("t", _wsd(0.4), 2, trunk)], stop_step=12)
+    assert len(json.loads((trunk / "trunk.json").read_text())["window"]) == 2
+    for decay in (0.4, 0.2):
+        out, ref = tmp_path / f"b{decay}", tmp_path / f"s{decay}"
+        (b,) = _run(store, out, [Member("b", _wsd(decay), 2, out, trunk=trunk)])
+        (s,) = _run(store, ref, [Member("s", _wsd(decay), 2, ref)])
+        assert _losses(out / "metrics.jsonl") == _losses(ref / "metrics.jsonl")
+        train = [json.loads(x)["train_loss"] for x in open(out / "metrics.jsonl")]
+        assert train == [json.loads(x)["train_loss"] for x in open(ref / "metrics.jsonl")]
+        assert b["flops_charged"] == s["flops"] * 8 // 20
 
 
 def test_population_size_counts_one_chunk_of_logits(monkeypatch):
