@@ -232,6 +232,22 @@ def units(spec: StudySpec, store, size: str, batch: list) -> list[Unit]:
     return out
 
 
+def saving(spec: StudySpec, size: str, todo: list[Unit]) -> str:
+    """What branching saves at one size, in steps (FLOPs in proportion: one shape a size)."""
+    whole = sum(u.total for u in todo)
+    trunk_steps = {}
+    for u in todo:
+        for d, key in enumerate(u.chain):
+            if not completed(spec, key, size):
+                trunk_steps[key] = u.stops[d] - (u.stops[d - 1] if d else 0)
+    steps = sum(trunk_steps.values()) + sum(u.total - u.start for u in todo)
+    return (
+        f"size {size}: {len(todo)} runs branch from {len({u.chain[-1] for u in todo if u.chain})} "
+        f"trunks ({len(trunk_steps)} to train): {steps:,} steps instead of {whole:,} "
+        f"({steps / whole:.0%})"
+    )
+
+
 def ensure_trunks(spec: StudySpec, store, size: str, todo: list[Unit], train, quiet: bool) -> dict:
     """Train the trunks `todo` needs and no one has, depth by depth; return {key: FLOPs} of
     the trunks trained here. `train(job)` trains one population job (see wave.train_job)."""

@@ -86,6 +86,8 @@ def _train_size(spec: StudySpec, store, size: str, batch: list, quiet: bool, wav
 
     k = spec.sizes.index(size)
     todo = [u for u in branch.units(spec, store, size, batch) if u.attr not in u.trial.user_attrs]
+    if not quiet and any(u.chain for u in todo):
+        print(branch.saving(spec, size, todo), flush=True)
     charged = branch.ensure_trunks(
         spec, store, size, todo, lambda job: train_job(spec, store, announce(job), quiet), quiet
     )

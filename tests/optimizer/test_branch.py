@@ -296,3 +296,12 @@ def test_wsd_decays_branch_from_one_stable_trunk(write_study, tmp_path):
     for d in ("text", "code"):
         for a, b in zip(df[f"bpb.{d}"], df[f"scratch.bpb.{d}"], strict=True):
             assert a == pytest.approx(b, rel=1e-4)
+
+
+def test_a_study_says_what_branching_saves(write_study, capsys):
+    path = write_study(name="say", sampler="grid", n=4, max_tokens=1280, population=4, search=GRID)
+    assert main(["study", "run", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "size test: 4 runs branch from 2 trunks (2 to train): 24 steps instead of 40 (60%)" in out
+    )
