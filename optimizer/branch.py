@@ -31,7 +31,7 @@ from codemix.core import interrupt
 from codemix.core.errors import CodemixError
 from codemix.core.lock import folder_lock
 from codemix.optimizer.space import StudySpec
-from codemix.optimizer.trials import label, root
+from codemix.optimizer.trials import label, root, seed_attr
 from codemix.proxy_train import trunks
 from codemix.proxy_train.spec import RunSpec
 
@@ -198,7 +198,7 @@ def units(spec: StudySpec, store, size: str, batch: list) -> list[Unit]:
                 trunk_key(run, cfg, size, plans, c, seed, fingerprint) for c in trunk_cuts
             )
             stops = tuple(c.stop for c in trunk_cuts)
-            attr = RESULT_ATTR + size + (f"/seed-{k}" if k else "")  # wave.seed_attr
+            attr = seed_attr(size, k)
             where = folder_ / (size + (f"-seed-{k}" if k else ""))
             out.append(
                 Unit(

@@ -73,6 +73,11 @@ def over_budget(study, trial, n_trials: int) -> bool:
     )
 
 
+def seed_attr(size: str, k: int) -> str:
+    """The trial's user attribute that keeps its result at `size` with seed replicate k."""
+    return RESULT_ATTR + size + (f"/seed-{k}" if k else "")
+
+
 def root(trial) -> int:
     """The number of the first trial of the ones this trial repeats (its run folder)."""
     return int(trial.user_attrs.get(RETRY_OF_ATTR, trial.number))

@@ -22,6 +22,7 @@ from codemix.optimizer.trials import (
     Heartbeat,
     label,
     root,
+    seed_attr,
     set_back,
     tell,
 )
@@ -135,11 +136,6 @@ def _train_size(spec: StudySpec, store, size: str, batch: list, quiet: bool, wav
                     charged[key] for key in u.chain if owner.get(key) is u
                 )
                 u.trial.set_user_attr(u.attr, result)
-
-
-def seed_attr(size: str, k: int) -> str:
-    """The trial's user attribute that keeps its result at `size` with seed replicate k."""
-    return RESULT_ATTR + size + (f"/seed-{k}" if k else "")
 
 
 def _population_folder(spec: StudySpec, size: str, chunk: list) -> Path:
