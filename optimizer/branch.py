@@ -265,7 +265,8 @@ def ensure_trunks(spec: StudySpec, store, size: str, todo: list[Unit], train, qu
 
 
 def completed(spec: StudySpec, key: str, size: str) -> bool:
-    return trunks.read(folder(spec, key, size)).get("status") == "completed"
+    where = folder(spec, key, size)
+    return trunks.finished(where) and trunks.read(where).get("status") == "completed"
 
 
 def _ensure_level(spec, size: str, d: int, needed: dict, users, train, quiet: bool) -> dict:

@@ -30,7 +30,10 @@ def read(folder: Path) -> dict:
 
 
 def finished(folder: Path) -> bool:
-    return read(folder).get("status") in ("completed", "failed")
+    """Failed, or completed with its state still there (a state deleted by hand is trained,
+    or restored from its population's checkpoint, again)."""
+    status = read(folder).get("status")
+    return status == "failed" or (status == "completed" and (Path(folder) / "state").is_dir())
 
 
 def write(folder: Path, **fields) -> None:

@@ -305,3 +305,30 @@ def test_a_study_says_what_branching_saves(write_study, capsys):
     assert (
         "size test: 4 runs branch from 2 trunks (2 to train): 24 steps instead of 40 (60%)" in out
     )
+
+
+def test_a_trunk_whose_state_was_deleted_is_restored_from_its_population(write_study, tmp_path):
+    import shutil
+
+    from codemix.optimizer import branch
+    from codemix.optimizer.wave import train_job
+    from codemix.proxy_train.store import TokenStore
+    from codemix.proxy_train.trunks import finished
+
+    search = '"stages.cooldown.code_frac" = { values = [0.0, 0.4] }'
+    path = write_study(name="del", sampler="grid", n=2, max_tokens=1280, search=search)
+    assert main(["study", "run", str(path), "--quiet"]) == 0
+    (info,) = _trunks(tmp_path, "del")
+    before = (info.parent / "state").stat().st_mtime
+    shutil.rmtree(info.parent / "state")
+    assert not finished(info.parent)  # so the next wave that needs it makes it again
+    spec = load_study(path)
+    study = optuna.load_study(study_name="del", storage=f"sqlite:///{path.with_suffix('.db')}")
+    batch = [(t, spec.run_spec(t.user_attrs["codemix/overrides"])) for t in study.trials]
+    store = TokenStore(spec.run_spec([]).store)
+    units = branch.units(spec, store, "test", batch)
+    charged = branch.ensure_trunks(
+        spec, store, "test", units, lambda job: train_job(spec, store, job), quiet=True
+    )
+    assert finished(info.parent) and (info.parent / "state").stat().st_mtime > before
+    assert list(charged) == [units[0].chain[0]]  # from its population's last checkpoint
