@@ -71,9 +71,14 @@ def _searched_stages(spec: StudySpec, names: list[str]) -> dict[int, bool] | Non
             part = key.split(".")
             if part[0] != "stages" or len(part) < 3:
                 return None
-            i = int(part[1]) if part[1].isdigit() else names.index(part[1])
+            i = _stage_index(part[1], names)
             out[i] = out.get(i, True) and p.kind in _DISCRETE
     return out
+
+
+def _stage_index(name: str, names: list[str]) -> int:
+    """A stage as a --set key names it (`stages.cooldown.…` or `stages.2.…`)."""
+    return int(name) if name.isdigit() else names.index(name)
 
 
 def boundaries(spec: StudySpec, run: RunSpec) -> list[int]:
@@ -101,24 +106,21 @@ class Cut:
 def cuts(spec: StudySpec, run: RunSpec, plans) -> list[Cut]:
     """The trunks a run of this study goes through, shallowest first: stage boundaries, and
     inside a WSD stage the ends of the stable phases its searched decay shares give."""
-    out = [Cut(j, 0, plans[j - 1].end_step) for j in boundaries(spec, run) if j < len(plans)]
+    starts = boundaries(spec, run)
+    out = [Cut(j, 0, plans[j - 1].end_step) for j in starts if j < len(plans)]
     names = [st.name for st in run.schedule.stages]
     for j, shares in _decay_values(spec, names).items():
         stage, plan = plans[j].stage, plans[j]
-        if not spec.branch or stage.lr.shape != "wsd" or j not in boundaries(spec, run) + [0]:
+        # the stages before must be shared too: the first, or one trials can branch before
+        if not spec.branch or stage.lr.shape != "wsd" or j not in [0, *starts]:
             continue
-        own = _stable_steps(stage.lr, plan.n_steps)
-        ends = {_stable_steps(replace(stage.lr, decay=v), plan.n_steps) for v in shares}
-        for n in sorted(ends):  # the longest stable phase branches from no one's end
-            if 0 < n <= own and n < max(ends):
-                out.append(Cut(j, n, plan.first_step + n))
+        n = plan.n_steps
+        own = math.ceil(stage.lr.decay_start(n))
+        ends = {math.ceil(replace(stage.lr, decay=v).decay_start(n)) for v in shares}
+        for k in sorted(ends):  # the longest stable phase branches from no one's end
+            if 0 < k <= own and k < max(ends):
+                out.append(Cut(j, k, plan.first_step + k))
     return sorted(out, key=lambda c: c.stop)
-
-
-def _stable_steps(lr, n: int) -> int:
-    """Steps of a WSD stage before its decay (LRShape.value's first decaying step)."""
-    first = max(lr.warmup * n, n - (lr.decay if lr.decay is not None else 0.2) * n)
-    return math.ceil(first)
 
 
 def _decay_values(spec: StudySpec, names: list[str]) -> dict[int, set[float]]:
@@ -136,8 +138,7 @@ def _decay_values(spec: StudySpec, names: list[str]) -> dict[int, set[float]]:
         for key, v in pairs:
             part = key.split(".")
             if part[0] == "stages" and part[2:] == ["lr", "decay"]:
-                i = int(part[1]) if part[1].isdigit() else names.index(part[1])
-                out.setdefault(i, set()).add(float(v))
+                out.setdefault(_stage_index(part[1], names), set()).add(float(v))
     return out
 
 
@@ -265,8 +266,7 @@ def ensure_trunks(spec: StudySpec, store, size: str, todo: list[Unit], train, qu
 
 
 def completed(spec: StudySpec, key: str, size: str) -> bool:
-    where = folder(spec, key, size)
-    return trunks.finished(where) and trunks.read(where).get("status") == "completed"
+    return trunks.completed(folder(spec, key, size))
 
 
 def _ensure_level(spec, size: str, d: int, needed: dict, users, train, quiet: bool) -> dict:

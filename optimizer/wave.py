@@ -112,7 +112,14 @@ def _train_size(spec: StudySpec, store, size: str, batch: list, quiet: bool, wav
         for i in range(0, len(units), cap):
             chunk = units[i : i + cap]
             numbers = sorted({root(u.trial) for u in chunk})
-            how = " from scratch (the diagonal check)" if chunk[0].attr.endswith("/scratch") else ""
+            scratch = sum(u.attr.endswith("/scratch") for u in chunk)
+            how = (
+                ""
+                if not scratch
+                else " from scratch (the diagonal check)"
+                if scratch == len(chunk)
+                else f" ({scratch} from scratch: the diagonal check)"
+            )
             name = f"{wave}{label(numbers)}{how}, size {size} ({k + 1} of {len(spec.sizes)})"
             job = {
                 "size": size,

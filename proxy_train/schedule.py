@@ -88,11 +88,16 @@ class LRShape:
             return start
         first = n_warm
         if self.shape == "wsd":  # stable until the decay's first step
-            first = max(n_warm, n - (self.decay if self.decay is not None else 0.2) * n)
+            first = self.decay_start(n)
             if i < first:
                 return start
         u = (i - first) / max(1.0, n - 1 - first)
         return _decay(self._decay_shape, start, end, min(1.0, u))
+
+    def decay_start(self, n: int) -> float:
+        """wsd: where the decay begins in a stage of n steps; the steps before it are stable
+        (warm-up included), whatever the decay's share, shape or end."""
+        return max(self.warmup * n, n - (self.decay if self.decay is not None else 0.2) * n)
 
     def final(self, lr_peak: float, prev_end_lr: float) -> float:
         if self.shape == "constant":

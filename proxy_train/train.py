@@ -6,9 +6,9 @@ prepared one step ahead in a thread), computes each member's learning rate from 
 schedule, and the device runs clip -> Adam -> decoupled weight decay -> p -= lr * u for
 all members at once. fp32 master weights, bf16 compute (fp32 on CPU), donated buffers.
 
-A member may start from a trunk (see `trunks.py`): the saved state of the first stages it
-shares with other runs, trained once; a population may stop at a stage boundary and save
-each member's state as a trunk.
+A member may start from a trunk (see `trunks.py`): the saved state of the first steps it
+shares with other runs, trained once; a population may stop early (at a stage boundary, or
+inside a stable phase) and save each member's state as a trunk.
 
 A killed run resumes exactly from its last checkpoint (the data of any step is a pure
 function of the step, and the checkpoint holds the train losses since the last
@@ -284,19 +284,19 @@ def _init_or_restore(mngr, progs: _Programs, members: list[Member], ckpt_dir: Pa
 
     start = mngr.latest_step()
     if start is None and members[0].trunk is not None:
-        info = trunks.read(members[0].trunk)
+        infos = [trunks.read(m.trunk) for m in members]
         state = trunks.load_members(
             [m.trunk for m in members], progs.abstract, progs.state_sh, host
         )
         run = _Run(state, np.ones(len(members), bool), {})
-        run.evals = int(info["evals"])
+        run.evals = int(infos[0]["evals"])
         # a trunk that ends between evaluations hands on its train losses since the last one
-        windows = [trunks.read(m.trunk).get("window") or [] for m in members]
+        windows = [info.get("window") or [] for info in infos]
         run.window = [
             np.array([np.nan if w[t] is None else w[t] for w in windows], np.float32)
             for t in range(len(windows[0]))
         ]
-        return run, int(info["step"])
+        return run, int(infos[0]["step"])
     if start is None:
         seeds = np.array([m.seed for m in members], np.uint32)
         state = progs.init(shd.put(seeds, progs.vec_sh))
@@ -457,12 +457,10 @@ def train_population(
     stop = plans[0][-1].end_step if stop_step is None else stop_step
     if any(not 0 < stop <= pl[-1].end_step for pl in plans):
         raise ValueError(f"a trunk must end inside every member's schedule (step {stop})")
-    branched = {m.trunk is not None for m in members}
-    if (
-        len(branched) != 1
-        or len({m.trunk and trunks.read(m.trunk).get("step") for m in members}) != 1
-    ):
+    firsts = {int(trunks.read(m.trunk)["step"]) if m.trunk else 0 for m in members}
+    if len(firsts) != 1:
         raise ValueError("members of one population start from trunks of one step, or none")
+    (first,) = firsts
     samplers = [
         MixtureSampler(store, p, B, T, m.seed, unique_tokens=dict(settings.unique_tokens or ()))
         for p, m in zip(plans, members, strict=True)
@@ -479,7 +477,6 @@ def train_population(
         stack.callback(mngr.close)
         fresh = mngr.latest_step() is None
         run, start = _init_or_restore(mngr, progs, members, ckpt_dir, shd.replicated(mesh))
-        first = int(trunks.read(members[0].trunk)["step"]) if members[0].trunk else 0
         scorer = compiled = None
         if tasks is not None:
             scorer = make_scorer(cfg, B, shd.replicated(mesh))

@@ -12,6 +12,7 @@ exactly what it would have trained from step zero.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -29,11 +30,17 @@ def read(folder: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def completed(folder: Path, info: dict | None = None) -> bool:
+    """Trained, with its state still there (a state deleted by hand is trained, or restored
+    from its population's checkpoint, again)."""
+    info = read(folder) if info is None else info
+    return info.get("status") == "completed" and (Path(folder) / "state").is_dir()
+
+
 def finished(folder: Path) -> bool:
-    """Failed, or completed with its state still there (a state deleted by hand is trained,
-    or restored from its population's checkpoint, again)."""
-    status = read(folder).get("status")
-    return status == "failed" or (status == "completed" and (Path(folder) / "state").is_dir())
+    """Completed, or failed: nothing more to train."""
+    info = read(folder)
+    return info.get("status") == "failed" or completed(folder, info)
 
 
 def write(folder: Path, **fields) -> None:
@@ -47,15 +54,20 @@ def save_member(state_P, i: int, folder: Path, host_sharding) -> None:
     process of a multi-host job calls it)."""
     import orbax.checkpoint as ocp
 
-    take = jax.jit(
-        lambda s, k: jax.tree.map(lambda x: jax.lax.dynamic_index_in_dim(x, k, 0, False), s),
-        out_shardings=host_sharding,
-    )
-    state = take(state_P, np.int32(i))
+    state = _taker(host_sharding)(state_P, np.int32(i))
     ckptr = ocp.StandardCheckpointer()
     ckptr.save((Path(folder) / "state").absolute(), state, force=True)
     ckptr.wait_until_finished()
     ckptr.close()
+
+
+@functools.cache
+def _taker(host_sharding):
+    """One compiled slice for every member (the index is an argument, not a constant)."""
+    return jax.jit(
+        lambda s, k: jax.tree.map(lambda x: jax.lax.dynamic_index_in_dim(x, k, 0, False), s),
+        out_shardings=host_sharding,
+    )
 
 
 def load_members(folders: list[Path], abstract_P, state_sharding, host_sharding):

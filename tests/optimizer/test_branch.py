@@ -332,3 +332,18 @@ def test_a_trunk_whose_state_was_deleted_is_restored_from_its_population(write_s
     )
     assert finished(info.parent) and (info.parent / "state").stat().st_mtime > before
     assert list(charged) == [units[0].chain[0]]  # from its population's last checkpoint
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ('seeding = "random"', "seeding: expected one of paired, per-trial"),
+        ("seeds = 0", "seeds must be >= 1"),
+        ("diagonal = -1", "diagonal >= 0"),
+        ('branch = "yes"', "branch = 'yes' has the wrong type"),
+        ("seeds = true", "seeds = True has the wrong type"),
+    ],
+)
+def test_bad_branching_keys_are_named(write_study, extra, message):
+    with pytest.raises(CodemixError, match=message):
+        load_study(write_study(study_extra=extra))
