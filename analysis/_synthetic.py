@@ -50,3 +50,49 @@ def ladder(
     epochs = d_tokens / np.asarray(unique, float)[None, :]
     loss = law_loss(c, n, d_tokens, epochs) * np.exp(noise * rng.standard_normal(len(n)))
     return np.c_[1 - c, c], n, loss, RunData(DOMAINS, d_tokens, epochs)
+
+
+STAGED = {"tau": 2e7, "C": 0.01, "kappa": 1.5}  # recency in tokens; the overfitting term
+
+
+def staged_ladder(
+    sizes=(1e6, 2e6, 4e6, 8e6),
+    shares=(0.05, 0.3, 0.55, 0.8),
+    cooldown: float = 0.2,
+    unique=(1e7, 3e7),
+    tokens_per_param: float = 10.0,
+    noise: float = 0.0,
+    seed: int = 0,
+):
+    """Two stages (init, then a cooldown of `cooldown` of the tokens), every pair of code
+    shares at every size, drawn from the data law with both optional terms: each stage's
+    tokens fade as exp(-tokens after it / tau), and C rbar^kappa for repetition (STAGED).
+    Returns (weights (runs, 4): init text, code, cooldown text, code; N; loss; RunData)."""
+    rng = np.random.default_rng(seed)
+    c1, c2 = (a.ravel() for a in np.meshgrid(shares, shares))
+    c1, c2 = np.tile(c1, len(sizes)), np.tile(c2, len(sizes))
+    n = np.repeat(np.asarray(sizes, float), len(shares) ** 2)
+    d = n * tokens_per_param
+    d1, d2 = d * (1 - cooldown), d * cooldown
+    stage_tokens = np.stack([np.c_[d1 * (1 - c1), d1 * c1], np.c_[d2 * (1 - c2), d2 * c2]], 1)
+    after = np.c_[d2, np.zeros_like(d2)]
+    tokens = stage_tokens.sum(1)
+    epochs = tokens / np.asarray(unique, float)[None, :]
+    t, s = TRUE, STAGED
+    faded = stage_tokens[:, 0] * np.exp(-d2 / s["tau"])[:, None] + stage_tokens[:, 1]
+    excess = np.maximum(epochs - 1.0, 0.0)
+    r = 5.0
+    phi = np.where(epochs > 1, (1 + r * (1 - np.exp(-excess / r))) / np.maximum(epochs, 1), 1.0)
+    wk = np.array([1.0, t["g"]])
+    eff = (faded * phi) @ wk
+    share = tokens * wk / (tokens @ wk)[:, None]
+    rbar = (share * excess).sum(1)
+    x = np.c_[1 - c1, c1]
+    loss = (
+        np.exp(x @ np.array(t["e"]))
+        + np.exp(x @ np.array(t["a"])) * n ** -t["alpha"]
+        + np.exp(t["b"]) * eff ** -t["beta"]
+        + s["C"] * rbar ** s["kappa"]
+    ) * np.exp(noise * rng.standard_normal(len(n)))
+    w = np.c_[1 - c1, c1, 1 - c2, c2]
+    return w, n, loss, RunData(DOMAINS, tokens, epochs, stage_tokens, after)

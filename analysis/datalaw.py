@@ -14,6 +14,15 @@ is the repetition term, which the mixture changes at fixed N (an all-text run re
 text, a balanced one does not), and which a target with more or fewer unique tokens than
 the proxies changes again.
 
+Two optional terms, chosen like the law itself on held-out runs:
+- `recency`: a stage's tokens count m_s = exp(-A_s / tau) times, A_s the tokens trained after
+  the stage ended (0 for the last), tau fitted in tokens. Stage lengths enter the law: at a
+  larger size the cooldown is longer in tokens, so what the earlier stages taught fades more,
+  and a cooldown without a domain costs that domain more than on the ladder.
+- `overfit`: a fourth term exp(o) rbar^kappa that lets the loss rise with repetition, rbar the
+  mean extra epochs of the domains weighted as in S (kappa >= 0). Effective tokens alone can
+  only make repeated tokens worth less, never make more of them hurt.
+
 Fitted like every size law here (summed Huber loss on log residuals, L-BFGS-B, bootstrap
 over runs), from the joint law's optimum. Intervals: bootstrap draws times resampled
 residuals, and beyond the largest fitted size a log-normal extrapolation error whose spread
@@ -31,6 +40,7 @@ from threadpoolctl import threadpool_limits
 
 from codemix.analysis.huber import OPTIONS, huber
 from codemix.analysis.intervals import central
+from codemix.analysis.lawnames import LAWS
 from codemix.analysis.layout import as_groups, check_groups
 from codemix.core.errors import CodemixError
 from codemix.core.progress import track
@@ -46,10 +56,16 @@ __all__ = [
     "fit_data_law",
     "parse_unique_tokens",
     "target_epochs",
+    "tokens_after",
 ]
 
 R_STAR = 15.4  # Muennighoff et al.'s fitted R* for data: the start, not a prior
 BOUNDS = {"alpha": (0.0, 3.0), "beta": (0.0, 3.0), "g": (-20.0, 20.0), "rho": (-2.3, 6.9)}
+# log(tau / tokens of a median run): from a twentieth of a run (strong forgetting) to 1000 runs
+# (none: the plain data law); the overfitting term from negligible to any size, rising at most
+# with the 4th power of the extra epochs
+EXTRA_BOUNDS = {"lam": (-3.0, 6.9), "o": (-20.0, 5.0), "kappa": (0.0, 4.0)}
+EXTRA_TERMS = ("recency", "overfit")
 
 
 @dataclass(frozen=True)
@@ -59,6 +75,10 @@ class RunData:
     domains: tuple[str, ...]
     tokens: np.ndarray  # (runs, K)
     epochs: np.ndarray  # (runs, K)
+    # per mixture group (stage), in the order of the groups: (runs, stages, K) tokens, and
+    # (runs, stages) the tokens trained after the stage ended
+    stage_tokens: np.ndarray | None = None
+    after: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.tokens.shape != self.epochs.shape or self.tokens.shape[1] != len(self.domains):
@@ -67,9 +87,25 @@ class RunData:
             raise CodemixError("domain tokens and epochs must be >= 0")
         if np.any(self.tokens.sum(1) <= 0):
             raise CodemixError("every run needs tokens of some domain")
+        if (self.stage_tokens is None) != (self.after is None):
+            raise CodemixError("stage tokens and the tokens after each stage come together")
+        if self.stage_tokens is not None:
+            runs, k = self.tokens.shape
+            if self.stage_tokens.shape[::2] != (runs, k) or self.after.shape != (
+                runs,
+                self.stage_tokens.shape[1],
+            ):
+                raise CodemixError("stage tokens differ in shape from the domain tokens")
 
     def take(self, rows) -> RunData:
-        return RunData(self.domains, self.tokens[rows], self.epochs[rows])
+        staged = self.stage_tokens is not None
+        return RunData(
+            self.domains,
+            self.tokens[rows],
+            self.epochs[rows],
+            self.stage_tokens[rows] if staged else None,
+            self.after[rows] if staged else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -95,6 +131,11 @@ def column_domains(cols, groups) -> list[tuple[int, str] | None]:
     return out
 
 
+def tokens_after(stage_totals: np.ndarray) -> np.ndarray:
+    """Tokens trained after each stage ended, from (runs, stages) tokens in training order."""
+    return stage_totals[:, ::-1].cumsum(1)[:, ::-1] - stage_totals
+
+
 def _phi(ep: np.ndarray, r_star: np.ndarray):
     """phi(ep) and d phi / d rho (rho = log R*), elementwise."""
     x = np.maximum(ep - 1.0, 0.0)
@@ -107,20 +148,27 @@ def _phi(ep: np.ndarray, r_star: np.ndarray):
 
 
 class _Layout:
-    """Where each part of theta sits: e (ke), a (ka), alpha, b, beta, g (K-1), rho (1 or K)."""
+    """Where each part of theta sits: e (ke), a (ka), alpha, b, beta, g (K-1), rho (1 or K),
+    then lam (recency) and o, kappa (overfit) where the law has those terms."""
 
-    def __init__(self, ke: int, ka: int, k: int, shared: bool):
+    def __init__(
+        self, ke: int, ka: int, k: int, shared: bool, extra: tuple[str, ...] = (), scale=1.0
+    ):
         self.ke, self.ka, self.k, self.shared = ke, ka, k, shared
+        self.scale = scale  # the tokens tau is measured in: a median run's
+        self.recency, self.overfit = "recency" in extra, "overfit" in extra
         self.i_alpha = ke + ka
         self.i_g = ke + ka + 3
         self.i_rho = self.i_g + k - 1
-        self.n = self.i_rho + (1 if shared else k)
+        self.i_lam = self.i_rho + (1 if shared else k)
+        self.i_o = self.i_lam + self.recency
+        self.n = self.i_o + 2 * self.overfit
 
     def split(self, th: np.ndarray):
         e, a = th[: self.ke], th[self.ke : self.i_alpha]
         alpha, b, beta = th[self.i_alpha : self.i_g]
         g = np.r_[0.0, th[self.i_g : self.i_rho]]
-        rho = th[self.i_rho :]
+        rho = th[self.i_rho : self.i_lam]
         r_star = np.exp(np.broadcast_to(rho, (self.k,)))
         return e, a, alpha, b, beta, g, r_star
 
@@ -130,31 +178,55 @@ class _Layout:
             [free] * (self.ke + self.ka)
             + [BOUNDS["alpha"], free, BOUNDS["beta"]]
             + [BOUNDS["g"]] * (self.k - 1)
-            + [BOUNDS["rho"]] * (self.n - self.i_rho)
+            + [BOUNDS["rho"]] * (self.i_lam - self.i_rho)
+            + [EXTRA_BOUNDS["lam"]] * self.recency
+            + [EXTRA_BOUNDS["o"], EXTRA_BOUNDS["kappa"]] * self.overfit
         )
 
 
 def _terms(th, lay: _Layout, xe, xa, log_n, data: RunData, grad: bool = False):
-    """The three log-terms (3, runs) and, with `grad`, their Jacobian (3, runs, params)."""
+    """The log-terms (3 or 4, runs) and, with `grad`, their Jacobian (terms, runs, params)."""
     e, a, alpha, b, beta, g, r_star = lay.split(th)
     phi, dphi = _phi(data.epochs, r_star)
-    dp = data.tokens * phi  # effective tokens per domain
+    if lay.recency:
+        tau = lay.scale * np.exp(th[lay.i_lam])
+        m = np.exp(-data.after / tau)  # (runs, stages)
+        tokens = np.einsum("rsk,rs->rk", data.stage_tokens, m)  # recency-weighted
+    else:
+        tokens = data.tokens
+    dp = tokens * phi  # effective tokens per domain
     wk = np.exp(g)
     s = np.maximum(dp @ wk, 1e-300)
-    z = np.stack([xe @ e, xa @ a - alpha * log_n, b - beta * np.log(s)])
+    rows = [xe @ e, xa @ a - alpha * log_n, b - beta * np.log(s)]
+    if lay.overfit:
+        o, kappa = th[lay.i_o], th[lay.i_o + 1]
+        raw = data.tokens * wk  # weights of S, on the tokens trained
+        share = raw / np.maximum(raw.sum(1, keepdims=True), 1e-300)
+        extra = np.maximum(data.epochs - 1.0, 0.0)
+        rbar = (share * extra).sum(1) + 1e-6
+        rows.append(o + kappa * np.log(rbar))
+    z = np.stack(rows)
     if not grad:
         return z, None
     n = len(log_n)
-    jac = np.zeros((3, n, lay.n))
+    jac = np.zeros((len(rows), n, lay.n))
     jac[0, :, : lay.ke] = xe
     jac[1, :, lay.ke : lay.i_alpha] = xa
     jac[1, :, lay.i_alpha] = -log_n
     jac[2, :, lay.i_alpha + 1] = 1.0
     jac[2, :, lay.i_alpha + 2] = -np.log(s)
-    share = dp * wk / s[:, None]  # (runs, K)
-    jac[2, :, lay.i_g : lay.i_rho] = -beta * share[:, 1:]
-    d_rho = -beta * data.tokens * dphi * wk / s[:, None]
-    jac[2, :, lay.i_rho :] = d_rho.sum(1, keepdims=True) if lay.shared else d_rho
+    s_share = dp * wk / s[:, None]  # (runs, K)
+    jac[2, :, lay.i_g : lay.i_rho] = -beta * s_share[:, 1:]
+    d_rho = -beta * tokens * dphi * wk / s[:, None]
+    jac[2, :, lay.i_rho : lay.i_lam] = d_rho.sum(1, keepdims=True) if lay.shared else d_rho
+    if lay.recency:
+        d_tokens = np.einsum("rsk,rs->rk", data.stage_tokens, m * data.after / tau)
+        jac[2, :, lay.i_lam] = -beta * (d_tokens * phi) @ wk / s
+    if lay.overfit:
+        jac[3, :, lay.i_o] = 1.0
+        jac[3, :, lay.i_o + 1] = np.log(rbar)
+        d_g = share * (extra - (rbar - 1e-6)[:, None])  # d rbar / d g_k
+        jac[3, :, lay.i_g : lay.i_rho] = kappa * d_g[:, 1:] / rbar[:, None]
     return z, jac
 
 
@@ -216,12 +288,23 @@ class DataLawFit:
     interval_scale: float = 1.0  # kept 1: the extrapolation error below replaces it
     extrapolation_sd: float = 0.0  # log-loss spread one ladder step beyond the largest size
     extrapolation_step: float = float("nan")  # that step, in log N
+    extra: tuple[str, ...] = ()  # the optional terms: recency, overfit
+    token_scale: float = 1.0  # the tokens of a median run: recency's tau is in these
+    stage_order: tuple[int, ...] = ()  # the mixture groups in training order (recency)
 
     form = "joint_data"
 
+    @property
+    def name(self) -> str:
+        """The law as `--law` names it: joint_data, joint_data+recency, ..."""
+        return "+".join((self.form, *self.extra))
+
     def _layout(self) -> _Layout:
         xe, xa = self._design(np.full((1, len(self.mixture_cols)), 0.5))
-        return _Layout(xe.shape[1], xa.shape[1], len(self.domains), self.shared_r_star)
+        k = len(self.domains)
+        return _Layout(
+            xe.shape[1], xa.shape[1], k, self.shared_r_star, self.extra, self.token_scale
+        )
 
     def _design(self, w):
         from codemix.analysis.scaling import _law_design
@@ -234,14 +317,21 @@ class DataLawFit:
 
     @property
     def params(self) -> dict:
-        _, _, alpha, b, beta, g, r_star = self._layout().split(self.theta)
-        return {
+        lay = self._layout()
+        _, _, alpha, b, beta, g, r_star = lay.split(self.theta)
+        out = {
             "alpha": float(alpha),
             "B": float(np.exp(b)),
             "beta": float(beta),
             "domain_weight": dict(zip(self.domains, np.exp(g).tolist(), strict=True)),
             "R_star": dict(zip(self.domains, r_star.tolist(), strict=True)),
         }
+        if lay.recency:
+            out["tau_tokens"] = float(self.token_scale * np.exp(self.theta[lay.i_lam]))
+        if lay.overfit:
+            out["overfit_C"] = float(np.exp(self.theta[lay.i_o]))
+            out["overfit_kappa"] = float(self.theta[lay.i_o + 1])
+        return out
 
     def run_data(self, w: np.ndarray, n, data: TargetData | None = None) -> RunData:
         """Each candidate's tokens and epochs per domain at size(s) `n` under `data`."""
@@ -250,18 +340,26 @@ class DataLawFit:
         n = np.broadcast_to(np.asarray(n, float), (len(w),))
         total = n * self.tokens_per_param if data.tokens is None else data.tokens
         total = np.broadcast_to(np.asarray(total, float), (len(w),))
-        share = np.zeros((len(w), len(self.domains)))
+        n_groups = len(self.stage_fracs) or 1
+        share = np.zeros((len(w), n_groups, len(self.domains)))
         for j, cd in enumerate(column_domains(self.mixture_cols, self.groups)):
             if cd is not None:
-                share[:, self.domains.index(cd[1])] += self.stage_fracs[cd[0]] * w[:, j]
-        share /= np.maximum(share.sum(1, keepdims=True), 1e-300)
-        tokens = total[:, None] * share
+                frac = self.stage_fracs[cd[0]] if self.stage_fracs else 1.0
+                share[:, cd[0], self.domains.index(cd[1])] += frac * w[:, j]
+        share /= np.maximum(share.sum((1, 2), keepdims=True), 1e-300)
+        stage_tokens = total[:, None, None] * share
+        tokens = stage_tokens.sum(1)
         if data.epochs is not None:
             epochs = np.atleast_2d(np.asarray(data.epochs, float))
         else:
             unique = dict(self.unique) | dict(data.unique or {})
             epochs = tokens / np.array([unique[d] for d in self.domains])[None, :]
-        return RunData(self.domains, tokens, epochs)
+        if "recency" not in self.extra:
+            return RunData(self.domains, tokens, epochs)
+        order = list(self.stage_order)
+        after = np.empty(stage_tokens.shape[:2])
+        after[:, order] = tokens_after(stage_tokens[:, order].sum(2))
+        return RunData(self.domains, tokens, epochs, stage_tokens, after)
 
     def _draws(self, w, n, thetas, data: TargetData | RunData | None) -> np.ndarray:
         rd = data if isinstance(data, RunData) else self.run_data(w, n, data)
@@ -310,9 +408,20 @@ class DataLawFit:
     def to_dict(self) -> dict:
         return {
             "form": self.form,
-            "law": "L = exp(e.x(r)) + exp(a.x(r)) N^-alpha + B (sum_k w_k D'_k)^-beta, "
-            "D'_k = U_k (1 + R* (1 - exp(-(epochs_k - 1) / R*))) once repeated; "
-            f"x: Scheffe-{self.terms} terms",
+            "law": "L = exp(e.x(r)) + exp(a.x(r)) N^-alpha + B (sum_k w_k D'_k)^-beta"
+            + (" + C rbar^kappa" if "overfit" in self.extra else "")
+            + ", D'_k = U_k (1 + R* (1 - exp(-(epochs_k - 1) / R*))) once repeated"
+            + (
+                ", each stage's tokens times exp(-tokens after it / tau)"
+                if "recency" in self.extra
+                else ""
+            )
+            + (", rbar: the w-weighted mean extra epochs" if "overfit" in self.extra else "")
+            + f"; x: Scheffe-{self.terms} terms",
+            "name": self.name,
+            "extra_terms": list(self.extra),
+            "token_scale": self.token_scale,
+            "stage_order": list(self.stage_order),
             "terms": self.terms,
             "shared_r_star": self.shared_r_star,
             "params": self.params,
@@ -357,6 +466,9 @@ class DataLawFit:
             1.0,
             float(d.get("extrapolation_sd", 0.0)),
             float(d.get("extrapolation_step", float("nan"))),
+            tuple(d.get("extra_terms", ())),
+            float(d.get("token_scale", 1.0)),
+            tuple(int(i) for i in d.get("stage_order", ())),
         )
 
 
@@ -376,10 +488,12 @@ def fit_data_law(
     groups: tuple[int, ...] | None = None,
     terms: str = "linear",
     shared_r_star: bool = True,
+    extra: tuple[str, ...] = (),
     progress: bool = False,
 ) -> DataLawFit:
     """Fit the law on runs with mixtures `w`, sizes N, losses and their domain tokens and
-    epochs. `start`: the joint law's (e, a, alpha) optimum on the same runs, if fitted."""
+    epochs. `start`: the joint law's (e, a, alpha) optimum on the same runs, if fitted.
+    `extra`: the optional terms (`recency` needs each run's stage tokens)."""
     from codemix.analysis.scaling import _law_design
 
     w = np.atleast_2d(np.asarray(w, float))
@@ -391,8 +505,19 @@ def fit_data_law(
         raise CodemixError("weights, sizes, losses and domain tokens differ in length")
     if np.any(y <= 0) or np.any(n <= 0):
         raise CodemixError("the data-constrained law needs positive losses and sizes")
+    unknown = sorted(set(extra) - set(EXTRA_TERMS))
+    if unknown:
+        raise CodemixError(f"unknown term {unknown[0]!r} of the data law: recency or overfit")
+    if "recency" in extra and (data.stage_tokens is None or data.stage_tokens.shape[1] < 2):
+        raise CodemixError(
+            "the recency term needs runs of 2+ stages with each stage's tokens (a study "
+            "export's mix.STAGE.DOMAIN and tokens.STAGE columns, every stage fitted)"
+        )
+    extra = tuple(t for t in EXTRA_TERMS if t in extra)
     xe, xa = _law_design(w, groups, terms)
-    lay = _Layout(xe.shape[1], xa.shape[1], len(data.domains), shared_r_star)
+    scale = float(np.median(data.tokens.sum(1)))
+    k = len(data.domains)
+    lay = _Layout(xe.shape[1], xa.shape[1], k, shared_r_star, extra, scale)
     if len(y) <= lay.n:
         raise CodemixError(f"the data-constrained law has {lay.n} parameters; {len(y)} runs")
     log_n, log_y = np.log(n), np.log(y)
@@ -405,9 +530,13 @@ def fit_data_law(
     starts = []
     for beta0 in (0.2, 0.5):
         for frac in (0.05, 0.3):
-            b0 = np.log(frac * y.min()) + beta0 * float(np.median(s0))
-            rest = np.r_[b0, beta0, np.zeros(len(data.domains) - 1)]
-            starts.append(np.r_[start, rest, np.full(lay.n - lay.i_rho, np.log(R_STAR))])
+            for lam0 in (0.0, 3.0) if lay.recency else (None,):
+                b0 = np.log(frac * y.min()) + beta0 * float(np.median(s0))
+                rest = np.r_[b0, beta0, np.zeros(k - 1)]
+                rho = np.full(lay.i_lam - lay.i_rho, np.log(R_STAR))
+                lam = [lam0] if lay.recency else []
+                over = [np.log(1e-3 * y.min()), 1.0] if lay.overfit else []
+                starts.append(np.r_[start, rest, rho, lam, over])
     best = _minimise(starts, lay, xe, xa, log_n, data, log_y, delta)
     rng = np.random.default_rng(seed)
     boot = []
@@ -445,7 +574,18 @@ def fit_data_law(
         groups,
         terms,
         shared_r_star,
+        extrapolation_sd=0.0,
+        extra=extra,
+        token_scale=scale,
+        stage_order=_stage_order(data),
     )
+
+
+def _stage_order(data: RunData) -> tuple[int, ...]:
+    """The stages in training order: the earlier a stage, the more tokens came after it."""
+    if data.stage_tokens is None:
+        return ()
+    return tuple(int(i) for i in np.argsort(-np.median(data.after, 0), kind="stable"))
 
 
 def choose_size_law(
@@ -471,27 +611,48 @@ def choose_size_law(
     cfg = config or ScalingConfig()
     w = np.atleast_2d(np.asarray(w, float))
     n, y = np.asarray(n_params, float), np.asarray(loss, float)
-    if law not in ("auto", "joint", "joint_data"):
-        raise CodemixError(f"unknown size law {law!r}: auto, joint or joint_data")
+    if law not in LAWS:
+        raise CodemixError(f"unknown size law {law!r}: {', '.join(LAWS)}")
     joint = choose_joint_law(w, n, y, mixture_cols, cfg, progress, groups)
-    if data is None and law == "joint_data":
+    if data is None and law != "joint" and law != "auto":
         raise CodemixError(
-            "the data-constrained law needs each run's tokens and epochs per domain "
+            f"the data-constrained law ({law}) needs each run's tokens and epochs per domain "
             "(--tokens-col, and epochs.DOMAIN columns or --epochs-cols)"
         )
     if data is None or law == "joint":
         return joint
+    staged = data.stage_tokens is not None and data.stage_tokens.shape[1] >= 2
+    if "recency" in law and not staged:
+        raise CodemixError(
+            f"--law {law}: the recency term needs runs of 2+ stages with each stage's tokens "
+            "(a study export's mix.STAGE.DOMAIN and tokens.STAGE columns, every stage fitted)"
+        )
     kw = dict(delta=cfg.delta, level=cfg.level, groups=groups, terms=joint.terms)
-    splits = _splits(n, data, cfg.seed) if law == "auto" else []  # --law: no contest
-    scores = {"joint": {}, "joint_data": {}}
-    for name, fit_one in (
-        ("joint", lambda i: _joint_sub(w[i], n[i], y[i], mixture_cols, cfg, groups, joint.terms)),
-        ("joint_data", lambda i: _data_sub(w, n, y, data, mixture_cols, stage_fracs, i, kw)),
-    ):
+    if law == "auto":
+        names = [x for x in LAWS[1:] if staged or "recency" not in x]
+        splits = _splits(n, data, cfg.seed)
+    else:
+        names, splits = [law], []  # --law: no contest
+    scores: dict = {}
+    for name in names:
         per = {}
         for label, test in splits:
             try:
-                held = fit_one(~test)
+                if name == "joint":
+                    held = _joint_sub(
+                        w[~test], n[~test], y[~test], mixture_cols, cfg, groups, joint.terms
+                    )
+                else:
+                    held = _data_sub(
+                        w,
+                        n,
+                        y,
+                        data,
+                        mixture_cols,
+                        stage_fracs,
+                        ~test,
+                        kw | {"extra": _extra(name)},
+                    )
                 pred = _predict_runs(held, w[test], n[test], data.take(test))
                 per[label] = float(np.sqrt(np.mean((np.log(pred) - np.log(y[test])) ** 2)))
             except CodemixError as e:
@@ -499,10 +660,10 @@ def choose_size_law(
                 scores.setdefault(name + "_errors", []).append(str(e))
         scores[name] = per
     mean = {
-        k: float(np.mean(list(scores[k].values()))) if scores[k] else float("nan")
-        for k in ("joint", "joint_data")
+        k: float(np.mean(list(scores[k].values()))) if scores[k] else float("nan") for k in names
     }
-    chosen = "joint_data" if mean["joint_data"] < mean["joint"] else "joint"
+    finite = [k for k in names if np.isfinite(mean[k])]
+    chosen = min(finite, key=lambda k: mean[k]) if finite else "joint"
     if law != "auto":
         chosen = law
     how = "; ".join(label for label, _ in splits)
@@ -511,6 +672,7 @@ def choose_size_law(
     if chosen == "joint":
         joint.selection = joint.selection | {"data_law": record}
         return joint
+    kw["extra"] = _extra(chosen)
     fit = fit_data_law(
         w,
         n,
@@ -564,6 +726,11 @@ def _splits(n: np.ndarray, data: RunData, seed: int) -> list[tuple[str, np.ndarr
     if not np.array_equal(most, out[0][1]) and 0 < most.sum() < len(n) - 5:
         out.append((f"most tokens (>= {d[most].min():.3g}) held out", most))
     return out
+
+
+def _extra(name: str) -> tuple[str, ...]:
+    """The optional terms a law name carries: joint_data+recency -> ("recency",)."""
+    return tuple(name.split("+")[1:])
 
 
 def _joint_sub(w, n, y, cols, cfg, groups, terms):

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from codemix.analysis.datalaw import RunData, column_domains
+from codemix.analysis.datalaw import RunData, column_domains, tokens_after
 from codemix.analysis.layout import as_groups, split_names
 from codemix.core.errors import CodemixError
 from codemix.core.results import CODE_DOMAINS, SEP
@@ -434,15 +434,20 @@ def _domain_data(df, mix, groups, tokens, epochs_cols, source, rows):
             and c.count(SEP) == 1
             and any(m.startswith(f"mix{SEP}{c.split(SEP)[1]}{SEP}") for m in df.columns)
         ]
+        per_stage = {}
         for st in dict.fromkeys([*stage_of.values(), *all_stages]):
             st_tokens = _numeric(df, [f"tokens{SEP}{st}"], source, rows)[:, 0]
+            per_stage[st] = np.zeros((len(df), len(domains)))
             for k, d in enumerate(domains):
                 col = f"mix{SEP}{st}{SEP}{d}"
                 if col in df.columns:
-                    dom_tokens[:, k] += st_tokens * _numeric(df, [col], source, rows)[:, 0]
+                    per_stage[st][:, k] = st_tokens * _numeric(df, [col], source, rows)[:, 0]
+            dom_tokens += per_stage[st]
         for i, st in stage_of.items():
             fracs[:, i] = _numeric(df, [f"tokens{SEP}{st}"], source, rows)[:, 0] / tokens
+        staging = _staging(per_stage, stage_of, all_stages, n_groups)
     elif n_groups == 1:
+        staging = (None, None)
         for j, cd in enumerate(where):
             if cd is None or cd[1] not in domains:
                 raise CodemixError(
@@ -460,4 +465,18 @@ def _domain_data(df, mix, groups, tokens, epochs_cols, source, rows):
     unknown = sorted({cd[1] for cd in where if cd is not None} - set(domains))
     if unknown:
         raise CodemixError(f"{source}: no epochs column for domain {unknown[0]!r}")
-    return RunData(domains, dom_tokens, epochs), fracs
+    return RunData(domains, dom_tokens, epochs, *staging), fracs
+
+
+def _staging(per_stage: dict, stage_of: dict, all_stages: list, n_groups: int):
+    """(stage tokens per mixture group, tokens after each) where every stage that trained is
+    a fitted group (the data law's recency term needs them all), else (None, None). The
+    export's tokens.STAGE columns come in training order."""
+    if n_groups < 2 or len(stage_of) != n_groups or set(all_stages) - set(stage_of.values()):
+        return None, None
+    order = [st for st in all_stages if st in per_stage]
+    totals = np.stack([per_stage[st].sum(1) for st in order], 1)
+    after_in_order = tokens_after(totals)
+    stage_tokens = np.stack([per_stage[stage_of[i]] for i in range(n_groups)], 1)
+    after = np.stack([after_in_order[:, order.index(stage_of[i])] for i in range(n_groups)], 1)
+    return stage_tokens, after

@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 from codemix.analysis import _synthetic  # noqa: E402
 from codemix.analysis.datalaw import DataLawFit, choose_size_law  # noqa: E402
 from codemix.analysis.intervals import coverage  # noqa: E402
+from codemix.analysis.lawnames import LAWS  # noqa: E402
 from codemix.analysis.scaling import ScalingConfig  # noqa: E402
 from codemix.analysis.surfaces import quiet_numerics  # noqa: E402
 from codemix.analysis.tables import load_results  # noqa: E402
@@ -73,7 +74,7 @@ def transfer(args) -> None:
         n_tr, n_te = train.size[fit_rows], test.size[held]
         d_tr, d_te = train.run_data.take(fit_rows), test.run_data.take(held)
         t0 = time.time()
-        for law_name in ("joint", "auto"):
+        for law_name in args.law or ("joint", "auto"):
             law = choose_size_law(
                 w_tr,
                 n_tr,
@@ -86,10 +87,9 @@ def transfer(args) -> None:
                 law=law_name,
             )
             mre, inside, k, rho = _score(law, w_te, n_te, y_te, d_te)
-            print(
-                f"| {m} | {law_name} | {law.form} | {mre:.2%} | {inside} of {k} | {rho:.2f} |",
-                flush=True,
-            )
+            name = getattr(law, "name", law.form)
+            row = f"{mre:.2%} | {inside} of {k} | {rho:.2f}"
+            print(f"| {m} | {law_name} | {name} | {row} |", flush=True)
         print(f"  ({time.time() - t0:.0f} s)", file=sys.stderr)
 
 
@@ -113,7 +113,8 @@ def synthetic(args) -> None:
         )
         mre, k_in, k, _ = _score(law, w[~tr], n[~tr], y[~tr], rd.take(~tr))
         inside, total = inside + k_in, total + k
-        print(f"| {seed} | {law.form} | {mre:.2%} | {k_in} of {k} |", flush=True)
+        name = getattr(law, "name", law.form)
+        print(f"| {seed} | {name} | {mre:.2%} | {k_in} of {k} |", flush=True)
     print(f"all: {inside} of {total} inside ({inside / total:.0%})")
 
 
@@ -126,9 +127,12 @@ def main() -> None:
     p.add_argument("--held-out", type=float, help="predict the runs at or above this size")
     p.add_argument("--confirm", help="predict this table's runs instead")
     p.add_argument("--n-boot", type=int, default=100)
+    p.add_argument(
+        "--law", action="append", choices=LAWS, help="laws to compare (default: joint, auto)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--synthetic", type=int, default=0, metavar="K", help="K synthetic ladders")
-    p.add_argument("--synthetic-law", default="joint_data", choices=("auto", "joint_data"))
+    p.add_argument("--synthetic-law", default="joint_data", choices=LAWS[1:])
     args = p.parse_args()
     if args.synthetic:
         synthetic(args)

@@ -370,6 +370,11 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> StudySpe
             '(e.g. "stages.init.code_frac" = { low = 0.0, high = 1.0 })'
         )
     params = tuple(_param(k, v, where) for k, v in search.items())
+    if kwargs.get("sampler") == "grid" and "n_trials" not in kwargs:
+        # a grid study without n_trials trains its whole grid, not the default 12 points of it
+        sizes = [len(p.values or p.choices) for p in params if p.values or p.choices]
+        if len(sizes) == len(params):
+            kwargs["n_trials"] = math.prod(sizes)
     objectives = raw.get("objectives")
     if not isinstance(objectives, list) or not objectives:
         raise CodemixError(f"{where}: no [[objectives]]; e.g. metric = 'bpb.text'")

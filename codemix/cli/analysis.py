@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from codemix.analysis.lawnames import LAWS as SIZE_LAWS
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -63,11 +65,12 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--law",
-        choices=("auto", "joint", "joint_data"),
+        choices=SIZE_LAWS,
         default="auto",
         help="size law: joint (mixture and N), joint_data (plus each domain's tokens counted "
-        "with their repetitions), or auto: joint_data where the table has tokens and epochs "
-        "and it predicts held-out runs better (default)",
+        "with their repetitions), +recency (each stage's tokens fade with the tokens trained "
+        "after it), +overfit (a term that lets the loss rise with repetition), or auto: the "
+        "one that predicts held-out runs best, where the table has tokens and epochs (default)",
     )
     p.add_argument(
         "--code-domains",
@@ -341,8 +344,9 @@ def _fit(args: argparse.Namespace) -> int:
             )
         if m in fit.scaling:
             law = fit.scaling[m]
+            name = getattr(law, "name", law.form)
             print(
-                f"    size law ({law.form}): Scheffe-{law.terms} exponents, alpha "
+                f"    size law ({name}): Scheffe-{law.terms} exponents, alpha "
                 f"{law.alpha:.3f} over sizes " + ", ".join(f"{v:.3g}" for v in law.sizes)
             )
             for line in _data_law_lines(law, m):
@@ -458,10 +462,11 @@ def _data_law_lines(law, metric: str) -> list[str]:
     if not rec:
         return []
     scores = rec["scores"]
+    names = [k for k in SIZE_LAWS if k in scores]
     parts = []
-    for split in scores["joint"]:
-        a, b = scores["joint"][split], scores["joint_data"][split]
-        parts.append(f"{split}: joint {a:.4g}, joint_data {b:.4g}")
+    for split in scores.get("joint", {}):
+        each = ", ".join(f"{k} {scores[k].get(split, float('nan')):.4g}" for k in names)
+        parts.append(f"{split}: {each}")
     if parts:
         lines = [f"held-out RMSE of log {metric}: " + "; ".join(parts) + f" -> {rec['chosen']}"]
     else:
@@ -476,6 +481,15 @@ def _data_law_lines(law, metric: str) -> list[str]:
             + "; unique tokens "
             + ", ".join(f"{d} {v:.3g}" for d, v in law.unique.items())
         )
+        if "tau_tokens" in p:
+            lines.append(
+                f"recency: a stage's tokens fade as exp(-tokens after it / {p['tau_tokens']:.3g})"
+            )
+        if "overfit_kappa" in p:
+            lines.append(
+                f"overfitting term: {p['overfit_C']:.3g} x (mean extra epochs)^"
+                f"{p['overfit_kappa']:.3g}"
+            )
         if law.extrapolation_sd:
             step = math.exp(law.extrapolation_step)
             lines.append(

@@ -194,9 +194,15 @@ def test_load_results_reads_each_domains_tokens_and_epochs(tmp_path):
     np.testing.assert_allclose(rd.tokens.sum(1), df["tokens"].to_numpy())
     fracs = np.c_[df["tokens.init"] / df["tokens"], df["tokens.cooldown"] / df["tokens"]]
     np.testing.assert_allclose(t.stage_fracs, fracs)
+    # each stage's tokens, and the tokens after it in training order (tokens.* columns' order)
+    np.testing.assert_allclose(rd.stage_tokens.sum((1, 2)), df["tokens"].to_numpy())
+    cool_code = df["tokens.cooldown"] * df["mix.cooldown.code"]
+    np.testing.assert_allclose(rd.stage_tokens[:, 1, 1], cool_code.to_numpy())
+    np.testing.assert_allclose(rd.after, np.c_[df["tokens.cooldown"], np.zeros(len(df))])
     # a stage not fitted (a fixed cooldown) still trained on its tokens
     only_init = load_results(path, "mix.init.*", ["bpb.text"], **kw)
     np.testing.assert_allclose(only_init.run_data.tokens, rd.tokens)
+    assert only_init.run_data.stage_tokens is None  # the recency term needs every stage
     # a domain of the mixture without its epochs is named
     df.drop("epochs.code").write_csv(path)
     with pytest.raises(CodemixError, match="no epochs column for domain 'code'"):
@@ -263,3 +269,91 @@ def test_target_data_sets_epochs_and_extrapolation_grows_in_log_n(noisy_law):
     _, lo, hi = law.interval(w, **far)
     _, lo2, hi2 = grown.interval(w, **far)
     assert np.all(np.log(hi2 / lo2) > np.log(hi / lo))
+
+
+STAGE_COLS = ("mix.init.text", "mix.init.code", "mix.cooldown.text", "mix.cooldown.code")
+
+
+@pytest.mark.parametrize("extra", [("recency",), ("overfit",), ("recency", "overfit")])
+def test_extra_terms_gradient_matches_finite_differences(extra):
+    w, n, y, rd = _synthetic.staged_ladder(sizes=(1e6, 4e6))
+    xe, xa = _law_design(w, (2, 2), "linear")
+    scale = float(np.median(rd.tokens.sum(1)))
+    lay = _Layout(xe.shape[1], xa.shape[1], 2, False, extra, scale)
+    rng = np.random.default_rng(3)
+    theta = np.r_[
+        np.log(0.6) + 0.3 * rng.standard_normal(lay.ke),
+        3.0 + 0.3 * rng.standard_normal(lay.ka),
+        [0.3, 4.0, 0.3],
+        0.3 * rng.standard_normal(lay.k - 1),
+        np.log(5.0) + 0.3 * rng.standard_normal(lay.i_lam - lay.i_rho),
+        [0.5] * lay.recency,
+        [np.log(0.01), 1.5] * lay.overfit,
+    ]
+    args = (lay, xe, xa, np.log(n), rd, np.log(y), 1.0)
+    _, grad = _objective(theta, *args)
+    numeric = _central(lambda th: _objective(th, *args)[0], theta)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-10)
+    assert np.all(np.abs(numeric[lay.i_lam :]) > 1e-8)  # the new parameters all matter
+
+
+def test_recency_and_overfit_terms_extrapolate_a_staged_ladder():
+    """Drawn from a law whose earlier stages fade and whose loss rises with repetition: the
+    plain data law misses the next size up by 15 %, the law with both terms by under 1 %."""
+    w, n, y, rd = _synthetic.staged_ladder(sizes=LADDER)
+    fit, test = _split(n)
+    err = {}
+    for extra in ((), ("recency", "overfit")):
+        law = fit_data_law(
+            w[fit],
+            n[fit],
+            y[fit],
+            rd.take(fit),
+            STAGE_COLS,
+            (0.8, 0.2),
+            groups=(2, 2),
+            extra=extra,
+        )
+        err[extra] = np.max(np.abs(law.predict(w[test], n[test], rd.take(test)) / y[test] - 1))
+    # measured: 0.15 and 0.005
+    assert err[()] > 0.05
+    assert err[("recency", "overfit")] < 0.01
+    p = law.params
+    assert law.name == "joint_data+recency+overfit"
+    assert p["overfit_kappa"] == pytest.approx(_synthetic.STAGED["kappa"], rel=0.2)
+    assert 0.3 < p["tau_tokens"] / _synthetic.STAGED["tau"] < 3
+    # a prediction at the target builds each stage's tokens and what came after them
+    rd_t = law.run_data(w[:2], 1e8, TargetData(tokens=1e9))
+    np.testing.assert_allclose(rd_t.stage_tokens.sum((1, 2)), 1e9)
+    np.testing.assert_allclose(rd_t.after, np.c_[[2e8, 2e8], [0.0, 0.0]])
+    # FIT.json keeps the terms and the predictions
+    back = DataLawFit.from_dict(json.loads(json.dumps(law.to_dict())))
+    assert back.extra == ("recency", "overfit") and back.stage_order == (0, 1)
+    np.testing.assert_array_equal(back.predict(w, n, rd), law.predict(w, n, rd))
+    np.testing.assert_array_equal(back.predict(w, 1e8), law.predict(w, 1e8))
+
+
+def test_auto_compares_every_law_and_refuses_recency_without_stages():
+    w, n, y, rd = _synthetic.staged_ladder(sizes=LADDER[:4], noise=0.002)
+    cfg = ScalingConfig(n_boot=0)
+    law = choose_size_law(w, n, y, rd, STAGE_COLS, (0.8, 0.2), config=cfg, groups=(2, 2))
+    scores = law.selection["data_law"]["scores"]
+    assert {"joint", "joint_data", "joint_data+recency+overfit"} <= set(scores)
+    assert law.name == law.selection["data_law"]["chosen"] != "joint"
+    flat = dataclasses.replace(rd, stage_tokens=None, after=None)
+    law = choose_size_law(w, n, y, flat, STAGE_COLS, (0.8, 0.2), config=cfg, groups=(2, 2))
+    assert not any("recency" in k for k in law.selection["data_law"]["scores"])
+    with pytest.raises(CodemixError, match="recency term needs runs of 2\\+ stages"):
+        choose_size_law(
+            w,
+            n,
+            y,
+            flat,
+            STAGE_COLS,
+            (0.8, 0.2),
+            config=cfg,
+            groups=(2, 2),
+            law="joint_data+recency",
+        )
+    with pytest.raises(CodemixError, match="unknown size law 'joint_data\\+decay'"):
+        choose_size_law(w, n, y, rd, STAGE_COLS, (0.8, 0.2), config=cfg, law="joint_data+decay")

@@ -492,3 +492,17 @@ def test_fit_chooses_the_data_law_and_predicts_at_the_targets_repetition(repeate
     argv = ["optimum", str(d / "fit.json"), "--objective", "min:bpb.text", "--target", "3e7"]
     assert main([*argv, "--target-tokens", "3e8", "--unique-tokens", "text=1e6"]) == 0
     assert "epochs at the target: text" in capsys.readouterr().out
+
+
+def test_fit_prints_every_laws_held_out_error_and_refuses_recency_without_stages(repeated, capsys):
+    d = repeated
+    argv = ["fit", str(d / "ladder.csv"), "--mixture-cols", "mix.main.*", "--metric", "bpb.text"]
+    argv += ["--size-col", "non_embedding_params", "--families", "linear", "--n-boot", "0"]
+    assert main([*argv, "-o", str(d / "fit0.json")]) == 0
+    out = capsys.readouterr().out
+    # one stage: the recency term is not a candidate; the others all have their error printed
+    assert "joint_data+overfit" in out and "recency" not in out
+    assert "held-out RMSE of log bpb.text: largest size" in out
+    assert main([*argv, "--law", "joint_data+recency", "-o", str(d / "fit1.json")]) == 2
+    assert "the recency term needs runs of 2+ stages" in capsys.readouterr().err
+    assert not (d / "fit1.json").exists()

@@ -68,6 +68,8 @@ def write_study(small_store, tmp_path):
             )
             + extra
         )
+        if n is None:  # the spec's default
+            text = text.replace("n_trials = None\n", "")
         path = tmp_path / f"{name}.toml"
         path.write_text(text)
         return path

@@ -37,10 +37,17 @@ def test_grid_of_the_code_share_sweep(write_study):
     spec = load_study(
         write_study(
             sampler="grid",
+            n=None,
             search='"stages.init.code_frac" = { values = [0.0, 0.25, 0.5, 0.75, 0.9, 1.0] }',
         )
     )
     assert spec.grid() == {"stages.init.code_frac": [0.0, 0.25, 0.5, 0.75, 0.9, 1.0]}
+    assert spec.n_trials == 6  # no n_trials: the whole grid, not the default 12 (nor fewer)
+    two = '"stages.init.code_frac" = { values = [0.0, 0.5] }\n"train.lr_peak" = ' + (
+        "{ values = [1e-3, 2e-3, 3e-3] }"
+    )
+    assert load_study(write_study(name="two", sampler="grid", n=None, search=two)).n_trials == 6
+    assert load_study(write_study(name="n", sampler="grid", n=4, search=two)).n_trials == 4
 
 
 @pytest.mark.parametrize(

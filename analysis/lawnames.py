@@ -1,0 +1,14 @@
+"""The size laws `fit --law` names, in a module that imports nothing numerical, so that the
+command line can offer them without loading the analysis stack."""
+
+# joint: mixture and N; joint_data: plus each domain's tokens counted with their repetitions;
+# +recency: each stage's tokens fade with the tokens trained after it; +overfit: a term that
+# lets the loss rise with repetition (analysis/datalaw.py)
+LAWS = (
+    "auto",
+    "joint",
+    "joint_data",
+    "joint_data+recency",
+    "joint_data+overfit",
+    "joint_data+recency+overfit",
+)
