@@ -574,7 +574,6 @@ def fit_data_law(
         groups,
         terms,
         shared_r_star,
-        extrapolation_sd=0.0,
         extra=extra,
         token_scale=scale,
         stage_order=_stage_order(data),

@@ -474,9 +474,7 @@ def _staging(per_stage: dict, stage_of: dict, all_stages: list, n_groups: int):
     export's tokens.STAGE columns come in training order."""
     if n_groups < 2 or len(stage_of) != n_groups or set(all_stages) - set(stage_of.values()):
         return None, None
-    order = [st for st in all_stages if st in per_stage]
-    totals = np.stack([per_stage[st].sum(1) for st in order], 1)
-    after_in_order = tokens_after(totals)
+    after_in_order = tokens_after(np.stack([per_stage[st].sum(1) for st in all_stages], 1))
     stage_tokens = np.stack([per_stage[stage_of[i]] for i in range(n_groups)], 1)
-    after = np.stack([after_in_order[:, order.index(stage_of[i])] for i in range(n_groups)], 1)
-    return stage_tokens, after
+    at = [all_stages.index(stage_of[i]) for i in range(n_groups)]
+    return stage_tokens, after_in_order[:, at]
