@@ -53,6 +53,7 @@ def ladder(
 
 
 STAGED = {"tau": 2e7, "C": 0.01, "kappa": 1.5}  # recency in tokens; the overfitting term
+FORGET = {"F": 0.3, "nu": 0.65, "scale": 1e8}  # a code-free cooldown: log L += F (A/scale)^nu
 
 
 def staged_ladder(
@@ -63,11 +64,14 @@ def staged_ladder(
     tokens_per_param: float = 10.0,
     noise: float = 0.0,
     seed: int = 0,
+    forget: bool = False,
 ):
     """Two stages (init, then a cooldown of `cooldown` of the tokens), every pair of code
     shares at every size, drawn from the data law with both optional terms: each stage's
     tokens fade as exp(-tokens after it / tau), and C rbar^kappa for repetition (STAGED).
-    Returns (weights (runs, 4): init text, code, cooldown text, code; N; loss; RunData)."""
+    With `forget`, a run whose cooldown has no code (and whose init has some) loses
+    exp(F (cooldown tokens / scale)^nu) on top (FORGET). Returns (weights (runs, 4): init
+    text, code, cooldown text, code; N; loss; RunData)."""
     rng = np.random.default_rng(seed)
     c1, c2 = (a.ravel() for a in np.meshgrid(shares, shares))
     c1, c2 = np.tile(c1, len(sizes)), np.tile(c2, len(sizes))
@@ -94,5 +98,8 @@ def staged_ladder(
         + np.exp(t["b"]) * eff ** -t["beta"]
         + s["C"] * rbar ** s["kappa"]
     ) * np.exp(noise * rng.standard_normal(len(n)))
+    if forget:
+        f = FORGET
+        loss *= np.exp(np.where((c2 == 0) & (c1 > 0), f["F"] * (d2 / f["scale"]) ** f["nu"], 0.0))
     w = np.c_[1 - c1, c1, 1 - c2, c2]
     return w, n, loss, RunData(DOMAINS, tokens, epochs, stage_tokens, after)

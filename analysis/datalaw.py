@@ -22,6 +22,12 @@ Two optional terms, chosen like the law itself on held-out runs:
 - `overfit`: a fourth term exp(o) rbar^kappa that lets the loss rise with repetition, rbar the
   mean extra epochs of the domains weighted as in S (kappa >= 0). Effective tokens alone can
   only make repeated tokens worth less, never make more of them hurt.
+- `forget`: a factor exp(sum_k exp(f_k) (A_k / scale)^nu) on the loss, A_k the tokens trained
+  after the last stage that had domain k (0 while the last stage has it; no term for a
+  domain never trained on). A domain left out of the cooldown is forgotten, more the longer
+  the cooldown: on codemix's grid ladder a code-free cooldown raised the code loss by
+  exp(0.16) at "0.5M" and exp(0.44) at "2M", about as the cooldown's tokens to the 0.65,
+  which no count of effective tokens reproduces.
 
 Fitted like every size law here (summed Huber loss on log residuals, L-BFGS-B, bootstrap
 over runs), from the joint law's optimum. Intervals: bootstrap draws times resampled
@@ -64,8 +70,15 @@ BOUNDS = {"alpha": (0.0, 3.0), "beta": (0.0, 3.0), "g": (-20.0, 20.0), "rho": (-
 # log(tau / tokens of a median run): from a twentieth of a run (strong forgetting) to 1000 runs
 # (none: the plain data law); the overfitting term from negligible to any size, rising at most
 # with the 4th power of the extra epochs
-EXTRA_BOUNDS = {"lam": (-3.0, 6.9), "o": (-20.0, 5.0), "kappa": (0.0, 4.0)}
-EXTRA_TERMS = ("recency", "overfit")
+EXTRA_BOUNDS = {
+    "lam": (-3.0, 6.9),
+    "o": (-20.0, 5.0),
+    "kappa": (0.0, 4.0),
+    "f": (-20.0, 3.0),
+    "nu": (0.0, 3.0),
+}
+EXTRA_TERMS = ("recency", "overfit", "forget")
+STAGED_TERMS = ("recency", "forget")  # the terms that need each run's stage tokens
 
 
 @dataclass(frozen=True)
@@ -149,7 +162,8 @@ def _phi(ep: np.ndarray, r_star: np.ndarray):
 
 class _Layout:
     """Where each part of theta sits: e (ke), a (ka), alpha, b, beta, g (K-1), rho (1 or K),
-    then lam (recency) and o, kappa (overfit) where the law has those terms."""
+    then lam (recency), o, kappa (overfit) and f (K), nu (forget) where the law has those
+    terms."""
 
     def __init__(
         self, ke: int, ka: int, k: int, shared: bool, extra: tuple[str, ...] = (), scale=1.0
@@ -157,12 +171,14 @@ class _Layout:
         self.ke, self.ka, self.k, self.shared = ke, ka, k, shared
         self.scale = scale  # the tokens tau is measured in: a median run's
         self.recency, self.overfit = "recency" in extra, "overfit" in extra
+        self.forget = "forget" in extra
         self.i_alpha = ke + ka
         self.i_g = ke + ka + 3
         self.i_rho = self.i_g + k - 1
         self.i_lam = self.i_rho + (1 if shared else k)
         self.i_o = self.i_lam + self.recency
-        self.n = self.i_o + 2 * self.overfit
+        self.i_f = self.i_o + 2 * self.overfit
+        self.n = self.i_f + (k + 1) * self.forget
 
     def split(self, th: np.ndarray):
         e, a = th[: self.ke], th[self.ke : self.i_alpha]
@@ -181,7 +197,31 @@ class _Layout:
             + [BOUNDS["rho"]] * (self.i_lam - self.i_rho)
             + [EXTRA_BOUNDS["lam"]] * self.recency
             + [EXTRA_BOUNDS["o"], EXTRA_BOUNDS["kappa"]] * self.overfit
+            + ([EXTRA_BOUNDS["f"]] * self.k + [EXTRA_BOUNDS["nu"]]) * self.forget
         )
+
+
+def _absent(data: RunData, scale: float) -> np.ndarray:
+    """(runs, K): tokens after the last stage that had each domain, in units of `scale`;
+    0 where the last stage has it or no stage does."""
+    has = data.stage_tokens > 0  # (runs, stages, K)
+    after = np.where(has, data.after[:, :, None], np.inf).min(1)
+    return np.where(np.isfinite(after), after, 0.0) / scale
+
+
+def _forget(th, lay: _Layout, data: RunData, grad: bool):
+    """The forgetting term F (runs,), added to log L, and dF / d theta (runs, params)."""
+    a = _absent(data, lay.scale)
+    on = a > 0
+    f, nu = th[lay.i_f : lay.i_f + lay.k], th[lay.i_f + lay.k]
+    log_a = np.log(np.where(on, a, 1.0))
+    per = np.where(on, np.exp(f + nu * log_a), 0.0)  # (runs, K)
+    if not grad:
+        return per.sum(1), None
+    d = np.zeros((len(a), lay.n))
+    d[:, lay.i_f : lay.i_f + lay.k] = per
+    d[:, lay.i_f + lay.k] = (per * log_a).sum(1)
+    return per.sum(1), d
 
 
 def _terms(th, lay: _Layout, xe, xa, log_n, data: RunData, grad: bool = False):
@@ -206,6 +246,9 @@ def _terms(th, lay: _Layout, xe, xa, log_n, data: RunData, grad: bool = False):
         rbar = (share * extra).sum(1) + 1e-6
         rows.append(o + kappa * np.log(rbar))
     z = np.stack(rows)
+    if lay.forget:  # a factor on L: the same on every term of the logsumexp
+        forget, d_forget = _forget(th, lay, data, grad)
+        z = z + forget
     if not grad:
         return z, None
     n = len(log_n)
@@ -227,6 +270,8 @@ def _terms(th, lay: _Layout, xe, xa, log_n, data: RunData, grad: bool = False):
         jac[3, :, lay.i_o + 1] = np.log(rbar)
         d_g = share * (extra - (rbar - 1e-6)[:, None])  # d rbar / d g_k
         jac[3, :, lay.i_g : lay.i_rho] = kappa * d_g[:, 1:] / rbar[:, None]
+    if lay.forget:
+        jac += d_forget[None]
     return z, jac
 
 
@@ -288,9 +333,9 @@ class DataLawFit:
     interval_scale: float = 1.0  # kept 1: the extrapolation error below replaces it
     extrapolation_sd: float = 0.0  # log-loss spread one ladder step beyond the largest size
     extrapolation_step: float = float("nan")  # that step, in log N
-    extra: tuple[str, ...] = ()  # the optional terms: recency, overfit
-    token_scale: float = 1.0  # the tokens of a median run: recency's tau is in these
-    stage_order: tuple[int, ...] = ()  # the mixture groups in training order (recency)
+    extra: tuple[str, ...] = ()  # the optional terms: recency, overfit, forget
+    token_scale: float = 1.0  # the tokens of a median run: tau and forget's A are in these
+    stage_order: tuple[int, ...] = ()  # the mixture groups in training order (staged terms)
 
     form = "joint_data"
 
@@ -331,6 +376,10 @@ class DataLawFit:
         if lay.overfit:
             out["overfit_C"] = float(np.exp(self.theta[lay.i_o]))
             out["overfit_kappa"] = float(self.theta[lay.i_o + 1])
+        if lay.forget:
+            f = np.exp(self.theta[lay.i_f : lay.i_f + lay.k])
+            out["forget_weight"] = dict(zip(self.domains, f.tolist(), strict=True))
+            out["forget_nu"] = float(self.theta[lay.i_f + lay.k])
         return out
 
     def run_data(self, w: np.ndarray, n, data: TargetData | None = None) -> RunData:
@@ -354,7 +403,7 @@ class DataLawFit:
         else:
             unique = dict(self.unique) | dict(data.unique or {})
             epochs = tokens / np.array([unique[d] for d in self.domains])[None, :]
-        if "recency" not in self.extra:
+        if not set(STAGED_TERMS) & set(self.extra):
             return RunData(self.domains, tokens, epochs)
         order = list(self.stage_order)
         after = np.empty(stage_tokens.shape[:2])
@@ -417,6 +466,11 @@ class DataLawFit:
                 else ""
             )
             + (", rbar: the w-weighted mean extra epochs" if "overfit" in self.extra else "")
+            + (
+                "; times exp(sum_k F_k (tokens after domain k's last stage / scale)^nu)"
+                if "forget" in self.extra
+                else ""
+            )
             + f"; x: Scheffe-{self.terms} terms",
             "name": self.name,
             "extra_terms": list(self.extra),
@@ -493,7 +547,7 @@ def fit_data_law(
 ) -> DataLawFit:
     """Fit the law on runs with mixtures `w`, sizes N, losses and their domain tokens and
     epochs. `start`: the joint law's (e, a, alpha) optimum on the same runs, if fitted.
-    `extra`: the optional terms (`recency` needs each run's stage tokens)."""
+    `extra`: the optional terms (`recency` and `forget` need each run's stage tokens)."""
     from codemix.analysis.scaling import _law_design
 
     w = np.atleast_2d(np.asarray(w, float))
@@ -507,10 +561,13 @@ def fit_data_law(
         raise CodemixError("the data-constrained law needs positive losses and sizes")
     unknown = sorted(set(extra) - set(EXTRA_TERMS))
     if unknown:
-        raise CodemixError(f"unknown term {unknown[0]!r} of the data law: recency or overfit")
-    if "recency" in extra and (data.stage_tokens is None or data.stage_tokens.shape[1] < 2):
         raise CodemixError(
-            "the recency term needs runs of 2+ stages with each stage's tokens (a study "
+            f"unknown term {unknown[0]!r} of the data law: one of {', '.join(EXTRA_TERMS)}"
+        )
+    staged = [t for t in STAGED_TERMS if t in extra]
+    if staged and (data.stage_tokens is None or data.stage_tokens.shape[1] < 2):
+        raise CodemixError(
+            f"the {staged[0]} term needs runs of 2+ stages with each stage's tokens (a study "
             "export's mix.STAGE.DOMAIN and tokens.STAGE columns, every stage fitted)"
         )
     extra = tuple(t for t in EXTRA_TERMS if t in extra)
@@ -536,7 +593,8 @@ def fit_data_law(
                 rho = np.full(lay.i_lam - lay.i_rho, np.log(R_STAR))
                 lam = [lam0] if lay.recency else []
                 over = [np.log(1e-3 * y.min()), 1.0] if lay.overfit else []
-                starts.append(np.r_[start, rest, rho, lam, over])
+                forget = [*np.full(k, -3.0), 0.5] if lay.forget else []
+                starts.append(np.r_[start, rest, rho, lam, over, forget])
     best = _minimise(starts, lay, xe, xa, log_n, data, log_y, delta)
     rng = np.random.default_rng(seed)
     boot = []
@@ -621,14 +679,15 @@ def choose_size_law(
     if data is None or law == "joint":
         return joint
     staged = data.stage_tokens is not None and data.stage_tokens.shape[1] >= 2
-    if "recency" in law and not staged:
+    needs = [t for t in STAGED_TERMS if t in _extra(law)]
+    if needs and not staged:
         raise CodemixError(
-            f"--law {law}: the recency term needs runs of 2+ stages with each stage's tokens "
+            f"--law {law}: the {needs[0]} term needs runs of 2+ stages with each stage's tokens "
             "(a study export's mix.STAGE.DOMAIN and tokens.STAGE columns, every stage fitted)"
         )
     kw = dict(delta=cfg.delta, level=cfg.level, groups=groups, terms=joint.terms)
     if law == "auto":
-        names = [x for x in LAWS[1:] if staged or "recency" not in x]
+        names = [x for x in LAWS[1:] if staged or not set(STAGED_TERMS) & set(_extra(x))]
         splits = _splits(n, data, cfg.seed)
     else:
         names, splits = [law], []  # --law: no contest

@@ -3,7 +3,8 @@ command line can offer them without loading the analysis stack."""
 
 # joint: mixture and N; joint_data: plus each domain's tokens counted with their repetitions;
 # +recency: each stage's tokens fade with the tokens trained after it; +overfit: a term that
-# lets the loss rise with repetition (analysis/datalaw.py)
+# lets the loss rise with repetition; +forget: a domain left out of the last stages is
+# forgotten, more the longer they are (analysis/datalaw.py)
 LAWS = (
     "auto",
     "joint",
@@ -11,4 +12,6 @@ LAWS = (
     "joint_data+recency",
     "joint_data+overfit",
     "joint_data+recency+overfit",
+    "joint_data+forget",
+    "joint_data+recency+overfit+forget",
 )

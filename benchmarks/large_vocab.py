@@ -2,20 +2,22 @@
 
 Budget: the trainer's own step program (`make_programs`: forward, loss, backward, AdamW)
 on random tokens, no sampler or checkpoints: 124M at 128 x 1024 tokens a step with
-vocabularies of 8,192 and 50,304 (GPT-2's), whole logits and 128-position chunks, and 470M
-at 32 x 1024 with 256,000 (Cohere's), and populations of 16 "1M" and "4M" proxies (32 x
-1024 tokens each) with 8,192 and 50,304, 10 timed steps after 2 of warm-up each. About 6e15
-FLOPs in all, but more than 7 minutes on one H200 (the chunked cases are slow to finish:
-see benchmarks/RESULTS.md); run a few cases at a time with --only. A configuration that
-does not fit says so and the table goes on.
+vocabularies of 8,192 and 50,304 (GPT-2's), whole logits and chunks, 470M at 32 x 1024
+with 256,000 (Cohere's), and populations of "1M" and "4M" proxies (8-32 members of 32-128
+x 1024 tokens) with 8,192 and 50,304; 10 timed steps after 2 of warm-up each. About 6e15
+FLOPs in all; each case costs 15-40 s on one H200, mostly compiling, so run each in a
+fresh process (`--only K`) to keep one case's memory from the next. A configuration that
+does not fit says so and the table goes on. `--trace DIR` saves a profiler trace of the
+timed steps, for `benchmarks/step_profile.py --trace`.
 
-    python benchmarks/large_vocab.py [--steps 10]
+    python benchmarks/large_vocab.py [--steps 10] [--only K ...] [--trace DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from contextlib import nullcontext
 
 import jax
 import jax.numpy as jnp
@@ -29,24 +31,32 @@ from codemix.proxy_train.train import make_programs, model_config_for
 PEAK = 989e12  # dense bf16 FLOP/s of an H100 or H200
 CASES = [  # preset, vocab, batch, loss_chunk (0: whole logits), population
     ("124M", 8192, 128, 0, 1),
-    ("124M", 8192, 128, 128, 1),
     ("124M", 50304, 128, 0, 1),
     ("124M", 50304, 128, 128, 1),
-    ("124M", 50304, 64, 0, 1),
-    ("124M", 50304, 64, 128, 1),
+    ("124M", 50304, 128, 512, 1),
     ("470M", 256000, 32, 0, 1),
     ("470M", 256000, 32, 128, 1),
-    # proxies with GPT-2's vocabulary, trained as populations (32 x 1024 tokens each)
+    # proxies, trained as populations
     ("1M", 8192, 32, 0, 16),
-    ("1M", 50304, 32, 0, 16),
-    ("4M", 8192, 32, 0, 16),
-    ("4M", 50304, 32, 0, 16),
+    ("1M", 8192, 64, 0, 16),
+    ("1M", 8192, 32, 0, 32),
+    ("1M", 8192, 32, 256, 16),
     ("1M", 50304, 32, 128, 16),
+    ("4M", 8192, 32, 0, 16),
     ("4M", 50304, 32, 128, 16),
+    ("1M", 8192, 128, 0, 8),
+    ("1M", 8192, 64, 256, 16),
+    ("124M", 8192, 128, 256, 1),
+    ("4M", 8192, 32, 256, 16),
+    ("1M", 8192, 32, 128, 16),
+    ("1M", 8192, 32, 1024, 16),
+    ("124M", 50304, 128, 256, 1),
 ]
 
 
-def run(size: str, vocab: int, B: int, chunk: int, steps: int, P: int = 1, T: int = 1024) -> dict:
+def run(
+    size: str, vocab: int, B: int, chunk: int, steps: int, P: int = 1, T: int = 1024, trace=None
+) -> dict:
     cfg = model_config_for({"size": size, "loss_chunk": chunk}, vocab, T)
     settings = TrainSettings(seq_len=T, batch_size=B, checkpoints=False)
     progs = make_programs(cfg, settings, P, 2, shd.make_mesh(P))
@@ -60,9 +70,10 @@ def run(size: str, vocab: int, B: int, chunk: int, steps: int, P: int = 1, T: in
     jax.block_until_ready(loss)
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    for i in range(steps):
-        state, loss = progs.step(state, batches[i % 2], lr)
-    jax.block_until_ready(loss)
+    with jax.profiler.trace(trace, create_perfetto_trace=True) if trace else nullcontext():
+        for i in range(steps):
+            state, loss = progs.step(state, batches[i % 2], lr)
+        jax.block_until_ready(loss)
     dt = (time.perf_counter() - t0) / steps
     stats = jax.local_devices()[0].memory_stats() or {}
     tokens_s = P * B * T / dt
@@ -81,6 +92,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--only", type=int, nargs="*", help="case numbers (from 0)")
     ap.add_argument("--chunk", type=int, help="loss_chunk for the chunked cases instead of 128")
+    ap.add_argument("--trace", help="folder for a profiler trace of the timed steps")
     args = ap.parse_args()
     print(f"device: {jax.devices()[0].device_kind}; 6N + 12LdT FLOPs a token against 989 TFLOP/s")
     print(
@@ -93,7 +105,7 @@ def main() -> None:
         chunk = args.chunk if chunk and args.chunk else chunk
         head = f"{size:>6} {vocab:>7} {f'{P}x{B}x1024':>11} {chunk or 'all':>5}"
         try:
-            r = run(size, vocab, B, chunk, args.steps, P)
+            r = run(size, vocab, B, chunk, args.steps, P, trace=args.trace)
         except Exception as e:  # XLA reports running out of memory as a runtime error
             why = (
                 "out of memory"

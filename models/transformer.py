@@ -20,11 +20,13 @@ F MLP width, V vocabulary, L layers.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from codemix.core.errors import CodemixError
@@ -198,24 +200,35 @@ def forward(params: dict, tokens_BT: jax.Array, cfg: ModelConfig) -> jax.Array:
     return Transformer(cfg).apply({"params": params}, tokens_BT)
 
 
+def _chunks(x_BTD: jax.Array, labels_BT: jax.Array, C: int):
+    """(K, B, C, D) hidden states, (K, B, C) labels and (K, B, C) weights (0 on padding)."""
+    B, T = labels_BT.shape
+    pad = -T % C
+    ok_BT = jnp.ones((B, T), jnp.float32)
+    if pad:  # padded positions carry weight 0
+        x_BTD = jnp.pad(x_BTD, ((0, 0), (0, pad), (0, 0)))
+        labels_BT = jnp.pad(labels_BT, ((0, 0), (0, pad)))
+        ok_BT = jnp.pad(ok_BT, ((0, 0), (0, pad)))
+    K = (T + pad) // C
+    return (
+        x_BTD.reshape(B, K, C, -1).swapaxes(0, 1),
+        labels_BT.reshape(B, K, C).swapaxes(0, 1),
+        ok_BT.reshape(B, K, C).swapaxes(0, 1),
+    )
+
+
 def token_losses(params: dict, tokens_BT1: jax.Array, cfg: ModelConfig) -> jax.Array:
     """Next-token cross-entropy (B, T) in float32 for B sequences of T + 1 tokens.
 
     With `cfg.chunk` positions at a time, the logits of one chunk exist at once, forward
     and backward (each chunk's are recomputed for its gradient): the same loss without the
-    (B, T, V) float32 array that a large vocabulary makes the largest in the step."""
+    (B, T, V) float32 array that a large vocabulary makes the largest in the step. Training
+    takes `loss_fn`, which does not recompute."""
     C, T = cfg.chunk, tokens_BT1.shape[1] - 1
     if not C or C >= T:
         return token_losses_reference(params, tokens_BT1, cfg)
     x_BTD, w_DV = Transformer(cfg).apply({"params": params}, tokens_BT1[:, :-1], hidden=True)
-    labels_BT = tokens_BT1[:, 1:]
-    pad = -T % C
-    if pad:  # the padded positions' losses are dropped below
-        x_BTD = jnp.pad(x_BTD, ((0, 0), (0, pad), (0, 0)))
-        labels_BT = jnp.pad(labels_BT, ((0, 0), (0, pad)))
-    B, K = x_BTD.shape[0], (T + pad) // C
-    x_KBCD = x_BTD.reshape(B, K, C, -1).swapaxes(0, 1)
-    labels_KBC = labels_BT.reshape(B, K, C).swapaxes(0, 1)
+    x_KBCD, labels_KBC, _ = _chunks(x_BTD, tokens_BT1[:, 1:], C)
 
     @jax.checkpoint
     def chunk(x_BCD, labels_BC):
@@ -223,6 +236,7 @@ def token_losses(params: dict, tokens_BT1: jax.Array, cfg: ModelConfig) -> jax.A
         return optax.softmax_cross_entropy_with_integer_labels(logits_BCV, labels_BC)
 
     losses_KBC = jax.lax.map(lambda a: chunk(*a), (x_KBCD, labels_KBC))
+    B, K = x_BTD.shape[0], x_KBCD.shape[0]
     return losses_KBC.swapaxes(0, 1).reshape(B, K * C)[:, :T]
 
 
@@ -233,6 +247,59 @@ def token_losses_reference(params: dict, tokens_BT1: jax.Array, cfg: ModelConfig
     return optax.softmax_cross_entropy_with_integer_labels(logits_BTV, tokens_BT1[:, 1:])
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def chunked_mean_loss(x_BTD, w_DV, labels_BT, C: int, logits_dtype: str) -> jax.Array:
+    """Mean cross-entropy of the projection x_BTD @ w_DV, C positions at a time.
+
+    The gradients are taken in the same pass as the loss (the softmax minus the one-hot
+    labels is known as soon as a chunk's logits are), so unlike `jax.checkpoint` over
+    chunks nothing is recomputed and no (B, T, V) array exists, forward or backward."""
+    return _chunked_mean_loss_fwd(x_BTD, w_DV, labels_BT, C, logits_dtype)[0]
+
+
+def _chunked_mean_loss_fwd(x_BTD, w_DV, labels_BT, C, logits_dtype):
+    B, T = labels_BT.shape
+    V = w_DV.shape[1]
+    x_KBCD, labels_KBC, ok_KBC = _chunks(x_BTD, labels_BT, C)
+
+    def body(dw_DV, chunk):
+        x_BCD, labels_BC, ok_BC = chunk
+        logits_BCV = jnp.einsum(
+            "BCD,DV->BCV", x_BCD, w_DV, preferred_element_type=jnp.dtype(logits_dtype)
+        ).astype(jnp.float32)
+        lse_BC = jax.nn.logsumexp(logits_BCV, axis=-1)
+        picked_BC = jnp.take_along_axis(logits_BCV, labels_BC[..., None], axis=-1)[..., 0]
+        # d loss / d logits, rounded to the logits' dtype as the whole-logits backward does
+        hot_BCV = labels_BC[..., None] == jnp.arange(V)
+        d_BCV = (jnp.exp(logits_BCV - lse_BC[..., None]) - hot_BCV) * ok_BC[..., None]
+        d_BCV = d_BCV.astype(logits_dtype)
+        dx_BCD = jnp.einsum("BCV,DV->BCD", d_BCV, w_DV, preferred_element_type=jnp.float32)
+        dw_DV = dw_DV + jnp.einsum("BCD,BCV->DV", x_BCD, d_BCV, preferred_element_type=jnp.float32)
+        return dw_DV, (((lse_BC - picked_BC) * ok_BC).sum(), dx_BCD.astype(x_BTD.dtype))
+
+    dw_DV, (loss_K, dx_KBCD) = jax.lax.scan(
+        body, jnp.zeros(w_DV.shape, jnp.float32), (x_KBCD, labels_KBC, ok_KBC)
+    )
+    dx_BTD = dx_KBCD.swapaxes(0, 1).reshape(B, -1, x_BTD.shape[-1])[:, :T]
+    return loss_K.sum() / (B * T), (dx_BTD, (dw_DV / (B * T)).astype(w_DV.dtype), labels_BT)
+
+
+def _chunked_mean_loss_bwd(C, logits_dtype, res, g):
+    dx_BTD, dw_DV, labels_BT = res
+    gx_BTD = (dx_BTD.astype(jnp.float32) * (g / labels_BT.size)).astype(dx_BTD.dtype)
+    gw_DV = (dw_DV.astype(jnp.float32) * g).astype(dw_DV.dtype)
+    return gx_BTD, gw_DV, np.zeros(labels_BT.shape, jax.dtypes.float0)
+
+
+chunked_mean_loss.defvjp(_chunked_mean_loss_fwd, _chunked_mean_loss_bwd)
+
+
 def loss_fn(params: dict, tokens_BT1: jax.Array, cfg: ModelConfig) -> jax.Array:
-    """Mean next-token cross-entropy over a batch of B sequences of T + 1 tokens."""
-    return token_losses(params, tokens_BT1, cfg).mean()
+    """Mean next-token cross-entropy over a batch of B sequences of T + 1 tokens (the
+    training loss; with `cfg.chunk`, `chunked_mean_loss`)."""
+    C, T = cfg.chunk, tokens_BT1.shape[1] - 1
+    if not C:
+        return token_losses_reference(params, tokens_BT1, cfg).mean()
+    C = min(C, T)
+    x_BTD, w_DV = Transformer(cfg).apply({"params": params}, tokens_BT1[:, :-1], hidden=True)
+    return chunked_mean_loss(x_BTD, w_DV, tokens_BT1[:, 1:], C, cfg.logits_dtype or cfg.dtype)

@@ -41,7 +41,7 @@ from codemix.core.progress import Progress
 from codemix.core.results import RunSummary
 from codemix.models.accounting import flops_per_token, param_count
 from codemix.models.config import ModelConfig
-from codemix.models.transformer import init_params, token_losses
+from codemix.models.transformer import init_params, loss_fn, token_losses
 from codemix.proxy_train import sharding as shd
 from codemix.proxy_train import trunks
 from codemix.proxy_train.evaluate import ValSample, bits_per_byte, domain_losses, val_sample
@@ -162,9 +162,7 @@ def make_programs(
     host = shd.replicated(mesh)  # what the host reads: every process holds all of it
 
     def member_step(state, tokens_BT1, lr):
-        loss, grads = jax.value_and_grad(lambda p: token_losses(p, tokens_BT1, cfg).mean())(
-            state["params"]
-        )
+        loss, grads = jax.value_and_grad(lambda p: loss_fn(p, tokens_BT1, cfg))(state["params"])
         updates, opt = tx.update(grads, state["opt"], state["params"])
         params = jax.tree.map(lambda p, u: p - lr * u, state["params"], updates)
         return {"params": params, "opt": opt}, loss

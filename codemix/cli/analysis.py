@@ -69,7 +69,8 @@ def register(sub) -> None:
         default="auto",
         help="size law: joint (mixture and N), joint_data (plus each domain's tokens counted "
         "with their repetitions), +recency (each stage's tokens fade with the tokens trained "
-        "after it), +overfit (a term that lets the loss rise with repetition), or auto: the "
+        "after it), +overfit (a term that lets the loss rise with repetition), +forget (a "
+        "domain left out of the last stages is forgotten, more the longer they are), or auto: the "
         "one that predicts held-out runs best, where the table has tokens and epochs (default)",
     )
     p.add_argument(
@@ -489,6 +490,12 @@ def _data_law_lines(law, metric: str) -> list[str]:
             lines.append(
                 f"overfitting term: {p['overfit_C']:.3g} x (mean extra epochs)^"
                 f"{p['overfit_kappa']:.3g}"
+            )
+        if "forget_nu" in p:
+            lines.append(
+                "forgetting: the loss times exp(F x (tokens after the domain's last stage / "
+                f"{law.token_scale:.3g})^{p['forget_nu']:.3g}), F "
+                + ", ".join(f"{d} {v:.3g}" for d, v in p["forget_weight"].items())
             )
         if law.extrapolation_sd:
             step = math.exp(law.extrapolation_step)

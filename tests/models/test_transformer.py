@@ -185,6 +185,25 @@ def test_the_loss_in_chunks_is_the_whole_loss(params, chunk, logits_dtype):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **tol), g1, g0)
 
 
+def test_the_chunked_training_loss_scales_and_vmaps_like_the_whole(params):
+    """The fused loss's backward takes the upstream cotangent (here 3) and works under the
+    population's vmap."""
+    x = _tokens(8, B=2)
+    chunked = dataclasses.replace(CFG, loss_chunk=5)
+    pair = jax.tree.map(lambda a: jnp.stack([a, 2 * a]), params)
+    xs = jnp.stack([x, x[::-1]])
+
+    def grads(cfg):
+        g = jax.vmap(jax.grad(lambda p, t: 3 * loss_fn(p, t, cfg)))
+        return jax.jit(g)(pair, xs)
+
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5),
+        grads(chunked),
+        grads(CFG),
+    )
+
+
 def test_a_bad_loss_chunk_is_refused():
     with pytest.raises(CodemixError, match="loss_chunk must be an integer >= 0"):
         dataclasses.replace(CFG, loss_chunk=-1)

@@ -340,7 +340,7 @@ def test_population_size_counts_one_chunk_of_logits(monkeypatch):
 
     monkeypatch.setattr(train_mod.jax, "devices", lambda: [Card()])
     monkeypatch.setattr(train_mod.jax, "device_count", lambda: 1)
-    whole = model_config_for({"size": "1M"}, 50304, 1024)
+    whole = model_config_for({"size": "1M", "loss_chunk": 0}, 50304, 1024)
     chunked = model_config_for({"size": "1M", "loss_chunk": 128}, 50304, 1024)
     P_whole = train_mod.population_size(whole, 32, 64)
     P_chunked = train_mod.population_size(chunked, 32, 64)
