@@ -685,9 +685,21 @@ def choose_size_law(
             f"--law {law}: the {needs[0]} term needs runs of 2+ stages with each stage's tokens "
             "(a study export's mix.STAGE.DOMAIN and tokens.STAGE columns, every stage fitted)"
         )
+    # forgetting is learnt only from runs that leave a domain out of a later stage
+    forgets = staged and bool(np.any(_absent(data, 1.0) > 0))
+    if "forget" in _extra(law) and not forgets:
+        raise CodemixError(
+            f"--law {law}: the forget term needs runs that leave a domain out of a later stage "
+            "(a cooldown without code, say); no run here does"
+        )
     kw = dict(delta=cfg.delta, level=cfg.level, groups=groups, terms=joint.terms)
     if law == "auto":
-        names = [x for x in LAWS[1:] if staged or not set(STAGED_TERMS) & set(_extra(x))]
+        names = [
+            x
+            for x in LAWS[1:]
+            if (staged or not set(STAGED_TERMS) & set(_extra(x)))
+            and (forgets or "forget" not in _extra(x))
+        ]
         splits = _splits(n, data, cfg.seed)
     else:
         names, splits = [law], []  # --law: no contest

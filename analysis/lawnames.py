@@ -13,5 +13,5 @@ LAWS = (
     "joint_data+overfit",
     "joint_data+recency+overfit",
     "joint_data+forget",
-    "joint_data+recency+overfit+forget",
+    "joint_data+overfit+forget",
 )

@@ -380,6 +380,12 @@ def test_auto_compares_every_law_and_refuses_recency_without_stages():
     scores = law.selection["data_law"]["scores"]
     assert {"joint", "joint_data", "joint_data+recency+overfit"} <= set(scores)
     assert law.name == law.selection["data_law"]["chosen"] != "joint"
+    # no run of this ladder leaves a domain out of its cooldown: nothing to forget
+    assert not any("forget" in k for k in scores)
+    with pytest.raises(CodemixError, match="forget term needs runs that leave a domain out"):
+        choose_size_law(
+            w, n, y, rd, STAGE_COLS, (0.8, 0.2), config=cfg, groups=(2, 2), law="joint_data+forget"
+        )
     flat = dataclasses.replace(rd, stage_tokens=None, after=None)
     law = choose_size_law(w, n, y, flat, STAGE_COLS, (0.8, 0.2), config=cfg, groups=(2, 2))
     assert not any("recency" in k for k in law.selection["data_law"]["scores"])
