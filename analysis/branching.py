@@ -53,11 +53,15 @@ def section(df: pl.DataFrame, metrics: list[str], table) -> str:
     parts = []
     if {"flops", "flops_charged"} <= set(df.columns) and df["flops_charged"].null_count() == 0:
         whole, spent = float(df["flops"].sum()), float(df["flops_charged"].sum())
+        check_flops = scratch("flops")
+        extra = float(df[check_flops].sum()) if check_flops in df.columns else 0.0
         if spent < whole:
+            also = f", and {extra:.3g} for the diagonal check's runs from scratch" if extra else ""
             parts.append(
-                f"<p>Training compute: {spent:.3g} FLOPs, against {whole:.3g} to train every "
-                f"run from step zero ({spent / whole:.0%}): runs that share their first "
-                "stages branched from one trunk.</p>"
+                f"<p>Training compute: {spent + extra:.3g} FLOPs, against {whole:.3g} to train "
+                f"every run from step zero ({(spent + extra) / whole:.0%}): {spent:.3g} for the "
+                f"runs, which branched from shared trunks where their first stages agree{also}."
+                "</p>"
             )
     check = diagonal(df, metrics)
     if check is not None:

@@ -33,6 +33,7 @@ Fitted like every size law here (summed Huber loss on log residuals, L-BFGS-B, b
 over runs), from the joint law's optimum. Intervals: bootstrap draws times resampled
 residuals, and beyond the largest fitted size a log-normal extrapolation error whose spread
 grows with log(N / N_max), calibrated where the largest size was held out (`calibrate`).
+The terms, their gradients and the objective live in `analysis/_lawterms.py`.
 """
 
 from __future__ import annotations
@@ -40,11 +41,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import optimize
 from scipy.special import logsumexp
-from threadpoolctl import threadpool_limits
 
-from codemix.analysis.huber import OPTIONS, huber
+from codemix.analysis._lawterms import (
+    EXTRA_TERMS,
+    R_STAR,
+    STAGED_TERMS,
+    _absent,
+    _Layout,
+    _minimise,
+    _terms,
+)
 from codemix.analysis.intervals import central
 from codemix.analysis.lawnames import LAWS
 from codemix.analysis.layout import as_groups, check_groups
@@ -64,21 +71,6 @@ __all__ = [
     "target_epochs",
     "tokens_after",
 ]
-
-R_STAR = 15.4  # Muennighoff et al.'s fitted R* for data: the start, not a prior
-BOUNDS = {"alpha": (0.0, 3.0), "beta": (0.0, 3.0), "g": (-20.0, 20.0), "rho": (-2.3, 6.9)}
-# log(tau / tokens of a median run): from a twentieth of a run (strong forgetting) to 1000 runs
-# (none: the plain data law); the overfitting term from negligible to any size, rising at most
-# with the 4th power of the extra epochs
-EXTRA_BOUNDS = {
-    "lam": (-3.0, 6.9),
-    "o": (-20.0, 5.0),
-    "kappa": (0.0, 4.0),
-    "f": (-20.0, 3.0),
-    "nu": (0.0, 3.0),
-}
-EXTRA_TERMS = ("recency", "overfit", "forget")
-STAGED_TERMS = ("recency", "forget")  # the terms that need each run's stage tokens
 
 
 @dataclass(frozen=True)
@@ -147,167 +139,6 @@ def column_domains(cols, groups) -> list[tuple[int, str] | None]:
 def tokens_after(stage_totals: np.ndarray) -> np.ndarray:
     """Tokens trained after each stage ended, from (runs, stages) tokens in training order."""
     return stage_totals[:, ::-1].cumsum(1)[:, ::-1] - stage_totals
-
-
-def _phi(ep: np.ndarray, r_star: np.ndarray):
-    """phi(ep) and d phi / d rho (rho = log R*), elementwise."""
-    x = np.maximum(ep - 1.0, 0.0)
-    decay = np.exp(-x / r_star)
-    over = ep > 1.0
-    safe = np.where(over, ep, 1.0)
-    phi = np.where(over, (1.0 + r_star * (1.0 - decay)) / safe, 1.0)
-    dphi = np.where(over, r_star * (1.0 - decay - (x / r_star) * decay) / safe, 0.0)
-    return phi, dphi
-
-
-class _Layout:
-    """Where each part of theta sits: e (ke), a (ka), alpha, b, beta, g (K-1), rho (1 or K),
-    then lam (recency), o, kappa (overfit) and f (K), nu (forget) where the law has those
-    terms."""
-
-    def __init__(
-        self, ke: int, ka: int, k: int, shared: bool, extra: tuple[str, ...] = (), scale=1.0
-    ):
-        self.ke, self.ka, self.k, self.shared = ke, ka, k, shared
-        self.scale = scale  # the tokens tau is measured in: a median run's
-        self.recency, self.overfit = "recency" in extra, "overfit" in extra
-        self.forget = "forget" in extra
-        self.i_alpha = ke + ka
-        self.i_g = ke + ka + 3
-        self.i_rho = self.i_g + k - 1
-        self.i_lam = self.i_rho + (1 if shared else k)
-        self.i_o = self.i_lam + self.recency
-        self.i_f = self.i_o + 2 * self.overfit
-        self.n = self.i_f + (k + 1) * self.forget
-
-    def split(self, th: np.ndarray):
-        e, a = th[: self.ke], th[self.ke : self.i_alpha]
-        alpha, b, beta = th[self.i_alpha : self.i_g]
-        g = np.r_[0.0, th[self.i_g : self.i_rho]]
-        rho = th[self.i_rho : self.i_lam]
-        r_star = np.exp(np.broadcast_to(rho, (self.k,)))
-        return e, a, alpha, b, beta, g, r_star
-
-    def bounds(self) -> list:
-        free = (None, None)
-        return (
-            [free] * (self.ke + self.ka)
-            + [BOUNDS["alpha"], free, BOUNDS["beta"]]
-            + [BOUNDS["g"]] * (self.k - 1)
-            + [BOUNDS["rho"]] * (self.i_lam - self.i_rho)
-            + [EXTRA_BOUNDS["lam"]] * self.recency
-            + [EXTRA_BOUNDS["o"], EXTRA_BOUNDS["kappa"]] * self.overfit
-            + ([EXTRA_BOUNDS["f"]] * self.k + [EXTRA_BOUNDS["nu"]]) * self.forget
-        )
-
-
-def _absent(data: RunData, scale: float) -> np.ndarray:
-    """(runs, K): tokens after the last stage that had each domain, in units of `scale`;
-    0 where the last stage has it or no stage does."""
-    has = data.stage_tokens > 0  # (runs, stages, K)
-    after = np.where(has, data.after[:, :, None], np.inf).min(1)
-    return np.where(np.isfinite(after), after, 0.0) / scale
-
-
-def _forget(th, lay: _Layout, data: RunData, grad: bool):
-    """The forgetting term F (runs,), added to log L, and dF / d theta (runs, params)."""
-    a = _absent(data, lay.scale)
-    on = a > 0
-    f, nu = th[lay.i_f : lay.i_f + lay.k], th[lay.i_f + lay.k]
-    log_a = np.log(np.where(on, a, 1.0))
-    per = np.where(on, np.exp(f + nu * log_a), 0.0)  # (runs, K)
-    if not grad:
-        return per.sum(1), None
-    d = np.zeros((len(a), lay.n))
-    d[:, lay.i_f : lay.i_f + lay.k] = per
-    d[:, lay.i_f + lay.k] = (per * log_a).sum(1)
-    return per.sum(1), d
-
-
-def _terms(th, lay: _Layout, xe, xa, log_n, data: RunData, grad: bool = False):
-    """The log-terms (3 or 4, runs) and, with `grad`, their Jacobian (terms, runs, params)."""
-    e, a, alpha, b, beta, g, r_star = lay.split(th)
-    phi, dphi = _phi(data.epochs, r_star)
-    if lay.recency:
-        tau = lay.scale * np.exp(th[lay.i_lam])
-        m = np.exp(-data.after / tau)  # (runs, stages)
-        tokens = np.einsum("rsk,rs->rk", data.stage_tokens, m)  # recency-weighted
-    else:
-        tokens = data.tokens
-    dp = tokens * phi  # effective tokens per domain
-    wk = np.exp(g)
-    s = np.maximum(dp @ wk, 1e-300)
-    rows = [xe @ e, xa @ a - alpha * log_n, b - beta * np.log(s)]
-    if lay.overfit:
-        o, kappa = th[lay.i_o], th[lay.i_o + 1]
-        raw = data.tokens * wk  # weights of S, on the tokens trained
-        share = raw / np.maximum(raw.sum(1, keepdims=True), 1e-300)
-        extra = np.maximum(data.epochs - 1.0, 0.0)
-        rbar = (share * extra).sum(1) + 1e-6
-        rows.append(o + kappa * np.log(rbar))
-    z = np.stack(rows)
-    if lay.forget:  # a factor on L: the same on every term of the logsumexp
-        forget, d_forget = _forget(th, lay, data, grad)
-        z = z + forget
-    if not grad:
-        return z, None
-    n = len(log_n)
-    jac = np.zeros((len(rows), n, lay.n))
-    jac[0, :, : lay.ke] = xe
-    jac[1, :, lay.ke : lay.i_alpha] = xa
-    jac[1, :, lay.i_alpha] = -log_n
-    jac[2, :, lay.i_alpha + 1] = 1.0
-    jac[2, :, lay.i_alpha + 2] = -np.log(s)
-    s_share = dp * wk / s[:, None]  # (runs, K)
-    jac[2, :, lay.i_g : lay.i_rho] = -beta * s_share[:, 1:]
-    d_rho = -beta * tokens * dphi * wk / s[:, None]
-    jac[2, :, lay.i_rho : lay.i_lam] = d_rho.sum(1, keepdims=True) if lay.shared else d_rho
-    if lay.recency:
-        d_tokens = np.einsum("rsk,rs->rk", data.stage_tokens, m * data.after / tau)
-        jac[2, :, lay.i_lam] = -beta * (d_tokens * phi) @ wk / s
-    if lay.overfit:
-        jac[3, :, lay.i_o] = 1.0
-        jac[3, :, lay.i_o + 1] = np.log(rbar)
-        d_g = share * (extra - (rbar - 1e-6)[:, None])  # d rbar / d g_k
-        jac[3, :, lay.i_g : lay.i_rho] = kappa * d_g[:, 1:] / rbar[:, None]
-    if lay.forget:
-        jac += d_forget[None]
-    return z, jac
-
-
-def _objective(th, lay, xe, xa, log_n, data, log_y, delta):
-    z, jac = _terms(th, lay, xe, xa, log_n, data, grad=True)
-    # logsumexp and softmax over 3 terms by hand: scipy's generic ones cost more than the rest
-    top = z.max(axis=0)
-    e = np.exp(z - top)
-    total = e.sum(axis=0)
-    r = top + np.log(total) - log_y
-    c = np.clip(r, -delta, delta) * (e / total)  # d loss / d z
-    return float(huber(r, delta).sum()), np.einsum("kn,knp->p", c, jac)
-
-
-def _minimise(starts, lay, xe, xa, log_n, data, log_y, delta):
-    with threadpool_limits(1):  # BLAS threads only slow down problems this small
-        return _minimise_in(starts, lay, xe, xa, log_n, data, log_y, delta)
-
-
-def _minimise_in(starts, lay, xe, xa, log_n, data, log_y, delta):
-    best = None
-    for s in starts:
-        r = optimize.minimize(
-            _objective,
-            s,
-            args=(lay, xe, xa, log_n, data, log_y, delta),
-            jac=True,
-            method="L-BFGS-B",
-            bounds=lay.bounds(),
-            options=OPTIONS,
-        )
-        if np.isfinite(r.fun) and (best is None or r.fun < best.fun):
-            best = r
-    if best is None:
-        raise CodemixError("the data-constrained law could not be fitted from any start")
-    return best
 
 
 @dataclass

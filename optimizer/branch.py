@@ -285,11 +285,15 @@ def _ensure_level(spec, size: str, d: int, needed: dict, users, train, quiet: bo
                     continue  # another worker trains it: wait below
                 if not trunks.finished(folder(spec, k, size)):  # finished while we looked
                     mine[k] = u
+            # a trunk completed once and restored (its state deleted) was charged then
+            again = {
+                k for k in mine if trunks.read(folder(spec, k, size)).get("status") == "completed"
+            }
             for job in _jobs(spec, size, d, mine, users):
                 train(job)
                 for m in job["members"]:
                     info = trunks.read(Path(m["out"]))
-                    charged[m["name"]] = int(info.get("flops", 0))
+                    charged[m["name"]] = 0 if m["name"] in again else int(info.get("flops", 0))
             if len(mine) == len(pending):
                 continue
         if not waited and not quiet:

@@ -14,6 +14,7 @@ def _df():
             "bpb.text": [1.00, 1.02, 1.10, 1.13],
             "bpb.code": [2.0, 2.1, 1.9, 1.8],
             "scratch.bpb.text": [1.001, None, None, None],
+            "scratch.flops": [10.0, None, None, None],
             "flops": [10.0] * 4,
             "flops_charged": [10.0, 10.0, 2.0, 2.0],
         }
@@ -36,7 +37,9 @@ def test_diagonal_sets_the_scratch_run_beside_its_branched_twin():
 
 def test_the_report_shows_the_saving_and_the_check_against_the_spread():
     page = render(ReportInput(_df()))
-    assert "Training compute: 24 FLOPs, against 40" in page and "(60%)" in page
+    # the diagonal's run from scratch is compute the study spent too
+    assert "Training compute: 34 FLOPs, against 40" in page and "(85%)" in page
+    assert "and 10 for the diagonal check" in page
     assert "branched against from scratch" in page
     assert "mean difference -0.0010" in page and "seed-to-seed spread 0.0180" in page
 

@@ -11,13 +11,11 @@ import polars as pl
 import pytest
 
 from codemix.analysis import _synthetic
+from codemix.analysis._lawterms import _Layout, _objective, _terms
 from codemix.analysis.datalaw import (
     DataLawFit,
     RunData,
     TargetData,
-    _Layout,
-    _objective,
-    _terms,
     choose_size_law,
     fit_data_law,
     parse_unique_tokens,

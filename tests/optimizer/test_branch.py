@@ -332,6 +332,7 @@ def test_a_trunk_whose_state_was_deleted_is_restored_from_its_population(write_s
     )
     assert finished(info.parent) and (info.parent / "state").stat().st_mtime > before
     assert list(charged) == [units[0].chain[0]]  # from its population's last checkpoint
+    assert charged[units[0].chain[0]] == 0  # its FLOPs were charged when it was trained
 
 
 @pytest.mark.parametrize(
