@@ -279,7 +279,10 @@ class _Pool:
         if self.pool is None:
             return
         if exc[0] is not None:  # an error or a signal: the files in flight are not waited for
-            procs = list(getattr(self.pool, "_processes", {}).values())
+            import multiprocessing as mp
+
+            # the pool's workers are this process's only children while it runs
+            procs = mp.active_children()
             for p in procs:
                 p.terminate()
             self.pool.shutdown(wait=False, cancel_futures=True)
