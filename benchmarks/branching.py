@@ -14,6 +14,10 @@ use the GPU less well than the 24 branches).
     python benchmarks/branching.py run --mode scratch --seed 0 --out DIR
     python benchmarks/branching.py table DIR [DIR ...]                      # anywhere
 
+At "4M" with 32 x 1024 tokens a step (24 x 40M tokens, 4.5e16 FLOPs from scratch; about 3
+minutes from scratch and 1.7 branched on one H200), where a population of 24 fills the GPU:
+add --set 'study.sizes=["4M"]' --set train.seq_len=1024 --set train.batch_size=32.
+
 `run` writes the spec into DIR, trains it with `codemix study run` (storage DIR/study.db,
 run folders under --runs), and records the wall time. `table` reads the storages (Optuna
 and numpy only) and prints: FLOPs charged against the whole schedules' FLOPs and wall time;
