@@ -509,6 +509,7 @@ def prepare(cfg: PrepareConfig, quiet: bool = False, rebuild: bool = False) -> P
             manifest["shard"] = {"index": cfg.shard[0], "count": cfg.shard[1], "build": build}
         shutil.rmtree(parts)
         plan.unlink()
+        _carry_evals(out, staging, manifest)
         _write_json(staging / "manifest.json", manifest)
         _swap_into_place(staging, out)
         return PrepareResult("built", manifest, time.time() - t0, tuple(damage))
@@ -596,6 +597,33 @@ def _available(info: dict) -> int:
         return info["train_tokens"]
     per_byte = info["train_tokens"] / max(1, info["train_bytes"])
     return round(per_byte * info["read_train_bytes"])
+
+
+def _carry_evals(out: Path, staging: Path, manifest: dict) -> None:
+    """Tasks rendered into the store being replaced (`codemix evals prepare`) move into the
+    new one if it tokenizes the same way; with another tokenizer they are dropped, and said
+    so, since they must be rendered again."""
+    if not (out / "manifest.json").is_file():
+        return
+    old = store.read_manifest(out, partial=True)
+    evals = {
+        k: v for k, v in old.get("evals", {}).items() if (out / "evals" / f"{k}.npz").is_file()
+    }
+    if not evals:
+        return
+    same = ("kind", "vocab_size", "eos_id", "hash")
+    if all(old["tokenizer"].get(k) == manifest["tokenizer"].get(k) for k in same):
+        (staging / "evals").mkdir(exist_ok=True)
+        for name in evals:
+            shutil.copy2(out / "evals" / f"{name}.npz", staging / "evals" / f"{name}.npz")
+        manifest["evals"] = evals
+    else:
+        print(
+            f"the rebuilt store {out} has another tokenizer: its rendered tasks "
+            f"({', '.join(sorted(evals))}) are dropped; render them again with "
+            f"`codemix evals prepare {out}`",
+            file=sys.stderr,
+        )
 
 
 def _swap_into_place(staging: Path, out: Path) -> None:

@@ -83,6 +83,30 @@ def test_rerun_is_a_no_op_and_a_change_rebuilds(tmp_path):
     assert not list(tmp_path.glob(".store.*"))  # no staging or old copies left behind
 
 
+def test_rendered_tasks_survive_a_rebuild_with_the_same_tokenizer(tmp_path, capsys):
+    domains = _corpus(tmp_path / "c")
+    cfg = _bytes_cfg(domains, tmp_path / "store")
+    prepare(cfg, quiet=True)
+    out = tmp_path / "store"
+    # as `codemix evals prepare` leaves them: a file per task, listed in the manifest
+    (out / "evals").mkdir()
+    (out / "evals" / "arc_easy.npz").write_bytes(b"rendered")
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["evals"] = {"arc_easy": {"items": 3}}
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "c" / "src" / "new.py").write_text("print('more code')\n")
+    assert prepare(cfg, quiet=True).status == "built"
+    assert (out / "evals" / "arc_easy.npz").read_bytes() == b"rendered"
+    assert TokenStore(out).manifest["evals"] == {"arc_easy": {"items": 3}}
+    # another tokenizer: they would score wrong, so they go, and the user is told
+    bpe = PrepareConfig(
+        domains=cfg.domains, out=out, tokenizer=TokenizerSpec.parse("bpe:300"), val_frac=0.1
+    )
+    assert prepare(bpe, quiet=True).status == "built"
+    assert not (out / "evals").exists() and "evals" not in TokenStore(out).manifest
+    assert "its rendered tasks (arc_easy) are dropped" in capsys.readouterr().err
+
+
 def test_bad_input_leaves_the_existing_store_alone(tmp_path):
     domains = _corpus(tmp_path / "c")
     cfg = _bytes_cfg(domains, tmp_path / "store")
