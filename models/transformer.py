@@ -281,14 +281,15 @@ def _chunked_mean_loss_fwd(x_BTD, w_DV, labels_BT, C, logits_dtype):
         body, jnp.zeros(w_DV.shape, jnp.float32), (x_KBCD, labels_KBC, ok_KBC)
     )
     dx_BTD = dx_KBCD.swapaxes(0, 1).reshape(B, -1, x_BTD.shape[-1])[:, :T]
-    return loss_K.sum() / (B * T), (dx_BTD, (dw_DV / (B * T)).astype(w_DV.dtype), labels_BT)
+    return loss_K.sum() / (B * T), (dx_BTD, (dw_DV / (B * T)).astype(w_DV.dtype))
 
 
 def _chunked_mean_loss_bwd(C, logits_dtype, res, g):
-    dx_BTD, dw_DV, labels_BT = res
-    gx_BTD = (dx_BTD.astype(jnp.float32) * (g / labels_BT.size)).astype(dx_BTD.dtype)
+    dx_BTD, dw_DV = res
+    B, T = dx_BTD.shape[:2]
+    gx_BTD = (dx_BTD.astype(jnp.float32) * (g / (B * T))).astype(dx_BTD.dtype)
     gw_DV = (dw_DV.astype(jnp.float32) * g).astype(dw_DV.dtype)
-    return gx_BTD, gw_DV, np.zeros(labels_BT.shape, jax.dtypes.float0)
+    return gx_BTD, gw_DV, np.zeros((B, T), jax.dtypes.float0)  # labels: no gradient
 
 
 chunked_mean_loss.defvjp(_chunked_mean_loss_fwd, _chunked_mean_loss_bwd)
