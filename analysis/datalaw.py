@@ -44,6 +44,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from codemix.analysis._lawterms import (
+    EXTRA_BOUNDS,
     EXTRA_TERMS,
     R_STAR,
     STAGED_TERMS,
@@ -415,6 +416,8 @@ def fit_data_law(
         one_a = np.r_[np.ones(g0), np.zeros(xa.shape[1] - g0)]
         start = np.r_[np.log(0.8 * y.min()) * one_e, 2.0 * one_a, 0.3]
     s0 = np.log(np.maximum(data.tokens.sum(1), 1.0))
+    if lay.forget:  # a domain no run leaves out has nothing to forget: its weight stays 0
+        f0 = np.where(_absent(data, scale).max(0) > 0, -3.0, EXTRA_BOUNDS["f"][0])
     starts = []
     for beta0 in (0.2, 0.5):
         for frac in (0.05, 0.3):
@@ -424,7 +427,7 @@ def fit_data_law(
                 rho = np.full(lay.i_lam - lay.i_rho, np.log(R_STAR))
                 lam = [lam0] if lay.recency else []
                 over = [np.log(1e-3 * y.min()), 1.0] if lay.overfit else []
-                forget = [*np.full(k, -3.0), 0.5] if lay.forget else []
+                forget = [*f0, 0.5] if lay.forget else []
                 starts.append(np.r_[start, rest, rho, lam, over, forget])
     best = _minimise(starts, lay, xe, xa, log_n, data, log_y, delta)
     rng = np.random.default_rng(seed)
@@ -501,14 +504,13 @@ def choose_size_law(
     n, y = np.asarray(n_params, float), np.asarray(loss, float)
     if law not in LAWS:
         raise CodemixError(f"unknown size law {law!r}: {', '.join(LAWS)}")
-    joint = choose_joint_law(w, n, y, mixture_cols, cfg, progress, groups)
     if data is None and law != "joint" and law != "auto":
         raise CodemixError(
             f"the data-constrained law ({law}) needs each run's tokens and epochs per domain "
             "(--tokens-col, and epochs.DOMAIN columns or --epochs-cols)"
         )
     if data is None or law == "joint":
-        return joint
+        return choose_joint_law(w, n, y, mixture_cols, cfg, progress, groups)
     staged = data.stage_tokens is not None and data.stage_tokens.shape[1] >= 2
     needs = [t for t in STAGED_TERMS if t in _extra(law)]
     if needs and not staged:
@@ -523,6 +525,8 @@ def choose_size_law(
             f"--law {law}: the forget term needs runs that leave a domain out of a later stage "
             "(a cooldown without code, say); no run here does"
         )
+    # every check above comes before any fitting
+    joint = choose_joint_law(w, n, y, mixture_cols, cfg, progress, groups)
     kw = dict(delta=cfg.delta, level=cfg.level, groups=groups, terms=joint.terms)
     if law == "auto":
         names = [

@@ -495,7 +495,10 @@ def _data_law_lines(law, metric: str) -> list[str]:
             lines.append(
                 "forgetting: the loss times exp(F x (tokens after the domain's last stage / "
                 f"{law.token_scale:.3g})^{p['forget_nu']:.3g}), F "
-                + ", ".join(f"{d} {v:.3g}" for d, v in p["forget_weight"].items())
+                + ", ".join(
+                    f"{d} {v:.3g}" if v > 1e-8 else f"{d} 0 (no run leaves it out)"
+                    for d, v in p["forget_weight"].items()
+                )
             )
         if law.extrapolation_sd:
             step = math.exp(law.extrapolation_step)

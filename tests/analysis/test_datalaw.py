@@ -350,6 +350,7 @@ def test_forget_term_extrapolates_code_free_cooldowns():
     p = law.params
     assert law.name == "joint_data+recency+overfit+forget"
     assert p["forget_nu"] == pytest.approx(_synthetic.FORGET["nu"], abs=0.1)
+    assert p["forget_weight"]["text"] < 1e-8  # no run leaves text out: nothing learnt for it
     f = _synthetic.FORGET  # the loss factor a code-free cooldown of 1e8 tokens costs
     fitted = p["forget_weight"]["code"] * (1e8 / law.token_scale) ** p["forget_nu"]
     assert fitted == pytest.approx(f["F"], rel=0.1)
