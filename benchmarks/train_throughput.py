@@ -14,11 +14,12 @@ Suites and their budgets:
            steps and checkpoints at stage ends, in populations sized to the GPU's memory;
            against training them one at a time (64 x 20M tokens at one proxy's own step
            rate) and against the compute bound (their FLOPs at the chip's peak), with the
-           populations' MFU. About 5 minutes on one H100.
+           populations' MFU; `--loss-impl xla|pallas|auto` picks the models' loss. About
+           3-5 minutes on one H100 or H200.
   cpu      the smallest presets on this machine's CPU (16 x 256 tokens a step, fp32), 30
            steps each: about 2 minutes on 2 cores.
 
-    python benchmarks/train_throughput.py --store STORE --suite large|proxies|cpu
+    python benchmarks/train_throughput.py --store STORE --suite large|proxies|cpu [--loss-impl X]
 """
 
 from __future__ import annotations
@@ -187,11 +188,12 @@ def tuning(stores, tmp, only=None):
         print(f"{head} {t['step_tokens_per_s']:>10,.0f} {(t['step_mfu'] or 0):>6.1%}", flush=True)
 
 
-def proxies(store, tmp, n=64, tokens=20_000_000, B=32, T=512):
-    _, (alone,) = run(store, "1M", B, T, 400, tmp / "alone")
+def proxies(store, tmp, n=64, tokens=20_000_000, B=32, T=512, loss_impl="auto"):
+    model = {"loss_impl": loss_impl}
+    _, (alone,) = run(store, "1M", B, T, 400, tmp / "alone", model=model)
     rate = alone["timing"]["step_tokens_per_s"]
     one_at_a_time = n * tokens / rate
-    cfg = model_config_for({"size": "1M"}, store.vocab_size, T)
+    cfg = model_config_for({"size": "1M", **model}, store.vocab_size, T)
     fpt, peak = flops_per_token(cfg, T), peak_flops()
     bound = n * tokens * fpt / peak if peak else float("nan")
     per_pop = population_size(cfg, B, n)
@@ -207,6 +209,7 @@ def proxies(store, tmp, n=64, tokens=20_000_000, B=32, T=512):
             0,
             tmp / f"pop{done}",
             P=P,
+            model=model,
             schedule=_three_stages(tokens),
             checkpoints=True,
             eval_every=200,
@@ -254,6 +257,7 @@ def main() -> None:
     )
     ap.add_argument("--only", nargs="*", help="large suite: only these presets")
     ap.add_argument("--only-new", action="store_true", help="variants: only the last one")
+    ap.add_argument("--loss-impl", default="auto", help="proxies: the models' loss_impl")
     args = ap.parse_args()
     enable_compilation_cache()
     store = TokenStore(args.store)
@@ -272,7 +276,10 @@ def main() -> None:
             else:
                 variants(store, Path(tmp), args.only, args.only_new)
         else:
-            {"proxies": proxies, "cpu": cpu}[args.suite](store, Path(tmp))
+            if args.suite == "proxies":
+                proxies(store, Path(tmp), loss_impl=args.loss_impl)
+            else:
+                cpu(store, Path(tmp))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from codemix.core.errors import CodemixError
 DTYPES = ("bfloat16", "float32", "float16")
 REMAT_POLICIES = ("none", "full", "dots_saveable")
 ATTENTION_IMPLS = (None, "xla", "cudnn", "reference")
+LOSS_IMPLS = ("auto", "xla", "pallas")
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,12 @@ class ModelConfig:
     the training loss takes its gradient in the same pass (`chunked_mean_loss`): the same
     loss (tested), no float32 (B, T, V) array, and on an H200 as fast or faster at every
     size measured (+3 MFU points for "1M" and "4M" populations, +2 at 124M with 50k tokens,
-    +2.5 at 470M with 256k), so 256 is the default.
+    +2.5 at 470M with 256k), so 256 is the default. `loss_impl` says who computes that
+    loss: "xla" the portable path; "pallas" Triton kernels that keep the logits on chip
+    (`models/fused_loss.py`) wherever they apply (GPUs; widths of 64, 128 or 256); "auto",
+    the default, the kernels for populations on GPUs at width 128, where they were measured
+    faster on an H200 ("1M" populations 22.6 -> 26.1 % MFU), XLA elsewhere (one model,
+    TPUs, CPUs, wider models).
     """
 
     vocab_size: int
@@ -49,6 +55,7 @@ class ModelConfig:
     scan_unroll: int = 1  # layers per scan iteration; n_layers unrolls the stack fully
     logits_dtype: str | None = None  # None: the compute dtype; the loss upcasts to float32
     loss_chunk: int | None = 256  # positions a loss chunk takes; 0 or None: all at once
+    loss_impl: str = "auto"  # "auto", "xla" or "pallas": see above
 
     def __post_init__(self) -> None:
         for field in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "seq_len"):
@@ -84,6 +91,7 @@ class ModelConfig:
         _check_choice("logits_dtype", self.logits_dtype, (None, *DTYPES))
         _check_choice("remat", self.remat, REMAT_POLICIES)
         _check_choice("attention_impl", self.attention_impl, ATTENTION_IMPLS)
+        _check_choice("loss_impl", self.loss_impl, LOSS_IMPLS)
         _check_positive_int("scan_unroll", self.scan_unroll)
         if self.loss_chunk is not None and (
             isinstance(self.loss_chunk, bool)

@@ -30,6 +30,7 @@ import numpy as np
 import optax
 
 from codemix.core.errors import CodemixError
+from codemix.models import fused_loss
 from codemix.models.config import ModelConfig
 
 __all__ = [
@@ -297,10 +298,18 @@ chunked_mean_loss.defvjp(_chunked_mean_loss_fwd, _chunked_mean_loss_bwd)
 
 def loss_fn(params: dict, tokens_BT1: jax.Array, cfg: ModelConfig) -> jax.Array:
     """Mean next-token cross-entropy over a batch of B sequences of T + 1 tokens (the
-    training loss; with `cfg.chunk`, `chunked_mean_loss`)."""
+    training loss; with `cfg.chunk`, `chunked_mean_loss`, or on GPUs the Pallas kernels of
+    `fused_loss` as `cfg.loss_impl` says)."""
     C, T = cfg.chunk, tokens_BT1.shape[1] - 1
     if not C:
         return token_losses_reference(params, tokens_BT1, cfg).mean()
     C = min(C, T)
     x_BTD, w_DV = Transformer(cfg).apply({"params": params}, tokens_BT1[:, :-1], hidden=True)
-    return chunked_mean_loss(x_BTD, w_DV, tokens_BT1[:, 1:], C, cfg.logits_dtype or cfg.dtype)
+    logits_dtype = cfg.logits_dtype or cfg.dtype
+    B, _, D = x_BTD.shape
+    wide = cfg.loss_impl == "pallas"
+    if cfg.loss_impl != "xla" and fused_loss.usable(B * T, D, cfg.vocab_size, wide):
+        return fused_loss.fused_mean_loss(
+            x_BTD, w_DV, tokens_BT1[:, 1:], logits_dtype, fused_loss.INTERPRET
+        )
+    return chunked_mean_loss(x_BTD, w_DV, tokens_BT1[:, 1:], C, logits_dtype)
