@@ -12,7 +12,12 @@ from codemix.proxy_train import train as train_mod
 from codemix.proxy_train.schedule import LRShape, Schedule, Stage
 from codemix.proxy_train.spec import TrainSettings
 from codemix.proxy_train.store import TokenStore
-from codemix.proxy_train.train import Member, model_config_for, train_population
+from codemix.proxy_train.train import (
+    Member,
+    loss_impl_for,
+    model_config_for,
+    train_population,
+)
 
 S = TrainSettings(
     seq_len=32, batch_size=4, lr_peak=3e-3, eval_every=10, eval_tokens=256, log_every=5
@@ -345,3 +350,13 @@ def test_population_size_counts_one_chunk_of_logits(monkeypatch):
     P_whole = train_mod.population_size(whole, 32, 64)
     P_chunked = train_mod.population_size(chunked, 32, 64)
     assert 1 <= P_whole < 4 < P_chunked <= 64
+
+
+def test_the_loss_kernels_are_for_populations():
+    """ "auto" leaves one model to the XLA loss (faster there); asked for, the kernels stay."""
+    cfg = model_config_for({"size": "1M"}, 8192, 1024)
+    assert cfg.loss_impl == "auto"
+    assert loss_impl_for(cfg, 1).loss_impl == "xla"
+    assert loss_impl_for(cfg, 16) is cfg
+    forced = model_config_for({"size": "1M", "loss_impl": "pallas"}, 8192, 1024)
+    assert loss_impl_for(forced, 1) is forced
