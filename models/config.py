@@ -35,9 +35,9 @@ class ModelConfig:
     +2.5 at 470M with 256k), so 256 is the default. `loss_impl` says who computes that
     loss: "xla" the portable path; "pallas" Triton kernels that keep the logits on chip
     (`models/fused_loss.py`) wherever they apply (GPUs; widths of 64, 128 or 256); "auto",
-    the default, the kernels for populations on GPUs at width 128, where they were measured
-    faster on an H200 ("1M" populations 22.6 -> 26.1 % MFU), XLA elsewhere (one model,
-    TPUs, CPUs, wider models).
+    the default, the kernels for populations on one GPU at width 128, where they were
+    measured faster on an H200 ("1M" populations 22.6 -> 26.1 % MFU), XLA elsewhere (one
+    model, several devices, TPUs, CPUs, wider models).
     """
 
     vocab_size: int

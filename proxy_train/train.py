@@ -146,11 +146,12 @@ class _Programs:
     vec_sh: Any
 
 
-def loss_impl_for(cfg: ModelConfig, P: int) -> ModelConfig:
-    """`loss_impl = "auto"` means the Pallas kernels only for populations: they pay off
-    across members, but for one "1M" model the XLA path was faster on an H200 (5.08M
-    against 4.64M tokens/s at 32 x 512)."""
-    if P == 1 and cfg.loss_impl == "auto":
+def loss_impl_for(cfg: ModelConfig, P: int, n_devices: int = 1) -> ModelConfig:
+    """`loss_impl = "auto"` means the Pallas kernels only for populations on one device:
+    they pay off across members, but for one "1M" model the XLA path was faster on an H200
+    (5.08M against 4.64M tokens/s at 32 x 512); and XLA cannot split a kernel over a mesh,
+    so across devices it would gather every member's inputs to each device first."""
+    if cfg.loss_impl == "auto" and (P == 1 or n_devices > 1):
         return dataclasses.replace(cfg, loss_impl="xla")
     return cfg
 
@@ -159,7 +160,7 @@ def make_programs(
     cfg: ModelConfig, settings: TrainSettings, P: int, n_domains: int, mesh, squeeze_single=True
 ) -> _Programs:
     """Build (lazily compiled) init, step, evaluation and bookkeeping programs."""
-    cfg = loss_impl_for(cfg, P)
+    cfg = loss_impl_for(cfg, P, mesh.devices.size)
     tx = optimizer(settings)
     B = settings.batch_size
 

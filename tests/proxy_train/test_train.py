@@ -358,5 +358,6 @@ def test_the_loss_kernels_are_for_populations():
     assert cfg.loss_impl == "auto"
     assert loss_impl_for(cfg, 1).loss_impl == "xla"
     assert loss_impl_for(cfg, 16) is cfg
+    assert loss_impl_for(cfg, 16, n_devices=2).loss_impl == "xla"
     forced = model_config_for({"size": "1M", "loss_impl": "pallas"}, 8192, 1024)
     assert loss_impl_for(forced, 1) is forced
