@@ -59,9 +59,18 @@ def usable(N: int, D: int, V: int, wide: bool = False) -> bool:
     return on_gpu and N % BN == 0 and V % BV == 0 and D in widths
 
 
+def _dot(a, b, dims):
+    """A float32-accumulating matmul; operands of two dtypes (a float32 softmax against
+    bfloat16 weights) meet in the wider one, as Triton's dot wants one dtype."""
+    dt = jnp.promote_types(a.dtype, b.dtype)
+    return jax.lax.dot_general(
+        a.astype(dt), b.astype(dt), (dims, ((), ())), preferred_element_type=jnp.float32
+    )
+
+
 def _logits(x_RD, w_DC):
     """Logits in base-2 units (times log2 e), float32."""
-    return jnp.dot(x_RD, w_DC, preferred_element_type=jnp.float32) * _LOG2E
+    return _dot(x_RD, w_DC, ((1,), (0,))) * _LOG2E
 
 
 def _rows_kernel(x_ref, w_ref, lse_ref, dx_ref, *p_ref, V, dtype):
@@ -83,8 +92,7 @@ def _rows_kernel(x_ref, w_ref, lse_ref, dx_ref, *p_ref, V, dtype):
         p_RC = jnp.exp2(_logits(x_RD, w_DC) - lse_R[:, None]).astype(dtype)
         if p_ref:
             p_ref[0][:, pl.ds(v * BV, BV)] = p_RC
-        dims = (((1,), (1,)), ((), ()))  # p_RC @ w_DC.T
-        return dx_RD + jax.lax.dot_general(p_RC, w_DC, dims, preferred_element_type=jnp.float32)
+        return dx_RD + _dot(p_RC, w_DC, ((1,), (1,)))  # p_RC @ w_DC.T
 
     dx_RD = jax.lax.fori_loop(0, V // BV, grad, jnp.zeros(x_RD.shape, jnp.float32))
     lse_ref[...] = lse_R
@@ -98,8 +106,7 @@ def _cols_kernel(x_ref, w_ref, lse_ref, dw_ref, *, N, dtype):
         rows = pl.ds(n * BN, BN)
         x_RD, lse_R = x_ref[rows, :], lse_ref[rows]
         p_RC = jnp.exp2(_logits(x_RD, w_DC) - lse_R[:, None]).astype(dtype)
-        dims = (((0,), (0,)), ((), ()))  # x_RD.T @ p_RC
-        return dw_DC + jax.lax.dot_general(x_RD, p_RC, dims, preferred_element_type=jnp.float32)
+        return dw_DC + _dot(x_RD, p_RC, ((0,), (0,)))  # x_RD.T @ p_RC
 
     dw_ref[...] = jax.lax.fori_loop(0, N // BN, grad, jnp.zeros(w_DC.shape, jnp.float32))
 

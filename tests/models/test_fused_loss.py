@@ -32,17 +32,20 @@ def _value_and_grads(f, x_BTD, w_DV):
 
 
 @pytest.mark.parametrize(("dw_kernel", "split"), [(True, 1), (True, 2), (False, 1)])
-@pytest.mark.parametrize("logits_dtype", ["bfloat16", "float32"])
+@pytest.mark.parametrize(
+    ("logits_dtype", "dtype"),
+    [("bfloat16", jnp.bfloat16), ("float32", jnp.float32), ("float32", jnp.bfloat16)],
+)
 def test_the_kernels_give_the_xla_paths_loss_and_gradients(
-    monkeypatch, dw_kernel, split, logits_dtype
+    monkeypatch, dw_kernel, split, logits_dtype, dtype
 ):
     """Both ways of taking dw (a second kernel, its rows whole or split in two, or a matmul
-    of the softmax), the softmax
-    in bfloat16 or float32, and an upstream cotangent of 3. The kernels keep the logits in
-    float32, so the XLA path they match is the one with float32 logits."""
+    of the softmax), the softmax in bfloat16 or float32 (also against bfloat16 weights), and
+    an upstream cotangent of 3. The kernels keep the logits in float32, so the XLA path
+    they match is the one with float32 logits."""
     monkeypatch.setattr(fused_loss, "DW_KERNEL", dw_kernel)
     monkeypatch.setattr(fused_loss, "SPLIT", split)
-    x_BTD, w_DV, y_BT = _inputs(dtype=jnp.float32 if logits_dtype == "float32" else jnp.bfloat16)
+    x_BTD, w_DV, y_BT = _inputs(dtype=dtype)
     loss0, (dx0, dw0) = _value_and_grads(
         lambda x, w: chunked_mean_loss(x, w, y_BT, 16, "float32"), x_BTD, w_DV
     )
