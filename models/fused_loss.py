@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import pallas as pl
 
-__all__ = ["fused_mean_loss", "usable"]
+__all__ = ["fused_mean_loss", "usable", "why_not"]
 
 # Tiles: the fastest of those tried on an H200 ("1M" heads, 16 x 32 x 1024 rows; see
 # benchmarks/RESULTS.md), and dw from its own kernel (11.9 ms against 12.7 with a matmul).
@@ -54,9 +54,20 @@ def usable(N: int, D: int, V: int, wide: bool = False) -> bool:
     too if `wide`). At d = 256 the XLA path was faster on an H200 (32.7 against 24.0 % MFU
     for "4M" populations): there the loss is no longer the bottleneck, and a program's
     (BN, d) accumulator crowds the registers."""
-    on_gpu = INTERPRET or jax.default_backend() == "gpu"
+    return N % BN == 0 and why_not(D, V, wide) is None
+
+
+def why_not(D: int, V: int, wide: bool = True) -> str | None:
+    """Why the kernels would not take a model of width D and vocabulary V here (None if
+    they would)."""
+    if not (INTERPRET or jax.default_backend() == "gpu"):
+        return f"they need a GPU (this is {jax.default_backend()})"
     widths = (64, 128, 256) if wide else (128,)
-    return on_gpu and N % BN == 0 and V % BV == 0 and D in widths
+    if D not in widths:
+        return f"d_model = {D} is not {' or '.join(map(str, widths))}"
+    if V % BV:
+        return f"the vocabulary ({V:,}) is not a multiple of {BV}"
+    return None
 
 
 def _dot(a, b, dims):

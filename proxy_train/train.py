@@ -24,6 +24,7 @@ import os
 import queue
 import threading
 import time
+import warnings
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ from codemix.core.files import atomic_write_text
 from codemix.core.lock import folder_lock
 from codemix.core.progress import Progress
 from codemix.core.results import RunSummary
+from codemix.models import fused_loss
 from codemix.models.accounting import flops_per_token, param_count
 from codemix.models.config import ModelConfig
 from codemix.models.transformer import init_params, loss_fn, token_losses
@@ -691,4 +693,7 @@ def model_config_for(
     if overrides.get("attention_impl", "auto") == "auto":
         # XLA does not pick cuDNN's fused attention by itself; ask for it on GPUs
         overrides["attention_impl"] = "cudnn" if jax.default_backend() == "gpu" else None
-    return model_config(size or spec_model["size"], vocab_size, seq_len, **overrides)
+    cfg = model_config(size or spec_model["size"], vocab_size, seq_len, **overrides)
+    if cfg.loss_impl == "pallas" and (why := fused_loss.why_not(cfg.d_model, vocab_size)):
+        warnings.warn(f"loss_impl = 'pallas': the XLA loss is used, because {why}", stacklevel=2)
+    return cfg

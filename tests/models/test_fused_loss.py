@@ -99,6 +99,20 @@ def test_shapes_the_kernels_do_not_take_keep_the_xla_path(monkeypatch):
     assert fused_loss.usable(B * T, D, V) == (jax.default_backend() == "gpu")
 
 
+def test_asking_for_the_kernels_where_they_do_not_apply_says_why(monkeypatch):
+    from codemix.proxy_train.train import model_config_for
+
+    monkeypatch.setattr(fused_loss, "INTERPRET", False)
+    if jax.default_backend() != "gpu":
+        with pytest.warns(UserWarning, match="the XLA loss is used, because they need a GPU"):
+            model_config_for({"size": "1M", "loss_impl": "pallas"}, 8192, 256)
+    monkeypatch.setattr(fused_loss, "INTERPRET", True)
+    with pytest.warns(UserWarning, match=r"d_model = 192 is not 64 or 128 or 256"):
+        model_config_for({"size": "2M", "loss_impl": "pallas"}, 8192, 256)
+    with pytest.warns(UserWarning, match=r"vocabulary \(8,000\) is not a multiple of 128"):
+        model_config_for({"size": "1M", "loss_impl": "pallas"}, 8000, 256)
+
+
 def test_a_bad_loss_impl_is_refused():
     with pytest.raises(CodemixError, match="loss_impl must be one of"):
         ModelConfig(
