@@ -53,6 +53,7 @@ from codemix.analysis._lawterms import (
     _minimise,
     _terms,
 )
+from codemix.analysis._parallel import pmap
 from codemix.analysis.intervals import central
 from codemix.analysis.lawnames import LAWS
 from codemix.analysis.layout import as_groups, check_groups
@@ -376,10 +377,12 @@ def fit_data_law(
     shared_r_star: bool = True,
     extra: tuple[str, ...] = (),
     progress: bool = False,
+    jobs: int = 1,
 ) -> DataLawFit:
     """Fit the law on runs with mixtures `w`, sizes N, losses and their domain tokens and
     epochs. `start`: the joint law's (e, a, alpha) optimum on the same runs, if fitted.
-    `extra`: the optional terms (`recency` and `forget` need each run's stage tokens)."""
+    `extra`: the optional terms (`recency` and `forget` need each run's stage tokens).
+    `jobs`: processes for the bootstrap (the same draws on one or many)."""
     from codemix.analysis.scaling import _law_design
 
     w = np.atleast_2d(np.asarray(w, float))
@@ -431,12 +434,13 @@ def fit_data_law(
                 starts.append(np.r_[start, rest, rho, lam, over, forget])
     best = _minimise(starts, lay, xe, xa, log_n, data, log_y, delta)
     rng = np.random.default_rng(seed)
-    boot = []
-    for _ in track(range(n_boot), desc="bootstrap data law", unit="fit", enabled=progress):
-        i = rng.integers(0, len(y), len(y))
-        boot.append(
-            _minimise([best.x], lay, xe[i], xa[i], log_n[i], data.take(i), log_y[i], delta).x
-        )
+    draws = [rng.integers(0, len(y), len(y)) for _ in range(n_boot)]
+    fits = pmap(
+        _refit,
+        [([best.x], lay, xe[i], xa[i], log_n[i], data.take(i), log_y[i], delta) for i in draws],
+        jobs,
+    )
+    boot = list(track(fits, n_boot, desc="bootstrap data law", unit="fit", enabled=progress))
     z, _ = _terms(best.x, lay, xe, xa, log_n, data)
     seen = data.epochs > 0
     per_run = np.divide(data.tokens, data.epochs, out=np.zeros_like(data.tokens), where=seen)
@@ -470,6 +474,10 @@ def fit_data_law(
         token_scale=scale,
         stage_order=_stage_order(data),
     )
+
+
+def _refit(*args) -> np.ndarray:
+    return _minimise(*args).x
 
 
 def _stage_order(data: RunData) -> tuple[int, ...]:
@@ -538,32 +546,14 @@ def choose_size_law(
         splits = _splits(n, data, cfg.seed)
     else:
         names, splits = [law], []  # --law: no contest
-    scores: dict = {}
-    for name in names:
-        per = {}
-        for label, test in splits:
-            try:
-                if name == "joint":
-                    held = _joint_sub(
-                        w[~test], n[~test], y[~test], mixture_cols, cfg, groups, joint.terms
-                    )
-                else:
-                    held = _data_sub(
-                        w,
-                        n,
-                        y,
-                        data,
-                        mixture_cols,
-                        stage_fracs,
-                        ~test,
-                        kw | {"extra": _extra(name)},
-                    )
-                pred = _predict_runs(held, w[test], n[test], data.take(test))
-                per[label] = float(np.sqrt(np.mean((np.log(pred) - np.log(y[test])) ** 2)))
-            except CodemixError as e:
-                per[label] = float("nan")
-                scores.setdefault(name + "_errors", []).append(str(e))
-        scores[name] = per
+    tasks = [(name, label, test) for name in names for label, test in splits]
+    common = (w, n, y, data, mixture_cols, stage_fracs, cfg, groups, joint.terms, kw)
+    held = pmap(_held_out, [(name, test, *common) for name, _, test in tasks], cfg.jobs)
+    scores: dict = {name: {} for name in names}
+    for (name, label, _), (err, why) in zip(tasks, held, strict=True):
+        scores[name][label] = err
+        if why:
+            scores.setdefault(name + "_errors", []).append(why)
     mean = {
         k: float(np.mean(list(scores[k].values()))) if scores[k] else float("nan") for k in names
     }
@@ -589,6 +579,7 @@ def choose_size_law(
         n_boot=cfg.n_boot,
         seed=cfg.seed,
         progress=progress,
+        jobs=cfg.jobs,
         **kw,
     )
     fit.selection = {"terms": joint.selection, "data_law": record}
@@ -606,6 +597,7 @@ def choose_size_law(
             start=start.theta,
             n_boot=min(cfg.n_boot, 100),
             seed=cfg.seed,
+            jobs=cfg.jobs,
             **kw,
         )
         fit.extrapolation_sd = calibrate(sub, w[test], n[test], y[test], data.take(test))
@@ -615,6 +607,21 @@ def choose_size_law(
             "step_log_n": fit.extrapolation_step,
         }
     return fit
+
+
+def _held_out(name, test, w, n, y, data, mixture_cols, stage_fracs, cfg, groups, terms, kw):
+    """(RMSE of the log loss of the runs `test`, predicted by law `name` fitted on the rest;
+    None), or (nan, why) where that law could not be fitted."""
+    try:
+        if name == "joint":
+            held = _joint_sub(w[~test], n[~test], y[~test], mixture_cols, cfg, groups, terms)
+        else:
+            sub_kw = kw | {"extra": _extra(name)}
+            held = _data_sub(w, n, y, data, mixture_cols, stage_fracs, ~test, sub_kw)
+        pred = _predict_runs(held, w[test], n[test], data.take(test))
+    except CodemixError as e:
+        return float("nan"), str(e)
+    return float(np.sqrt(np.mean((np.log(pred) - np.log(y[test])) ** 2))), None
 
 
 def _splits(n: np.ndarray, data: RunData, seed: int) -> list[tuple[str, np.ndarray]]:

@@ -17,6 +17,7 @@ from scipy import optimize
 from scipy.special import logsumexp, softmax
 from threadpoolctl import threadpool_limits
 
+from codemix.analysis._parallel import pmap
 from codemix.core.errors import CodemixError
 from codemix.core.progress import track
 
@@ -80,6 +81,10 @@ class LogHuberFit:
     boot: np.ndarray  # (resamples, parameters): theta refitted on runs drawn with replacement
 
 
+def _refit(*args) -> np.ndarray:
+    return _minimise(*args).x
+
+
 def fit_log_huber(
     design: np.ndarray,
     log_y: np.ndarray,
@@ -91,12 +96,14 @@ def fit_log_huber(
     seed: int = 0,
     progress: bool = False,
     desc: str = "bootstrap",
+    jobs: int = 1,
 ) -> LogHuberFit:
     """theta minimising sum_i huber(log_predict(design, theta)_i - log_y_i, delta).
 
     The `grid` of starts is ranked by its objective and L-BFGS-B runs from the best `refine`
     of it (all of it for refine <= 0); the lowest finite optimum wins. Each of `n_boot`
-    resamples of the runs is refitted from that optimum and the grid's best `boot_starts`.
+    resamples of the runs is refitted from that optimum and the grid's best `boot_starts`,
+    on `jobs` processes (the same draws on one or many).
     """
     design = np.asarray(design, float)
     log_y = np.asarray(log_y, float)
@@ -105,8 +112,7 @@ def fit_log_huber(
     starts = np.vstack([best.x, ranked[:boot_starts]])
     rng = np.random.default_rng(seed)
     n = len(log_y)
-    boot = []
-    for _ in track(range(n_boot), desc=desc, unit="fit", enabled=progress):
-        idx = rng.integers(0, n, n)
-        boot.append(_minimise(design[:, idx], log_y[idx], starts, delta).x)
+    draws = [rng.integers(0, n, n) for _ in range(n_boot)]
+    fits = pmap(_refit, [(design[:, i], log_y[i], starts, delta) for i in draws], jobs)
+    boot = list(track(fits, n_boot, desc=desc, unit="fit", enabled=progress))
     return LogHuberFit(best.x, float(best.fun), np.array(boot).reshape(n_boot, len(best.x)))

@@ -57,10 +57,13 @@ class ScalingConfig:
     boot_starts: int = 1
     seed: int = 0
     level: float = 0.9
+    jobs: int = 1  # processes for the data law's bootstrap and held-out contest
 
     def __post_init__(self) -> None:
         if self.delta <= 0:
             raise CodemixError(f"Huber delta must be > 0, got {self.delta}")
+        if isinstance(self.jobs, bool) or not isinstance(self.jobs, int) or self.jobs < 1:
+            raise CodemixError(f"jobs must be a whole number >= 1, got {self.jobs!r}")
         if self.n_boot < 0:
             raise CodemixError(f"n_boot must be >= 0, got {self.n_boot}")
         if not 0 < self.level < 1:
@@ -92,6 +95,7 @@ def _fit(design, y, grid, cfg: ScalingConfig, progress: bool, desc: str, boot_st
         cfg.seed,
         progress,
         desc,
+        cfg.jobs,
     )
 
 

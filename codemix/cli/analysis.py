@@ -111,6 +111,7 @@ def register(sub) -> None:
         "--n-boot", type=int, default=200, help="bootstrap resamples for size laws (default 200)"
     )
     p.add_argument("--seed", type=int, default=0, help="seed for folds and bootstrap")
+    _add_jobs(p)
     p.add_argument("-o", "--output", required=True, metavar="FIT.json", help="output fit file")
     p.set_defaults(func=_fit)
 
@@ -177,6 +178,7 @@ def register(sub) -> None:
         help="leave out the K runs of highest loss (Besiroglu et al. drop 5 of 245; default 0)",
     )
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    _add_jobs(p)
     p.add_argument(
         "--refine-starts",
         type=int,
@@ -323,7 +325,7 @@ def _fit(args: argparse.Namespace) -> int:
     fit = fit_results(
         table,
         scfg,
-        ScalingConfig(n_boot=args.n_boot, seed=args.seed),
+        ScalingConfig(n_boot=args.n_boot, seed=args.seed, jobs=_jobs(args)),
         progress=True,
         code_domains=split_domains(args.code_domains),
         links=links,
@@ -644,7 +646,9 @@ def _scaling(args: argparse.Namespace) -> int:
         df = df.sort(l_col).head(df.height - args.drop_highest_loss)
     n = df[n_col].to_numpy().astype(float)
     loss = df[l_col].to_numpy().astype(float)
-    cfg = ScalingConfig(n_boot=args.n_boot, seed=args.seed, refine_starts=args.refine_starts)
+    cfg = ScalingConfig(
+        n_boot=args.n_boot, seed=args.seed, refine_starts=args.refine_starts, jobs=_jobs(args)
+    )
     if args.form == "chinchilla":
         d = df[cols[2]].to_numpy().astype(float)
         if not args.tokens_col:
@@ -744,3 +748,25 @@ def _optimum(args: argparse.Namespace) -> int:
             mix = " | ".join(" ".join(f"{x:.2f}" for x in g) for g in np.split(w[i], edges))
             print(f"  {a[i]:.4g}  {b[i]:.4g}   [{mix}]")
     return 0
+
+
+def _add_jobs(p) -> None:
+    p.add_argument(
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="processes for bootstrap and held-out fits (default: every CPU this process may "
+        "use; the result is the same for any N)",
+    )
+
+
+def _jobs(args) -> int:
+    """--jobs, checked; every usable CPU when not given."""
+    from codemix.analysis._parallel import cpu_count
+    from codemix.core.errors import CodemixError
+
+    if args.jobs is None:
+        return cpu_count()
+    if args.jobs < 1:
+        raise CodemixError(f"--jobs must be at least 1, got {args.jobs}")
+    return args.jobs

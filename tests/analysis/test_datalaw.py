@@ -398,3 +398,27 @@ def test_auto_compares_every_law_and_refuses_recency_without_stages():
         )
     with pytest.raises(CodemixError, match="unknown size law 'joint_data\\+decay'"):
         choose_size_law(w, n, y, rd, STAGE_COLS, (0.8, 0.2), config=cfg, law="joint_data+decay")
+
+
+def test_the_contest_and_bootstrap_are_the_same_on_several_processes():
+    """Held-out scores, the chosen law, its fit and bootstrap draws: one process or two."""
+    w, n, y, rd = _synthetic.staged_ladder(sizes=LADDER[:4], noise=0.01, forget=True)
+    laws = [
+        choose_size_law(
+            w,
+            n,
+            y,
+            rd,
+            STAGE_COLS,
+            (0.8, 0.2),
+            config=ScalingConfig(n_boot=3, jobs=jobs),
+            groups=(2, 2),
+        )
+        for jobs in (1, 2)
+    ]
+    one, two = (law.selection["data_law"] for law in laws)
+    assert one["mean_rmse_log"] == two["mean_rmse_log"] and one["chosen"] == two["chosen"]
+    np.testing.assert_array_equal(laws[1].theta, laws[0].theta)
+    np.testing.assert_array_equal(laws[1].boot, laws[0].boot)
+    with pytest.raises(CodemixError, match="jobs must be a whole number >= 1"):
+        ScalingConfig(jobs=0)

@@ -44,6 +44,17 @@ def test_fit_recovers_a_law_from_its_grid_and_bootstraps():
     assert fit_log_huber(_power_design(n), np.log(y), grid, 1e-3).boot.shape == (0, 3)
 
 
+def test_the_bootstrap_is_the_same_on_several_processes():
+    n = np.repeat(np.geomspace(1e6, 1e9, 8), 3)
+    y = (2.0 + 60.0 * n**-0.3) * np.exp(0.01 * np.random.default_rng(0).standard_normal(24))
+    grid = [(a, al, e) for a in (0.0, 5.0) for al in (0.0, 0.5) for e in (-1.0, 0.0, 1.0)]
+    one, two = (
+        fit_log_huber(_power_design(n), np.log(y), grid, 1e-3, refine=4, n_boot=6, jobs=jobs)
+        for jobs in (1, 2)
+    )
+    np.testing.assert_array_equal(two.boot, one.boot)
+
+
 def test_no_finite_start_is_an_error():
     n = np.geomspace(1e6, 1e9, 4)
     with pytest.raises(CodemixError, match="no start"):

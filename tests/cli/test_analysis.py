@@ -278,6 +278,9 @@ def test_stage_mixtures_fit_predict_and_optimum(tmp_path, capsys):
     pl.concat(frames).write_csv(table)
     argv = ["fit", str(table), "--mixture-cols", "mix.init.*", "--mixture-cols", "mix.cooldown.*"]
     argv += ["--metric", "bpb.*", "--size-col", "params", "--families", "linear,exp"]
+    assert main([*argv, "--n-boot", "10", "--jobs", "0", "-o", str(fit)]) == 2
+    assert "--jobs must be at least 1, got 0" in capsys.readouterr().err
+    assert not fit.exists()
     assert main([*argv, "--n-boot", "10", "-o", str(fit)]) == 0
     d = json.loads(fit.read_text())
     assert d["mixture_groups"] == [
