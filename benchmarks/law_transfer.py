@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from codemix.analysis import _synthetic  # noqa: E402
+from codemix.analysis._parallel import cpu_count  # noqa: E402
 from codemix.analysis.datalaw import DataLawFit, choose_size_law  # noqa: E402
 from codemix.analysis.intervals import coverage  # noqa: E402
 from codemix.analysis.lawnames import LAWS  # noqa: E402
@@ -62,7 +63,7 @@ def transfer(args) -> None:
         test = train
     held = np.ones(test.n_runs, bool) if args.confirm else ~fit_rows
     fracs = tuple(np.median(train.stage_fracs, 0))
-    cfg = ScalingConfig(n_boot=args.n_boot, seed=args.seed)
+    cfg = ScalingConfig(n_boot=args.n_boot, seed=args.seed, jobs=args.jobs)
     sizes_tr = ", ".join(f"{v:.3g}" for v in np.unique(train.size[fit_rows]))
     sizes_te = ", ".join(f"{v:.3g}" for v in np.unique(test.size[held]))
     print(f"fitted on {fit_rows.sum()} runs at sizes {sizes_tr}; {held.sum()} runs at {sizes_te}")
@@ -108,7 +109,7 @@ def synthetic(args) -> None:
             rd.take(tr),
             ("mix.main.text", "mix.main.code"),
             (1.0,),
-            ScalingConfig(n_boot=args.n_boot, seed=seed),
+            ScalingConfig(n_boot=args.n_boot, seed=seed, jobs=args.jobs),
             law=args.synthetic_law,
         )
         mre, k_in, k, _ = _score(law, w[~tr], n[~tr], y[~tr], rd.take(~tr))
@@ -131,6 +132,7 @@ def main() -> None:
         "--law", action="append", choices=LAWS, help="laws to compare (default: joint, auto)"
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jobs", type=int, default=cpu_count(), help="processes for the fits")
     p.add_argument("--synthetic", type=int, default=0, metavar="K", help="K synthetic ladders")
     p.add_argument("--synthetic-law", default="joint_data", choices=LAWS[1:])
     args = p.parse_args()
