@@ -54,7 +54,8 @@ def _run(store, tmp, members, settings=S, **kw):
 
 
 def _losses(path):
-    return [(r["step"], r["loss"], r["bpb"]) for r in map(json.loads, open(path))]
+    with open(path) as f:
+        return [(r["step"], r["loss"], r["bpb"]) for r in map(json.loads, f)]
 
 
 def test_three_stage_run_end_to_end(small_store, tmp_path):
@@ -361,3 +362,28 @@ def test_the_loss_kernels_are_for_populations():
     assert loss_impl_for(cfg, 16, n_devices=2).loss_impl == "xla"
     forced = model_config_for({"size": "1M", "loss_impl": "pallas"}, 8192, 1024)
     assert loss_impl_for(forced, 1) is forced
+
+
+def test_a_population_trains_the_same_with_the_loss_kernels(small_store, tmp_path, monkeypatch):
+    """The trainer's population step (vmap, jit, the mesh) with the Pallas loss, run by the
+    interpreter here: the same evaluations as with the XLA loss."""
+    from codemix.models import fused_loss
+
+    monkeypatch.setattr(fused_loss, "INTERPRET", True)
+    traced, kernels = [], fused_loss.fused_mean_loss
+    monkeypatch.setattr(fused_loss, "fused_mean_loss", lambda *a: traced.append(1) or kernels(*a))
+    store = TokenStore(small_store)
+    losses = {}
+    for impl in ("xla", "pallas"):
+        cfg = model_config_for(
+            {"size": "test", "dtype": "float32", "loss_impl": impl}, store.vocab_size, S.seq_len
+        )
+        out = tmp_path / impl
+        pop = [Member(m, SHORT, i, out / m) for i, m in enumerate("ab")]
+        train_population(store, cfg, S, pop, out / "ckpt", progress=False)
+        losses[impl] = [_losses(out / m / "metrics.jsonl") for m in "ab"]
+    for xla, fused in zip(losses["xla"], losses["pallas"], strict=True):
+        for (s1, l1, _), (s2, l2, _) in zip(xla, fused, strict=True):
+            assert s1 == s2 and l1 == pytest.approx(l2, rel=1e-4)
+    assert losses["pallas"][0][-1][1] != losses["pallas"][1][-1][1]
+    assert traced  # the kernels took the loss
