@@ -549,6 +549,7 @@ def choose_size_law(
     tasks = [(name, label, test) for name in names for label, test in splits]
     common = (w, n, y, data, mixture_cols, stage_fracs, cfg, groups, joint.terms, kw)
     held = pmap(_held_out, [(name, test, *common) for name, _, test in tasks], cfg.jobs)
+    held = track(held, len(tasks), desc="held-out fits", unit="fit", enabled=progress)
     scores: dict = {name: {} for name in names}
     for (name, label, _), (err, why) in zip(tasks, held, strict=True):
         scores[name][label] = err
