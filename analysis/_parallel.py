@@ -1,4 +1,4 @@
-"""Independent fits on several processes: the data law's bootstrap and its held-out contest.
+"""Independent fits on several processes: bootstrap refits and the size-law contest.
 
 Each fit is a small L-BFGS problem whose time goes to numpy's per-call overhead, not to
 BLAS, so threads do not help and processes do. Workers are spawned, not forked: the caller

@@ -57,7 +57,7 @@ class ScalingConfig:
     boot_starts: int = 1
     seed: int = 0
     level: float = 0.9
-    jobs: int = 1  # processes for the data law's bootstrap and held-out contest
+    jobs: int = 1  # processes for bootstrap refits and the size-law contest's held-out fits
 
     def __post_init__(self) -> None:
         if self.delta <= 0:

@@ -14,7 +14,9 @@ and its gradients alone (a population of 16 "1M" heads, d = 128, 32 x 1024 token
 for each implementation and tiling named by `--tiles BN,BV,warps,stages ...`.
 
     python benchmarks/large_vocab.py [--steps 10] [--only K ...] [--trace DIR] [--impl pallas]
-    python benchmarks/large_vocab.py --loss-only [--tiles 64,64,4,2[,k|m] ...]
+    python benchmarks/large_vocab.py --loss-only [--tiles 64,128,4,2[,k|m[,S]] ...]
+
+Without `--tiles` the kernels run with the tiles `models/fused_loss.py` ships.
 """
 
 from __future__ import annotations
@@ -163,13 +165,16 @@ def main() -> None:
     ap.add_argument("--impl", default="xla", choices=["xla", "pallas"], help="loss_impl")
     ap.add_argument("--loss-only", action="store_true", help="time the loss alone")
     ap.add_argument("--members", type=int, default=16, help="--loss-only: population size")
-    ap.add_argument(
-        "--tiles", nargs="*", default=["64,64,4,2"], help="BN,BV,warps,stages[,k|m[,S]]"
-    )
+    ap.add_argument("--tiles", nargs="*", help="BN,BV,warps,stages[,k|m[,S]] (default: shipped)")
     args = ap.parse_args()
+    shipped = (
+        f"{fused_loss.BN},{fused_loss.BV},{fused_loss.NUM_WARPS},{fused_loss.NUM_STAGES},"
+        f"{'k' if fused_loss.DW_KERNEL else 'm'},{fused_loss.SPLIT}"
+    )
+    tiles = args.tiles or [shipped]
     if args.loss_only:
-        return loss_only(args.tiles, args.steps, P=args.members)
-    set_tiles(args.tiles[0])
+        return loss_only(tiles, args.steps, P=args.members)
+    set_tiles(tiles[0])
     print(f"device: {jax.devices()[0].device_kind}; 6N + 12LdT FLOPs a token against 989 TFLOP/s")
     print(
         f"{'preset':>6} {'vocab':>7} {'P x B x T':>11} {'chunk':>5} {'tokens/s':>10} {'MFU':>6} "

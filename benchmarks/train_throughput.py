@@ -257,7 +257,9 @@ def main() -> None:
     )
     ap.add_argument("--only", nargs="*", help="large suite: only these presets")
     ap.add_argument("--only-new", action="store_true", help="variants: only the last one")
-    ap.add_argument("--loss-impl", default="auto", help="proxies: the models' loss_impl")
+    ap.add_argument(
+        "--loss-impl", default="auto", choices=["auto", "xla", "pallas"], help="proxies: loss_impl"
+    )
     args = ap.parse_args()
     enable_compilation_cache()
     store = TokenStore(args.store)
