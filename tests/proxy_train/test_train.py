@@ -355,7 +355,8 @@ def test_population_size_counts_one_chunk_of_logits(monkeypatch):
 
 
 def test_the_loss_kernels_are_for_populations():
-    """ "auto" leaves one model to the XLA loss (faster there); asked for, the kernels stay."""
+    """With loss_impl "auto", one model and populations across devices take the XLA loss;
+    asked for, the kernels stay."""
     cfg = model_config_for({"size": "1M"}, 8192, 1024)
     assert cfg.loss_impl == "auto"
     assert loss_impl_for(cfg, 1).loss_impl == "xla"
