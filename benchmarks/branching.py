@@ -18,12 +18,18 @@ At "4M" with 32 x 1024 tokens a step (24 x 40M tokens, 4.5e16 FLOPs from scratch
 minutes from scratch and 1.7 branched on one H200), where a population of 24 fills the GPU:
 add --set 'study.sizes=["4M"]' --set train.seq_len=1024 --set train.batch_size=32.
 
+With `--set study.seeds=K` every trial runs K seed replicates (paired: replicate k of every
+trial has seed + k), so a wave trains 3K trunks in one population and 24K branches: the
+table then takes the seed spread and the paired-seed noise from the replicates.
+
 `run` writes the spec into DIR, trains it with `codemix study run` (storage DIR/study.db,
 run folders under --runs), and records the wall time. `table` reads the storages (Optuna
 and numpy only) and prints: FLOPs charged against the whole schedules' FLOPs and wall time;
-branched minus from scratch per trial (same seed) beside the seed-to-seed spread (seed 0
-against seed 1, both branched); and the noise of a difference between two mixtures with
-paired seeds (both runs of one seed) against unpaired ones (one run of each seed).
+branched minus from scratch per run (same seed), with its standard error over trunks (the
+branches of one trunk share its drift), beside the seed-to-seed spread of one branched run
+(pooled over the grid's cells, from every seed the folders hold); and the noise of a
+difference between two mixtures with paired seeds (both runs of one seed) against unpaired
+ones (one run of each seed), over every pair of seeds.
 """
 
 from __future__ import annotations
@@ -98,7 +104,7 @@ def run(args) -> None:
 
 
 def _load(folder: Path) -> dict:
-    """{(size, init, cooldown): result} and the study's facts."""
+    """{(size, seed, init, cooldown): result} (every seed replicate) and the study's facts."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -110,62 +116,91 @@ def _load(folder: Path) -> dict:
         key = (t.params["stages.init.code_frac"], t.params["stages.cooldown.code_frac"])
         for attr, r in t.user_attrs.items():
             if attr.startswith("codemix/result/") and "final" in r:
-                results[(attr.split("/")[2], *key)] = r
+                results[(attr.split("/")[2], int(r["seed"]), *key)] = r
     timing = json.loads((folder / "timing.json").read_text())
-    seed = next(iter(results.values()))["seed"]
-    return {"results": results, "mode": timing["mode"], "wall": timing["wall_s"], "seed": seed}
+    seeds = sorted({k[1] for k in results})
+    return {"results": results, "mode": timing["mode"], "wall": timing["wall_s"], "seeds": seeds}
 
 
 def table(args) -> None:
     studies = [_load(Path(f)) for f in args.dirs]
-    print("| study | seed | runs | FLOPs of the schedules | FLOPs charged | ratio | wall s |")
+    print("| study | seeds | runs | FLOPs of the schedules | FLOPs charged | ratio | wall s |")
     print("|---|---|---|---|---|---|---|")
     for s in studies:
         r = list(s["results"].values())
         whole = sum(x["flops"] for x in r)
         spent = sum(x.get("flops_charged", x["flops"]) for x in r)
+        seeds = ",".join(map(str, s["seeds"]))
         print(
-            f"| {s['mode']} | {s['seed']} | {len(r)} | {whole:.3g} | {spent:.3g} | "
+            f"| {s['mode']} | {seeds} | {len(r)} | {whole:.3g} | {spent:.3g} | "
             f"{spent / whole:.3f} | {s['wall']:.0f} |"
         )
-    by = {(s["mode"], s["seed"]): s["results"] for s in studies}
-    b0, b1, sc = by.get(("branched", 0)), by.get(("branched", 1)), by.get(("scratch", 0))
-    sizes = sorted({k[0] for s in studies for k in s["results"]})
+    branched, scratch = {}, {}
+    for s in studies:
+        (branched if s["mode"] == "branched" else scratch).update(s["results"])
+    sizes = sorted({k[0] for k in branched | scratch})
     for metric in ("text", "code"):
-        print(f"\nbpb.{metric}: branched minus from scratch (seed 0), and seed spread")
-        print("| size | trials | mean diff | mean abs diff | max abs diff | seed sd |")
-        print("|---|---|---|---|---|---|")
+        print(f"\nbpb.{metric}: branched minus from scratch (same seed), and the seed spread")
+        print(
+            "| size | runs | trunks | mean diff | its s.e. (over trunks) | mean abs diff "
+            "| max abs diff | seed sd (one run) |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
         for size in sizes:
-            keys = sorted(k for k in (b0 or {}) if k[0] == size)
-            d = np.array(
-                [_bpb(b0[k], metric) - _bpb(sc[k], metric) for k in keys if sc and k in sc]
+            keys = sorted(k for k in branched if k[0] == size and k in scratch)
+            sd, _ = _seed_sd(branched, size, metric)
+            if not keys:
+                print(f"| {size} | 0 | | | | | | {sd:.4f} |")
+                continue
+            d = np.array([_bpb(branched[k], metric) - _bpb(scratch[k], metric) for k in keys])
+            # the branches of one trunk share its drift: the trunks are the independent draws
+            trunk = [k[1:3] for k in keys]
+            means = np.array([d[[t == u for t in trunk]].mean() for u in sorted(set(trunk))])
+            se = means.std(ddof=1) / np.sqrt(means.size) if means.size > 1 else float("nan")
+            print(
+                f"| {size} | {d.size} | {means.size} | {d.mean():+.4f} | {se:.4f} | "
+                f"{np.abs(d).mean():.4f} | {np.abs(d).max():.4f} | {sd:.4f} |"
             )
-            spread = np.array(
-                [_bpb(b0[k], metric) - _bpb(b1[k], metric) for k in keys if b1 and k in b1]
+        _paired_table(branched, sizes, metric)
+
+
+def _seed_sd(results: dict, size: str, metric: str) -> tuple[float, int]:
+    """Pooled standard deviation of one run over seeds, per (init, cooldown) cell."""
+    cells: dict = {}
+    for k, r in results.items():
+        if k[0] == size:
+            cells.setdefault(k[2:], []).append(_bpb(r, metric))
+    ss = sum(((np.array(v) - np.mean(v)) ** 2).sum() for v in cells.values() if len(v) > 1)
+    dof = sum(len(v) - 1 for v in cells.values() if len(v) > 1)
+    return (float(np.sqrt(ss / dof)) if dof else float("nan")), dof
+
+
+def _paired_table(results: dict, sizes: list[str], metric: str) -> None:
+    """Noise of a difference between two mixtures with paired seeds (both runs of one seed)
+    against unpaired ones (one run of each seed), over every pair of seeds."""
+    seeds = sorted({k[1] for k in results})
+    if len(seeds) < 2:
+        return
+    print(f"\nbpb.{metric}: noise of a difference between two mixtures (RMS, bpb)")
+    print("| size | pairs | paired seeds | unpaired seeds | ratio |")
+    print("|---|---|---|---|---|")
+    for size, (kind, same) in itertools.product(sizes, _PAIRS):
+        paired, unpaired = [], []
+        for a, b in itertools.combinations(seeds, 2):
+            cells = sorted(
+                k[2:] for k in results if k[:2] == (size, a) and (size, b, *k[2:]) in results
             )
-            sd = np.sqrt(np.mean(spread**2) / 2) if spread.size else float("nan")
-            if d.size:
-                print(
-                    f"| {size} | {d.size} | {d.mean():+.4f} | {np.abs(d).mean():.4f} | "
-                    f"{np.abs(d).max():.4f} | {sd:.4f} |"
-                )
-        if b0 and b1:
-            print(f"\nbpb.{metric}: noise of a difference between two mixtures (RMS, bpb)")
-            print("| size | pairs | paired seeds | unpaired seeds | ratio |")
-            print("|---|---|---|---|---|")
-            for size, (kind, same) in itertools.product(sizes, _PAIRS):
-                keys = sorted(k for k in b0 if k[0] == size and k in b1)
-                y0 = np.array([_bpb(b0[k], metric) for k in keys])
-                y1 = np.array([_bpb(b1[k], metric) for k in keys])
-                paired, unpaired = [], []
-                for i, j in itertools.combinations(range(len(keys)), 2):
-                    if same is not None and (keys[i][1] == keys[j][1]) != same:
-                        continue
-                    # two estimates of y_i - y_j whose expectations agree: their gap is noise
-                    paired.append(((y0[i] - y0[j]) - (y1[i] - y1[j])) ** 2 / 2)
-                    unpaired.append(((y0[i] - y1[j]) - (y1[i] - y0[j])) ** 2 / 2)
-                p, u = np.sqrt(np.mean(paired)), np.sqrt(np.mean(unpaired))
-                print(f"| {size}, {kind} | {len(paired)} | {p:.4f} | {u:.4f} | {p / u:.2f} |")
+            y0 = np.array([_bpb(results[(size, a, *c)], metric) for c in cells])
+            y1 = np.array([_bpb(results[(size, b, *c)], metric) for c in cells])
+            for i, j in itertools.combinations(range(len(cells)), 2):
+                if same is not None and (cells[i][0] == cells[j][0]) != same:
+                    continue
+                # two estimates of y_i - y_j whose expectations agree: their gap is noise
+                paired.append(((y0[i] - y0[j]) - (y1[i] - y1[j])) ** 2 / 2)
+                unpaired.append(((y0[i] - y1[j]) - (y1[i] - y0[j])) ** 2 / 2)
+        if paired:
+            p, u = np.sqrt(np.mean(paired)), np.sqrt(np.mean(unpaired))
+            print(f"| {size}, {kind} | {len(paired)} | {p:.4f} | {u:.4f} | {p / u:.2f} |")
 
 
 _PAIRS = (("all pairs", None), ("same init (one trunk)", True), ("other init", False))

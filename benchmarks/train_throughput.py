@@ -16,10 +16,15 @@ Suites and their budgets:
            rate) and against the compute bound (their FLOPs at the chip's peak), with the
            populations' MFU; `--loss-impl xla|pallas|auto` picks the models' loss. About
            3-5 minutes on one H100 or H200.
+  widths   step time against population width: "1M" at 16 x 256 and "4M" at 32 x 1024
+           tokens a step (a branched study's ladder batches), 1-24 members, through the
+           trainer (60 steps) and as the bare step program on random tokens (host work
+           left out); prints the wall-time ratio a 3 x 8 branched study can reach at each
+           size. About 4e15 FLOPs; 3-4 minutes on one H200, mostly compilation.
   cpu      the smallest presets on this machine's CPU (16 x 256 tokens a step, fp32), 30
            steps each: about 2 minutes on 2 cores.
 
-    python benchmarks/train_throughput.py --store STORE --suite large|proxies|cpu [--loss-impl X]
+    python benchmarks/train_throughput.py --store STORE --suite SUITE [--loss-impl X]
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from pathlib import Path
 import jax
 
 from codemix.models.accounting import flops_per_token
+from codemix.proxy_train import train as train_mod
 from codemix.proxy_train.schedule import LRShape, Schedule, Stage
 from codemix.proxy_train.spec import TrainSettings
 from codemix.proxy_train.store import TokenStore
@@ -238,6 +244,63 @@ def proxies(store, tmp, n=64, tokens=20_000_000, B=32, T=512, loss_impl="auto"):
     )
 
 
+def bare_step_ms(cfg, B, T, P, steps=30) -> float:
+    """ms a step of the step program alone: random tokens, dispatched back to back."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from codemix.proxy_train import sharding as shd
+    from codemix.proxy_train.train import make_programs
+
+    progs = make_programs(cfg, TrainSettings(seq_len=T, batch_size=B), P, 2, shd.make_mesh(P))
+    state = progs.init(jnp.arange(P, dtype=jnp.uint32))
+    rng = np.random.default_rng(0)
+    toks = [jnp.asarray(rng.integers(0, cfg.vocab_size, (P, B, T + 1), np.int32)) for _ in "ab"]
+    lr = jnp.full((P,), 1e-4, jnp.float32)
+    for i in range(3):
+        state, loss = progs.step(state, toks[i % 2], lr)
+    jax.block_until_ready(loss)
+    t0 = time.perf_counter()
+    for i in range(steps):
+        state, loss = progs.step(state, toks[i % 2], lr)
+    jax.block_until_ready(loss)
+    return (time.perf_counter() - t0) / steps * 1e3
+
+
+def widths(
+    store, tmp, widths=(1, 3, 6, 12, 24), steps=60, configs=(("1M", 16, 256), ("4M", 32, 1024))
+):
+    """Per-step time against population width. A branched 3 x 8 study trains its 3 trunks
+    (80 % of the steps) as a population of 3 and its 24 cooldowns as one of 24, against 24
+    runs from scratch as one population: wall ratio (0.8 t(3) + 0.2 t(24)) / t(24) at best,
+    since each branch must wait for its trunk; FLOPs ratio 0.30."""
+    print(
+        f"\n{'preset':>6} {'batch':>8} {'P':>3} {'trainer ms':>10} {'(1 a call)':>10} "
+        f"{'bare ms':>8} {'ms/member':>9} {'step MFU':>8}"
+    )
+    for size, B, T in configs:
+        t = {}
+        for P in widths:
+            train_mod.PREFETCH_BLOCK = 1  # batches drawn one step a call, as before
+            _, sums = run(store, size, B, T, steps, tmp / f"w{size}-{P}-1", P=P)
+            single = P * B * T / sums[0]["timing"]["step_tokens_per_s"] * 1e3
+            train_mod.PREFETCH_BLOCK = 32
+            cfg, sums = run(store, size, B, T, steps, tmp / f"w{size}-{P}", P=P)
+            tps = sums[0]["timing"]["step_tokens_per_s"]
+            t[P] = P * B * T / tps * 1e3
+            bare = bare_step_ms(cfg, B, T, P)
+            mfu = sums[0]["timing"]["step_mfu"] or float("nan")
+            print(
+                f"{size:>6} {f'{B}x{T}':>8} {P:>3} {t[P]:>10.2f} {single:>10.2f} {bare:>8.2f} "
+                f"{t[P] / P:>9.2f} {mfu:>8.1%}",
+                flush=True,
+            )
+            jax.clear_caches()
+        if 3 in t and 24 in t:
+            best = (0.8 * t[3] + 0.2 * t[24]) / t[24]
+            print(f"{size}: t(3)/t(24) = {t[3] / t[24]:.2f}; best branched wall ratio {best:.2f}")
+
+
 def cpu(store, tmp):
     print(f"\n{'preset':>6} {'params':>8} {'batch':>8} {'tokens/s':>9} {'compile s':>9}")
     for size in ("test", "0.5M", "1M", "2M"):
@@ -253,7 +316,9 @@ def main() -> None:
     ap.add_argument("--store", required=True)
     ap.add_argument("--wide-store", help="tuning: a second store with a GPT-2-sized vocabulary")
     ap.add_argument(
-        "--suite", choices=["large", "variants", "tuning", "proxies", "cpu"], required=True
+        "--suite",
+        choices=["large", "variants", "tuning", "proxies", "widths", "cpu"],
+        required=True,
     )
     ap.add_argument("--only", nargs="*", help="large suite: only these presets")
     ap.add_argument("--only-new", action="store_true", help="variants: only the last one")
@@ -280,6 +345,8 @@ def main() -> None:
         else:
             if args.suite == "proxies":
                 proxies(store, Path(tmp), loss_impl=args.loss_impl)
+            elif args.suite == "widths":
+                widths(store, Path(tmp))
             else:
                 cpu(store, Path(tmp))
 

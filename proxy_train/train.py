@@ -220,21 +220,41 @@ def make_programs(
     )
 
 
-class _Prefetch:
-    """Draws batches one step ahead in a thread; numpy gathers release the GIL."""
+PREFETCH_BLOCK = 32  # steps a prefetch call draws (benchmarks set 1 to compare)
 
-    def __init__(self, samplers, first: int, last: int):
+
+class _Prefetch:
+    """Draws batches ahead in a thread, several steps a call: one call per member for a
+    block of steps costs numpy's per-call overhead once, which for small batches took
+    longer than a small population's step on a GPU."""
+
+    def __init__(self, samplers, first: int, last: int, block: int | None = None):
+        block = block or PREFETCH_BLOCK
+        row = len(samplers) * samplers[0].B * (samplers[0].T + 1) * 4 if samplers else 1
+        self.block = max(1, min(block, (64 << 20) // row))  # at most 64 MiB a block
         self.q: queue.Queue = queue.Queue(maxsize=2)
-        self.samplers = samplers
+        self.samplers, self.ready = samplers, iter(())
         self.t = threading.Thread(target=self._run, args=(first, last), daemon=True)
         self.t.start()
 
     def _run(self, first, last):
-        for step in range(first, last):
-            self.q.put(np.stack([s.batch(step) for s in self.samplers]))
+        try:
+            for s0 in range(first, last, self.block):
+                n = min(self.block, last - s0)
+                self.q.put(np.stack([s.batches(s0, n) for s in self.samplers], axis=1))
+        except Exception as e:  # the training loop raises it, rather than waiting forever
+            self.q.put(e)
 
     def get(self) -> np.ndarray:
-        return self.q.get()
+        """The next step's (P, B, T + 1) tokens."""
+        nxt = next(self.ready, None)
+        if nxt is None:
+            block = self.q.get()
+            if isinstance(block, Exception):
+                raise block
+            self.ready = iter(block)
+            nxt = next(self.ready)
+        return nxt
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,20 @@ def test_random_access_and_resume_equal_a_straight_run(store, w, seed, steps):
         np.testing.assert_array_equal(resumed.batch(i), by_step[i])
 
 
+@settings(max_examples=15, deadline=None)
+@given(w=weights, first=st.integers(0, 149), n=st.integers(1, 150))
+def test_a_block_of_steps_is_the_steps_one_by_one(store, w, first, n):
+    """`batches` draws many steps in one call (the trainer's prefetch): across stage
+    boundaries and epochs it is `batch` stacked, bit for bit."""
+    s = _sampler(store, [_mix(w), {"prose": 0.2, "code": 0.8}], steps=75, B=3)
+    n = min(n, 150 - first)
+    block = s.batches(first, n)
+    assert block.shape == (n, 3, T + 1)
+    np.testing.assert_array_equal(block, np.stack([s.batch(i) for i in range(first, first + n)]))
+    with pytest.raises(IndexError):
+        s.batches(first, 151 - first)
+
+
 def test_seeds_give_different_data(store):
     mix = [{"prose": 0.5, "code": 0.3, "math": 0.2}]
     a, b = _sampler(store, mix, seed=1), _sampler(store, mix, seed=2)
