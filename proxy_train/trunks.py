@@ -80,7 +80,11 @@ def load_members(folders: list[Path], abstract_P, state_sharding, host_sharding)
         lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype, sharding=host_sharding), abstract_P
     )
     ckptr = ocp.StandardCheckpointer()
-    members = [ckptr.restore((Path(f) / "state").absolute(), one) for f in folders]
+    # the branches of one trunk share its state: read each trunk once, not once a branch
+    states = {
+        f: jax.tree.map(np.asarray, ckptr.restore((Path(f) / "state").absolute(), one))
+        for f in dict.fromkeys(folders)
+    }
     ckptr.close()
-    stacked = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *members)
+    stacked = jax.tree.map(lambda *xs: np.stack(xs), *[states[f] for f in folders])
     return jax.tree.map(lambda x, s: shd.put(x, s), stacked, state_sharding)
