@@ -13,6 +13,7 @@ use the GPU less well than the 24 branches).
     python benchmarks/branching.py run --mode branched --seed 0 --out DIR   # on the GPU
     python benchmarks/branching.py run --mode scratch --seed 0 --out DIR
     python benchmarks/branching.py table DIR [DIR ...]                      # anywhere
+    python benchmarks/branching.py phases RUNS/branched-0 [RUNS/scratch-0]   # where it ran
 
 At "4M" with 32 x 1024 tokens a step (24 x 40M tokens, 4.5e16 FLOPs from scratch; about 3
 minutes from scratch and 1.7 branched on one H200), where a population of 24 fills the GPU:
@@ -203,6 +204,37 @@ def _paired_table(results: dict, sizes: list[str], metric: str) -> None:
             print(f"| {size}, {kind} | {len(paired)} | {p:.4f} | {u:.4f} | {p / u:.2f} |")
 
 
+def phases(args) -> None:
+    """Where each population's wall time went, from the run folders' summary.json and the
+    trunks' trunk.json (seconds; steps: after the first, compiling step)."""
+    cols = ("setup_s", "restore_s", "compile_s", "steps_s", "eval_s", "checkpoint_s")
+    print(
+        "| study | population | members | wall | "
+        + " | ".join(c[:-2] for c in cols)
+        + " | trunk saves |"
+    )
+    print("|---|---|---|---|" + "---|" * (len(cols) + 1))
+    for folder in map(Path, args.runs):
+        pops: dict = {}
+        for f in sorted(folder.rglob("trunk.json")):
+            t = json.loads(f.read_text()).get("timing")
+            if t:
+                pops.setdefault(("trunks", json.dumps(t)), [t, 0])[1] += 1
+        for f in sorted(folder.rglob("summary.json")):
+            r = json.loads(f.read_text())
+            kind = "branches" if r.get("trunk") else "from scratch"
+            t = r["timing"]  # the same for every member of a population
+            pop = pops.setdefault((kind, json.dumps(t)), [dict(t, wall_s=0.0), 0])
+            pop[0]["wall_s"] = max(pop[0]["wall_s"], r["wall_time_s"])
+            pop[1] += 1
+        for (kind, _), (t, n) in sorted(pops.items(), key=lambda kv: kv[0][0] != "trunks"):
+            vals = " | ".join(f"{t.get(c, float('nan')):.1f}" for c in cols)
+            print(
+                f"| {folder.name} | {kind} | {n} | {t['wall_s']:.1f} | {vals} | "
+                f"{t.get('trunk_save_s', float('nan')):.1f} |"
+            )
+
+
 _PAIRS = (("all pairs", None), ("same init (one trunk)", True), ("other init", False))
 
 
@@ -222,8 +254,10 @@ def main() -> None:
     r.add_argument("--set", action="append", default=[], help="spec overrides (smoke tests)")
     t = sub.add_parser("table")
     t.add_argument("dirs", nargs="+")
+    ph = sub.add_parser("phases")
+    ph.add_argument("runs", nargs="+", help="a study's run folder (--runs/MODE-SEED)")
     args = ap.parse_args()
-    run(args) if args.cmd == "run" else table(args)
+    {"run": run, "table": table, "phases": phases}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -508,7 +508,10 @@ def train_population(
         mngr = _checkpointer(ckpt_dir)
         stack.callback(mngr.close)
         fresh = mngr.latest_step() is None
+        t0 = time.time()
         run, start = _init_or_restore(mngr, progs, members, ckpt_dir, shd.replicated(mesh))
+        run.timing["setup_s"] = t0 - t_start  # the samplers, programs, validation sample
+        run.timing["restore_s"] = time.time() - t0  # a checkpoint, the trunks, or init
         scorer = compiled = None
         if tasks is not None:
             scorer = make_scorer(cfg, B, shd.replicated(mesh))
@@ -540,18 +543,21 @@ def train_population(
         desc = label or f"{P} x {cfg.n_layers}L{cfg.d_model}d"
         _loop(pop, run, start, Progress(stop, start, desc, progress and primary))
         if stop_step is not None:
-            _save_trunks(pop, run, shd.replicated(mesh))
+            _save_trunks(pop, run, shd.replicated(mesh), t_start)
             return []
     return [_summary(pop, run, i, time.time() - t_start) for i in range(P)]
 
 
-def _save_trunks(pop: _Population, run: _Run, host) -> None:
+def _save_trunks(pop: _Population, run: _Run, host, t_start: float) -> None:
     """Each member's state and trunk.json, in its folder: the trunks are ready to branch."""
     B, T = pop.settings.batch_size, pop.settings.seq_len
     flops = flops_per_token(pop.cfg, T) * (pop.stop - pop.first) * B * T
+    t0 = time.time()
     for i, m in enumerate(pop.members):
         if run.alive[i]:
             trunks.save_member(run.state, i, m.out, host)
+    timing = run.timing | {"trunk_save_s": time.time() - t0, "wall_s": time.time() - t_start}
+    for i, m in enumerate(pop.members):
         if pop.primary:
             status = "completed" if run.alive[i] else "failed"
             trunks.write(
@@ -562,6 +568,7 @@ def _save_trunks(pop: _Population, run: _Run, host) -> None:
                 evals=run.evals,
                 flops=flops,
                 window=[None if np.isnan(w[i]) else float(w[i]) for w in run.window],
+                timing=timing,
             )
 
 
@@ -613,6 +620,7 @@ def _loop(pop: _Population, run: _Run, start: int, bar: Progress) -> None:
     if t_first is not None and total - start > 1:
         t = run.timing
         steady = time.time() - t_first - t["eval_s"] - t["checkpoint_s"]
+        t["steps_s"] = steady  # after the first (compiling) step
         t["step_tokens_per_s"] = (total - start - 1) * tokens_per_step * len(run.alive) / steady
         t["step_mfu"] = t["step_tokens_per_s"] * fpt / peak / jax.device_count() if peak else None
 

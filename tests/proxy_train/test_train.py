@@ -318,6 +318,52 @@ def test_branches_train_as_a_population_from_their_trunks(small_store, tmp_path)
     assert alone[0]["flops_charged"] == 6 * got[0]["flops_charged"]
 
 
+def test_branches_of_one_trunk_read_it_once_and_say_where_time_went(
+    small_store, tmp_path, monkeypatch
+):
+    import orbax.checkpoint as ocp
+
+    from codemix.proxy_train import trunks as trunks_mod
+
+    store = TokenStore(small_store)
+    trunk = Member("t", _cooldown(0.0), 6, tmp_path / "trunk")
+    _run(store, tmp_path / "tp", [trunk], stop_step=20)
+    timing = trunks_mod.read(trunk.out)["timing"]
+    assert {"setup_s", "restore_s", "compile_s", "steps_s", "trunk_save_s", "wall_s"} <= set(timing)
+    reads = []
+    restore = ocp.StandardCheckpointer.restore
+    monkeypatch.setattr(
+        ocp.StandardCheckpointer,
+        "restore",
+        lambda self, path, *a, **k: reads.append(path) or restore(self, path, *a, **k),
+    )
+    branches = [
+        Member(f"b{k}", _cooldown(share), 6, tmp_path / f"b{k}", trunk=trunk.out)
+        for k, share in enumerate((0.2, 0.5))
+    ]
+    got = _run(store, tmp_path / "bp", branches)
+    assert len(reads) == 1  # one trunk, two branches
+    first = [_losses(tmp_path / f"b{k}" / "metrics.jsonl")[0] for k in range(2)]
+    assert first[0] == first[1]  # both begin with the trunk's record
+    assert got[0]["final"] != got[1]["final"]
+    assert {"setup_s", "restore_s", "steps_s"} <= set(got[0]["timing"])
+
+
+def test_prefetch_hands_on_blocks_in_order_and_raises_what_the_sampler_raised():
+    class Steps:
+        B, T = 1, 1
+
+        def batches(self, first, n):
+            if first >= 8:
+                raise OSError("store gone")
+            return np.arange(first, first + n).reshape(n, 1, 1)
+
+    fetch = train_mod._Prefetch([Steps(), Steps()], 3, 12, block=2)
+    assert [int(fetch.get()[1, 0, 0]) for _ in range(6)] == [3, 4, 5, 6, 7, 8]
+    with pytest.raises(OSError, match="store gone"):
+        fetch.get()
+
+
 def _wsd(decay: float) -> Schedule:
     lr = LRShape("wsd", warmup=0.1, decay=decay, end_lr=1e-6)
     return Schedule((Stage("main", {"text": 0.7, "code": 0.3}, tokens=2560, lr=lr),))
