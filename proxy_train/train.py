@@ -25,7 +25,7 @@ import queue
 import threading
 import time
 import warnings
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -234,6 +234,7 @@ class _Prefetch:
         self.block = max(1, min(block, (64 << 20) // row))  # at most 64 MiB a block
         self.q: queue.Queue = queue.Queue(maxsize=2)
         self.samplers, self.ready = samplers, iter(())
+        self.closed = threading.Event()
         self.t = threading.Thread(target=self._run, args=(first, last), daemon=True)
         self.t.start()
 
@@ -241,9 +242,20 @@ class _Prefetch:
         try:
             for s0 in range(first, last, self.block):
                 n = min(self.block, last - s0)
-                self.q.put(np.stack([s.batches(s0, n) for s in self.samplers], axis=1))
+                self._put(np.stack([s.batches(s0, n) for s in self.samplers], axis=1))
         except Exception as e:  # the training loop raises it, rather than waiting forever
-            self.q.put(e)
+            self._put(e)
+
+    def _put(self, item) -> None:
+        while not self.closed.is_set():  # a loop that stopped early takes no more
+            try:
+                return self.q.put(item, timeout=0.1)
+            except queue.Full:
+                continue
+
+    def close(self) -> None:
+        """Stop drawing (the loop ended early: an interruption, every member failed)."""
+        self.closed.set()
 
     def get(self) -> np.ndarray:
         """The next step's (P, B, T + 1) tokens."""
@@ -584,7 +596,7 @@ def _loop(pop: _Population, run: _Run, start: int, bar: Progress) -> None:
     prefetch = _Prefetch(pop.samplers, start, total)
     t_loop = last_ckpt = t_mark = time.time()
     step_mark, t_first = start, None
-    with bar:
+    with bar, closing(prefetch):
         for step in range(start, total):
             if _stop_requested(step, settings.log_every):
                 _stop(pop, run, step, state_bytes)

@@ -362,6 +362,10 @@ def test_prefetch_hands_on_blocks_in_order_and_raises_what_the_sampler_raised():
     assert [int(fetch.get()[1, 0, 0]) for _ in range(6)] == [3, 4, 5, 6, 7, 8]
     with pytest.raises(OSError, match="store gone"):
         fetch.get()
+    stopped = train_mod._Prefetch([Steps()], 0, 8, block=1)  # a loop that ended early
+    stopped.close()
+    stopped.t.join(timeout=5)
+    assert not stopped.t.is_alive()  # the thread does not wait forever on a full queue
 
 
 def _wsd(decay: float) -> Schedule:
