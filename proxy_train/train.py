@@ -230,7 +230,7 @@ class _Prefetch:
 
     def __init__(self, samplers, first: int, last: int, block: int | None = None):
         block = block or PREFETCH_BLOCK
-        row = len(samplers) * samplers[0].B * (samplers[0].T + 1) * 4 if samplers else 1
+        row = len(samplers) * samplers[0].B * (samplers[0].T + 1) * 4  # bytes a step
         self.block = max(1, min(block, (64 << 20) // row))  # at most 64 MiB a block
         self.q: queue.Queue = queue.Queue(maxsize=2)
         self.samplers, self.ready = samplers, iter(())
