@@ -11,8 +11,9 @@
 # Compute: CPU only; about 2 minutes per metric of a 48-run export with --n-boot 100 on a
 # 2-core CPU, and 1 minute per synthetic ladder.
 #
-# Usage: .venv/bin/python benchmarks/law_transfer.py EXPORT.csv --mixture-cols 'mix.main.*'
-#            [--held-out 7e6 | --confirm CONFIRM.csv] [--metric M ...] [--size-col COL]
+# Usage: .venv/bin/python benchmarks/law_transfer.py EXPORT.csv [EXPORT.csv ...]
+#            --mixture-cols 'mix.main.*' [--held-out 7e6 | --confirm CONFIRM.csv]
+#            [--metric M ...] [--size-col COL]
 #        .venv/bin/python benchmarks/law_transfer.py --synthetic 8
 from __future__ import annotations
 
@@ -50,11 +51,25 @@ def _score(law, w, n, y, data):
     return mre, c.inside, c.n, float(stats.spearmanr(mean, y).statistic)
 
 
+def _one_table(paths: list[str]) -> str:
+    """Several exports (a ladder and its extra arms) as one table, in a temporary file."""
+    if len(paths) == 1:
+        return paths[0]
+    import tempfile
+
+    import polars as pl
+
+    table = pl.concat([pl.read_csv(p) for p in paths], how="diagonal_relaxed")
+    out = Path(tempfile.mkdtemp()) / "ladder.csv"
+    table.write_csv(out)
+    return str(out)
+
+
 @quiet_numerics()
 def transfer(args) -> None:
     cols = args.mixture_cols
     load = dict(size_col=args.size_col, tokens_col="tokens")
-    train = load_results(args.export, cols, args.metric, **load)
+    train = load_results(_one_table(args.export), cols, args.metric, **load)
     if args.confirm:
         test = load_results(args.confirm, cols, args.metric, **load)
         fit_rows = np.ones(train.n_runs, bool)
@@ -121,7 +136,7 @@ def synthetic(args) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("export", nargs="?")
+    p.add_argument("export", nargs="*", help="study exports fitted together (one ladder)")
     p.add_argument("--mixture-cols", action="append")
     p.add_argument("--metric", action="append")
     p.add_argument("--size-col", default="non_embedding_params")
