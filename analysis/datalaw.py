@@ -65,6 +65,7 @@ __all__ = [
     "DataLawFit",
     "RunData",
     "TargetData",
+    "beyond_ladder",
     "check_target",
     "choose_size_law",
     "column_domains",
@@ -119,11 +120,13 @@ class RunData:
 class TargetData:
     """What a prediction assumes about the data: the run's tokens (None: the proxies' tokens
     per parameter times N) and the unique tokens per domain (None: the proxies' corpus); or,
-    for runs already trained (a confirmation table), each row's tokens and epochs."""
+    for runs already trained (a confirmation table), each row's tokens and epochs, and its
+    tokens per stage where its stages have other lengths than the proxies'."""
 
     tokens: float | np.ndarray | None = None
     unique: dict[str, float] | None = None
     epochs: np.ndarray | None = None  # (rows, K): each row's own, then `unique` is unused
+    stages: np.ndarray | None = None  # (rows, mixture groups): each row's tokens per stage
 
 
 def column_domains(cols, groups) -> list[tuple[int, str] | None]:
@@ -169,6 +172,10 @@ class DataLawFit:
     extra: tuple[str, ...] = ()  # the optional terms: recency, overfit, forget
     token_scale: float = 1.0  # the tokens of a median run: tau and forget's A are in these
     stage_order: tuple[int, ...] = ()  # the mixture groups in training order (staged terms)
+    # the regimes the fitted runs showed, per domain: the most epochs, and (runs of stages)
+    # the most tokens trained after the domain's last stage
+    ladder_epochs: dict[str, float] = field(default_factory=dict)
+    ladder_absence: dict[str, float] = field(default_factory=dict)
 
     form = "joint_data"
 
@@ -223,11 +230,14 @@ class DataLawFit:
         total = n * self.tokens_per_param if data.tokens is None else data.tokens
         total = np.broadcast_to(np.asarray(total, float), (len(w),))
         n_groups = len(self.stage_fracs) or 1
+        fracs = np.broadcast_to(np.asarray(self.stage_fracs or (1.0,), float), (len(w), n_groups))
+        if data.stages is not None:  # each row's own stage lengths
+            st = np.atleast_2d(np.asarray(data.stages, float))
+            fracs = st / np.maximum(st.sum(1, keepdims=True), 1e-300)
         share = np.zeros((len(w), n_groups, len(self.domains)))
         for j, cd in enumerate(column_domains(self.mixture_cols, self.groups)):
             if cd is not None:
-                frac = self.stage_fracs[cd[0]] if self.stage_fracs else 1.0
-                share[:, cd[0], self.domains.index(cd[1])] += frac * w[:, j]
+                share[:, cd[0], self.domains.index(cd[1])] += fracs[:, cd[0]] * w[:, j]
         share /= np.maximum(share.sum((1, 2), keepdims=True), 1e-300)
         stage_tokens = total[:, None, None] * share
         tokens = stage_tokens.sum(1)
@@ -328,6 +338,8 @@ class DataLawFit:
             "extrapolation_step": self.extrapolation_step,
             "boot": self.boot.tolist(),
             "resid_log": self.resid_log.tolist(),
+            "ladder_epochs": self.ladder_epochs,
+            "ladder_absence": self.ladder_absence,
         }
 
     @classmethod
@@ -356,6 +368,8 @@ class DataLawFit:
             tuple(d.get("extra_terms", ())),
             float(d.get("token_scale", 1.0)),
             tuple(int(i) for i in d.get("stage_order", ())),
+            {k: float(v) for k, v in d.get("ladder_epochs", {}).items()},
+            {k: float(v) for k, v in d.get("ladder_absence", {}).items()},
         )
 
 
@@ -473,6 +487,12 @@ def fit_data_law(
         extra=extra,
         token_scale=scale,
         stage_order=_stage_order(data),
+        ladder_epochs=dict(zip(data.domains, data.epochs.max(0).tolist(), strict=True)),
+        ladder_absence=(
+            {}
+            if data.stage_tokens is None
+            else dict(zip(data.domains, _absent(data, 1.0).max(0).tolist(), strict=True))
+        ),
     )
 
 
@@ -724,6 +744,38 @@ def check_target(law, data: TargetData | None, what: str = "--unique-tokens") ->
         raise CodemixError(
             f"{what}: domain {unknown[0]!r} is not one the fit knows ({', '.join(law.domains)})"
         )
+
+
+def beyond_ladder(law, w, n, data: TargetData | None, tol: float = 0.05) -> list[str]:
+    """What the rows (mixtures `w` at sizes `n` under `data`) do that no fitted run did, by
+    more than `tol`: read a domain more times, or leave it out for more tokens after its last
+    stage. A law extrapolates there in a regime it has not seen (codemix's validation ladders
+    missed such runs one size up by 7-47 %; benchmarks/RESULTS.md)."""
+    if not isinstance(law, DataLawFit) or not law.ladder_epochs:
+        return []
+    rd = law.run_data(np.atleast_2d(w), n, data)
+    rows = len(rd.epochs)
+    out = []
+    for k, d in enumerate(law.domains):
+        top = law.ladder_epochs[d]
+        over = rd.epochs[:, k] > top * (1 + tol)
+        if over.any():
+            out.append(
+                f"{d} read up to {rd.epochs[:, k].max():.3g} times ({over.sum()} of {rows} "
+                f"rows; the ladder at most {top:.3g})"
+            )
+    if rd.stage_tokens is not None and law.ladder_absence:
+        a = _absent(rd, 1.0)
+        for k, d in enumerate(law.domains):
+            top = law.ladder_absence[d]
+            over = a[:, k] > top * (1 + tol)
+            if over.any():
+                seen = f"the ladder at most {top:.3g}" if top else "no ladder run left it out"
+                out.append(
+                    f"{d} left out for up to {a[:, k].max():.3g} tokens after its last stage "
+                    f"({over.sum()} of {rows} rows; {seen})"
+                )
+    return out
 
 
 def target_epochs(law, w, n, data: TargetData | None) -> dict[str, np.ndarray] | None:

@@ -176,4 +176,5 @@ def _rows(data: TargetData | None, at: np.ndarray) -> TargetData | None:
         return None
     tokens = data.tokens if np.ndim(data.tokens) == 0 else np.asarray(data.tokens)[at]
     epochs = None if data.epochs is None else np.asarray(data.epochs)[at]
-    return TargetData(tokens, data.unique, epochs)
+    stages = None if data.stages is None else np.asarray(data.stages)[at]
+    return TargetData(tokens, data.unique, epochs, stages)

@@ -274,6 +274,25 @@ def _epochs_line(fit, w, size, data) -> str:
     return ""
 
 
+def _regime_warning(fit, w, n, data) -> str:
+    """'warning: ...' where the rows read a domain more often, or leave it out longer, than
+    any run the fit's data-constrained laws saw; '' where they do not."""
+    from codemix.analysis.datalaw import beyond_ladder
+
+    found: list[str] = []
+    for law in fit.scaling.values():
+        found += [x for x in beyond_ladder(law, w, n, data) if x not in found]
+    if not found:
+        return ""
+    return (
+        "warning: beyond the ladder's regimes: "
+        + "; ".join(found)
+        + ". The law has not seen this: expect errors of 5-50 % there, and add ladder runs "
+        "that do it (repetition-matched proxies, `[train] unique_tokens`; stages of the "
+        "target's length in tokens)"
+    )
+
+
 def _check_output(path: str) -> None:
     from pathlib import Path
 
@@ -419,7 +438,27 @@ def _row_data(fit, df, source: str, tokens_col: str | None):
     epochs = df.select([f"epochs.{d}" for d in laws[0].domains]).to_numpy().astype(float)
     if not (np.all(np.isfinite(tokens) & (tokens > 0)) and np.all(np.isfinite(epochs))):
         raise CodemixError(f"{source}: columns {col!r} and epochs.* must be numbers, tokens > 0")
-    return TargetData(tokens, None, epochs)
+    return TargetData(tokens, None, epochs, _row_stages(laws[0], df))
+
+
+def _row_stages(law, df):
+    """Each row's tokens per mixture group from tokens.STAGE columns (a study export's), so
+    that rows whose stages differ in length from the proxies' are predicted at their own;
+    None where the fit has one group or the table lacks a stage's column."""
+    import numpy as np
+
+    groups = law.groups or (len(law.mixture_cols),)
+    if len(groups) < 2:
+        return None
+    names, start = [], 0
+    for size in groups:
+        parts = law.mixture_cols[start].split(".")
+        names.append(f"tokens.{parts[1]}" if len(parts) == 3 and parts[0] == "mix" else "")
+        start += size
+    if not all(c in df.columns for c in names):
+        return None
+    stages = df.select(names).to_numpy().astype(float)
+    return stages if np.all(np.isfinite(stages) & (stages >= 0)) else None
 
 
 def _target_epoch_cols(fit, w, size: float, data) -> dict:
@@ -581,6 +620,10 @@ def _predict(args: argparse.Namespace) -> int:
         )
     elif len(outside.rows):
         print(_extrapolation_warning(df, outside))
+    if args.size_col or size:
+        regime = _regime_warning(fit, w, n if args.size_col else size.count, data)
+        if regime:
+            print(regime)
     for m, (mean, lo, hi) in preds.items():
         if m in df.columns:
             c = coverage(df[m].cast(pl.Float64, strict=False).to_numpy(), mean, lo, hi)
@@ -725,6 +768,9 @@ def _optimum(args: argparse.Namespace) -> int:
         line = _epochs_line(fit, opt.mixture[None, :], size, data)
         if line:
             print(f"  {line}")
+        regime = _regime_warning(fit, opt.mixture[None, :], size, data)
+        if regime:
+            print(f"  {regime}")
     pair = args.pareto.split(",") if args.pareto else fit.metrics[:2]
     if len(pair) == 2:
         for m in pair:

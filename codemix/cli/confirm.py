@@ -126,7 +126,7 @@ def _run_and_score(args, fit, spec_path, out, objective) -> int:
     from codemix.analysis.fit import predict
     from codemix.analysis.fitfile import atomic_write_text
     from codemix.analysis.tables import mixture_array
-    from codemix.cli.analysis import _row_data
+    from codemix.cli.analysis import _regime_warning, _row_data
     from codemix.core.errors import CodemixError
     from codemix.optimizer.export import rows as export_rows
     from codemix.optimizer.space import load_study
@@ -146,7 +146,8 @@ def _run_and_score(args, fit, spec_path, out, objective) -> int:
     atomic_write_text(out / "confirm.csv", buf.getvalue())
     w = mixture_array(df, list(fit.mixture_cols), str(out / "confirm.csv"), fit.groups)
     n = df[fit.size_col].cast(pl.Float64).to_numpy()
-    p = predict(fit, w, n, 0.9, _row_data(fit, df, str(out / "confirm.csv"), None))
+    rows = _row_data(fit, df, str(out / "confirm.csv"), None)
+    p = predict(fit, w, n, 0.9, rows)
     cols = {}
     for m, (mean, lo, hi) in p.items():
         cols |= {f"predicted_{m}": mean, f"predicted_{m}_lo90": lo, f"predicted_{m}_hi90": hi}
@@ -171,6 +172,9 @@ def _run_and_score(args, fit, spec_path, out, objective) -> int:
             y, mu = pred[m][i], cols[f"predicted_{m}"][i]
             lo, hi = cols[f"predicted_{m}_lo90"][i], cols[f"predicted_{m}_hi90"][i]
             print(f"    {name:12s} observed {y:.4g}  predicted {mu:.4g} [{lo:.4g}, {hi:.4g}]")
+    regime = _regime_warning(fit, w, n, rows)
+    if regime:
+        print(regime)
     _write_report(out, fit)
     return 0
 

@@ -422,3 +422,40 @@ def test_the_contest_and_bootstrap_are_the_same_on_several_processes():
     np.testing.assert_array_equal(laws[1].boot, laws[0].boot)
     with pytest.raises(CodemixError, match="jobs must be a whole number >= 1"):
         ScalingConfig(jobs=0)
+
+
+def test_rows_own_stage_lengths_and_regimes_beyond_the_ladder():
+    """A row's tokens per stage (a confirmation run with a longer cooldown) set how long it
+    leaves a domain out; beyond_ladder names the epochs and absences no fitted run reached."""
+    from codemix.analysis.datalaw import beyond_ladder
+
+    w, n, y, rd = _synthetic.staged_ladder(
+        sizes=LADDER[:4], shares=(0.0, 0.3, 0.6), noise=0.01, forget=True
+    )
+    law = fit_data_law(w, n, y, rd, STAGE_COLS, (0.8, 0.2), groups=(2, 2), extra=("forget",))
+    free = np.flatnonzero((w[:, 3] == 0) & (w[:, 1] > 0) & (n == LADDER[3]))[:1]
+    tokens = rd.tokens[free].sum()
+    assert law.ladder_absence["code"] == pytest.approx(_absent_tokens(rd).max())
+    assert law.ladder_absence["text"] == 0.0  # every cooldown has text
+    # the proxies' split (0.8 / 0.2) unless the row says otherwise
+    same = law.run_data(w[free], n[free], TargetData(tokens, None, rd.epochs[free]))
+    np.testing.assert_allclose(same.after[:, 0], 0.2 * tokens)
+    longer = TargetData(tokens, None, rd.epochs[free], np.array([[0.6, 0.4]]) * tokens)
+    np.testing.assert_allclose(law.run_data(w[free], n[free], longer).after[:, 0], 0.4 * tokens)
+    assert law.predict(w[free], n[free], longer) > law.predict(w[free], n[free], same)
+    assert beyond_ladder(law, w[free], n[free], TargetData(tokens, None, rd.epochs[free])) == []
+    found = beyond_ladder(law, w[free], n[free], longer)
+    assert len(found) == 1 and found[0].startswith("code left out for up to")
+    many = TargetData(tokens, None, rd.epochs[free] * 3)
+    assert [x.split(" read")[0] for x in beyond_ladder(law, w[free], n[free], many)] == [
+        "text",
+        "code",
+    ]
+    back = DataLawFit.from_dict(json.loads(json.dumps(law.to_dict())))
+    assert (back.ladder_epochs, back.ladder_absence) == (law.ladder_epochs, law.ladder_absence)
+
+
+def _absent_tokens(rd):
+    from codemix.analysis._lawterms import _absent
+
+    return _absent(rd, 1.0)[:, 1]

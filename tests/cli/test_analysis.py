@@ -509,3 +509,22 @@ def test_fit_prints_every_laws_held_out_error_and_refuses_recency_without_stages
     assert main([*argv, "--law", "joint_data+recency", "-o", str(d / "fit1.json")]) == 2
     assert "the recency term needs runs of 2+ stages" in capsys.readouterr().err
     assert not (d / "fit1.json").exists()
+
+
+def test_predict_and_optimum_warn_beyond_the_ladders_repetition(repeated, capsys):
+    """A target that reads the text more often than any proxy did is named as a regime the
+    law has not seen; rows within the ladder are not."""
+    d = repeated
+    out = d / "pred_regime.csv"
+    argv = ["predict", str(d / "fit.json"), "--mixtures", str(d / "ladder.csv"), "-o", str(out)]
+    assert main([*argv, "--size-col", "non_embedding_params"]) == 0
+    assert "beyond the ladder" not in capsys.readouterr().out
+    assert (
+        main([*argv, "--size", "3e7", "--target-tokens", "3e8", "--unique-tokens", "text=1e6"]) == 0
+    )
+    said = capsys.readouterr().out
+    assert "warning: beyond the ladder's regimes: text read up to" in said
+    assert "repetition-matched proxies" in said
+    argv = ["optimum", str(d / "fit.json"), "--objective", "min:bpb.text", "--target", "3e7"]
+    assert main([*argv, "--target-tokens", "3e8", "--unique-tokens", "text=1e6"]) == 0
+    assert "beyond the ladder's regimes: text read up to" in capsys.readouterr().out
