@@ -161,6 +161,7 @@ def _headline(fit, target: Size, nl: str, shares) -> list[str]:
     argmax interval, the predicted gain over text only, an edge-of-range warning, and the
     fit's warnings about its size law."""
     from codemix.analysis.confirm import _text_only
+    from codemix.analysis.datalaw import beyond_ladder
     from codemix.analysis.optimum import Objective, find_optimum
     from codemix.analysis.scaling import alpha_warning
 
@@ -205,6 +206,14 @@ def _headline(fit, target: Size, nl: str, shares) -> list[str]:
             lines.append(
                 f"Warning: the size law rests on {len(law.sizes)} sizes; with 4 or more the fit "
                 "checks itself on the largest one and widens its intervals by what it missed."
+            )
+        beyond = beyond_ladder(law, opt.mixture[None, :], target.count, None)
+        if beyond:
+            lines.append(
+                "Beyond the ladder's regimes at the target (with the proxies' unique tokens; "
+                "`codemix optimum --unique-tokens` takes the target's): "
+                + "; ".join(b.replace(" (1 of 1 rows; ", " (") for b in beyond)
+                + ". The law has not seen this; add ladder runs that do (benchmarks/RESULTS.md)."
             )
         if target.count > 4 * max(law.sizes):
             lines.append(

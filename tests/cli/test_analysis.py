@@ -528,3 +528,23 @@ def test_predict_and_optimum_warn_beyond_the_ladders_repetition(repeated, capsys
     argv = ["optimum", str(d / "fit.json"), "--objective", "min:bpb.text", "--target", "3e7"]
     assert main([*argv, "--target-tokens", "3e8", "--unique-tokens", "text=1e6"]) == 0
     assert "beyond the ladder's regimes: text read up to" in capsys.readouterr().out
+
+
+def test_report_headline_names_regimes_beyond_the_ladder(repeated, tmp_path):
+    """At a target far above the ladder, with the proxies' corpus, the text would be read
+    more often than on any proxy: the report's answer says so."""
+    d = repeated
+    page, table = tmp_path / "r.html", tmp_path / "ladder.csv"
+    ladder = pl.read_csv(d / "ladder.csv")
+    ladder.with_columns(bpb_code=3.0 - pl.col("mix.main.code")).rename(
+        {"bpb_code": "bpb.code"}
+    ).write_csv(table)
+    fit = tmp_path / "fit.json"
+    argv = ["fit", str(table), "--mixture-cols", "mix.main.*", "--metric", "bpb.*"]
+    argv += ["--size-col", "non_embedding_params", "--families", "linear", "--n-boot", "4"]
+    assert main([*argv, "--law", "joint_data", "-o", str(fit)]) == 0
+    argv = ["report", str(table), "--fit", str(fit), "--target", "3e8"]
+    assert main([*argv, "--nl-metric", "bpb.text", "-o", str(page)]) == 0
+    head = page.read_text().split("<h2>The answer</h2>")[1].split("</ul>")[0]
+    line = next(x for x in head.split("<li>") if "regimes at the target" in x)
+    assert "text read up to" in line and "(the ladder at most" in line
