@@ -438,14 +438,16 @@ def _row_data(fit, df, source: str, tokens_col: str | None):
     epochs = df.select([f"epochs.{d}" for d in laws[0].domains]).to_numpy().astype(float)
     if not (np.all(np.isfinite(tokens) & (tokens > 0)) and np.all(np.isfinite(epochs))):
         raise CodemixError(f"{source}: columns {col!r} and epochs.* must be numbers, tokens > 0")
-    return TargetData(tokens, None, epochs, _row_stages(laws[0], df))
+    return TargetData(tokens, None, epochs, _row_stages(laws[0], df, source))
 
 
-def _row_stages(law, df):
+def _row_stages(law, df, source: str):
     """Each row's tokens per mixture group from tokens.STAGE columns (a study export's), so
     that rows whose stages differ in length from the proxies' are predicted at their own;
     None where the fit has one group or the table lacks a stage's column."""
     import numpy as np
+
+    from codemix.core.errors import CodemixError
 
     groups = law.groups or (len(law.mixture_cols),)
     if len(groups) < 2:
@@ -457,8 +459,13 @@ def _row_stages(law, df):
         start += size
     if not all(c in df.columns for c in names):
         return None
-    stages = df.select(names).to_numpy().astype(float)
-    return stages if np.all(np.isfinite(stages) & (stages >= 0)) else None
+    stages = df.select(names).cast(float, strict=False).to_numpy()
+    if not np.all(np.isfinite(stages) & (stages >= 0)) or np.any(stages.sum(1) <= 0):
+        raise CodemixError(
+            f"{source}: columns {', '.join(names)} must be token counts >= 0 in every row "
+            "(each row is predicted at its own stage lengths)"
+        )
+    return stages
 
 
 def _target_epoch_cols(fit, w, size: float, data) -> dict:

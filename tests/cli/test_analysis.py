@@ -548,3 +548,55 @@ def test_report_headline_names_regimes_beyond_the_ladder(repeated, tmp_path):
     head = page.read_text().split("<h2>The answer</h2>")[1].split("</ul>")[0]
     line = next(x for x in head.split("<li>") if "regimes at the target" in x)
     assert "text read up to" in line and "(the ladder at most" in line
+
+
+def test_predict_reads_each_rows_stage_lengths_and_refuses_bad_ones(tmp_path, capsys):
+    """A staged ladder fitted with the forgetting law: a confirmation row with a longer
+    code-free cooldown (its tokens.STAGE) is predicted worse than at the proxies' split, and
+    is named beyond the ladder; stage tokens that are not counts are refused."""
+    from codemix.analysis import _synthetic
+
+    sizes = (1e6, 2e6, 4e6, 8e6)
+    w, n, y, rd = _synthetic.staged_ladder(sizes=sizes, shares=(0.0, 0.2, 0.4, 0.6), forget=True)
+    st = rd.stage_tokens.sum(2)
+    table = pl.DataFrame(
+        {
+            "mix.init.text": w[:, 0],
+            "mix.init.code": w[:, 1],
+            "mix.cooldown.text": w[:, 2],
+            "mix.cooldown.code": w[:, 3],
+            "non_embedding_params": n,
+            "tokens": rd.tokens.sum(1),
+            "tokens.init": st[:, 0],
+            "tokens.cooldown": st[:, 1],
+            "epochs.text": rd.epochs[:, 0],
+            "epochs.code": rd.epochs[:, 1],
+            "bpb.code": y,
+        }
+    )
+    table.write_csv(tmp_path / "ladder.csv")
+    fit = tmp_path / "fit.json"
+    argv = ["fit", str(tmp_path / "ladder.csv"), "--mixture-cols", "mix.init.*"]
+    argv += ["--mixture-cols", "mix.cooldown.*", "--metric", "bpb.code", "--families", "linear"]
+    argv += ["--size-col", "non_embedding_params", "--law", "joint_data+forget", "--n-boot", "2"]
+    assert main([*argv, "-o", str(fit)]) == 0
+    free = table.filter((pl.col("mix.cooldown.code") == 0) & (pl.col("mix.init.code") > 0))
+    free = free.filter(pl.col("non_embedding_params") == sizes[-1]).head(1)
+    total = pl.col("tokens.init") + pl.col("tokens.cooldown")
+    longer = free.with_columns(
+        (total * 0.6).alias("tokens.init"), (total * 0.4).alias("tokens.cooldown")
+    )
+    capsys.readouterr()
+    preds = []
+    for rows, name in ((free, "same.csv"), (longer, "longer.csv")):
+        rows.write_csv(tmp_path / name)
+        argv = ["predict", str(fit), "--mixtures", str(tmp_path / name)]
+        out = tmp_path / f"pred_{name}"
+        assert main([*argv, "--size-col", "non_embedding_params", "-o", str(out)]) == 0
+        preds.append(pl.read_csv(out)["predicted_bpb.code"][0])
+    assert preds[1] > preds[0]
+    assert "code left out for up to" in capsys.readouterr().out
+    free.with_columns(pl.lit(-1.0).alias("tokens.cooldown")).write_csv(tmp_path / "bad.csv")
+    argv = ["predict", str(fit), "--mixtures", str(tmp_path / "bad.csv")]
+    assert main([*argv, "--size-col", "non_embedding_params", "-o", str(tmp_path / "p.csv")]) == 2
+    assert "tokens.init, tokens.cooldown must be token counts" in capsys.readouterr().err
