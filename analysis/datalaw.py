@@ -69,6 +69,7 @@ __all__ = [
     "check_target",
     "choose_size_law",
     "column_domains",
+    "group_stages",
     "fit_data_law",
     "parse_unique_tokens",
     "target_epochs",
@@ -138,6 +139,17 @@ def column_domains(cols, groups) -> list[tuple[int, str] | None]:
         for c in cols[start : start + size]:
             out.append(None if size == 1 and len(g) > 1 else (i, c.rpartition(SEP)[2]))
         start += size
+    return out
+
+
+def group_stages(cols, groups) -> dict[int, str | None]:
+    """The stage each mixture group names (group -> STAGE of its mix.STAGE.DOMAIN columns,
+    None where its columns are not named so); free stage variables name none."""
+    out: dict[int, str | None] = {}
+    for c, cd in zip(cols, column_domains(cols, groups), strict=True):
+        if cd is not None:
+            parts = c.split(SEP)
+            out.setdefault(cd[0], parts[1] if len(parts) == 3 and parts[0] == "mix" else None)
     return out
 
 
@@ -755,14 +767,18 @@ def beyond_ladder(law, w, n, data: TargetData | None, tol: float = 0.05) -> list
         return []
     rd = law.run_data(np.atleast_2d(w), n, data)
     rows = len(rd.epochs)
+
+    def which(over) -> str:
+        return f"{over.sum()} of {rows} rows; " if rows > 1 else ""
+
     out = []
     for k, d in enumerate(law.domains):
         top = law.ladder_epochs[d]
         over = rd.epochs[:, k] > top * (1 + tol)
         if over.any():
             out.append(
-                f"{d} read up to {rd.epochs[:, k].max():.3g} times ({over.sum()} of {rows} "
-                f"rows; the ladder at most {top:.3g})"
+                f"{d} read up to {rd.epochs[:, k].max():.3g} times ({which(over)}the ladder "
+                f"at most {top:.3g})"
             )
     if rd.stage_tokens is not None and law.ladder_absence:
         a = _absent(rd, 1.0)
@@ -773,7 +789,7 @@ def beyond_ladder(law, w, n, data: TargetData | None, tol: float = 0.05) -> list
                 seen = f"the ladder at most {top:.3g}" if top else "no ladder run left it out"
                 out.append(
                     f"{d} left out for up to {a[:, k].max():.3g} tokens after its last stage "
-                    f"({over.sum()} of {rows} rows; {seen})"
+                    f"({which(over)}{seen})"
                 )
     return out
 

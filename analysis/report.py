@@ -212,7 +212,7 @@ def _headline(fit, target: Size, nl: str, shares) -> list[str]:
             lines.append(
                 "Beyond the ladder's regimes at the target (with the proxies' unique tokens; "
                 "`codemix optimum --unique-tokens` takes the target's): "
-                + "; ".join(b.replace(" (1 of 1 rows; ", " (") for b in beyond)
+                + "; ".join(beyond)
                 + ". The law has not seen this; add ladder runs that do (benchmarks/RESULTS.md)."
             )
         if target.count > 4 * max(law.sizes):

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from codemix.analysis.datalaw import RunData, column_domains, tokens_after
+from codemix.analysis.datalaw import RunData, column_domains, group_stages, tokens_after
 from codemix.analysis.layout import as_groups, split_names
 from codemix.core.errors import CodemixError
 from codemix.core.results import CODE_DOMAINS, SEP
@@ -418,11 +418,7 @@ def _domain_data(df, mix, groups, tokens, epochs_cols, source, rows):
     n_groups = len(groups) if groups else 1
     fracs = np.ones((len(df), n_groups))
     dom_tokens = np.zeros((len(df), len(domains)))
-    stage_of = {}  # group -> stage name, from mix.STAGE.DOMAIN columns
-    for c, cd in zip(mix, where, strict=True):
-        if cd is not None:
-            parts = c.split(SEP)
-            stage_of.setdefault(cd[0], parts[1] if len(parts) == 3 and parts[0] == "mix" else None)
+    stage_of = group_stages(mix, groups)
     staged = all(stage_of.get(i) for i in range(n_groups) if i in stage_of)
     if staged and all(f"tokens{SEP}{st}" in df.columns for st in stage_of.values()):
         # every stage's realised mixture, fitted or not (a fixed cooldown still trains on its

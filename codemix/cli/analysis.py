@@ -287,9 +287,10 @@ def _regime_warning(fit, w, n, data) -> str:
     return (
         "warning: beyond the ladder's regimes: "
         + "; ".join(found)
-        + ". The law has not seen this: expect errors of 5-50 % there, and add ladder runs "
-        "that do it (repetition-matched proxies, `[train] unique_tokens`; stages of the "
-        "target's length in tokens)"
+        + ". The law has not seen this (codemix's validation ladders missed such runs one size "
+        "up by up to 47 %, benchmarks/RESULTS.md): add ladder runs that do it "
+        "(repetition-matched proxies, `[train] unique_tokens`; stages of the target's length "
+        "in tokens)"
     )
 
 
@@ -447,17 +448,13 @@ def _row_stages(law, df, source: str):
     None where the fit has one group or the table lacks a stage's column."""
     import numpy as np
 
+    from codemix.analysis.datalaw import group_stages
     from codemix.core.errors import CodemixError
 
-    groups = law.groups or (len(law.mixture_cols),)
-    if len(groups) < 2:
-        return None
-    names, start = [], 0
-    for size in groups:
-        parts = law.mixture_cols[start].split(".")
-        names.append(f"tokens.{parts[1]}" if len(parts) == 3 and parts[0] == "mix" else "")
-        start += size
-    if not all(c in df.columns for c in names):
+    n_groups = len(law.groups or (1,))
+    stage = group_stages(law.mixture_cols, law.groups)
+    names = [f"tokens.{stage.get(i)}" for i in range(n_groups)]
+    if n_groups < 2 or not all(stage.get(i) and c in df.columns for i, c in enumerate(names)):
         return None
     stages = df.select(names).cast(float, strict=False).to_numpy()
     if not np.all(np.isfinite(stages) & (stages >= 0)) or np.any(stages.sum(1) <= 0):
