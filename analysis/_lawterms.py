@@ -26,9 +26,17 @@ EXTRA_BOUNDS = {
     "kappa": (0.0, 4.0),
     "f": (-20.0, 3.0),
     "nu": (0.0, 3.0),
+    # revert: the most of the way back a domain's loss can go (0-1), the slope in log N of the
+    # loss of a model that never saw the domain, log(tau / tokens of a median run) at the
+    # median size, tau's exponent in N, and the shape of the approach
+    "c": (0.0, 1.0),
+    "h1": (-1.0, 1.0),
+    "lam_r": (-6.0, 6.9),
+    "mu": (-1.0, 2.0),
+    "nu_r": (0.2, 4.0),
 }
-EXTRA_TERMS = ("recency", "overfit", "forget")
-STAGED_TERMS = ("recency", "forget")  # the terms that need each run's stage tokens
+EXTRA_TERMS = ("recency", "overfit", "forget", "revert")
+STAGED_TERMS = ("recency", "forget", "revert")  # the terms that need each run's stage tokens
 
 
 def _phi(ep: np.ndarray, r_star: np.ndarray):
@@ -44,23 +52,32 @@ def _phi(ep: np.ndarray, r_star: np.ndarray):
 
 class _Layout:
     """Where each part of theta sits: e (ke), a (ka), alpha, b, beta, g (K-1), rho (1 or K),
-    then lam (recency), o, kappa (overfit) and f (K), nu (forget) where the law has those
-    terms."""
+    then lam (recency), o, kappa (overfit), f (K), nu (forget) and c, h0, h1 (K each), lam,
+    mu, nu (revert) where the law has those terms."""
 
     def __init__(
-        self, ke: int, ka: int, k: int, shared: bool, extra: tuple[str, ...] = (), scale=1.0
+        self,
+        ke: int,
+        ka: int,
+        k: int,
+        shared: bool,
+        extra: tuple[str, ...] = (),
+        scale=1.0,
+        log_n0=0.0,
     ):
         self.ke, self.ka, self.k, self.shared = ke, ka, k, shared
         self.scale = scale  # the tokens tau is measured in: a median run's
+        self.log_n0 = log_n0  # log of the size revert's tau is quoted at: a median run's
         self.recency, self.overfit = "recency" in extra, "overfit" in extra
-        self.forget = "forget" in extra
+        self.forget, self.revert = "forget" in extra, "revert" in extra
         self.i_alpha = ke + ka
         self.i_g = ke + ka + 3
         self.i_rho = self.i_g + k - 1
         self.i_lam = self.i_rho + (1 if shared else k)
         self.i_o = self.i_lam + self.recency
         self.i_f = self.i_o + 2 * self.overfit
-        self.n = self.i_f + (k + 1) * self.forget
+        self.i_r = self.i_f + (k + 1) * self.forget
+        self.n = self.i_r + (3 * k + 3) * self.revert
 
     def split(self, th: np.ndarray):
         e, a = th[: self.ke], th[self.ke : self.i_alpha]
@@ -80,6 +97,13 @@ class _Layout:
             + [EXTRA_BOUNDS["lam"]] * self.recency
             + [EXTRA_BOUNDS["o"], EXTRA_BOUNDS["kappa"]] * self.overfit
             + ([EXTRA_BOUNDS["f"]] * self.k + [EXTRA_BOUNDS["nu"]]) * self.forget
+            + (
+                [EXTRA_BOUNDS["c"]] * self.k
+                + [free] * self.k
+                + [EXTRA_BOUNDS["h1"]] * self.k
+                + [EXTRA_BOUNDS["lam_r"], EXTRA_BOUNDS["mu"], EXTRA_BOUNDS["nu_r"]]
+            )
+            * self.revert
         )
 
 
@@ -157,15 +181,70 @@ def _terms(th, lay: _Layout, xe, xa, log_n, data: RunData, grad: bool = False):
     return z, jac
 
 
-def _objective(th, lay, xe, xa, log_n, data, log_y, delta):
-    z, jac = _terms(th, lay, xe, xa, log_n, data, grad=True)
-    # logsumexp and softmax over 3 terms by hand: scipy's generic ones cost more than the rest
+def _revert(th, lay: _Layout, data: RunData, log_n, grad: bool):
+    """phi (runs, K), how far each run's log loss has gone toward that of a model that never
+    saw domain k: c_k (1 - exp(-(A_k / tau)^nu)) with A_k the tokens after k's last stage and
+    tau = scale e^lam (N / N0)^mu; c_k for a run that never saw k (A_k without end). Then the
+    never-seen log loss h0_k + h1_k log(N / N0) (runs, K). With `grad`, both derivatives
+    (runs, K, params)."""
+    a = _absent(data, lay.scale)
+    on = a > 0
+    never = data.tokens <= 0
+    i, k = lay.i_r, lay.k
+    c, h0, h1 = th[i : i + k], th[i + k : i + 2 * k], th[i + 2 * k : i + 3 * k]
+    lam, mu, nu = th[i + 3 * k : i + 3 * k + 3]
+    ell = (log_n - lay.log_n0)[:, None]
+    x = np.where(on, np.log(np.where(on, a, 1.0)) - lam - mu * ell, 0.0)
+    u = np.where(on, np.exp(np.minimum(nu * x, 50.0)), 0.0)
+    gone = np.where(never, 1.0, -np.expm1(-u))  # 1 - exp(-u)
+    phi, level = c * gone, h0 + h1 * ell
+    if not grad:
+        return phi, level, None, None
+    d_phi = np.zeros((*a.shape, lay.n))
+    ks = np.arange(k)
+    d_phi[:, ks, i + ks] = gone
+    du = np.where(never, 0.0, c * (1.0 - gone))  # d phi / d u
+    j = i + 3 * k
+    d_phi[:, :, j] = du * -nu * u
+    d_phi[:, :, j + 1] = du * -nu * u * ell
+    d_phi[:, :, j + 2] = du * u * x
+    d_level = np.zeros_like(d_phi)
+    d_level[:, ks, i + k + ks] = 1.0
+    d_level[:, ks, i + 2 * k + ks] = ell
+    return phi, level, d_phi, d_level
+
+
+def _lse(z, jac):
+    """logsumexp over the terms (runs,) and its Jacobian (runs, params), by hand: scipy's
+    generic one costs more than the rest of the objective."""
     top = z.max(axis=0)
     e = np.exp(z - top)
     total = e.sum(axis=0)
-    r = top + np.log(total) - log_y
-    c = np.clip(r, -delta, delta) * (e / total)  # d loss / d z
-    return float(huber(r, delta).sum()), np.einsum("kn,knp->p", c, jac)
+    out = top + np.log(total)
+    return out, None if jac is None else np.einsum("kn,knp->np", e / total, jac)
+
+
+def _log_loss(th, lay, xe, xa, log_n, data, grad=False):
+    """log L (runs,) and, with `grad`, d log L / d theta (runs, params). With revert, log L
+    moves from the law's value toward the never-seen loss of each domain k by phi_k."""
+    z, jac = _terms(th, lay, xe, xa, log_n, data, grad)
+    base, d_base = _lse(z, jac)
+    if not lay.revert:
+        return base, d_base
+    phi, level, d_phi, d_level = _revert(th, lay, data, log_n, grad)
+    gap = level - base[:, None]  # (runs, K)
+    out = base + (phi * gap).sum(1)
+    if not grad:
+        return out, None
+    d = d_base * (1.0 - phi.sum(1))[:, None]
+    d += np.einsum("rk,rkp->rp", phi, d_level) + np.einsum("rk,rkp->rp", gap, d_phi)
+    return out, d
+
+
+def _objective(th, lay, xe, xa, log_n, data, log_y, delta):
+    log_l, d = _log_loss(th, lay, xe, xa, log_n, data, grad=True)
+    r = log_l - log_y
+    return float(huber(r, delta).sum()), np.clip(r, -delta, delta) @ d
 
 
 def _minimise(starts, lay, xe, xa, log_n, data, log_y, delta):

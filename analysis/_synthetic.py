@@ -54,6 +54,9 @@ def ladder(
 
 STAGED = {"tau": 2e7, "C": 0.01, "kappa": 1.5}  # recency in tokens; the overfitting term
 FORGET = {"F": 0.3, "nu": 0.65, "scale": 1e8}  # a code-free cooldown: log L += F (A/scale)^nu
+# a code-free cooldown moves log L toward log H (N / n0)^h, a model that never saw code, by
+# 1 - exp(-(A / tau)^nu), tau = tau0 (N / n0)^mu
+REVERT = {"H": 4.0, "h": 0.03, "tau0": 1.6e7, "mu": 0.5, "nu": 1.5, "n0": 4e6}
 
 
 def staged_ladder(
@@ -65,12 +68,15 @@ def staged_ladder(
     noise: float = 0.0,
     seed: int = 0,
     forget: bool = False,
+    revert: bool = False,
 ):
     """Two stages (init, then a cooldown of `cooldown` of the tokens), every pair of code
     shares at every size, drawn from the data law with both optional terms: each stage's
     tokens fade as exp(-tokens after it / tau), and C rbar^kappa for repetition (STAGED).
     With `forget`, a run whose cooldown has no code (and whose init has some) loses
-    exp(F (cooldown tokens / scale)^nu) on top (FORGET). Returns (weights (runs, 4): init
+    exp(F (cooldown tokens / scale)^nu) on top (FORGET); with `revert`, its log loss goes part
+    of the way toward that of a model that never saw code, which is a run without code
+    (REVERT). Returns (weights (runs, 4): init
     text, code, cooldown text, code; N; loss; RunData)."""
     rng = np.random.default_rng(seed)
     c1, c2 = (a.ravel() for a in np.meshgrid(shares, shares))
@@ -101,5 +107,11 @@ def staged_ladder(
     if forget:
         f = FORGET
         loss *= np.exp(np.where((c2 == 0) & (c1 > 0), f["F"] * (d2 / f["scale"]) ** f["nu"], 0.0))
+    if revert:
+        r = REVERT
+        level = np.log(r["H"] * (n / r["n0"]) ** r["h"])
+        u = (d2 / (r["tau0"] * (n / r["n0"]) ** r["mu"])) ** r["nu"]
+        phi = np.where(c2 == 0, np.where(c1 > 0, -np.expm1(-u), 1.0), 0.0)
+        loss = np.exp((1 - phi) * np.log(loss) + phi * level)
     w = np.c_[1 - c1, c1, 1 - c2, c2]
     return w, n, loss, RunData(DOMAINS, tokens, epochs, stage_tokens, after)

@@ -28,6 +28,14 @@ Two optional terms, chosen like the law itself on held-out runs:
   the cooldown: on codemix's grid ladder a code-free cooldown raised the code loss by
   exp(0.16) at "0.5M" and exp(0.44) at "2M", about as the cooldown's tokens to the 0.65,
   which no count of effective tokens reproduces.
+- `revert` (in place of `forget`): log L moves from the law's value toward log H_k + h_k
+  log(N / N0), the loss of a model that never saw domain k, by phi_k = c_k (1 - exp(-(A_k /
+  tau)^nu)), tau = tau0 (N / N0)^mu, and by c_k for a run without k. Forgetting then
+  saturates: after a long cooldown without code the code loss of codemix's "2M" proxies was
+  2.76-2.77 bpb whatever the init's code share (0.2-0.7), between the loss with code and
+  that of a model that never saw any (5.2), which a factor on each run's own loss cannot
+  reach. The never-seen loss is learnt from runs without the domain (a text-only run's code
+  loss), or else from how far the forgetting runs went.
 
 Fitted like every size law here (summed Huber loss on log residuals, L-BFGS-B, bootstrap
 over runs), from the joint law's optimum. Intervals: bootstrap draws times resampled
@@ -41,7 +49,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.special import logsumexp
 
 from codemix.analysis._lawterms import (
     EXTRA_BOUNDS,
@@ -50,8 +57,8 @@ from codemix.analysis._lawterms import (
     STAGED_TERMS,
     _absent,
     _Layout,
+    _log_loss,
     _minimise,
-    _terms,
 )
 from codemix.analysis._parallel import pmap
 from codemix.analysis.intervals import central
@@ -200,7 +207,13 @@ class DataLawFit:
         xe, xa = self._design(np.full((1, len(self.mixture_cols)), 0.5))
         k = len(self.domains)
         return _Layout(
-            xe.shape[1], xa.shape[1], k, self.shared_r_star, self.extra, self.token_scale
+            xe.shape[1],
+            xa.shape[1],
+            k,
+            self.shared_r_star,
+            self.extra,
+            self.token_scale,
+            float(np.log(self.token_scale / self.tokens_per_param)),
         )
 
     def _design(self, w):
@@ -232,6 +245,17 @@ class DataLawFit:
             f = np.exp(self.theta[lay.i_f : lay.i_f + lay.k])
             out["forget_weight"] = dict(zip(self.domains, f.tolist(), strict=True))
             out["forget_nu"] = float(self.theta[lay.i_f + lay.k])
+        if lay.revert:
+            i, k = lay.i_r, lay.k
+            c, h0, h1 = (self.theta[i + j * k : i + (j + 1) * k] for j in range(3))
+            lam, mu, nu = self.theta[i + 3 * k : i + 3 * k + 3]
+            out["revert_share"] = dict(zip(self.domains, c.tolist(), strict=True))
+            out["never_seen_loss"] = dict(zip(self.domains, np.exp(h0).tolist(), strict=True))
+            out["never_seen_slope"] = dict(zip(self.domains, h1.tolist(), strict=True))
+            out["revert_tau_tokens"] = float(self.token_scale * np.exp(lam))
+            out["revert_tau_size"] = float(np.exp(lay.log_n0))
+            out["revert_mu"] = float(mu)
+            out["revert_nu"] = float(nu)
         return out
 
     def run_data(self, w: np.ndarray, n, data: TargetData | None = None) -> RunData:
@@ -270,10 +294,7 @@ class DataLawFit:
         xe, xa = self._design(w)
         lay = self._layout()
         log_n = np.log(np.broadcast_to(np.asarray(n, float), (len(rd.tokens),)))
-        out = [
-            np.exp(np.clip(logsumexp(_terms(t, lay, xe, xa, log_n, rd)[0], axis=0), -50, 50))
-            for t in thetas
-        ]
+        out = [np.exp(np.clip(_log_loss(t, lay, xe, xa, log_n, rd)[0], -50, 50)) for t in thetas]
         return np.stack(out, axis=1)
 
     def predict(self, w, n_params, data: TargetData | RunData | None = None) -> np.ndarray:
@@ -324,6 +345,13 @@ class DataLawFit:
             + (
                 "; times exp(sum_k F_k (tokens after domain k's last stage / scale)^nu)"
                 if "forget" in self.extra
+                else ""
+            )
+            + (
+                "; log L moved toward log H_k (N / N0)^h_k, the loss of a model that never "
+                "saw domain k, by c_k (1 - exp(-(A_k / tau)^nu)), A_k the tokens after k's "
+                "last stage (c_k for a run without k), tau = tau0 (N / N0)^mu"
+                if "revert" in self.extra
                 else ""
             )
             + f"; x: Scheffe-{self.terms} terms",
@@ -425,6 +453,8 @@ def fit_data_law(
         raise CodemixError(
             f"unknown term {unknown[0]!r} of the data law: one of {', '.join(EXTRA_TERMS)}"
         )
+    if {"forget", "revert"} <= set(extra):
+        raise CodemixError("the forget and revert terms model the same thing: use one")
     staged = [t for t in STAGED_TERMS if t in extra]
     if staged and (data.stage_tokens is None or data.stage_tokens.shape[1] < 2):
         raise CodemixError(
@@ -434,8 +464,9 @@ def fit_data_law(
     extra = tuple(t for t in EXTRA_TERMS if t in extra)
     xe, xa = _law_design(w, groups, terms)
     scale = float(np.median(data.tokens.sum(1)))
+    log_n0 = float(np.log(scale / np.median(data.tokens.sum(1) / n)))
     k = len(data.domains)
-    lay = _Layout(xe.shape[1], xa.shape[1], k, shared_r_star, extra, scale)
+    lay = _Layout(xe.shape[1], xa.shape[1], k, shared_r_star, extra, scale, log_n0)
     if len(y) <= lay.n:
         raise CodemixError(f"the data-constrained law has {lay.n} parameters; {len(y)} runs")
     log_n, log_y = np.log(n), np.log(y)
@@ -447,6 +478,9 @@ def fit_data_law(
     s0 = np.log(np.maximum(data.tokens.sum(1), 1.0))
     if lay.forget:  # a domain no run leaves out has nothing to forget: its weight stays 0
         f0 = np.where(_absent(data, scale).max(0) > 0, -3.0, EXTRA_BOUNDS["f"][0])
+    if lay.revert:  # halfway back after a median run's tokens, tau growing as sqrt(N)
+        lacks = (_absent(data, scale).max(0) > 0) | (data.tokens <= 0).any(0)
+        c0 = np.where(lacks, 0.5, 0.0)
     starts = []
     for beta0 in (0.2, 0.5):
         for frac in (0.05, 0.3):
@@ -457,7 +491,9 @@ def fit_data_law(
                 lam = [lam0] if lay.recency else []
                 over = [np.log(1e-3 * y.min()), 1.0] if lay.overfit else []
                 forget = [*f0, 0.5] if lay.forget else []
-                starts.append(np.r_[start, rest, rho, lam, over, forget])
+                h0 = np.full(k, np.log(y.max()))
+                revert = [*c0, *h0, *np.zeros(k), 0.0, 0.5, 1.0] if lay.revert else []
+                starts.append(np.r_[start, rest, rho, lam, over, forget, revert])
     best = _minimise(starts, lay, xe, xa, log_n, data, log_y, delta)
     rng = np.random.default_rng(seed)
     draws = [rng.integers(0, len(y), len(y)) for _ in range(n_boot)]
@@ -467,7 +503,7 @@ def fit_data_law(
         jobs,
     )
     boot = list(track(fits, n_boot, desc="bootstrap data law", unit="fit", enabled=progress))
-    z, _ = _terms(best.x, lay, xe, xa, log_n, data)
+    log_fit, _ = _log_loss(best.x, lay, xe, xa, log_n, data)
     seen = data.epochs > 0
     per_run = np.divide(data.tokens, data.epochs, out=np.zeros_like(data.tokens), where=seen)
     unique = {
@@ -491,7 +527,7 @@ def fit_data_law(
         float(np.median(data.tokens.sum(1) / n)),
         tuple(stage_fracs),
         np.array(boot).reshape(n_boot, lay.n),
-        log_y - logsumexp(z, axis=0),
+        log_y - log_fit,
         level,
         groups,
         terms,
@@ -560,10 +596,11 @@ def choose_size_law(
         )
     # forgetting is learnt only from runs that leave a domain out of a later stage
     forgets = staged and bool(np.any(_absent(data, 1.0) > 0))
-    if "forget" in _extra(law) and not forgets:
+    learns = [t for t in ("forget", "revert") if t in _extra(law)]
+    if learns and not forgets:
         raise CodemixError(
-            f"--law {law}: the forget term needs runs that leave a domain out of a later stage "
-            "(a cooldown without code, say); no run here does"
+            f"--law {law}: the {learns[0]} term needs runs that leave a domain out of a later "
+            "stage (a cooldown without code, say); no run here does"
         )
     # every check above comes before any fitting
     joint = choose_joint_law(w, n, y, mixture_cols, cfg, progress, groups)
@@ -573,7 +610,7 @@ def choose_size_law(
             x
             for x in LAWS[1:]
             if (staged or not set(STAGED_TERMS) & set(_extra(x)))
-            and (forgets or "forget" not in _extra(x))
+            and (forgets or not {"forget", "revert"} & set(_extra(x)))
         ]
         splits = _splits(n, data, cfg.seed)
     else:

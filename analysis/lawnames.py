@@ -4,7 +4,8 @@ command line can offer them without loading the analysis stack."""
 # joint: mixture and N; joint_data: plus each domain's tokens counted with their repetitions;
 # +recency: each stage's tokens fade with the tokens trained after it; +overfit: a term that
 # lets the loss rise with repetition; +forget: a domain left out of the last stages is
-# forgotten, more the longer they are (analysis/datalaw.py)
+# forgotten, more the longer they are; +revert: ... its loss goes back toward that of a model
+# that never saw it, at most the fitted share of the way (analysis/datalaw.py)
 LAWS = (
     "auto",
     "joint",
@@ -14,4 +15,6 @@ LAWS = (
     "joint_data+recency+overfit",
     "joint_data+forget",
     "joint_data+overfit+forget",
+    "joint_data+revert",
+    "joint_data+overfit+revert",
 )

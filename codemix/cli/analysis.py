@@ -70,7 +70,8 @@ def register(sub) -> None:
         help="size law: joint (mixture and N), joint_data (plus each domain's tokens counted "
         "with their repetitions), +recency (each stage's tokens fade with the tokens trained "
         "after it), +overfit (a term that lets the loss rise with repetition), +forget (a "
-        "domain left out of the last stages is forgotten, more the longer they are), or auto: the "
+        "domain left out of the last stages is forgotten, more the longer they are), +revert (its "
+        "loss goes back toward that of a model that never saw it, and no further), or auto: the "
         "one that predicts held-out runs best, where the table has tokens and epochs (default)",
     )
     p.add_argument(
@@ -543,6 +544,19 @@ def _data_law_lines(law, metric: str) -> list[str]:
                 + ", ".join(
                     f"{d} {v:.3g}" if v > 1e-8 else f"{d} 0 (no run leaves it out)"
                     for d, v in p["forget_weight"].items()
+                )
+            )
+        if "revert_nu" in p:
+            lines.append(
+                "forgetting: the log loss goes toward that of a model that never saw the domain "
+                "by c (1 - exp(-(tokens after its last stage / tau)^nu)), tau "
+                f"{p['revert_tau_tokens']:.3g} (N / {p['revert_tau_size']:.3g})^"
+                f"{p['revert_mu']:.3g}, nu {p['revert_nu']:.3g}; c, never-seen loss: "
+                + ", ".join(
+                    f"{d} {c:.2f}, {p['never_seen_loss'][d]:.3g}"
+                    if law.ladder_absence.get(d, 1.0) > 0
+                    else f"{d} - (no run leaves it out)"
+                    for d, c in p["revert_share"].items()
                 )
             )
         if law.extrapolation_sd:

@@ -550,14 +550,22 @@ def test_report_headline_names_regimes_beyond_the_ladder(repeated, tmp_path):
     assert "text read up to" in line and "(the ladder at most" in line
 
 
-def test_predict_reads_each_rows_stage_lengths_and_refuses_bad_ones(tmp_path, capsys):
-    """A staged ladder fitted with the forgetting law: a confirmation row with a longer
+@pytest.mark.parametrize(
+    ("law", "said"),
+    [
+        ("joint_data+forget", "forgetting: the loss times exp("),
+        ("joint_data+revert", "forgetting: the log loss goes toward that of a model that never"),
+    ],
+)
+def test_predict_reads_each_rows_stage_lengths_and_refuses_bad_ones(tmp_path, capsys, law, said):
+    """A staged ladder fitted with a forgetting law: a confirmation row with a longer
     code-free cooldown (its tokens.STAGE) is predicted worse than at the proxies' split, and
     is named beyond the ladder; stage tokens that are not counts are refused."""
     from codemix.analysis import _synthetic
 
     sizes = (1e6, 2e6, 4e6, 8e6)
-    w, n, y, rd = _synthetic.staged_ladder(sizes=sizes, shares=(0.0, 0.2, 0.4, 0.6), forget=True)
+    kind = {law.rpartition("+")[2]: True}
+    w, n, y, rd = _synthetic.staged_ladder(sizes=sizes, shares=(0.0, 0.2, 0.4, 0.6), **kind)
     st = rd.stage_tokens.sum(2)
     table = pl.DataFrame(
         {
@@ -578,8 +586,9 @@ def test_predict_reads_each_rows_stage_lengths_and_refuses_bad_ones(tmp_path, ca
     fit = tmp_path / "fit.json"
     argv = ["fit", str(tmp_path / "ladder.csv"), "--mixture-cols", "mix.init.*"]
     argv += ["--mixture-cols", "mix.cooldown.*", "--metric", "bpb.code", "--families", "linear"]
-    argv += ["--size-col", "non_embedding_params", "--law", "joint_data+forget", "--n-boot", "2"]
+    argv += ["--size-col", "non_embedding_params", "--law", law, "--n-boot", "2"]
     assert main([*argv, "-o", str(fit)]) == 0
+    assert said in capsys.readouterr().out
     free = table.filter((pl.col("mix.cooldown.code") == 0) & (pl.col("mix.init.code") > 0))
     free = free.filter(pl.col("non_embedding_params") == sizes[-1]).head(1)
     total = pl.col("tokens.init") + pl.col("tokens.cooldown")
