@@ -13,7 +13,7 @@
 #
 # Usage: .venv/bin/python benchmarks/law_transfer.py EXPORT.csv [EXPORT.csv ...]
 #            --mixture-cols 'mix.main.*' [--held-out 7e6 | --confirm CONFIRM.csv]
-#            [--metric M ...] [--size-col COL]
+#            [--metric M ...] [--size-col COL] [--min-size N]
 #        .venv/bin/python benchmarks/law_transfer.py --synthetic 8
 from __future__ import annotations
 
@@ -72,11 +72,11 @@ def transfer(args) -> None:
     train = load_results(_one_table(args.export), cols, args.metric, **load)
     if args.confirm:
         test = load_results(args.confirm, cols, args.metric, **load)
-        fit_rows = np.ones(train.n_runs, bool)
+        fit_rows = train.size >= args.min_size
     else:
-        fit_rows = train.size < args.held_out
+        fit_rows = (train.size < args.held_out) & (train.size >= args.min_size)
         test = train
-    held = np.ones(test.n_runs, bool) if args.confirm else ~fit_rows
+    held = np.ones(test.n_runs, bool) if args.confirm else train.size >= args.held_out
     fracs = tuple(np.median(train.stage_fracs, 0))
     cfg = ScalingConfig(n_boot=args.n_boot, seed=args.seed, jobs=args.jobs)
     sizes_tr = ", ".join(f"{v:.3g}" for v in np.unique(train.size[fit_rows]))
@@ -142,6 +142,7 @@ def main() -> None:
     p.add_argument("--size-col", default="non_embedding_params")
     p.add_argument("--held-out", type=float, help="predict the runs at or above this size")
     p.add_argument("--confirm", help="predict this table's runs instead")
+    p.add_argument("--min-size", type=float, default=0.0, help="fit only runs this size or larger")
     p.add_argument("--n-boot", type=int, default=100)
     p.add_argument(
         "--law", action="append", choices=LAWS, help="laws to compare (default: joint, auto)"
