@@ -30,12 +30,12 @@ Two optional terms, chosen like the law itself on held-out runs:
   which no count of effective tokens reproduces.
 - `revert` (in place of `forget`): log L moves from the law's value toward log H_k + h_k
   log(N / N0), the loss of a model that never saw domain k, by phi_k = c_k (1 - exp(-(A_k /
-  tau)^nu)), tau = tau0 (N / N0)^mu, and by c_k for a run without k. Forgetting then
+  tau)^nu)), tau = tau0 (N / N0)^mu, and all the way for a run without k. Forgetting then
   saturates: after a long cooldown without code the code loss of codemix's "2M" proxies was
   2.76-2.77 bpb whatever the init's code share (0.2-0.7), between the loss with code and
   that of a model that never saw any (5.2), which a factor on each run's own loss cannot
   reach. The never-seen loss is learnt from runs without the domain (a text-only run's code
-  loss), or else from how far the forgetting runs went.
+  loss), or else, loosely, from how far the forgetting runs went.
 
 Fitted like every size law here (summed Huber loss on log residuals, L-BFGS-B, bootstrap
 over runs), from the joint law's optimum. Intervals: bootstrap draws times resampled
@@ -350,7 +350,7 @@ class DataLawFit:
             + (
                 "; log L moved toward log H_k (N / N0)^h_k, the loss of a model that never "
                 "saw domain k, by c_k (1 - exp(-(A_k / tau)^nu)), A_k the tokens after k's "
-                "last stage (c_k for a run without k), tau = tau0 (N / N0)^mu"
+                "last stage (all the way for a run without k), tau = tau0 (N / N0)^mu"
                 if "revert" in self.extra
                 else ""
             )
