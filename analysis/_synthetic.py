@@ -76,8 +76,8 @@ def staged_ladder(
     With `forget`, a run whose cooldown has no code (and whose init has some) loses
     exp(F (cooldown tokens / scale)^nu) on top (FORGET); with `revert`, its log loss goes part
     of the way toward that of a model that never saw code, which is a run without code
-    (REVERT). Returns (weights (runs, 4): init
-    text, code, cooldown text, code; N; loss; RunData)."""
+    (REVERT). Returns (weights (runs, 4): init text, code, cooldown text, code; N; loss;
+    RunData)."""
     rng = np.random.default_rng(seed)
     c1, c2 = (a.ravel() for a in np.meshgrid(shares, shares))
     c1, c2 = np.tile(c1, len(sizes)), np.tile(c2, len(sizes))

@@ -14,7 +14,7 @@ is the repetition term, which the mixture changes at fixed N (an all-text run re
 text, a balanced one does not), and which a target with more or fewer unique tokens than
 the proxies changes again.
 
-Two optional terms, chosen like the law itself on held-out runs:
+Optional terms, chosen like the law itself on held-out runs:
 - `recency`: a stage's tokens count m_s = exp(-A_s / tau) times, A_s the tokens trained after
   the stage ended (0 for the last), tau fitted in tokens. Stage lengths enter the law: at a
   larger size the cooldown is longer in tokens, so what the earlier stages taught fades more,
@@ -480,7 +480,8 @@ def fit_data_law(
         f0 = np.where(_absent(data, scale).max(0) > 0, -3.0, EXTRA_BOUNDS["f"][0])
     if lay.revert:  # halfway back after a median run's tokens, tau growing as sqrt(N)
         lacks = (_absent(data, scale).max(0) > 0) | (data.tokens <= 0).any(0)
-        c0 = np.where(lacks, 0.5, 0.0)
+        revert = [*np.where(lacks, 0.5, 0.0), *np.full(k, np.log(y.max())), *np.zeros(k)]
+        revert += [0.0, 0.5, 1.0]
     starts = []
     for beta0 in (0.2, 0.5):
         for frac in (0.05, 0.3):
@@ -491,9 +492,8 @@ def fit_data_law(
                 lam = [lam0] if lay.recency else []
                 over = [np.log(1e-3 * y.min()), 1.0] if lay.overfit else []
                 forget = [*f0, 0.5] if lay.forget else []
-                h0 = np.full(k, np.log(y.max()))
-                revert = [*c0, *h0, *np.zeros(k), 0.0, 0.5, 1.0] if lay.revert else []
-                starts.append(np.r_[start, rest, rho, lam, over, forget, revert])
+                tail = revert if lay.revert else []
+                starts.append(np.r_[start, rest, rho, lam, over, forget, tail])
     best = _minimise(starts, lay, xe, xa, log_n, data, log_y, delta)
     rng = np.random.default_rng(seed)
     draws = [rng.integers(0, len(y), len(y)) for _ in range(n_boot)]

@@ -4,8 +4,8 @@ command line can offer them without loading the analysis stack."""
 # joint: mixture and N; joint_data: plus each domain's tokens counted with their repetitions;
 # +recency: each stage's tokens fade with the tokens trained after it; +overfit: a term that
 # lets the loss rise with repetition; +forget: a domain left out of the last stages is
-# forgotten, more the longer they are; +revert: ... its loss goes back toward that of a model
-# that never saw it, at most the fitted share of the way (analysis/datalaw.py)
+# forgotten, more the longer they are; +revert: such a domain's loss goes back toward that of
+# a model that never saw it, at most a fitted share of the way (analysis/datalaw.py)
 LAWS = (
     "auto",
     "joint",
