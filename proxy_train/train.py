@@ -241,6 +241,8 @@ class _Prefetch:
     def _run(self, first, last):
         try:
             for s0 in range(first, last, self.block):
+                if self.closed.is_set():
+                    return
                 n = min(self.block, last - s0)
                 self._put(np.stack([s.batches(s0, n) for s in self.samplers], axis=1))
         except Exception as e:  # the training loop raises it, rather than waiting forever
@@ -254,8 +256,10 @@ class _Prefetch:
                 continue
 
     def close(self) -> None:
-        """Stop drawing (the loop ended early: an interruption, every member failed)."""
+        """Stop drawing and wait for the thread: one left running at interpreter exit is
+        torn down inside numpy's C++ and aborts the process (SIGABRT instead of 143)."""
         self.closed.set()
+        self.t.join()
 
     def get(self) -> np.ndarray:
         """The next step's (P, B, T + 1) tokens."""
