@@ -139,13 +139,15 @@ def schedules(
     return out, rows
 
 
-def study_raw(raw: dict, named: dict[str, dict], size: str, name: str, out: str) -> dict:
+def study_raw(
+    raw: dict, named: dict[str, dict], size: str, name: str, out: str, seeds: int = 1
+) -> dict:
     """The study spec `raw` turned into the confirmation study: a grid over `named`
-    schedules at `size` alone."""
+    schedules at `size` alone, each trained with `seeds` paired seeds."""
     study = {
         k: v
         for k, v in raw["study"].items()
-        if k not in ("start_trials", "wave_size", "promotion", "halving_keep")
+        if k not in ("start_trials", "wave_size", "promotion", "halving_keep", "seeds")
     }
     study |= {
         "name": name,
@@ -154,7 +156,17 @@ def study_raw(raw: dict, named: dict[str, dict], size: str, name: str, out: str)
         "sizes": [size],
         "out": out,
     }
+    if seeds != 1:
+        study["seeds"] = seeds
     return raw | {"study": study, "search": {KEY: {"schedules": named}}}
+
+
+def _by_schedule(names: list[str], y: np.ndarray) -> dict[str, np.ndarray]:
+    """{schedule: its runs' values (one per seed)}, in the order schedules first appear."""
+    out: dict[str, list[float]] = {}
+    for name, v in zip(names, y, strict=True):
+        out.setdefault(name, []).append(float(v))
+    return {k: np.array(v) for k, v in out.items()}
 
 
 def calibration(
@@ -166,26 +178,47 @@ def calibration(
 ) -> dict:
     """Observed against predicted for every confirmation run (a polars table: a study
     export with predictions `predicted_M`, `predicted_M_loP`, `predicted_M_hiP`): per
-    metric the mean relative error, rank correlation, runs inside their intervals, and the
-    regret of the chosen schedule (how far its observed value is from the best observed;
-    metrics in `maximize` are better higher)."""
+    metric the runs inside their intervals and the mean relative error, run by run; and,
+    per schedule (its seeds averaged), the mean relative error, rank correlation and the
+    regret of the chosen schedule (how far its observed mean is from the best observed;
+    metrics in `maximize` are better higher). With several seeds a schedule, the seeds'
+    spread (range over mean) and the regret's standard error say which differences the
+    seeds can resolve."""
     pct = f"{round(level * 100):d}"
     names = table[f"choice.{KEY}"].to_list() if f"choice.{KEY}" in table.columns else None
+    names = names or [str(i) for i in range(table.height)]
     out: dict = {}
     for m in metrics:
         y = table[m].cast(float).to_numpy()
         mean = table[f"predicted_{m}"].to_numpy()
         lo, hi = table[f"predicted_{m}_lo{pct}"].to_numpy(), table[f"predicted_{m}_hi{pct}"]
         c = coverage(y, mean, lo, hi.to_numpy())
-        rho = spearmanr(mean, y).statistic if len(y) > 2 else float("nan")
+        obs, pred = _by_schedule(names, y), _by_schedule(names, mean)
+        y_s = np.array([v.mean() for v in obs.values()])
+        mu_s = np.array([v.mean() for v in pred.values()])
+        seeds = min(len(v) for v in obs.values())
+        ranked = len(y_s) > 2 and np.ptp(mu_s) > 0 and np.ptp(y_s) > 0
+        rho = spearmanr(mu_s, y_s).statistic if ranked else float("nan")
         rec = {
             "runs": c.n,
             "inside": c.inside,
             "mean_relative_error": float(np.mean(np.abs(mean - y) / np.abs(y))),
+            "schedules": len(obs),
+            "seeds": seeds,
+            "mean_relative_error_of_means": float(np.mean(np.abs(mu_s - y_s) / np.abs(y_s))),
             "spearman": float(rho),
         }
-        if names and chosen in names:
-            at = y[names.index(chosen)]
-            rec["regret"] = float(np.nanmax(y) - at if m in maximize else at - np.nanmin(y))
+        if seeds > 1:
+            spread = np.array([np.ptp(v) / abs(v.mean()) for v in obs.values()])
+            rec["seed_spread_mean"] = float(spread.mean())
+            rec["seed_spread_max"] = float(spread.max())
+        if chosen in obs:
+            keys = list(obs)
+            best = keys[int(np.nanargmax(y_s) if m in maximize else np.nanargmin(y_s))]
+            at = float(obs[chosen].mean())
+            rec["regret"] = float(abs(y_s[keys.index(best)] - at))
+            if seeds > 1 and best != chosen:  # the standard error of a difference of means
+                se2 = [np.var(obs[k], ddof=1) / len(obs[k]) for k in (chosen, best)]
+                rec["regret_se"] = float(np.sqrt(sum(se2)))
         out[m] = rec
     return out

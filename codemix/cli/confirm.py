@@ -24,6 +24,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--compare", type=int, default=3, metavar="K", help="comparison schedules (default 3)"
     )
     p.add_argument(
+        "--seeds",
+        type=int,
+        metavar="K",
+        help="paired seeds a schedule (default: the study spec's [study].seeds, else 1): at "
+        "proxy scale schedules often differ by about a run's seed noise, which K >= 2 "
+        "measures and averages out",
+    )
+    p.add_argument(
         "--baseline",
         action="append",
         default=[],
@@ -67,6 +75,8 @@ def _confirm(args) -> int:
         raise CodemixError(f"--size {args.size}: name a preset, which the study can train")
     if args.compare < 0:
         raise CodemixError(f"--compare {args.compare}: must be >= 0")
+    if args.seeds is not None and args.seeds < 1:
+        raise CodemixError(f"--seeds {args.seeds}: must be >= 1")
     base = load_study(args.study)
     stages = {s["name"]: s for s in base.raw["stages"]}
     first = base.objectives[0]
@@ -76,10 +86,12 @@ def _confirm(args) -> int:
     out = Path(args.out or Path("runs") / f"{base.name}-confirm-{size.preset}")
     name = f"{base.name}-confirm-{size.preset}"
     named, rows = schedules(fit, objective, size.count, stages, args.compare, baselines)
-    raw = study_raw(base.raw, named, size.preset, name, str(out / "runs"))
+    seeds = base.seeds if args.seeds is None else args.seeds
+    raw = study_raw(base.raw, named, size.preset, name, str(out / "runs"), seeds)
     spec_path = out / "confirm.toml"
+    each = "one run each" if seeds == 1 else f"{seeds} seeds each"
     header = (
-        f"# Confirmation of {args.fit} at {size}: {len(named)} schedules, one run each\n"
+        f"# Confirmation of {args.fit} at {size}: {len(named)} schedules, {each}\n"
         f"# (written by codemix confirm; objective {objective.text})\n"
     )
     text_toml = header + tomli_w.dumps(raw)
@@ -159,24 +171,53 @@ def _run_and_score(args, fit, spec_path, out, objective) -> int:
     maximize = tuple(m for m in metrics if objective.text.startswith("max:" + m))
     cal = calibration(pred, metrics, "optimum", 0.9, maximize)
     atomic_write_text(out / "calibration.json", json.dumps(cal, indent=1) + "\n")
-    print(f"{len(pred)} confirmation runs; each predicted at its own size, tokens and epochs:")
     names = pred[f"choice.{KEY}"].to_list()
+    n_sched = len(set(names))
+    what = f"{len(pred)} confirmation runs" + (
+        f" ({n_sched} schedules, their seeds averaged below)" if n_sched < len(pred) else ""
+    )
+    print(f"{what}; each predicted at its own size, tokens and epochs:")
     for m in metrics:
-        c = cal[m]
-        print(
-            f"  {m}: {c['inside']} of {c['runs']} inside the 90 % interval, mean relative "
-            f"error {c['mean_relative_error']:.2%}, Spearman {c['spearman']:.2f}"
-            + (f", regret of the optimum {c['regret']:.4g}" if "regret" in c else "")
-        )
-        for i, name in enumerate(names):
-            y, mu = pred[m][i], cols[f"predicted_{m}"][i]
-            lo, hi = cols[f"predicted_{m}_lo90"][i], cols[f"predicted_{m}_hi90"][i]
-            print(f"    {name:12s} observed {y:.4g}  predicted {mu:.4g} [{lo:.4g}, {hi:.4g}]")
+        print(_calibration_lines(m, cal[m], names, pred[m].to_numpy(), cols))
     regime = _regime_warning(fit, w, n, rows)
     if regime:
         print(regime)
     _write_report(out, fit)
     return 0
+
+
+def _calibration_lines(m: str, c: dict, names: list[str], y, cols: dict) -> str:
+    """One metric's calibration: the summary, then each schedule's observed (seed mean and
+    range) against predicted with its interval."""
+    import numpy as np
+
+    seeds = c["seeds"] > 1
+    head = (
+        f"  {m}: {c['inside']} of {c['runs']} runs inside the 90 % interval, mean relative "
+        f"error {c['mean_relative_error']:.2%}"
+        + (f" ({c['mean_relative_error_of_means']:.2%} on seed means)" if seeds else "")
+        + f", Spearman {c['spearman']:.2f}"
+    )
+    if "regret" in c:
+        head += f", regret of the optimum {c['regret']:.4g}"
+        if "regret_se" in c:
+            head += f" (standard error {c['regret_se']:.2g})"
+    lines = [head]
+    if seeds:
+        lines.append(
+            f"    seed spread (range over mean): {c['seed_spread_mean']:.2%} on average, "
+            f"{c['seed_spread_max']:.2%} at most"
+        )
+    for name in dict.fromkeys(names):
+        at = np.array([n == name for n in names])
+        mu = cols[f"predicted_{m}"][at].mean()
+        lo, hi = cols[f"predicted_{m}_lo90"][at].mean(), cols[f"predicted_{m}_hi90"][at].mean()
+        seen = f"{y[at].mean():.4g}"
+        if at.sum() > 1:
+            seen += f" (seeds {y[at].min():.4g}-{y[at].max():.4g})"
+        band = f" [{lo:.4g}, {hi:.4g}]" if np.isfinite(lo) and np.isfinite(hi) else " (no interval)"
+        lines.append(f"    {name:12s} observed {seen}  predicted {mu:.4g}{band}")
+    return "\n".join(lines)
 
 
 def _write_report(out, fit) -> None:

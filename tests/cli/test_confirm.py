@@ -122,10 +122,20 @@ def test_runs_exports_and_scores_the_confirmation(ladder_fit, tmp_path, capsys):
     spec, fit = ladder_fit
     out = tmp_path / "confirm"
     args = ["confirm", str(fit), "--study", str(spec), "--size", "test", "--out", str(out)]
-    assert main([*args, "--compare", "1", "--quiet"]) == 0
+    assert main([*args, "--seeds", "0", "--dry-run"]) == 2
+    assert "--seeds 0: must be >= 1" in capsys.readouterr().err
+    assert main([*args, "--compare", "1", "--seeds", "2", "--quiet"]) == 0
+    assert "3 schedules, 2 seeds each" in (out / "confirm.toml").read_text()
     cal = json.loads((out / "calibration.json").read_text())["bpb.text"]
-    assert cal["runs"] == 3 and 0 <= cal["inside"] <= 3 and cal["regret"] >= 0
+    assert cal["runs"] == 6 and cal["schedules"] == 3 and cal["seeds"] == 2
+    assert 0 <= cal["inside"] <= 6 and cal["regret"] >= 0 and cal["seed_spread_max"] > 0
     pred = pl.read_csv(out / "confirm_pred.csv")
-    assert sorted(pred["choice.schedule"]) == ["compare-1", "optimum", "text-only"]
+    assert sorted(pred["choice.schedule"]) == sorted(["compare-1", "optimum", "text-only"] * 2)
+    assert (
+        pred.group_by("choice.schedule").agg(pl.col("seed").n_unique())["seed"].to_list() == [2] * 3
+    )
     assert {"predicted_bpb.text", "predicted_bpb.text_lo90"} <= set(pred.columns)
-    assert "inside the 90 % interval" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "6 confirmation runs (3 schedules, their seeds averaged below)" in shown
+    assert "inside the 90 % interval" in shown and "seed spread (range over mean)" in shown
+    assert "(seeds " in shown
