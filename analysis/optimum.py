@@ -32,6 +32,7 @@ from codemix.core.errors import CodemixError
 
 __all__ = [
     "Objective",
+    "edge_stages",
     "Optimum",
     "OutsideRanges",
     "find_optimum",
@@ -109,6 +110,26 @@ def weight_ranges(fit: FitFile) -> tuple[np.ndarray, np.ndarray] | None:
     if lo is None or hi is None or not len(lo) == len(hi) == len(fit.mixture_cols):
         return None
     return np.asarray(lo, float), np.asarray(hi, float)
+
+
+def edge_stages(fit: FitFile, mixture: np.ndarray) -> list[str]:
+    """The stages whose code share in `mixture` sits at an end of the range the fitted runs
+    explored, where that end is a choice of the study (not 0 % or 100 %, which no search can
+    pass): an optimum there may lie beyond it."""
+    from codemix.analysis.codeshare import stage_shares
+
+    ranges = weight_ranges(fit)
+    if ranges is None:
+        return []
+    lo_w, hi_w = ranges
+    out = []
+    for st in stage_shares(fit):
+        cols = np.asarray(st.cols)[np.asarray(st.code)]
+        x, lo, hi = (float(v[cols].sum()) for v in (mixture, lo_w, hi_w))
+        near = 0.02 * max(hi - lo, 1e-9) + 1e-3
+        if (abs(x - lo) < near and lo > 0.01) or (abs(x - hi) < near and hi < 0.99):
+            out.append(st.name.rpartition(".")[2])
+    return out
 
 
 @dataclass(frozen=True)

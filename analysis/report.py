@@ -162,13 +162,11 @@ def _headline(fit, target: Size, nl: str, shares) -> list[str]:
     fit's warnings about its size law."""
     from codemix.analysis.confirm import _text_only
     from codemix.analysis.datalaw import beyond_ladder
-    from codemix.analysis.optimum import Objective, find_optimum
+    from codemix.analysis.optimum import Objective, edge_stages, find_optimum
     from codemix.analysis.scaling import alpha_warning
 
     opt = find_optimum(fit, Objective({nl: 1.0}, text=f"min:{nl}"), target.count, n_draws=100)
     lines = []
-    lo_w, hi_w = weight_ranges(fit) or (np.zeros(len(opt.mixture)), np.ones(len(opt.mixture)))
-    edge = []
     for st in shares:
         cols = np.asarray(st.cols)[np.asarray(st.code)]
         x = float(opt.mixture[cols].sum())
@@ -178,11 +176,6 @@ def _headline(fit, target: Size, nl: str, shares) -> list[str]:
             f"Recommended code share of stage {stage} at {target.short}: {x:.0%} "
             f"(90 % of bootstrap refits put the optimum between {a:.0%} and {b:.0%})."
         )
-        lo, hi = float(lo_w[cols].sum()), float(hi_w[cols].sum())
-        near = 0.02 * max(hi - lo, 1e-9) + 1e-3
-        # an edge the study chose (not 0 % or 100 %, which no search can pass)
-        if (abs(x - lo) < near and lo > 0.01) or (abs(x - hi) < near and hi < 0.99):
-            edge.append(stage)
     mean, low, high = opt.predicted[nl]
     lines.append(f"Predicted {nl} there: {mean:.4g} bits per byte (90 % PI {low:.4g}-{high:.4g}).")
     text = _text_only(fit, opt.mixture)
@@ -192,6 +185,7 @@ def _headline(fit, target: Size, nl: str, shares) -> list[str]:
             f"Predicted gain over text only (no code in any stage): {base - mean:+.4g} bits "
             f"per byte ({base:.4g} -> {mean:.4g})."
         )
+    edge = edge_stages(fit, opt.mixture)
     if edge:
         lines.append(
             f"The optimum lies at the edge of the explored range for {', '.join(edge)}: "

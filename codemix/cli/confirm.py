@@ -62,7 +62,7 @@ def _confirm(args) -> int:
     from codemix.analysis.confirm import parse_baseline, schedules, study_raw
     from codemix.analysis.fit import predict
     from codemix.analysis.fitfile import atomic_write_text, load_fit
-    from codemix.analysis.optimum import parse_objective
+    from codemix.analysis.optimum import edge_stages, parse_objective
     from codemix.analysis.sizes import resolve_size
     from codemix.core.errors import CodemixError
     from codemix.optimizer.space import load_study
@@ -121,6 +121,13 @@ def _confirm(args) -> int:
         # its mixture lies beyond the ladder's: the prediction extrapolates in the mixture
         mark = "  (outside the fitted runs' shares: extrapolated)" if n in beyond else ""
         print(f"  {n:12s} {shown}" + (f"   predicted {guess}" if guess else "") + mark)
+    edge = edge_stages(fit, rows["optimum"]) if "optimum" in rows else []
+    if edge:
+        print(
+            f"note: the optimum's code share of {', '.join(edge)} sits at the edge of the range "
+            "the ladder explored: the confirmation can show whether it beats its neighbours, "
+            "not what lies beyond (widen that stage's search range for that)"
+        )
     if args.dry_run:
         print("dry run: run `codemix confirm` again without --dry-run to train them")
         return 0

@@ -8,6 +8,7 @@ import pytest
 from codemix.analysis.fit import fit_results, predict
 from codemix.analysis.fitfile import FitFile
 from codemix.analysis.optimum import (
+    edge_stages,
     find_optimum,
     outside_ranges,
     pareto_front,
@@ -155,3 +156,14 @@ def test_rows_outside_the_fitted_runs_weight_ranges():
     assert outside_ranges(fit, w[[0, 2]]).rows.size == 0
     old = FitFile(("text", "code", "tpp"), {}, data={"n_runs": 40}, groups=(2, 1))
     assert weight_ranges(old) is None and outside_ranges(old, w) is None
+
+
+def test_edge_stages_names_a_code_share_at_an_end_the_study_chose():
+    cols = ("mix.init.text", "mix.init.code", "mix.cooldown.text", "mix.cooldown.code")
+    # the ladder searched init 0-100 % code (ends no search can pass), cooldown 10-60 %
+    ranges = {"weights_min": [0.0, 0.0, 0.4, 0.1], "weights_max": [1.0, 1.0, 0.9, 0.6]}
+    f = FitFile(cols, {}, data=ranges, groups=(2, 2), code_domains=("code",))
+    assert edge_stages(f, np.array([0.4, 0.6, 0.4, 0.6])) == ["cooldown"]
+    assert edge_stages(f, np.array([0.1, 0.9, 0.9, 0.1])) == ["cooldown"]
+    assert edge_stages(f, np.array([1.0, 0.0, 0.7, 0.3])) == []  # 0 % code in init: no edge
+    assert edge_stages(FitFile(cols, {}, groups=(2, 2), code_domains=("code",)), np.ones(4)) == []
