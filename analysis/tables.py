@@ -58,16 +58,27 @@ def read_table(path: str | Path) -> pl.DataFrame:
     return df
 
 
-def join_tables(paths: list[str | Path], on: str = "index") -> pl.DataFrame:
-    """Inner-join several tables on the key column `on` (e.g. RegMix mixture + loss files)."""
+def join_tables(paths: list[str | Path], on: str | None = "index") -> pl.DataFrame:
+    """Inner-join several tables on the key column `on` (e.g. RegMix mixture + loss files);
+    with `on=None`, stack their rows (a ladder and its extra arms, exported from several
+    studies: a column one table lacks is empty in its rows)."""
     if not paths:
         raise CodemixError("no results table given")
     frames = [read_table(p) for p in paths]
     if len(frames) == 1:
         return frames[0]
+    if on is None:
+        try:
+            return pl.concat(frames, how="diagonal_relaxed")
+        except pl.exceptions.PolarsError as e:
+            names = ", ".join(map(str, paths))
+            raise CodemixError(f"cannot stack {names}: a column differs in kind ({e})") from None
     for p, f in zip(paths, frames, strict=True):
         if on not in f.columns:
-            raise CodemixError(f"{p} has no column {on!r} to join on")
+            raise CodemixError(
+                f"{p} has no column {on!r} to join on (to fit the rows of several study "
+                "exports together, stack them: --stack)"
+            )
     out = frames[0]
     for p, f in zip(paths[1:], frames[1:], strict=True):
         dup = (set(out.columns) & set(f.columns)) - {on}
@@ -307,12 +318,13 @@ def load_results(
     metrics: list[str],
     size_col: str | None = None,
     tokens_col: str | None = None,
-    on: str = "index",
+    on: str | None = "index",
     stage_cols: str | list[str] | None = None,
     extra: list[str] = (),
     epochs_cols: str | None = None,
 ) -> ResultsTable:
-    """Read (and join) results, resolve the column selections and validate them.
+    """Read (and join on `on`, or stack for `on=None`) results, resolve the column
+    selections and validate them.
 
     `mixture_cols` is one selection (comma-separated names and/or PREFIX*) or a list of
     them, one per stage: each stage's weights must sum to one on their own. `stage_cols`

@@ -87,6 +87,12 @@ def register(sub) -> None:
         help="key column joining several RESULTS files (default: index)",
     )
     p.add_argument(
+        "--stack",
+        action="store_true",
+        help="stack the RESULTS files' rows instead of joining them: a ladder and its extra "
+        "arms (stage lengths, repetition-capped runs) exported from several studies",
+    )
+    p.add_argument(
         "--families",
         metavar="LIST",
         help="comma-separated candidate families (default: all of linear, "
@@ -336,7 +342,7 @@ def _fit(args: argparse.Namespace) -> int:
         args.metric,
         args.size_col,
         tokens_col,
-        on=args.on,
+        on=None if args.stack else args.on,
         stage_cols=args.stage_cols,
         extra=extra,
         epochs_cols=args.epochs_cols,

@@ -79,8 +79,22 @@ def test_errors_name_file_column_and_row(tmp_path):
 def test_join_without_key_is_an_error(tmp_path):
     _mixture_frame().write_csv(tmp_path / "a.csv")
     pl.DataFrame({"run": [0], "loss": [1.0]}).write_csv(tmp_path / "b.csv")
-    with pytest.raises(CodemixError, match="b.csv has no column 'index'"):
+    with pytest.raises(CodemixError, match="b.csv has no column 'index'.*--stack"):
         join_tables([tmp_path / "a.csv", tmp_path / "b.csv"])
+
+
+def test_stacking_keeps_every_row_and_leaves_missing_columns_empty(tmp_path):
+    ladder = _mixture_frame().with_columns(loss=pl.lit(1.0))
+    arm = _mixture_frame().head(3).with_columns(loss=pl.lit(2), **{"tokens.cooldown": pl.lit(5)})
+    ladder.write_csv(tmp_path / "ladder.csv")
+    arm.write_csv(tmp_path / "arm.csv")
+    df = join_tables([tmp_path / "ladder.csv", tmp_path / "arm.csv"], on=None)
+    assert df.height == 11 and df["tokens.cooldown"].null_count() == 8
+    t = load_results([tmp_path / "ladder.csv", tmp_path / "arm.csv"], "w_*", ["loss"], on=None)
+    assert t.n_runs == 11 and t.metric("loss").tolist() == [1.0] * 8 + [2.0] * 3
+    pl.DataFrame({"w_text": ["a"], "w_code": [0.5], "w_math": [0.5]}).write_csv(tmp_path / "x.csv")
+    with pytest.raises(CodemixError, match="'w_text' is not numeric"):  # text beside numbers
+        load_results([tmp_path / "ladder.csv", tmp_path / "x.csv"], "w_*", ["loss"], on=None)
 
 
 def test_one_mixture_per_stage(tmp_path):
