@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from codemix.analysis import _synthetic  # noqa: E402
 from codemix.analysis._parallel import cpu_count  # noqa: E402
+from codemix.analysis.confirm import KEY, calibration  # noqa: E402
 from codemix.analysis.datalaw import DataLawFit, choose_size_law  # noqa: E402
 from codemix.analysis.intervals import coverage  # noqa: E402
 from codemix.analysis.lawnames import LAWS  # noqa: E402
@@ -54,16 +55,24 @@ def _score(law, w, n, y, data):
 def _on_means(w, n, y, mean) -> str:
     """The mean relative error on each schedule's seed mean (runs of equal mixture and size
     are one schedule's seeds) and the seeds' spread, range over mean: '1.2 % (6; spread 2.3 %
-    mean, 5.2 % max)'; '-' where every schedule ran once."""
+    mean, 5.2 % max)'; '-' unless every schedule ran 2+ times."""
+    import polars as pl
+
     _, group = np.unique(np.round(np.c_[w, n / n.max()], 6), axis=0, return_inverse=True)
-    group = group.ravel()
-    if group.max() + 1 == len(y):
+    table = pl.DataFrame(
+        {
+            f"choice.{KEY}": [str(g) for g in group.ravel()],
+            "y": y,
+            "predicted_y": mean,
+            "predicted_y_lo90": mean,  # intervals are scored run by run, in _score
+            "predicted_y_hi90": mean,
+        }
+    )
+    c = calibration(table, ["y"])["y"]
+    if c["seeds"] < 2:
         return "-"
-    ys = [y[group == g] for g in range(group.max() + 1)]
-    ms = [mean[group == g].mean() for g in range(group.max() + 1)]
-    err = np.mean([abs(m - v.mean()) / v.mean() for m, v in zip(ms, ys, strict=True)])
-    spread = np.array([np.ptp(v) / v.mean() for v in ys if len(v) > 1])
-    return f"{err:.2%} ({len(ys)}; spread {spread.mean():.1%} mean, {spread.max():.1%} max)"
+    err, lo, hi = c["mean_relative_error_of_means"], c["seed_spread_mean"], c["seed_spread_max"]
+    return f"{err:.2%} ({c['schedules']}; spread {lo:.1%} mean, {hi:.1%} max)"
 
 
 def _one_table(paths: list[str]) -> str:

@@ -198,6 +198,8 @@ def _calibration_lines(m: str, c: dict, names: list[str], y, cols: dict) -> str:
     range) against predicted with its interval."""
     import numpy as np
 
+    from codemix.analysis.confirm import _by_schedule
+
     seeds = c["seeds"] > 1
     head = (
         f"  {m}: {c['inside']} of {c['runs']} runs inside the 90 % interval, mean relative "
@@ -215,15 +217,13 @@ def _calibration_lines(m: str, c: dict, names: list[str], y, cols: dict) -> str:
             f"    seed spread (range over mean): {c['seed_spread_mean']:.2%} on average, "
             f"{c['seed_spread_max']:.2%} at most"
         )
-    for name in dict.fromkeys(names):
-        at = np.array([n == name for n in names])
-        mu = cols[f"predicted_{m}"][at].mean()
-        lo, hi = cols[f"predicted_{m}_lo90"][at].mean(), cols[f"predicted_{m}_hi90"][at].mean()
-        seen = f"{y[at].mean():.4g}"
-        if at.sum() > 1:
-            seen += f" (seeds {y[at].min():.4g}-{y[at].max():.4g})"
-        band = f" [{lo:.4g}, {hi:.4g}]" if np.isfinite(lo) and np.isfinite(hi) else " (no interval)"
-        lines.append(f"    {name:12s} observed {seen}  predicted {mu:.4g}{band}")
+    seen = _by_schedule(names, y)
+    mu, lo, hi = (_by_schedule(names, cols[f"predicted_{m}{s}"]) for s in ("", "_lo90", "_hi90"))
+    for name, v in seen.items():
+        obs = f"{v.mean():.4g}" + (f" (seeds {v.min():.4g}-{v.max():.4g})" if len(v) > 1 else "")
+        a, b = lo[name].mean(), hi[name].mean()
+        band = f" [{a:.4g}, {b:.4g}]" if np.isfinite(a) and np.isfinite(b) else " (no interval)"
+        lines.append(f"    {name:12s} observed {obs}  predicted {mu[name].mean():.4g}{band}")
     return "\n".join(lines)
 
 
