@@ -353,6 +353,23 @@ def test_fit_leaves_out_rows_of_failed_trials_and_runs(ladder, tmp_path, capsys)
     )
 
 
+def test_fit_stacks_a_ladder_exported_in_parts(ladder, tmp_path, capsys):
+    table, _ = ladder
+    df = pl.read_csv(table)
+    parts = [tmp_path / "grid.csv", tmp_path / "arm.csv"]
+    df.head(40).write_csv(parts[0])
+    df.slice(40).with_columns(arm=pl.lit("long")).write_csv(parts[1])  # a column of its own
+    fit = tmp_path / "fit.json"
+    argv = [*_fit_argv(parts[0], fit, "--families", "linear", "--size-col", "params")]
+    argv.insert(2, str(parts[1]))
+    assert main(argv) == 2
+    assert "grid.csv has no column 'index' to join on (" in capsys.readouterr().err
+    assert not fit.exists()
+    assert main([*argv, "--stack", "--n-boot", "0"]) == 0
+    d = json.loads(fit.read_text())
+    assert d["data"]["n_runs"] == 64 and len(d["scaling"]["nl_loss"]["sizes"]) == 4
+
+
 def test_predict_warns_about_rows_outside_the_fitted_ranges(ladder, tmp_path, capsys):
     table, fit = ladder
     pred = tmp_path / "pred.csv"
