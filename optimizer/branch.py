@@ -162,6 +162,8 @@ def trunk_key(unit_run: RunSpec, cfg, size: str, plans, cut: Cut, seed: int, sto
         "store": store,
         "stages": stages,
     }
+    if unit_run.train.unique_tokens:  # capped samples were a prefix before: not those trunks
+        identity["cap"] = "spread"
     text = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

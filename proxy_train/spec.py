@@ -45,8 +45,8 @@ class TrainSettings:
     checkpoint_every_minutes: float = 10.0
     checkpoints: bool = True  # off only for throughput benchmarks
     log_every: int = 10
-    # repetition-matched proxies: train on at most this many unique tokens of a domain (the
-    # first of its training split), so that a proxy repeats it as often as the target will
+    # repetition-matched proxies: train on at most this many unique tokens of a domain (blocks
+    # spread through its training split), so that a proxy repeats it as often as the target will
     unique_tokens: dict | tuple | None = None  # stored as ((domain, tokens), ...)
 
     def __post_init__(self):

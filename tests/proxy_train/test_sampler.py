@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from codemix.core.errors import CodemixError
 from codemix.proxy_train.prepare import PrepareConfig, prepare
-from codemix.proxy_train.sampler import MixtureSampler, permute
+from codemix.proxy_train.sampler import MixtureSampler, permute, spread_cap
 from codemix.proxy_train.schedule import Schedule, Stage
 from codemix.proxy_train.store import TokenStore
 from codemix.proxy_train.tokenizer import TokenizerSpec
@@ -161,14 +161,24 @@ def test_steps_outside_the_schedule(store):
         s.batch(5)
 
 
-def test_unique_tokens_cap_draws_only_a_prefix_and_counts_its_repeats(store):
+def test_unique_tokens_cap_draws_only_its_sample_and_counts_its_repeats(store):
     cap = 40 * T + 1
     plan = Schedule((Stage("x", {"code": 1.0}, tokens=80 * T),)).plan(4 * T)
     s = MixtureSampler(store, plan, 4, T, unique_tokens={"code": cap})
     assert int(s.windows[s.domains.index("code")]) == 40
     assert s.epochs()["code"] == pytest.approx(2.0)
-    prefix = store.tokens("code")[:cap].astype(np.int32).tobytes()
+    sample = spread_cap(store.tokens("code"), cap).astype(np.int32).tobytes()
     for row in np.concatenate([s.batch(i) for i in range(20)]):
-        assert row.tobytes() in prefix  # every sequence comes from the first `cap` tokens
+        assert row.tobytes() in sample  # every sequence comes from the capped sample
     with pytest.raises(CodemixError, match=r"unique_tokens names \['web'\]"):
         MixtureSampler(store, plan, 4, T, unique_tokens={"web": 100})
+
+
+def test_spread_cap_takes_blocks_from_the_whole_domain():
+    x = np.arange(10_000)
+    got = spread_cap(x, 1000, block=64)
+    assert len(got) == 1000 and np.all(np.diff(got) > 0)  # distinct, in store order
+    assert got[0] < 500 and got[-1] > 9500  # not a prefix: from start to end
+    runs = np.split(got, np.flatnonzero(np.diff(got) > 1) + 1)
+    assert len(runs) == 16 and {len(r) for r in runs} <= {62, 63}  # blocks of about 64
+    assert spread_cap(x, 20_000) is x and len(spread_cap(x, 1)) == 1
