@@ -73,6 +73,26 @@ def _text_only(fit: FitFile, w: np.ndarray) -> np.ndarray | None:
     return out
 
 
+def _settings_row(fit: FitFile, settings: dict, stages: dict[str, dict]) -> np.ndarray | None:
+    """The fit's mixture row that run-spec `settings` train (the spec's stages fill in what
+    they leave out), or None where that is not known before training: a stage given by a
+    code share whose group is not one code and one other domain (the share's split is then
+    the store's), or a stage given neither way."""
+    code = set(fit.code_domains or ("code",))
+    row: list[float] = []
+    for cols in fit.mixture_groups:
+        stage, domains = cols[0].split(SEP)[1], [c.split(SEP)[2] for c in cols]
+        mix = [settings.get(f"stages.{stage}.mixture.{d}") for d in domains]
+        share = settings.get(f"stages.{stage}.code_frac", stages.get(stage, {}).get("code_frac"))
+        if all(m is not None for m in mix) and sum(mix) > 0:
+            row += [float(m) / sum(mix) for m in mix]
+        elif share is not None and sorted(d in code for d in domains) == [False, True]:
+            row += [float(share) if d in code else 1.0 - float(share) for d in domains]
+        else:
+            return None
+    return np.array(row)
+
+
 def parse_baseline(text: str, stages: dict[str, dict]) -> tuple[str, dict]:
     """'paper=init.code_frac=0.25,cooldown.code_frac=0.25' -> (name, run-spec settings)."""
     name, eq, rest = text.partition("=")
@@ -110,8 +130,8 @@ def schedules(
 ) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
     """({name: run-spec settings}, {name: mixture row}): the optimum at `size`, `compare`
     schedules at evenly spaced quantiles of the predicted objective (searched within the
-    runs' ranges), text only, and the user's baselines (no mixture row: predicted from the
-    runs they give)."""
+    runs' ranges), text only, and the user's baselines (with a mixture row where their
+    settings fix one before training, see `_settings_row`; else predicted from their runs)."""
     opt = find_optimum(fit, objective, size, seed=seed, data=data)
     rows = {"optimum": opt.mixture}
     if compare:
@@ -130,11 +150,15 @@ def schedules(
         if name in out:
             raise CodemixError(f"--baseline {name}: the name is taken; choose another")
         out[name] = settings
+        row = _settings_row(fit, settings, stages)
+        if row is not None:
+            rows[name] = row
     seen: dict[str, str] = {}
     for name, settings in list(out.items()):  # identical settings train once
         key = json.dumps(settings, sort_keys=True)
         if key in seen:
             del out[name]
+            rows.pop(name, None)
         seen.setdefault(key, name)
     return out, rows
 

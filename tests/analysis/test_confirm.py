@@ -80,3 +80,23 @@ def test_parse_baseline_names_what_is_wrong():
         parse_baseline("x=warmup.code_frac=0.1", stages)
     with pytest.raises(CodemixError, match="is not a number"):
         parse_baseline("x=init.code_frac=lots", stages)
+
+
+def test_a_baseline_of_code_shares_gets_its_mixture_row_before_training():
+    from types import SimpleNamespace
+
+    from codemix.analysis.confirm import _settings_row
+
+    groups = [["mix.init.text", "mix.init.code"], ["mix.cool.code", "mix.cool.text"]]
+    fit = SimpleNamespace(code_domains=["code"], mixture_groups=groups)
+    stages = {"init": {"code_frac": 0.5}, "cool": {"code_frac": 0.1}}
+    row = _settings_row(fit, {"stages.init.code_frac": 0.25}, stages)
+    np.testing.assert_allclose(row, [0.75, 0.25, 0.1, 0.9])  # cool: the spec's own share
+    mixed = {"stages.cool.mixture.code": 1, "stages.cool.mixture.text": 3}
+    np.testing.assert_allclose(_settings_row(fit, mixed, stages), [0.5, 0.5, 0.25, 0.75])
+    # two code domains: how a code share splits between them is the store's, not known here
+    three = SimpleNamespace(
+        code_domains=["py", "go"], mixture_groups=[["mix.init.py", "mix.init.go", "mix.init.text"]]
+    )
+    assert _settings_row(three, {"stages.init.code_frac": 0.3}, stages) is None
+    assert _settings_row(fit, {}, {"init": {"mixture": {}}, "cool": {}}) is None
