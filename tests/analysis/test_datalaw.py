@@ -461,7 +461,7 @@ def test_the_contest_and_bootstrap_are_the_same_on_several_processes():
         for jobs in (1, 2)
     ]
     one, two = (law.selection["data_law"] for law in laws)
-    assert one["mean_rmse_log"] == two["mean_rmse_log"] and one["chosen"] == two["chosen"]
+    assert one["geomean_rmse_log"] == two["geomean_rmse_log"] and one["chosen"] == two["chosen"]
     np.testing.assert_array_equal(laws[1].theta, laws[0].theta)
     np.testing.assert_array_equal(laws[1].boot, laws[0].boot)
     with pytest.raises(CodemixError, match="jobs must be a whole number >= 1"):
@@ -503,3 +503,15 @@ def _absent_tokens(rd):
     from codemix.analysis._lawterms import _absent
 
     return _absent(rd, 1.0)[:, 1]
+
+
+def test_the_contest_weighs_each_check_by_its_relative_error():
+    from codemix.analysis.datalaw import _pick
+
+    # the most-tokens check is five times harder for every law: b is a little better there,
+    # a much better on the largest size; an arithmetic mean would pick b
+    scores = {"a": {"size": 0.025, "tokens": 0.139}, "b": {"size": 0.035, "tokens": 0.123}}
+    mean, chosen = _pick(scores, ["a", "b"])
+    assert chosen == "a" and mean["a"] == pytest.approx(np.sqrt(0.025 * 0.139))
+    failed = {"a": {"size": float("nan")}, "b": {}}
+    assert _pick(failed, ["a", "b"])[1] == "joint"
