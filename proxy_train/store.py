@@ -28,6 +28,7 @@ from codemix.core.progress import Progress
 FORMAT = "codemix-token-store"
 VERSION = 1
 SPLITS = ("train", "val")
+CAP_BLOCK = 8192  # tokens: most documents whole, and a cap of 1M spread over 120 places
 HASH_BYTES = 16  # blake2b digest size of the data files, as for the sources
 _CHUNK = 1 << 22
 _VERIFY_BAR_BYTES = 1 << 26  # smaller stores verify in a blink: no progress display
@@ -61,6 +62,25 @@ def read_manifest(path: Path, partial: bool = False) -> dict:
     return manifest
 
 
+def spread_cap(tokens: np.ndarray, cap: int, block: int = CAP_BLOCK) -> np.ndarray:
+    """`cap` tokens of a domain as blocks of about `block` tokens spread evenly through it.
+
+    A domain is its files one after another, so a prefix would be its first few sources (on
+    the built-in store the first 1M text tokens differ from the whole text by 0.095 nats in
+    unigram KL, the spread blocks by 0.002): a capped proxy would learn another
+    distribution as well as repeating it. The blocks are the same for every seed."""
+    n = len(tokens)
+    if cap >= n:
+        return tokens
+    k = -(-cap // block)
+    sizes = np.full(k, cap // k, np.int64)
+    sizes[: cap % k] += 1
+    # the n - cap tokens left out, shared evenly between the gaps (half a gap at each end)
+    gaps = ((2 * np.arange(k) + 1) * (n - cap)) // (2 * k)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]) + gaps
+    return np.concatenate([tokens[a : a + b] for a, b in zip(starts, sizes, strict=True)])
+
+
 class TokenStore:
     """Read-only view of a prepared store."""
 
@@ -89,9 +109,12 @@ class TokenStore:
             )
         return self.manifest["domains"][domain]
 
-    def tokens(self, domain: str, split: str = "train") -> np.ndarray:
-        """Token ids of one domain and split as a read-only memory map."""
-        key = (domain, split)
+    def tokens(self, domain: str, split: str = "train", cap: int | None = None) -> np.ndarray:
+        """Token ids of one domain and split as a read-only memory map; with `cap`, at most
+        that many of them (`spread_cap`, held in memory once per store)."""
+        key = (domain, split) if cap is None else (domain, split, int(cap))
+        if cap is not None and key not in self._arrays:
+            self._arrays[key] = spread_cap(self.tokens(domain, split), int(cap))
         if key not in self._arrays:
             self.info(domain)
             file = self.path / domain / f"{split}.bin"

@@ -7,9 +7,9 @@ from hypothesis import strategies as st
 
 from codemix.core.errors import CodemixError
 from codemix.proxy_train.prepare import PrepareConfig, prepare
-from codemix.proxy_train.sampler import MixtureSampler, permute, spread_cap
+from codemix.proxy_train.sampler import MixtureSampler, permute
 from codemix.proxy_train.schedule import Schedule, Stage
-from codemix.proxy_train.store import TokenStore
+from codemix.proxy_train.store import TokenStore, spread_cap
 from codemix.proxy_train.tokenizer import TokenizerSpec
 
 T = 16
@@ -170,15 +170,7 @@ def test_unique_tokens_cap_draws_only_its_sample_and_counts_its_repeats(store):
     sample = spread_cap(store.tokens("code"), cap).astype(np.int32).tobytes()
     for row in np.concatenate([s.batch(i) for i in range(20)]):
         assert row.tobytes() in sample  # every sequence comes from the capped sample
+    again = MixtureSampler(store, plan, 4, T, seed=1, unique_tokens={"code": cap})
+    assert again._tokens["code"] is s._tokens["code"]  # one copy for a population
     with pytest.raises(CodemixError, match=r"unique_tokens names \['web'\]"):
         MixtureSampler(store, plan, 4, T, unique_tokens={"web": 100})
-
-
-def test_spread_cap_takes_blocks_from_the_whole_domain():
-    x = np.arange(10_000)
-    got = spread_cap(x, 1000, block=64)
-    assert len(got) == 1000 and np.all(np.diff(got) > 0)  # distinct, in store order
-    assert got[0] < 500 and got[-1] > 9500  # not a prefix: from start to end
-    runs = np.split(got, np.flatnonzero(np.diff(got) > 1) + 1)
-    assert len(runs) == 16 and {len(r) for r in runs} <= {62, 63}  # blocks of about 64
-    assert spread_cap(x, 20_000) is x and len(spread_cap(x, 1)) == 1

@@ -7,7 +7,13 @@ import pytest
 
 from codemix.core.errors import CodemixError
 from codemix.proxy_train.prepare import PrepareConfig, prepare
-from codemix.proxy_train.store import TokenStore, check_store, describe, verify_store
+from codemix.proxy_train.store import (
+    TokenStore,
+    check_store,
+    describe,
+    spread_cap,
+    verify_store,
+)
 from codemix.proxy_train.tokenizer import TokenizerSpec
 
 
@@ -118,3 +124,13 @@ def test_opening_a_damaged_store_fails_at_once(store_dir):
     (store_dir / "text" / "val.bin").unlink()
     with pytest.raises(CodemixError, match=r"is damaged \(text/val.bin: missing\); rebuild"):
         TokenStore(store_dir)
+
+
+def test_spread_cap_takes_blocks_from_the_whole_domain():
+    x = np.arange(10_000)
+    got = spread_cap(x, 1000, block=64)
+    assert len(got) == 1000 and np.all(np.diff(got) > 0)  # distinct, in store order
+    assert got[0] < 500 and got[-1] > 9500  # not a prefix: from start to end
+    runs = np.split(got, np.flatnonzero(np.diff(got) > 1) + 1)
+    assert len(runs) == 16 and {len(r) for r in runs} <= {62, 63}  # blocks of about 64
+    assert spread_cap(x, 20_000) is x and len(spread_cap(x, 1)) == 1
