@@ -38,6 +38,7 @@ from pathlib import Path  # noqa: E402
 
 from codemix.proxy_train import prepare as prep  # noqa: E402
 from codemix.proxy_train import sources  # noqa: E402
+from codemix.proxy_train.store import TokenStore  # noqa: E402
 from codemix.proxy_train.tokenizer import TokenizerSpec, load_file  # noqa: E402
 
 ROUTE = {"domain_from": "meta.redpajama_set_name"}
@@ -108,10 +109,9 @@ def build(corpus: Path, out: Path, tok_file: Path, workers: int, keep: float = 1
     return time.perf_counter() - t0
 
 
-def sampler(store_dir: Path, batches: int, B: int = 32, T: int = 512) -> dict:
+def sampler(store_dir: Path, batches: int, B: int = 32, T: int = 512, cap: dict | None = None):
     from codemix.proxy_train.sampler import MixtureSampler
     from codemix.proxy_train.schedule import LRShape, Schedule, Stage
-    from codemix.proxy_train.store import TokenStore
 
     store = TokenStore(store_dir)
     schedule = Schedule(
@@ -122,16 +122,19 @@ def sampler(store_dir: Path, batches: int, B: int = 32, T: int = 512) -> dict:
         ),
         run_tokens=batches * B * T,
     )
+    t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the small corpus repeats; that is fine here
-        s = MixtureSampler(store, schedule.plan(B * T), B, T, seed=0)
+        s = MixtureSampler(store, schedule.plan(B * T), B, T, seed=0, unique_tokens=cap)
+    setup = time.perf_counter() - t0
     for i in range(20):
         s.batch(i)
     t0 = time.perf_counter()
     for i in range(s.total_steps):
         s.batch(i)
     dt = time.perf_counter() - t0
-    return {"tokens_per_s_m": s.total_steps * B * T / dt / 1e6, "us": dt / s.total_steps * 1e6}
+    rate = s.total_steps * B * T / dt / 1e6
+    return {"tokens_per_s_m": rate, "us": dt / s.total_steps * 1e6, "setup_ms": setup * 1e3}
 
 
 _ALL = sorted(os.sched_getaffinity(0))
@@ -201,9 +204,15 @@ def main() -> None:
             f"\n--sample-fraction 0.01 for both domains, {w} workers: {dt:.1f} s, "
             f"{text / 1e6 / dt:.1f} MB/s of documents read ({text / 1e6 / dt / w:.2f} per core)"
         )
-        s = sampler(tmp / f"store{counts[-1]}", args.batches)
+        store = tmp / f"store{counts[-1]}"
+        half = TokenStore(store).n_tokens("text") // 2
         print("\nsampler, batches of 32 x 512, three stages, one core")
-        print(f"{s['tokens_per_s_m']:.1f}M tokens/s ({s['us']:.0f} us a batch)")
+        for what, cap in (("whole store", None), (f"text capped at {half:,}", {"text": half})):
+            s = sampler(store, args.batches, cap=cap)
+            print(
+                f"{what}: {s['tokens_per_s_m']:.1f}M tokens/s ({s['us']:.0f} us a batch), "
+                f"set up in {s['setup_ms']:.1f} ms"
+            )
 
 
 if __name__ == "__main__":
