@@ -34,9 +34,16 @@ EXTRA_BOUNDS = {
     "lam_r": (-6.0, 6.9),
     "mu": (-1.0, 2.0),
     "nu_r": (0.2, 4.0),
+    # the never-seen log loss's slope in the other domains' extra epochs: a model that never
+    # saw code reads its text more often the less code it has, and its code loss rises with
+    # that (on codemix's ladder by about 0.012 a text epoch)
+    "h2": (-0.1, 0.3),
 }
 EXTRA_TERMS = ("recency", "overfit", "forget", "revert")
 STAGED_TERMS = ("recency", "forget", "revert")  # the terms that need each run's stage tokens
+# a law fitted from several starts: its best start then polished with up to this many steps
+# more (the forgetting laws' flat valleys take L-BFGS-B far longer than the joint law's)
+POLISH_STEPS = 10000
 
 
 def _phi(ep: np.ndarray, r_star: np.ndarray):
@@ -53,7 +60,7 @@ def _phi(ep: np.ndarray, r_star: np.ndarray):
 class _Layout:
     """Where each part of theta sits: e (ke), a (ka), alpha, b, beta, g (K-1), rho (1 or K),
     then lam (recency), o, kappa (overfit), f (K), nu (forget) and c, h0, h1 (K each), lam,
-    mu, nu (revert) where the law has those terms."""
+    mu, nu, h2 (K) (revert) where the law has those terms."""
 
     def __init__(
         self,
@@ -77,7 +84,7 @@ class _Layout:
         self.i_o = self.i_lam + self.recency
         self.i_f = self.i_o + 2 * self.overfit
         self.i_r = self.i_f + (k + 1) * self.forget
-        self.n = self.i_r + (3 * k + 3) * self.revert
+        self.n = self.i_r + (4 * k + 3) * self.revert
 
     def split(self, th: np.ndarray):
         e, a = th[: self.ke], th[self.ke : self.i_alpha]
@@ -102,6 +109,7 @@ class _Layout:
                 + [free] * self.k
                 + [EXTRA_BOUNDS["h1"]] * self.k
                 + [EXTRA_BOUNDS["lam_r"], EXTRA_BOUNDS["mu"], EXTRA_BOUNDS["nu_r"]]
+                + [EXTRA_BOUNDS["h2"]] * self.k
             )
             * self.revert
         )
@@ -113,6 +121,16 @@ def _absent(data: RunData, scale: float) -> np.ndarray:
     has = data.stage_tokens > 0  # (runs, stages, K)
     after = np.where(has, data.after[:, :, None], np.inf).min(1)
     return np.where(np.isfinite(after), after, 0.0) / scale
+
+
+def other_epochs(data: RunData) -> np.ndarray:
+    """(runs, K): the extra epochs (beyond the first) of the domains other than k, their mean
+    weighted by their tokens; 0 where there are none."""
+    d_ep = data.tokens * data.epochs
+    rest_d = data.tokens.sum(1, keepdims=True) - data.tokens
+    rest_ep = d_ep.sum(1, keepdims=True) - d_ep
+    mean = np.divide(rest_ep, rest_d, out=np.ones_like(rest_d), where=rest_d > 0)
+    return np.maximum(mean - 1.0, 0.0)
 
 
 def _forget(th, lay: _Layout, data: RunData, grad: bool):
@@ -186,19 +204,22 @@ def _revert(th, lay: _Layout, data: RunData, log_n, grad: bool):
     saw domain k: c_k (1 - exp(-(A_k / tau)^nu)) with A_k the tokens after k's last stage and
     tau = scale e^lam (N / N0)^mu; 1 for a run that never saw k (its loss is the never-seen
     loss, so runs without the domain pin that level; c_k is how much of it forgetting
-    reaches). Then the never-seen log loss h0_k + h1_k log(N / N0) (runs, K). With `grad`,
-    both derivatives (runs, K, params)."""
+    reaches). Then the never-seen log loss h0_k + h1_k log(N / N0) + h2_k E_k (runs, K),
+    E_k the other domains' extra epochs (`other_epochs`). With `grad`, both derivatives
+    (runs, K, params)."""
     a = _absent(data, lay.scale)
     on = a > 0
     never = data.tokens <= 0
     i, k = lay.i_r, lay.k
     c, h0, h1 = th[i : i + k], th[i + k : i + 2 * k], th[i + 2 * k : i + 3 * k]
     lam, mu, nu = th[i + 3 * k : i + 3 * k + 3]
+    h2 = th[i + 3 * k + 3 : i + 4 * k + 3]
     ell = (log_n - lay.log_n0)[:, None]
+    v = other_epochs(data)
     x = np.where(on, np.log(np.where(on, a, 1.0)) - lam - mu * ell, 0.0)
     u = np.where(on, np.exp(np.minimum(nu * x, 50.0)), 0.0)
     gone = -np.expm1(-u)  # 1 - exp(-u)
-    phi, level = np.where(never, 1.0, c * gone), h0 + h1 * ell
+    phi, level = np.where(never, 1.0, c * gone), h0 + h1 * ell + h2 * v
     if not grad:
         return phi, level, None, None
     d_phi = np.zeros((*a.shape, lay.n))
@@ -212,6 +233,7 @@ def _revert(th, lay: _Layout, data: RunData, log_n, grad: bool):
     d_level = np.zeros_like(d_phi)
     d_level[:, ks, i + k + ks] = 1.0
     d_level[:, ks, i + 2 * k + ks] = ell
+    d_level[:, ks, j + 3 + ks] = v
     return phi, level, d_phi, d_level
 
 
@@ -264,17 +286,55 @@ def _minimise(starts, lay, xe, xa, log_n, data, log_y, delta):
 
 
 def _minimise_in(starts, lay, xe, xa, log_n, data, log_y, delta):
-    best = None
+    args = (lay, xe, xa, log_n, data, log_y, delta)
+    bounds = lay.bounds()
+    shift = _centring(lay, xa, log_n, data)
+    if lay.revert and len(starts) > 1:
+        # the never-seen loss's epochs term is nested: fit without it first, then free it
+        # from there, so that the law with it never fits worse than the law without
+        i = lay.i_r + 3 * lay.k + 3
+        pinned = bounds[:i] + [(0.0, 0.0)] * lay.k
+        starts = [_best(starts, args, pinned, shift).x]
+        best = _best(starts, args, bounds, shift)
+    else:
+        best = _best(starts, args, bounds, shift)
+        if len(starts) == 1:  # a bootstrap refit, from the fit's optimum
+            return best
+    if best.nit >= OPTIONS["maxiter"]:
+        best = _best([best.x], args, bounds, shift, best, POLISH_STEPS)
+    return best
+
+
+def _centring(lay: _Layout, xa, log_n, data: RunData) -> np.ndarray:
+    """E (params, params) with theta = (I + E) phi: the optimiser moves the intercepts of
+    a.x - alpha log N and b - beta log S as if log N and log S were measured from their
+    medians. Uncentred, log N ~ 14 and log S ~ 16 tie each intercept to its exponent so
+    tightly that L-BFGS-B ran out of iterations well short of the optimum."""
+    e = np.zeros((lay.n, lay.n))
+    v, *_ = np.linalg.lstsq(xa, np.ones(len(xa)), rcond=None)  # a's direction that is 1
+    if np.allclose(xa @ v, 1.0):
+        e[lay.ke : lay.i_alpha, lay.i_alpha] = np.median(log_n) * v
+    e[lay.i_alpha + 1, lay.i_alpha + 2] = np.median(np.log(np.maximum(data.tokens.sum(1), 1.0)))
+    return e
+
+
+def _centred(phi, shift, *args):
+    f, g = _objective(phi + shift @ phi, *args)
+    return f, g + shift.T @ g
+
+
+def _best(starts, args, bounds, shift, best=None, steps=OPTIONS["maxiter"]):
     for s in starts:
         r = optimize.minimize(
-            _objective,
-            s,
-            args=(lay, xe, xa, log_n, data, log_y, delta),
+            _centred,
+            s - shift @ s,  # (I + E)^-1 = I - E: E maps exponents to intercepts only
+            args=(shift, *args),
             jac=True,
             method="L-BFGS-B",
-            bounds=lay.bounds(),
-            options=OPTIONS,
+            bounds=bounds,  # the bounded parameters are not moved by E
+            options=OPTIONS | {"maxiter": steps},
         )
+        r.x = r.x + shift @ r.x
         if np.isfinite(r.fun) and (best is None or r.fun < best.fun):
             best = r
     if best is None:

@@ -54,9 +54,9 @@ def ladder(
 
 STAGED = {"tau": 2e7, "C": 0.01, "kappa": 1.5}  # recency in tokens; the overfitting term
 FORGET = {"F": 0.3, "nu": 0.65, "scale": 1e8}  # a code-free cooldown: log L += F (A/scale)^nu
-# a code-free cooldown moves log L toward log H (N / n0)^h, a model that never saw code, by
-# 1 - exp(-(A / tau)^nu), tau = tau0 (N / n0)^mu
-REVERT = {"H": 4.0, "h": 0.03, "tau0": 1.6e7, "mu": 0.5, "nu": 1.5, "n0": 4e6}
+# a code-free cooldown moves log L toward log H (N / n0)^h exp(e E), a model that never saw
+# code (E its extra text epochs), by 1 - exp(-(A / tau)^nu), tau = tau0 (N / n0)^mu
+REVERT = {"H": 4.0, "h": 0.03, "e": 0.02, "tau0": 1.6e7, "mu": 0.5, "nu": 1.5, "n0": 4e6}
 
 
 def staged_ladder(
@@ -109,7 +109,8 @@ def staged_ladder(
         loss *= np.exp(np.where((c2 == 0) & (c1 > 0), f["F"] * (d2 / f["scale"]) ** f["nu"], 0.0))
     if revert:
         r = REVERT
-        level = np.log(r["H"] * (n / r["n0"]) ** r["h"])
+        extra = np.maximum(epochs[:, 0] - 1.0, 0.0)
+        level = np.log(r["H"] * (n / r["n0"]) ** r["h"]) + r["e"] * extra
         u = (d2 / (r["tau0"] * (n / r["n0"]) ** r["mu"])) ** r["nu"]
         phi = np.where(c2 == 0, np.where(c1 > 0, -np.expm1(-u), 1.0), 0.0)
         loss = np.exp((1 - phi) * np.log(loss) + phi * level)

@@ -12,7 +12,7 @@
 # 2-core CPU, and 1 minute per synthetic ladder.
 #
 # Usage: .venv/bin/python benchmarks/law_transfer.py EXPORT.csv [EXPORT.csv ...]
-#            --mixture-cols 'mix.main.*' [--held-out 7e6 | --confirm CONFIRM.csv]
+#            --mixture-cols 'mix.main.*' [--held-out 7e6 | --confirm CONFIRM.csv ...]
 #            [--metric M ...] [--size-col COL] [--min-size N]
 #        .venv/bin/python benchmarks/law_transfer.py --synthetic 8
 from __future__ import annotations
@@ -94,28 +94,28 @@ def transfer(args) -> None:
     cols = args.mixture_cols
     load = dict(size_col=args.size_col, tokens_col="tokens")
     train = load_results(_one_table(args.export), cols, args.metric, **load)
-    if args.confirm:
-        test = load_results(args.confirm, cols, args.metric, **load)
+    if args.confirm:  # one fit scored on each confirmation table
+        tests = [(Path(c).stem, load_results(c, cols, args.metric, **load)) for c in args.confirm]
+        tests = [(name, t, np.ones(t.n_runs, bool)) for name, t in tests]
         fit_rows = train.size >= args.min_size
     else:
         fit_rows = (train.size < args.held_out) & (train.size >= args.min_size)
-        test = train
-    held = np.ones(test.n_runs, bool) if args.confirm else train.size >= args.held_out
+        tests = [("held out", train, train.size >= args.held_out)]
     fracs = tuple(np.median(train.stage_fracs, 0))
     cfg = ScalingConfig(n_boot=args.n_boot, seed=args.seed, jobs=args.jobs)
     sizes_tr = ", ".join(f"{v:.3g}" for v in np.unique(train.size[fit_rows]))
-    sizes_te = ", ".join(f"{v:.3g}" for v in np.unique(test.size[held]))
-    print(f"fitted on {fit_rows.sum()} runs at sizes {sizes_tr}; {held.sum()} runs at {sizes_te}")
+    print(f"fitted on {fit_rows.sum()} runs at sizes {sizes_tr}")
+    for name, test, held in tests:
+        sizes_te = ", ".join(f"{v:.3g}" for v in np.unique(test.size[held]))
+        print(f"  {name}: {held.sum()} runs at {sizes_te}")
     print(
-        "| metric | law | chosen by auto | mean rel. error | inside 90 % PI | Spearman "
+        "| metric | law | chosen by auto | predicted | mean rel. error | inside 90 % PI | Spearman "
         "| on seed means (schedules; seed spread) |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for m in args.metric:
-        y_tr, y_te = train.metric(m)[fit_rows], test.metric(m)[held]
-        w_tr, w_te = train.weights[fit_rows], test.weights[held]
-        n_tr, n_te = train.size[fit_rows], test.size[held]
-        d_tr, d_te = train.run_data.take(fit_rows), test.run_data.take(held)
+        y_tr, w_tr = train.metric(m)[fit_rows], train.weights[fit_rows]
+        n_tr, d_tr = train.size[fit_rows], train.run_data.take(fit_rows)
         t0 = time.time()
         for law_name in args.law or ("joint", "auto"):
             law = choose_size_law(
@@ -129,10 +129,22 @@ def transfer(args) -> None:
                 groups=train.groups,
                 law=law_name,
             )
-            mre, inside, k, rho, means = _score(law, w_te, n_te, y_te, d_te)
-            name = getattr(law, "name", law.form)
-            row = f"{mre:.2%} | {inside} of {k} | {rho:.2f} | {means}"
-            print(f"| {m} | {law_name} | {name} | {row} |", flush=True)
+            chosen = getattr(law, "name", law.form)
+            contest = law.selection.get("data_law", {})
+            if contest.get("by") == "held-out error":
+                ranked = sorted(contest["geomean_rmse_log"].items(), key=lambda kv: kv[1])
+                print(f"  held out: {contest['held_out']}", file=sys.stderr)
+                near = ", ".join(contest.get("within_one_se", []))
+                print(f"  best {contest.get('best')}; within one s.e.: {near}", file=sys.stderr)
+                for name, score in ranked:
+                    each = ", ".join(f"{v:.4f}" for v in contest["scores"][name].values())
+                    print(f"    {name}: {score:.4f} ({each})", file=sys.stderr)
+            for name, test, held in tests:
+                y_te, w_te = test.metric(m)[held], test.weights[held]
+                n_te, d_te = test.size[held], test.run_data.take(held)
+                mre, inside, k, rho, means = _score(law, w_te, n_te, y_te, d_te)
+                row = f"{mre:.2%} | {inside} of {k} | {rho:.2f} | {means}"
+                print(f"| {m} | {law_name} | {chosen} | {name} | {row} |", flush=True)
         print(f"  ({time.time() - t0:.0f} s)", file=sys.stderr)
 
 
@@ -168,7 +180,9 @@ def main() -> None:
     p.add_argument("--metric", action="append")
     p.add_argument("--size-col", default="non_embedding_params")
     p.add_argument("--held-out", type=float, help="predict the runs at or above this size")
-    p.add_argument("--confirm", help="predict this table's runs instead")
+    p.add_argument(
+        "--confirm", action="append", help="predict this table's runs instead (repeat: each)"
+    )
     p.add_argument("--min-size", type=float, default=0.0, help="fit only runs this size or larger")
     p.add_argument("--n-boot", type=int, default=100)
     p.add_argument(

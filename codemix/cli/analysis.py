@@ -522,6 +522,12 @@ def _data_law_lines(law, metric: str) -> list[str]:
         parts.append(f"{split}: {each}")
     if parts:
         lines = [f"held-out RMSE of log {metric}: " + "; ".join(parts) + f" -> {rec['chosen']}"]
+        near = rec.get("within_one_se", [])
+        if len(near) > 1:
+            lines.append(
+                f"best {rec['best']}; within one standard error of it: {', '.join(near)} "
+                f"(the fewest parameters taken: {rec['chosen']})"
+            )
     else:
         lines = [f"size law {rec['chosen']}, as --law asked"]
     if law.form == "joint_data":
@@ -557,9 +563,11 @@ def _data_law_lines(law, metric: str) -> list[str]:
                 "forgetting: the log loss goes toward that of a model that never saw the domain "
                 "by c (1 - exp(-(tokens after its last stage / tau)^nu)), tau "
                 f"{p['revert_tau_tokens']:.3g} (N / {p['revert_tau_size']:.3g})^"
-                f"{p['revert_mu']:.3g}, nu {p['revert_nu']:.3g}; c, never-seen loss: "
+                f"{p['revert_mu']:.3g}, nu {p['revert_nu']:.3g}; c, never-seen loss, its "
+                "rise an extra epoch of the other domains: "
                 + ", ".join(
-                    f"{d} {c:.2f}, {p['never_seen_loss'][d]:.3g}"
+                    f"{d} {c:.2f}, {p['never_seen_loss'][d]:.3g}, "
+                    f"x{math.exp(p.get('never_seen_epoch_slope', {}).get(d, 0.0)):.3g}"
                     if law.ladder_absence.get(d, 1.0) > 0
                     else f"{d} - (no run leaves it out)"
                     for d, c in p["revert_share"].items()

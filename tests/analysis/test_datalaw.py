@@ -16,6 +16,9 @@ from codemix.analysis.datalaw import (
     DataLawFit,
     RunData,
     TargetData,
+    _n_extra,
+    _splits,
+    _within_one_se,
     choose_size_law,
     fit_data_law,
     parse_unique_tokens,
@@ -299,14 +302,16 @@ def test_extra_terms_gradient_matches_finite_differences(extra):
         [0.5] * lay.recency,
         [np.log(0.01), 1.5] * lay.overfit,
         [-1.0, -2.0, 0.6] * lay.forget,
-        [0.3, 0.7, 1.5, 1.2, 0.1, -0.2, -0.5, 0.4, 1.2] * lay.revert,
+        [0.3, 0.7, 1.5, 1.2, 0.1, -0.2, -0.5, 0.4, 1.2, 0.2, 0.3] * lay.revert,
     ]
     args = (lay, xe, xa, np.log(n), rd, np.log(y), 1.0)
     _, grad = _objective(theta, *args)
     numeric = _central(lambda th: _objective(th, *args)[0], theta)
     np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-10)
     # the new parameters all matter, but text's forgetting: no run here lacks text
-    text = [lay.i_f] if lay.forget else [lay.i_r + j * 2 for j in range(3)] if lay.revert else []
+    text = [lay.i_f] if lay.forget else [lay.i_r + j * 2 for j in (0, 1, 2)] if lay.revert else []
+    if lay.revert:  # and the slope of text's never-seen loss
+        text.append(lay.i_r + 3 * lay.k + 3)
     new = np.delete(np.arange(lay.i_lam, lay.n), np.subtract(text, lay.i_lam).astype(int))
     assert np.all(np.abs(numeric[new]) > 1e-8)
 
@@ -378,11 +383,24 @@ def test_forget_term_extrapolates_code_free_cooldowns():
     np.testing.assert_array_equal(back.predict(w, 1e8), law.predict(w, 1e8))
 
 
+def _two_arms(**kw):
+    """The staged ladder twice: on the synthetic corpus, and on one with 4x the unique text,
+    so that at one size the text is read at two rates (as on codemix's full and capped
+    stores)."""
+    arms = [_synthetic.staged_ladder(**kw), _synthetic.staged_ladder(unique=(4e7, 3e7), **kw)]
+    w, n, y = (np.concatenate([a[i] for a in arms]) for i in range(3))
+    rds = [a[3] for a in arms]
+    cat = [np.concatenate([getattr(r, f) for r in rds]) for f in ("tokens", "epochs")]
+    st = [np.concatenate([getattr(r, f) for r in rds]) for f in ("stage_tokens", "after")]
+    return w, n, y, RunData(rds[0].domains, *cat, *st)
+
+
 def test_revert_term_extrapolates_a_forgetting_that_saturates():
     """Drawn with a code-free cooldown that takes the code loss part of the way to that of a
-    model that never saw code: +forget, whose factor grows without bound in the cooldown's
-    tokens, misses those runs at the next size up by several %; +revert by under 1 %."""
-    w, n, y, rd = _synthetic.staged_ladder(sizes=LADDER, shares=(0.0, 0.3, 0.6), revert=True)
+    model that never saw code, whose code loss rises with how often it read its text:
+    +forget, whose factor grows without bound in the cooldown's tokens, misses those runs at
+    the next size up by several %; +revert by under 1 %."""
+    w, n, y, rd = _two_arms(sizes=LADDER, shares=(0.0, 0.3, 0.6), revert=True)
     fit, test = _split(n)
     free = test & (w[:, 3] == 0) & (w[:, 1] > 0)
     err = {}
@@ -391,25 +409,74 @@ def test_revert_term_extrapolates_a_forgetting_that_saturates():
             w[fit], n[fit], y[fit], rd.take(fit), STAGE_COLS, (0.8, 0.2), groups=(2, 2), extra=extra
         )
         err[extra] = np.abs(law.predict(w[test], n[test], rd.take(test)) / y[test] - 1)
-    # measured: code-free cooldowns 12.5 % and 0.27 % at most; every run 12.5 % and 0.93 %
+    # measured: code-free cooldowns 8.2 % and 0.48 % at most; every run 19.7 % and 3.2 % (the
+    # text read 15 times, which R* and the overfitting term share between them)
     assert err[("recency", "overfit", "forget")][free[test]].max() > 0.03
     assert err[("recency", "overfit", "revert")][free[test]].max() < 0.01
-    assert err[("recency", "overfit", "revert")].max() < 0.02
+    assert err[("recency", "overfit", "revert")].max() < 0.05
     p = law.params
     assert law.name == "joint_data+recency+overfit+revert"
-    assert p["revert_share"]["code"] == pytest.approx(1.0, abs=0.05)
-    never = _synthetic.REVERT["H"] * (n / _synthetic.REVERT["n0"]) ** _synthetic.REVERT["h"]
-    assert p["never_seen_slope"]["code"] == pytest.approx(_synthetic.REVERT["h"], abs=0.005)
+    assert 0.8 < p["revert_share"]["code"] <= 1.0  # 1 drawn; traded off against tau's slope
+    r = _synthetic.REVERT
+    never = r["H"] * (n / r["n0"]) ** r["h"] * np.exp(r["e"] * np.maximum(rd.epochs[:, 0] - 1, 0))
+    assert p["never_seen_slope"]["code"] == pytest.approx(r["h"], abs=0.01)
+    assert p["never_seen_epoch_slope"]["code"] == pytest.approx(r["e"], abs=0.002)
+    # the text-only run at the next size up, read more often than any fitted run
+    none = np.flatnonzero(test & (w[:, 1] == 0) & (w[:, 3] == 0))
+    assert rd.epochs[none, 0].max() > rd.take(fit).epochs[:, 0].max()
+    assert law.predict(w[none], n[none], rd.take(none)) == pytest.approx(never[none], rel=0.01)
     # however long the cooldown, the code loss stays below that of a model that never saw code
     one = np.flatnonzero(free)[:1]
-    none = np.flatnonzero(test & (w[:, 1] == 0) & (w[:, 3] == 0))[:1]
     long = TargetData(tokens=1e12, unique={"text": 1e12, "code": 1e12})  # no repetition
     far = law.predict(w[one], n[one], long)
-    assert far <= law.predict(w[none], n[none], long) * (1 + 1e-9)
-    assert far == pytest.approx(never[one], rel=0.02)
-    assert far > law.predict(w[one], n[one], rd.take(one))
+    assert far <= law.predict(w[none[:1]], n[none[:1]], long) * (1 + 1e-9)
     back = DataLawFit.from_dict(json.loads(json.dumps(law.to_dict())))
     np.testing.assert_array_equal(back.predict(w, 1e8), law.predict(w, 1e8))
+    # a FIT.json written before the epochs term reads with that term at 0
+    old = law.to_dict()
+    cut = law._layout().i_r + 3 * law._layout().k + 3
+    old["theta"], old["boot"] = old["theta"][:cut], [b[:cut] for b in old["boot"]]
+    del old["params"]["never_seen_epoch_slope"]
+    back = DataLawFit.from_dict(json.loads(json.dumps(old)))
+    assert back.params["never_seen_epoch_slope"] == {"text": 0.0, "code": 0.0}
+    np.testing.assert_array_equal(back.theta[:cut], law.theta[:cut])
+
+
+def test_held_out_checks_do_not_move_with_a_second_seed():
+    """The checks are the largest size and the runs of the most tokens (here a long arm's two
+    largest sizes); a second seed at the small sizes changes neither check's runs."""
+    grid = _synthetic.staged_ladder(sizes=LADDER[:4], shares=(0.0, 0.5))
+    long = _synthetic.staged_ladder(sizes=LADDER[:4], shares=(0.0, 0.5), tokens_per_param=25.0)
+    n = np.r_[grid[1], long[1]]
+    tokens = np.r_[grid[3].tokens, long[3].tokens]
+    rd = RunData(("text", "code"), tokens, tokens / 1e7)
+    (size_label, size), (most_label, most) = _splits(n, rd, 0)
+    assert "largest size 8e+06" in size_label and np.array_equal(size, n == 8e6)
+    assert "most tokens (>= 1e+08)" in most_label
+    np.testing.assert_array_equal(most, tokens.sum(1) >= 1e8)
+    twice = np.r_[np.arange(len(n)), np.flatnonzero(n <= 2e6)]  # a second seed of the small sizes
+    again = _splits(n[twice], rd.take(twice), 0)
+    assert [label for label, _ in again] == [size_label, most_label]
+    np.testing.assert_array_equal(again[1][1][: len(n)], most)
+    # on a ladder of one length per parameter the most tokens are the largest size: one check
+    assert len(_splits(grid[1], grid[3], 0)) == 1
+
+
+def test_laws_within_one_standard_error_of_the_best_are_a_tie():
+    """A law 2 % worse on 32 noisy held-out runs ties with the best (the RMSE of 32 runs is
+    uncertain by about 12 %); one twice as bad does not."""
+    rng = np.random.default_rng(0)
+    e = rng.normal(0, 0.02, 32)
+    per_run = {
+        "joint_data+overfit+revert": {"largest": e},
+        "joint_data+overfit": {"largest": e * 1.02 + rng.normal(0, 0.004, 32)},
+        "joint": {"largest": e * 2.0},
+    }
+    mean = {k: float(np.sqrt(np.mean(v["largest"] ** 2))) for k, v in per_run.items()}
+    near = _within_one_se(per_run, mean, "joint_data+overfit+revert", 0)
+    assert near == ["joint_data+overfit+revert", "joint_data+overfit"]
+    assert _n_extra("joint_data+overfit", 2) < _n_extra("joint_data+overfit+revert", 2)
+    assert _n_extra("joint", 2) == 0 and _n_extra("joint_data", 2) == 4  # b, beta, g, R*
 
 
 def test_auto_compares_every_law_and_refuses_recency_without_stages():
