@@ -584,9 +584,9 @@ def choose_size_law(
     epochs are known, the data-constrained law with the same Scheffe terms, whichever
     predicts held-out runs better (the geometric mean of the RMSEs over the checks): the
     largest size from the smaller ones (4+ sizes), and the runs of the most tokens from the
-    others where those are not the same runs; else 5-fold over runs. Of the laws within one
-    standard error of the best (`_within_one_se`), the one of fewest parameters is taken. A
-    chosen data law's extrapolation error is calibrated on the largest size held out."""
+    others where those are not the same runs; else 5-fold over runs. The laws within one
+    standard error of the best are recorded as a tie (`_within_one_se`). A chosen data
+    law's extrapolation error is calibrated on the largest size held out."""
     from codemix.analysis.scaling import ScalingConfig, choose_joint_law
 
     cfg = config or ScalingConfig()
@@ -641,12 +641,9 @@ def choose_size_law(
         if why:
             scores.setdefault(name + "_errors", []).append(why)
     mean, best = _pick(scores, names)
-    k = len(data.domains)
-    near = _within_one_se(per_run, mean, best, cfg.seed) if best != "joint" else []
-    # of the laws as good as the best within the checks' noise, the one of fewest parameters
-    chosen = min(near, key=lambda x: (_n_extra(x, k), mean[x])) if near else best
-    if law != "auto":
-        chosen = law
+    # reported, not used: laws within the checks' noise of the best are a tie the fit names
+    near = _within_one_se(per_run, mean, best, cfg.seed)
+    chosen = best if law == "auto" else law
     how = "; ".join(label for label, _ in splits)
     record = {"held_out": how, "scores": scores, "geomean_rmse_log": mean, "chosen": chosen}
     record |= {"best": best, "within_one_se": near}
@@ -728,13 +725,6 @@ def _within_one_se(per_run: dict, mean: dict, best: str, seed: int, draws: int =
     ]
     se = float(np.std(np.mean(np.log(rmse), axis=0)))  # of the log geometric mean
     return [x for x in ok if np.log(mean[x]) - np.log(mean[best]) <= se]
-
-
-def _n_extra(name: str, k: int) -> int:
-    """The parameters a law has beyond the joint law's (its data term and optional terms)."""
-    if name == "joint":
-        return 0
-    return _Layout(0, 0, k, True, _extra(name)).n - 1  # all but alpha, which the joint law has
 
 
 def _held_out(name, test, w, n, y, data, mixture_cols, stage_fracs, cfg, groups, terms, kw):

@@ -525,8 +525,9 @@ def _data_law_lines(law, metric: str) -> list[str]:
         near = rec.get("within_one_se", [])
         if len(near) > 1:
             lines.append(
-                f"best {rec['best']}; within one standard error of it: {', '.join(near)} "
-                f"(the fewest parameters taken: {rec['chosen']})"
+                f"a tie: within one standard error of {rec['best']}'s held-out error: "
+                f"{', '.join(x for x in near if x != rec['best'])} (which of them wins can turn "
+                "with a seed; compare their predictions at the target)"
             )
     else:
         lines = [f"size law {rec['chosen']}, as --law asked"]
