@@ -641,6 +641,10 @@ def choose_size_law(
         if why:
             scores.setdefault(name + "_errors", []).append(why)
     mean, best = _pick(scores, names)
+    # a law whose extra terms changed nothing held out (the same error to 0.1 %) cannot have
+    # learnt them from the ladder: its sub-law is taken, not their extrapolation
+    same = [x for x in names if _nested(x, best) and mean[x] <= mean[best] * 1.001]
+    best = min(same, key=lambda x: len(_extra(x))) if same else best
     # reported, not used: laws within the checks' noise of the best are a tie the fit names
     near = _within_one_se(per_run, mean, best, cfg.seed)
     chosen = best if law == "auto" else law
@@ -725,6 +729,11 @@ def _within_one_se(per_run: dict, mean: dict, best: str, seed: int, draws: int =
     ]
     se = float(np.std(np.mean(np.log(rmse), axis=0)))  # of the log geometric mean
     return [x for x in ok if np.log(mean[x]) - np.log(mean[best]) <= se]
+
+
+def _nested(sub: str, law: str) -> bool:
+    """Whether `sub` is `law` with some of its optional terms left out."""
+    return sub != "joint" and law != "joint" and set(_extra(sub)) <= set(_extra(law))
 
 
 def _held_out(name, test, w, n, y, data, mixture_cols, stage_fracs, cfg, groups, terms, kw):

@@ -16,6 +16,7 @@ from codemix.analysis.datalaw import (
     DataLawFit,
     RunData,
     TargetData,
+    _nested,
     _splits,
     _within_one_se,
     choose_size_law,
@@ -474,6 +475,11 @@ def test_laws_within_one_standard_error_of_the_best_are_a_tie():
     mean = {k: float(np.sqrt(np.mean(v["largest"] ** 2))) for k, v in per_run.items()}
     near = _within_one_se(per_run, mean, "joint_data+overfit+revert", 0)
     assert near == ["joint_data+overfit+revert", "joint_data+overfit"]
+    # an exact tie goes to the sub-law: its extra terms were not learnt from the ladder
+    assert _nested("joint_data+overfit", "joint_data+overfit+revert")
+    assert not _nested("joint_data+recency", "joint_data+revert") and not _nested(
+        "joint", "joint_data"
+    )
 
 
 def test_auto_compares_every_law_and_refuses_recency_without_stages():
