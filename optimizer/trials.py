@@ -152,6 +152,8 @@ class Heartbeat:
 
 def label(numbers: list[int]) -> str:
     numbers = sorted(numbers)
+    if not numbers:  # the others finished between the look and the message
+        return "no trials"
     if numbers == list(range(numbers[0], numbers[-1] + 1)) and len(numbers) > 2:
         return f"trials {numbers[0]}-{numbers[-1]}"
     shown = ",".join(map(str, numbers[:6])) + ("..." if len(numbers) > 6 else "")
