@@ -123,7 +123,7 @@ def _absent(data: RunData, scale: float) -> np.ndarray:
     return np.where(np.isfinite(after), after, 0.0) / scale
 
 
-def other_epochs(data: RunData) -> np.ndarray:
+def _other_epochs(data: RunData) -> np.ndarray:
     """(runs, K): the extra epochs (beyond the first) of the domains other than k, their mean
     weighted by their tokens; 0 where there are none."""
     d_ep = data.tokens * data.epochs
@@ -205,7 +205,7 @@ def _revert(th, lay: _Layout, data: RunData, log_n, grad: bool):
     tau = scale e^lam (N / N0)^mu; 1 for a run that never saw k (its loss is the never-seen
     loss, so runs without the domain pin that level; c_k is how much of it forgetting
     reaches). Then the never-seen log loss h0_k + h1_k log(N / N0) + h2_k E_k (runs, K),
-    E_k the other domains' extra epochs (`other_epochs`). With `grad`, both derivatives
+    E_k the other domains' extra epochs (`_other_epochs`). With `grad`, both derivatives
     (runs, K, params)."""
     a = _absent(data, lay.scale)
     on = a > 0
@@ -215,7 +215,7 @@ def _revert(th, lay: _Layout, data: RunData, log_n, grad: bool):
     lam, mu, nu = th[i + 3 * k : i + 3 * k + 3]
     h2 = th[i + 3 * k + 3 : i + 4 * k + 3]
     ell = (log_n - lay.log_n0)[:, None]
-    v = other_epochs(data)
+    v = _other_epochs(data)
     x = np.where(on, np.log(np.where(on, a, 1.0)) - lam - mu * ell, 0.0)
     u = np.where(on, np.exp(np.minimum(nu * x, 50.0)), 0.0)
     gone = -np.expm1(-u)  # 1 - exp(-u)

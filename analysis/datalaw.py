@@ -711,10 +711,11 @@ def _pick(scores: dict, names: list[str]) -> tuple[dict[str, float], str]:
 
 
 def _within_one_se(per_run: dict, mean: dict, best: str, seed: int, draws: int = 400) -> list:
-    """The laws whose score is within one standard error of the best's (the one-standard-
-    error rule): the error of the best's log score, from its held-out runs resampled (each
-    check's runs within the check). With one check of 32 runs, laws a few % apart are a tie,
-    and which of them won moved with a second seed at the small sizes."""
+    """The laws whose score is within one standard error of the best's: the error of the
+    best's log score, from its held-out runs resampled (each check's runs within the check).
+    With one check of 32 runs, laws a few % apart are a tie, and which of them won moved with
+    a second seed at the small sizes. Reported by `fit`, not used to choose (RESULTS.md says
+    why)."""
     ok = [
         x
         for x in per_run

@@ -467,9 +467,20 @@ def repeated(tmp_path_factory):
 
 
 def test_fit_chooses_the_data_law_and_predicts_at_the_targets_repetition(repeated, capsys):
+    from codemix.analysis.fitfile import load_fit
+    from codemix.cli.analysis import _data_law_lines
+
     d = repeated
     fit = json.loads((d / "fit.json").read_text())
     assert fit["scaling"]["bpb.text"]["form"] == "joint_data"  # tokens, epochs read by default
+    # drawn without an overfitting term: +overfit ties joint_data held out, and the sub-law is
+    # taken; the tie within one standard error is named
+    contest = fit["scaling"]["bpb.text"]["selection"]["data_law"]
+    assert contest["chosen"] == contest["best"] == "joint_data"
+    assert "joint_data+overfit" in contest["within_one_se"]
+    lines = _data_law_lines(load_fit(d / "fit.json").scaling["bpb.text"], "bpb.text")
+    tie = next(x for x in lines if x.startswith("a tie"))
+    assert "joint_data's held-out error: " in tie and "joint_data+overfit" in tie
     out = d / "pred.csv"
     argv = ["predict", str(d / "fit.json"), "--mixtures", str(d / "confirm.csv")]
     assert (
