@@ -305,6 +305,14 @@ def _minimise_in(starts, lay, xe, xa, log_n, data, log_y, delta):
     return best
 
 
+def _polish(x, lay, xe, xa, log_n, data, log_y, delta):
+    """A fit from the one start `x`, given the polishing steps of a fit from several."""
+    args = (lay, xe, xa, log_n, data, log_y, delta)
+    shift = _centring(lay, xa, log_n, data)
+    with threadpool_limits(1):
+        return _best([x], args, lay.bounds(), shift, steps=POLISH_STEPS)
+
+
 def _centring(lay: _Layout, xa, log_n, data: RunData) -> np.ndarray:
     """E (params, params) with theta = (I + E) phi: the optimiser moves the intercepts of
     a.x - alpha log N and b - beta log S as if log N and log S were measured from their

@@ -17,8 +17,9 @@ DOMAINS = ("text", "code")
 TRUE = {"e": (0.45, 0.75), "a": (3.2, 3.5), "alpha": 0.3, "b": 4.0, "beta": 0.3, "g": 0.3}
 
 
-def law_loss(c, n, d_tokens, epochs, r_star: float = 5.0) -> np.ndarray:
-    """The true text loss: exp(e.x) + exp(a.x) N^-alpha + exp(b) S^-beta."""
+def law_loss(c, n, d_tokens, epochs, r_star=5.0) -> np.ndarray:
+    """The true text loss: exp(e.x) + exp(a.x) N^-alpha + exp(b) S^-beta (`r_star`: one for
+    both domains, or one each)."""
     x = np.c_[1 - c, c]
     excess = np.maximum(epochs - 1.0, 0.0)
     phi = np.where(
@@ -40,6 +41,7 @@ def ladder(
     tokens_per_param: float = 10.0,
     noise: float = 0.01,
     seed: int = 0,
+    r_star=5.0,
 ):
     """(code shares as (runs, 2) weights, N, loss, RunData) for every size and share."""
     rng = np.random.default_rng(seed)
@@ -48,7 +50,7 @@ def ladder(
     d = n * tokens_per_param
     d_tokens = np.c_[d * (1 - c), d * c]
     epochs = d_tokens / np.asarray(unique, float)[None, :]
-    loss = law_loss(c, n, d_tokens, epochs) * np.exp(noise * rng.standard_normal(len(n)))
+    loss = law_loss(c, n, d_tokens, epochs, r_star) * np.exp(noise * rng.standard_normal(len(n)))
     return np.c_[1 - c, c], n, loss, RunData(DOMAINS, d_tokens, epochs)
 
 

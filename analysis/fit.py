@@ -34,6 +34,7 @@ def fit_results(
     code_domains: tuple[str, ...] | None = None,
     links: list[tuple[str, float | None]] = (),
     law: str = "auto",
+    r_star: str = "auto",
 ) -> FitFile:
     """Surfaces for every metric (on the runs of the largest size, if sizes are given) and,
     with runs at 3+ sizes, the joint mixture-and-size law per metric (Scheffe-linear or
@@ -48,7 +49,8 @@ def fit_results(
 
     `law`: the size law: `auto` (the data-constrained law where the table has each run's
     tokens and epochs per domain and it predicts held-out runs better), `joint` or
-    `joint_data`."""
+    `joint_data`. `r_star`: the data law's R* shared, per domain, or chosen on held-out runs
+    (auto)."""
     if code_domains:
         code_domains = check_code_domains(code_domains, table.mixture_cols)
     surfaces, scaling = {}, {}
@@ -81,6 +83,7 @@ def fit_results(
                 progress,
                 groups=table.groups,
                 law=law,
+                r_star=r_star,
             )
     decision = {}
     if table.size is not None:

@@ -18,3 +18,6 @@ LAWS = (
     "joint_data+revert",
     "joint_data+overfit+revert",
 )
+# how R*, the repetitions' half-life, is fitted: one for all domains, one per domain, or
+# whichever of the two predicts held-out runs better (analysis/datalaw.py)
+R_STAR_MODES = ("auto", "shared", "per-domain")

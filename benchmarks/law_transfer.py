@@ -33,7 +33,7 @@ from codemix.analysis._parallel import cpu_count  # noqa: E402
 from codemix.analysis.confirm import KEY, calibration  # noqa: E402
 from codemix.analysis.datalaw import DataLawFit, choose_size_law  # noqa: E402
 from codemix.analysis.intervals import coverage  # noqa: E402
-from codemix.analysis.lawnames import LAWS  # noqa: E402
+from codemix.analysis.lawnames import LAWS, R_STAR_MODES  # noqa: E402
 from codemix.analysis.scaling import ScalingConfig  # noqa: E402
 from codemix.analysis.surfaces import quiet_numerics  # noqa: E402
 from codemix.analysis.tables import load_results  # noqa: E402
@@ -128,8 +128,11 @@ def transfer(args) -> None:
                 cfg,
                 groups=train.groups,
                 law=law_name,
+                r_star=args.r_star,
             )
             chosen = getattr(law, "name", law.form)
+            if getattr(law, "shared_r_star", True) is False:
+                chosen += " (R* per domain)"
             contest = law.selection.get("data_law", {})
             if contest.get("by") == "held-out error":
                 ranked = sorted(contest["geomean_rmse_log"].items(), key=lambda kv: kv[1])
@@ -139,6 +142,13 @@ def transfer(args) -> None:
                 for name, score in ranked:
                     each = ", ".join(f"{v:.4f}" for v in contest["scores"][name].values())
                     print(f"    {name}: {score:.4f} ({each})", file=sys.stderr)
+                check = contest.get("r_star", {})
+                if "per-domain" in check:
+                    print(
+                        f"  R*: best shared {check['best_shared']:.4f}, per domain "
+                        f"{check['per-domain']:.4f}: {check['chosen']}",
+                        file=sys.stderr,
+                    )
             for name, test, held in tests:
                 y_te, w_te = test.metric(m)[held], test.weights[held]
                 n_te, d_te = test.size[held], test.run_data.take(held)
@@ -188,6 +198,7 @@ def main() -> None:
     p.add_argument(
         "--law", action="append", choices=LAWS, help="laws to compare (default: joint, auto)"
     )
+    p.add_argument("--r-star", default="auto", choices=R_STAR_MODES)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=cpu_count(), help="processes for the fits")
     p.add_argument("--synthetic", type=int, default=0, metavar="K", help="K synthetic ladders")

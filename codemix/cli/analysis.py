@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from codemix.analysis.lawnames import LAWS as SIZE_LAWS
+from codemix.analysis.lawnames import R_STAR_MODES
 
 
 def register(sub) -> None:
@@ -73,6 +74,15 @@ def register(sub) -> None:
         "domain left out of the last stages is forgotten, more the longer they are), +revert (its "
         "loss goes back toward that of a model that never saw it, and no further), or auto: the "
         "one that predicts held-out runs best, where the table has tokens and epochs (default)",
+    )
+    p.add_argument(
+        "--r-star",
+        choices=R_STAR_MODES,
+        default="auto",
+        help="how the data law's R* (how fast repeated tokens lose value) is fitted: shared by "
+        "the domains, one per domain, or auto: with --law auto, the best data law's "
+        "per-domain twin is taken where it predicts the held-out runs better (by more than "
+        "0.1 %%), else one shared (default)",
     )
     p.add_argument(
         "--code-domains",
@@ -357,6 +367,7 @@ def _fit(args: argparse.Namespace) -> int:
         code_domains=split_domains(args.code_domains),
         links=links,
         law=args.law,
+        r_star=args.r_star,
     )
     save_fit(fit, args.output)
     for m, s in fit.surfaces.items():
@@ -531,11 +542,20 @@ def _data_law_lines(law, metric: str) -> list[str]:
             )
     else:
         lines = [f"size law {rec['chosen']}, as --law asked"]
+    check = rec.get("r_star", {})
+    if "per-domain" in check:
+        lines.append(
+            f"R* one per domain ({check['law']}): held-out RMSE {check['per-domain']:.4g} "
+            f"against {check['best_shared']:.4g} with one shared -> {check['chosen']}"
+        )
     if law.form == "joint_data":
         p = law.params
-        r_star = sorted(set(round(v, 3) for v in p["R_star"].values()))
+        if law.shared_r_star:
+            r_star = f"{next(iter(p['R_star'].values())):.3g}"
+        else:
+            r_star = ", ".join(f"{d} {v:.3g}" for d, v in p["R_star"].items())
         lines.append(
-            f"data term: beta {p['beta']:.3f}, R* {', '.join(f'{v:.3g}' for v in r_star)}, "
+            f"data term: beta {p['beta']:.3f}, R* {r_star}, "
             "domain weights "
             + ", ".join(f"{d} {v:.3g}" for d, v in p["domain_weight"].items())
             + "; unique tokens "

@@ -514,6 +514,28 @@ def test_auto_compares_every_law_and_refuses_recency_without_stages():
         choose_size_law(w, n, y, rd, STAGE_COLS, (0.8, 0.2), config=cfg, law="joint_data+decay")
 
 
+def test_auto_takes_one_r_star_per_domain_only_where_held_out_runs_need_it():
+    cfg = ScalingConfig(n_boot=0)
+    for r_star, want in (((1.5, 40.0), "per-domain"), (5.0, "shared")):
+        w, n, y, rd = _synthetic.ladder(
+            sizes=LADDER[:4], unique=(3e6, 1e7), noise=0.0, r_star=r_star
+        )
+        law = choose_size_law(w, n, y, rd, COLS, (1.0,), config=cfg)
+        check = law.selection["data_law"]["r_star"]
+        assert check["chosen"] == want
+        assert law.shared_r_star is (want == "shared")
+        # a shared R* cannot draw two domains that lose value per repetition at other rates
+        if want == "per-domain":
+            assert check["per-domain"] < 0.5 * check["best_shared"]
+            assert law.params["R_star"]["text"] == pytest.approx(1.5, rel=0.05)
+    forced = choose_size_law(w, n, y, rd, COLS, (1.0,), config=cfg, r_star="per-domain")
+    assert not forced.shared_r_star and forced.selection["data_law"]["r_star"] == {
+        "chosen": "per-domain"
+    }
+    with pytest.raises(CodemixError, match="unknown R\\* mode 'each'"):
+        choose_size_law(w, n, y, rd, COLS, (1.0,), config=cfg, r_star="each")
+
+
 def test_the_contest_and_bootstrap_are_the_same_on_several_processes():
     """Held-out scores, the chosen law, its fit and bootstrap draws: one process or two."""
     w, n, y, rd = _synthetic.staged_ladder(sizes=LADDER[:4], noise=0.01, forget=True)

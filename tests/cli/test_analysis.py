@@ -534,6 +534,15 @@ def test_fit_prints_every_laws_held_out_error_and_refuses_recency_without_stages
     # one stage: the recency term is not a candidate; the others all have their error printed
     assert "joint_data+overfit" in out and "recency" not in out
     assert "held-out RMSE of log bpb.text: largest size" in out
+    # the best data law with one R* per domain, scored on the same checks
+    assert "R* one per domain (joint_data" in out and "with one shared ->" in out
+    forced = [*argv, "--law", "joint_data", "--r-star", "per-domain", "-o", str(d / "fit2.json")]
+    assert main(forced) == 0
+    out = capsys.readouterr().out
+    assert "R* text " in out and ", code " in out and "R* one per domain" not in out
+    with pytest.raises(SystemExit):
+        main([*argv, "--r-star", "each", "-o", str(d / "fit3.json")])
+    assert "invalid choice: 'each'" in capsys.readouterr().err
     assert main([*argv, "--law", "joint_data+recency", "-o", str(d / "fit1.json")]) == 2
     assert "the recency term needs runs of 2+ stages" in capsys.readouterr().err
     assert not (d / "fit1.json").exists()
