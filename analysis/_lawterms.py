@@ -294,8 +294,11 @@ def _minimise_in(starts, lay, xe, xa, log_n, data, log_y, delta):
         # from there, so that the law with it never fits worse than the law without
         i = lay.i_r + 3 * lay.k + 3
         pinned = bounds[:i] + [(0.0, 0.0)] * lay.k
-        starts = [_best(starts, args, pinned, shift).x]
-        best = _best(starts, args, bounds, shift)
+        first = _best(starts, args, pinned, shift)
+        if first.nit >= OPTIONS["maxiter"]:  # a path not yet at its end: which basin the
+            # free fit then fell into turned on the order of the table's rows
+            first = _best([first.x], args, pinned, shift, first, POLISH_STEPS)
+        best = _best([first.x], args, bounds, shift)
     else:
         best = _best(starts, args, bounds, shift)
         if len(starts) == 1:  # a bootstrap refit, from the fit's optimum
