@@ -138,10 +138,14 @@ def from_fit(r: ReportInput, fit, target: Size, points: int = 41) -> None:
         }
     )
     held = " Other stages' mixtures are held at that mixture along the curves." if shares else ""
+    law = fit.scaling.get(nl)
+    name = getattr(law, "name", getattr(law, "form", "?"))
+    name += "" if getattr(law, "shared_r_star", True) else ", R* per domain"
     r.notes.append(
-        f"Predictions at {target} come from the fitted mixture-and-size law over "
-        f"{', '.join(cols)}; bands are 90 % intervals. The scaling curve follows the mixture "
-        f"with the lowest predicted {nl} at the target.{held}"
+        f"Predictions at {target} come from the fitted mixture-and-size law ({name}, as "
+        f"`codemix fit` chose it for {nl}) over {', '.join(cols)}; bands are 90 % intervals. "
+        f"The scaling curve follows the mixture with the lowest predicted {nl} at the "
+        f"target.{held}"
     )
     if not fit.code_domains:
         r.notes.append(

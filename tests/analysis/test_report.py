@@ -202,6 +202,7 @@ def test_cli_with_a_fit_adds_predictions(tmp_path, capsys):
     page = (tmp_path / "r.html").read_text()
     assert "2.8B predicted front" in page and "Predictions at 2.8B" in page
     assert "extrapolation to 2.8B" in page
+    assert "mixture-and-size law (joint, as `codemix fit` chose it for bpb.text)" in page
     resolved = "2.8B (2.53e9 parameters: the preset at vocabulary 4096, total)"
     assert resolved in page and f"predictions at {resolved}\n" in capsys.readouterr().out
     assert "Response along code_frac.init" in page  # the fit's code domains: init's share
