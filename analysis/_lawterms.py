@@ -75,6 +75,7 @@ class _Layout:
         self.ke, self.ka, self.k, self.shared = ke, ka, k, shared
         self.scale = scale  # the tokens tau is measured in: a median run's
         self.log_n0 = log_n0  # log of the size revert's tau is quoted at: a median run's
+        self.extra = tuple(t for t in EXTRA_TERMS if t in extra)
         self.recency, self.overfit = "recency" in extra, "overfit" in extra
         self.forget, self.revert = "forget" in extra, "revert" in extra
         self.i_alpha = ke + ka

@@ -563,17 +563,12 @@ def fit_data_law(
 def _from_shared(best, starts, lay: _Layout, *args):
     """The better of a per-domain-R* fit and one started from the shared-R* law's optimum:
     a law with one R* per domain then never fits worse than the law with one for all."""
-    one = _Layout(lay.ke, lay.ka, lay.k, True, _extra_of(lay), lay.scale, lay.log_n0)
+    one = _Layout(lay.ke, lay.ka, lay.k, True, lay.extra, lay.scale, lay.log_n0)
     cut = [np.r_[s[: one.i_lam], s[lay.i_lam :]] for s in starts]
     shared = _minimise(cut, one, *args).x
     x = np.r_[shared[: one.i_rho], np.repeat(shared[one.i_rho], lay.k), shared[one.i_lam :]]
     twin = _polish(x, lay, *args)
     return twin if twin.fun < best.fun else best
-
-
-def _extra_of(lay: _Layout) -> tuple[str, ...]:
-    flags = (lay.recency, lay.overfit, lay.forget, lay.revert)
-    return tuple(t for t, on in zip(EXTRA_TERMS, flags, strict=True) if on)
 
 
 def _refit(*args) -> np.ndarray:
@@ -746,11 +741,11 @@ def _r_star_check(name: str, best: float, splits, common, jobs: int) -> dict:
         [(name, test, *head, kw | {"shared_r_star": False}) for _, test in splits],
         jobs,
     )
-    errs = [e for e, _ in per]
-    if any(e is None for e in errs):
-        score = float("nan")
-    else:
-        score = float(np.exp(np.mean([np.log(np.sqrt(np.mean(e**2))) for e in errs])))
+    rmse = {
+        label: float(np.sqrt(np.mean(e**2))) if e is not None else float("nan")
+        for (label, _), (e, _) in zip(splits, per, strict=True)
+    }
+    score = _pick({name: rmse}, [name])[0][name]  # scored as the contest scores
     better = np.isfinite(score) and score < best * (1 - 1e-3)
     return {
         "best_shared": best,
