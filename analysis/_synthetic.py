@@ -42,8 +42,11 @@ def ladder(
     noise: float = 0.01,
     seed: int = 0,
     r_star=5.0,
+    overfit: float = 0.0,
 ):
-    """(code shares as (runs, 2) weights, N, loss, RunData) for every size and share."""
+    """(code shares as (runs, 2) weights, N, loss, RunData) for every size and share.
+    `overfit`: the log loss rises by that much an extra text epoch past 10, a loss the law
+    has no term for (to check the error bars of reading the text more than a ladder did)."""
     rng = np.random.default_rng(seed)
     c = np.tile(np.asarray(shares, float), len(sizes))
     n = np.repeat(np.asarray(sizes, float), len(shares))
@@ -51,6 +54,7 @@ def ladder(
     d_tokens = np.c_[d * (1 - c), d * c]
     epochs = d_tokens / np.asarray(unique, float)[None, :]
     loss = law_loss(c, n, d_tokens, epochs, r_star) * np.exp(noise * rng.standard_normal(len(n)))
+    loss *= np.exp(overfit * np.maximum(epochs[:, 0] - 10.0, 0.0))
     return np.c_[1 - c, c], n, loss, RunData(DOMAINS, d_tokens, epochs)
 
 

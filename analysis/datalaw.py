@@ -44,12 +44,16 @@ Optional terms, chosen like the law itself on held-out runs:
 Fitted like every size law here (summed Huber loss on log residuals, L-BFGS-B, bootstrap
 over runs), from the joint law's optimum. Intervals: bootstrap draws times resampled
 residuals, and beyond the largest fitted size a log-normal extrapolation error whose spread
-grows with log(N / N_max), calibrated where the largest size was held out (`calibrate`).
+grows with log(N / N_max), calibrated where the largest size was held out (`calibrate`); and
+where a run reads a domain more often than any fitted run did, a second one growing with
+the epochs beyond the ladder's most, calibrated where the most-read fifth of the runs was
+held out (`_calibrate_repetition`). The two add in quadrature.
 The terms, their gradients and the objective live in `analysis/_lawterms.py`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -200,6 +204,9 @@ class DataLawFit:
     # the most tokens trained after the domain's last stage
     ladder_epochs: dict[str, float] = field(default_factory=dict)
     ladder_absence: dict[str, float] = field(default_factory=dict)
+    # log-loss spread per epoch a domain is read beyond the ladder's most, calibrated where
+    # the most-read runs were held out
+    repetition_sd: float = 0.0
 
     form = "joint_data"
 
@@ -319,11 +326,20 @@ class DataLawFit:
         beyond = np.maximum(np.log(n / max(self.sizes)), 0.0)
         return self.extrapolation_sd * beyond / self.extrapolation_step
 
+    def repetition(self, w, n_params, data: TargetData | RunData | None = None) -> np.ndarray:
+        """The log-normal spread of the error of reading a domain more often than any fitted
+        run did: zero within the ladder's epochs, growing linearly in the epochs beyond."""
+        w = np.atleast_2d(w)
+        if not self.repetition_sd or not self.ladder_epochs:
+            return np.zeros(len(w))
+        rd = data if isinstance(data, RunData) else self.run_data(w, n_params, data)
+        return self.repetition_sd * repetition_beyond(rd.epochs, self.ladder_epochs, rd.domains)
+
     def interval(
         self, w, n_params, level: float | None = None, data: TargetData | RunData | None = None
     ):
         """Mean and a prediction interval for one new run: bootstrap draws times resampled
-        log residuals times the extrapolation error."""
+        log residuals times the extrapolation errors in size and in repetition."""
         level = self.level if level is None else level
         w = np.atleast_2d(w)
         mean = self.predict(w, n_params, data)
@@ -332,7 +348,8 @@ class DataLawFit:
         draws = self.boot_predictions(w, n_params, data)
         rng = np.random.default_rng(0)
         noise = rng.choice(self.resid_log, size=draws.shape) if len(self.resid_log) else 0.0
-        sd = np.broadcast_to(self.extrapolation(n_params), (len(w),))[:, None]
+        size_sd = np.broadcast_to(self.extrapolation(n_params), (len(w),))
+        sd = np.hypot(size_sd, self.repetition(w, n_params, data))[:, None]
         noise = noise + sd * rng.standard_normal(draws.shape)
         lo, hi = central(draws * np.exp(noise), level, axis=1)
         return mean, lo, hi
@@ -384,6 +401,7 @@ class DataLawFit:
             "level": self.level,
             "extrapolation_sd": self.extrapolation_sd,
             "extrapolation_step": self.extrapolation_step,
+            "repetition_sd": self.repetition_sd,
             "boot": self.boot.tolist(),
             "resid_log": self.resid_log.tolist(),
             "ladder_epochs": self.ladder_epochs,
@@ -424,6 +442,7 @@ class DataLawFit:
             tuple(int(i) for i in d.get("stage_order", ())),
             {k: float(v) for k, v in d.get("ladder_epochs", {}).items()},
             {k: float(v) for k, v in d.get("ladder_absence", {}).items()},
+            float(d.get("repetition_sd", 0.0)),
         )
 
 
@@ -446,11 +465,13 @@ def fit_data_law(
     extra: tuple[str, ...] = (),
     progress: bool = False,
     jobs: int = 1,
+    shared_x: np.ndarray | None = None,
 ) -> DataLawFit:
     """Fit the law on runs with mixtures `w`, sizes N, losses and their domain tokens and
     epochs. `start`: the joint law's (e, a, alpha) optimum on the same runs, if fitted.
     `extra`: the optional terms (`recency` and `forget` need each run's stage tokens).
-    `jobs`: processes for the bootstrap (the same draws on one or many)."""
+    `jobs`: processes for the bootstrap (the same draws on one or many). `shared_x`: with
+    one R* per domain, the same law's optimum with one R* on the same runs, if fitted."""
     from codemix.analysis.scaling import _law_design
 
     w = np.atleast_2d(np.asarray(w, float))
@@ -510,7 +531,7 @@ def fit_data_law(
                 starts.append(np.r_[start, rest, rho, lam, over, forget, tail])
     best = _minimise(starts, lay, xe, xa, log_n, data, log_y, delta)
     if not shared_r_star and k > 1:
-        best = _from_shared(best, starts, lay, xe, xa, log_n, data, log_y, delta)
+        best = _from_shared(best, starts, lay, shared_x, xe, xa, log_n, data, log_y, delta)
     rng = np.random.default_rng(seed)
     draws = [rng.integers(0, len(y), len(y)) for _ in range(n_boot)]
     fits = pmap(
@@ -560,12 +581,14 @@ def fit_data_law(
     )
 
 
-def _from_shared(best, starts, lay: _Layout, *args):
-    """The better of a per-domain-R* fit and one started from the shared-R* law's optimum:
-    a law with one R* per domain then never fits worse than the law with one for all."""
+def _from_shared(best, starts, lay: _Layout, shared, *args):
+    """The better of a per-domain-R* fit and one started from the shared-R* law's optimum
+    (`shared`, fitted here where None): a law with one R* per domain then never fits worse
+    than the law with one for all."""
     one = _Layout(lay.ke, lay.ka, lay.k, True, lay.extra, lay.scale, lay.log_n0)
-    cut = [np.r_[s[: one.i_lam], s[lay.i_lam :]] for s in starts]
-    shared = _minimise(cut, one, *args).x
+    if shared is None:
+        cut = [np.r_[s[: one.i_lam], s[lay.i_lam :]] for s in starts]
+        shared = _minimise(cut, one, *args).x
     x = np.r_[shared[: one.i_rho], np.repeat(shared[one.i_rho], lay.k), shared[one.i_lam :]]
     twin = _polish(x, lay, *args)
     return twin if twin.fun < best.fun else best
@@ -656,8 +679,9 @@ def choose_size_law(
     held = track(held, len(tasks), desc="held-out fits", unit="fit", enabled=progress)
     scores: dict = {name: {} for name in names}
     per_run: dict = {name: {} for name in names}
-    for (name, label, _), (err, why) in zip(tasks, held, strict=True):
-        per_run[name][label] = err
+    fitted: dict = {name: {} for name in names}  # each law's optimum on each check's rest
+    for (name, label, _), (err, why, theta) in zip(tasks, held, strict=True):
+        per_run[name][label], fitted[name][label] = err, theta
         scores[name][label] = float(np.sqrt(np.mean(err**2))) if err is not None else float("nan")
         if why:
             scores.setdefault(name + "_errors", []).append(why)
@@ -678,7 +702,7 @@ def choose_size_law(
         # the best data law's per-domain twin, against the best law of all: where the
         # domains lose value per repetition at other rates, every shared law can lose to joint
         twin = best if best != "joint" else min(data_laws, key=lambda x: mean[x])
-        check = _r_star_check(twin, mean[best], splits, common, cfg.jobs)
+        check = _r_star_check(twin, mean[best], splits, common, cfg.jobs, fitted[twin])
         record["r_star"] = check | {"law": twin}
         if check["chosen"] == "per-domain":
             chosen = record["chosen"] = twin
@@ -704,46 +728,108 @@ def choose_size_law(
         **kw,
     )
     fit.selection = {"terms": joint.selection, "data_law": record}
-    sizes = np.unique(n)
-    if len(sizes) >= 4 and cfg.n_boot >= 2:
-        test = n == sizes[-1]
-        start = _joint_sub(w[~test], n[~test], y[~test], mixture_cols, cfg, groups, joint.terms)
-        sub = fit_data_law(
-            w[~test],
-            n[~test],
-            y[~test],
-            data.take(~test),
-            mixture_cols,
-            stage_fracs,
-            start=start.theta,
-            n_boot=min(cfg.n_boot, 100),
-            seed=cfg.seed,
-            jobs=cfg.jobs,
-            **kw,
-        )
-        fit.extrapolation_sd = calibrate(sub, w[test], n[test], y[test], data.take(test))
-        fit.extrapolation_step = float(np.log(sizes[-1] / sizes[-2]))
-        fit.selection["extrapolation"] = {
-            "sd_log_per_step": fit.extrapolation_sd,
-            "step_log_n": fit.extrapolation_step,
-        }
+    if cfg.n_boot >= 2:  # common's kw is the chosen law's by now
+        _calibrate_size(fit, common)
+        _calibrate_repetition(fit, common)
     return fit
 
 
-def _r_star_check(name: str, best: float, splits, common, jobs: int) -> dict:
+def _held_out_law(keep, w, n, y, data, mixture_cols, stage_fracs, cfg, groups, terms, kw):
+    """The chosen law fitted on the runs `keep`, with a bootstrap for its intervals."""
+    start = _joint_sub(w[keep], n[keep], y[keep], mixture_cols, cfg, groups, terms)
+    return fit_data_law(
+        w[keep],
+        n[keep],
+        y[keep],
+        data.take(keep),
+        mixture_cols,
+        stage_fracs,
+        start=start.theta,
+        n_boot=min(cfg.n_boot, 100),
+        seed=cfg.seed,
+        jobs=cfg.jobs,
+        **kw,
+    )
+
+
+def _calibrate_size(fit: DataLawFit, common) -> None:
+    """The extrapolation error in size, from the largest size held out (4+ sizes)."""
+    w, n, y, data = common[:4]
+    sizes = np.unique(n)
+    if len(sizes) < 4:
+        return
+    test = n == sizes[-1]
+    sub = _held_out_law(~test, *common)
+    fit.extrapolation_sd = calibrate(sub, w[test], n[test], y[test], data.take(test))
+    fit.extrapolation_step = float(np.log(sizes[-1] / sizes[-2]))
+    fit.selection["extrapolation"] = {
+        "sd_log_per_step": fit.extrapolation_sd,
+        "step_log_n": fit.extrapolation_step,
+    }
+
+
+def _most_read(data: RunData) -> tuple[str, np.ndarray] | None:
+    """The runs that read the most-repeated domain most often (the top fifth), where the
+    rest still make a ladder; None where no domain is repeated."""
+    k = int(np.argmax(data.epochs.max(0)))
+    e = data.epochs[:, k]
+    top = np.quantile(e, 0.8)
+    test = e > top
+    if top <= 1.0 or test.sum() < 3 or (~test).sum() < 6:
+        return None
+    return data.domains[k], test
+
+
+def _calibrate_repetition(fit: DataLawFit, common) -> None:
+    """The error of reading a domain more often than the ladder did, from its most-read runs
+    held out: a spread per epoch beyond the rest's most, added to the size error (in
+    quadrature) where those runs are also beyond the rest's sizes."""
+    w, n, y, data = common[:4]
+    split = _most_read(data)
+    if split is None:
+        return
+    domain, test = split
+    try:
+        sub = _held_out_law(~test, *common)
+    except CodemixError as e:  # the rest too few to fit: no calibration, said so
+        fit.selection["repetition"] = {"skipped": str(e)}
+        return
+    rd = data.take(test)
+    kept = data.epochs[~test].max(0)
+    scale = repetition_beyond(rd.epochs, dict(zip(data.domains, kept, strict=True)), rd.domains)
+    # runs beyond the rest's largest size carry the size error already calibrated
+    base = dataclasses.replace(fit, sizes=sub.sizes).extrapolation(n[test])
+    fit.repetition_sd = calibrate(sub, w[test], n[test], y[test], rd, base=base, scale=scale)
+    fit.selection["repetition"] = {
+        "held_out": f"{domain} read more than {kept[data.domains.index(domain)]:.3g} times",
+        "runs": int(test.sum()),
+        "sd_log_per_epoch": fit.repetition_sd,
+    }
+
+
+def repetition_beyond(epochs: np.ndarray, most: dict[str, float], domains) -> np.ndarray:
+    """How far each row reads a domain beyond `most` (its most epochs on a ladder): the
+    largest over domains of the epochs beyond it, 0 within. In epochs, not their log, as
+    repetition's cost is counted in Muennighoff et al.'s law, and as the loss of codemix's
+    proxies rose past about 10 epochs: about linearly in the epochs, faster than in their log."""
+    top = np.array([most.get(d, np.inf) for d in domains], float)
+    return np.maximum(np.atleast_2d(epochs) - np.maximum(top, 1.0)[None, :], 0.0).max(1)
+
+
+def _r_star_check(name: str, best: float, splits, common, jobs: int, shared: dict) -> dict:
     """The law `name` with one R* per domain, scored on the contest's checks against `best`,
     the best score of all laws: {"best_shared": best, "per-domain": its score, "chosen"}. A
     domain repeated far more than another (text read 20 times, code 2) may lose value per
-    repetition at another rate; the ladder decides, and an exact tie (0.1 %) keeps one R*."""
+    repetition at another rate; the ladder decides, and an exact tie (0.1 %) keeps one R*.
+    `shared`: the law's shared-R* optimum on each check's rest, from the contest, where the
+    per-domain fit starts from it (refitting it would find the same)."""
     *head, kw = common
-    per = pmap(
-        _held_out,
-        [(name, test, *head, kw | {"shared_r_star": False}) for _, test in splits],
-        jobs,
-    )
+    twin = kw | {"shared_r_star": False}
+    tasks = [(name, test, *head, twin | {"shared_x": shared.get(label)}) for label, test in splits]
+    per = pmap(_held_out, tasks, jobs)
     rmse = {
         label: float(np.sqrt(np.mean(e**2))) if e is not None else float("nan")
-        for (label, _), (e, _) in zip(splits, per, strict=True)
+        for (label, _), (e, *_) in zip(splits, per, strict=True)
     }
     score = _pick({name: rmse}, [name])[0][name]  # scored as the contest scores
     better = np.isfinite(score) and score < best * (1 - 1e-3)
@@ -795,8 +881,9 @@ def _nested(sub: str, law: str) -> bool:
 
 
 def _held_out(name, test, w, n, y, data, mixture_cols, stage_fracs, cfg, groups, terms, kw):
-    """(the log errors of the runs `test`, predicted by law `name` fitted on the rest; None),
-    or (None, why) where that law could not be fitted."""
+    """(the log errors of the runs `test`, predicted by law `name` fitted on the rest; None;
+    that fit's theta, None for the joint law), or (None, why, None) where that law could not
+    be fitted."""
     try:
         if name == "joint":
             held = _joint_sub(w[~test], n[~test], y[~test], mixture_cols, cfg, groups, terms)
@@ -805,8 +892,8 @@ def _held_out(name, test, w, n, y, data, mixture_cols, stage_fracs, cfg, groups,
             held = _data_sub(w, n, y, data, mixture_cols, stage_fracs, ~test, sub_kw)
         pred = _predict_runs(held, w[test], n[test], data.take(test))
     except CodemixError as e:
-        return None, str(e)
-    return np.log(pred) - np.log(y[test]), None
+        return None, str(e), None
+    return np.log(pred) - np.log(y[test]), None, getattr(held, "theta", None)
 
 
 def _splits(n: np.ndarray, data: RunData, seed: int) -> list[tuple[str, np.ndarray]]:
@@ -854,18 +941,25 @@ def _predict_runs(law, w, n, data: RunData) -> np.ndarray:
     return np.array([law.predict(w[i : i + 1], n[i])[0] for i in range(len(n))])
 
 
-def calibrate(sub: DataLawFit, w, n, y, data: RunData, grid: int = 60) -> float:
+def calibrate(
+    sub: DataLawFit, w, n, y, data: RunData, grid: int = 60, base=None, scale=None
+) -> float:
     """The smallest log-normal spread which, added to `sub`'s intervals, puts `sub.level` of
-    the held-out runs inside (split-conformal, with the finite-sample correction)."""
+    the held-out runs inside (split-conformal, with the finite-sample correction). `scale`:
+    each run's multiple of that spread (its distance beyond the fitted runs; 1 for all by
+    default); `base`: a spread each run has already, added in quadrature."""
     rng = np.random.default_rng(0)
     d = sub.boot_predictions(w, n, data)  # (held-out runs, draws)
     noise = rng.choice(sub.resid_log, size=d.shape) if len(sub.resid_log) else 0.0
     logs = np.log(d) + noise
     z = rng.standard_normal(logs.shape)
+    scale = np.ones(len(y)) if scale is None else np.asarray(scale, float)
+    base = np.zeros(len(y)) if base is None else np.asarray(base, float)
     need = min(len(y), int(np.ceil((len(y) + 1) * sub.level)))
     lo_q, hi_q = 0.5 - sub.level / 2, 0.5 + sub.level / 2
     for sd in np.r_[0.0, np.geomspace(1e-3, 1.0, grid)]:
-        lo, hi = np.quantile(logs + sd * z, [lo_q, hi_q], axis=1)
+        spread = np.hypot(base, sd * scale)[:, None]
+        lo, hi = np.quantile(logs + spread * z, [lo_q, hi_q], axis=1)
         if np.sum((np.log(y) >= lo) & (np.log(y) <= hi)) >= need:
             return float(sd)
     return 1.0

@@ -212,6 +212,13 @@ def _headline(fit, target: Size, nl: str, shares) -> list[str]:
                 "`codemix optimum --unique-tokens` takes the target's): "
                 + "; ".join(beyond)
                 + ". The law has not seen this; add ladder runs that do (benchmarks/RESULTS.md)."
+                + (
+                    f" The interval there widens by a log-sd of {law.repetition_sd:.2g} an "
+                    "epoch beyond the ladder's most (what the fit missed where its most-read "
+                    "runs were held out), which does not cover a law that is wrong in that regime."
+                    if getattr(law, "repetition_sd", 0.0)
+                    else ""
+                )
             )
         if target.count > 4 * max(law.sizes):
             lines.append(

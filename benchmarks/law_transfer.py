@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -40,8 +41,12 @@ from codemix.analysis.tables import load_results  # noqa: E402
 
 
 def _score(law, w, n, y, data):
+    inside = ""
     if isinstance(law, DataLawFit):
         mean, lo, hi = law.interval(w, n, data=data)
+        if law.repetition_sd and law.repetition(w, n, data).any():  # what that error added
+            _, lo0, hi0 = dataclasses.replace(law, repetition_sd=0.0).interval(w, n, data=data)
+            inside = f" ({coverage(y, mean, lo0, hi0).inside} without the repetition error)"
     else:
         mean, lo, hi = (np.empty(len(y)) for _ in range(3))
         for v in np.unique(n):
@@ -49,7 +54,8 @@ def _score(law, w, n, y, data):
             mean[at], lo[at], hi[at] = law.interval(w[at], v)
     c = coverage(y, mean, lo, hi)
     mre = float(np.mean(np.abs(mean - y) / y))
-    return mre, c.inside, c.n, float(stats.spearmanr(mean, y).statistic), _on_means(w, n, y, mean)
+    rho = float(stats.spearmanr(mean, y).statistic)
+    return mre, c.inside, c.n, rho, _on_means(w, n, y, mean), inside
 
 
 def _on_means(w, n, y, mean) -> str:
@@ -149,11 +155,14 @@ def transfer(args) -> None:
                         f"{check['per-domain']:.4f}: {check['chosen']}",
                         file=sys.stderr,
                     )
+            for what in ("extrapolation", "repetition"):
+                if what in getattr(law, "selection", {}):
+                    print(f"  {what}: {law.selection[what]}", file=sys.stderr)
             for name, test, held in tests:
                 y_te, w_te = test.metric(m)[held], test.weights[held]
                 n_te, d_te = test.size[held], test.run_data.take(held)
-                mre, inside, k, rho, means = _score(law, w_te, n_te, y_te, d_te)
-                row = f"{mre:.2%} | {inside} of {k} | {rho:.2f} | {means}"
+                mre, inside, k, rho, means, note = _score(law, w_te, n_te, y_te, d_te)
+                row = f"{mre:.2%} | {inside} of {k}{note} | {rho:.2f} | {means}"
                 print(f"| {m} | {law_name} | {chosen} | {name} | {row} |", flush=True)
         print(f"  ({time.time() - t0:.0f} s)", file=sys.stderr)
 
@@ -176,7 +185,7 @@ def synthetic(args) -> None:
             ScalingConfig(n_boot=args.n_boot, seed=seed, jobs=args.jobs),
             law=args.synthetic_law,
         )
-        mre, k_in, k, _, _ = _score(law, w[~tr], n[~tr], y[~tr], rd.take(~tr))
+        mre, k_in, k, *_ = _score(law, w[~tr], n[~tr], y[~tr], rd.take(~tr))
         inside, total = inside + k_in, total + k
         name = getattr(law, "name", law.form)
         print(f"| {seed} | {name} | {mre:.2%} | {k_in} of {k} |", flush=True)

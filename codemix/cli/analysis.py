@@ -601,6 +601,18 @@ def _data_law_lines(law, metric: str) -> list[str]:
                 f"{law.extrapolation_sd:.3g} per ladder step (x{step:.2f} in parameters), "
                 "growing with the distance beyond the largest size"
             )
+        rep = law.selection.get("repetition", {})
+        if law.repetition_sd:
+            lines.append(
+                f"repetition error calibrated on the most-read runs held out ({rep['held_out']}, "
+                f"{rep['runs']} runs): log-sd {law.repetition_sd:.3g} per epoch a domain is read "
+                "beyond the ladder's most"
+            )
+        elif "held_out" in rep:
+            lines.append(
+                f"repetition error: none needed where the most-read runs were held out "
+                f"({rep['held_out']}, {rep['runs']} runs)"
+            )
     return lines
 
 

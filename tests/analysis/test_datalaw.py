@@ -137,10 +137,44 @@ def test_intervals_cover_the_next_size_up():
     assert 0.85 <= inside / total <= 0.95
 
 
+def test_repetition_error_grows_with_the_epochs_beyond_the_ladder(noisy_law):
+    most = noisy_law.ladder_epochs["text"]
+    assert most == pytest.approx(25.33, rel=1e-3)  # 8e7 tokens, 95 % text, of 3e6
+    w = np.array([[0.9, 0.1]] * 4)
+    epochs = np.c_[most * np.array([0.5, 1.0, 1.0, 1.0]) + [0, 0, 5, 10], [0.1] * 4]
+    data = TargetData(epochs=epochs)
+    np.testing.assert_array_equal(noisy_law.repetition(w, 8e6, data), 0.0)  # none calibrated
+    law = dataclasses.replace(noisy_law, repetition_sd=0.01)
+    np.testing.assert_allclose(law.repetition(w, 8e6, data), [0.0, 0.0, 0.05, 0.1])
+    _, lo0, hi0 = noisy_law.interval(w, 8e6, data=data)
+    _, lo, hi = law.interval(w, 8e6, data=data)
+    # within the ladder's epochs the intervals are as before; beyond, wider the further
+    np.testing.assert_allclose(np.c_[lo, hi][:2], np.c_[lo0, hi0][:2])
+    width, width0 = np.log(hi / lo), np.log(hi0 / lo0)
+    assert 0 < (width - width0)[2] < (width - width0)[3]
+
+
+def test_repetition_error_is_calibrated_where_the_most_read_runs_are_held_out():
+    sds = {}
+    for overfit in (0.0, 0.02):  # the law has no term for a loss that rises past 10 epochs
+        w, n, y, rd = _synthetic.ladder(sizes=LADDER[:4], noise=0.01, overfit=overfit)
+        cfg = ScalingConfig(n_boot=20)
+        law = choose_size_law(w, n, y, rd, COLS, (1.0,), config=cfg, law="joint_data")
+        rep = law.selection["repetition"]
+        assert rep["held_out"] == "text read more than 9.2 times" and rep["runs"] == 7
+        sds[overfit] = law.repetition_sd
+    # measured 0.0026 and 0.0187 per epoch (0-0.0026 and 0.0166-0.0187 for seeds 0-3)
+    assert sds[0.0] < 0.005
+    assert sds[0.02] > 5 * max(sds[0.0], 0.002)
+
+
 def test_to_dict_round_trip_keeps_predictions_and_intervals(noisy_law, tmp_path):
-    law = dataclasses.replace(noisy_law, extrapolation_sd=0.03, extrapolation_step=np.log(2))
+    law = dataclasses.replace(
+        noisy_law, extrapolation_sd=0.03, extrapolation_step=np.log(2), repetition_sd=0.01
+    )
     back = DataLawFit.from_dict(json.loads(json.dumps(law.to_dict())))
     assert back.form == "joint_data" and back.domains == law.domains
+    assert back.repetition_sd == 0.01
     np.testing.assert_array_equal(back.theta, law.theta)
     np.testing.assert_array_equal(back.boot, law.boot)
     w, n, y, rd = _synthetic.ladder(sizes=(1e6, 3.2e7), noise=0.0)

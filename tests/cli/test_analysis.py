@@ -481,6 +481,9 @@ def test_fit_chooses_the_data_law_and_predicts_at_the_targets_repetition(repeate
     lines = _data_law_lines(load_fit(d / "fit.json").scaling["bpb.text"], "bpb.text")
     tie = next(x for x in lines if x.startswith("a tie"))
     assert "joint_data's held-out error: " in tie and "joint_data+overfit" in tie
+    # the most-read fifth held out: how much wider intervals grow past the ladder's epochs
+    rep = next(x for x in lines if x.startswith("repetition error"))
+    assert "text read more than" in rep
     out = d / "pred.csv"
     argv = ["predict", str(d / "fit.json"), "--mixtures", str(d / "confirm.csv")]
     assert (
@@ -570,6 +573,8 @@ def test_predict_and_optimum_warn_beyond_the_ladders_repetition(repeated, capsys
 def test_report_headline_names_regimes_beyond_the_ladder(repeated, tmp_path):
     """At a target far above the ladder, with the proxies' corpus, the text would be read
     more often than on any proxy: the report's answer says so."""
+    from codemix.analysis.fitfile import load_fit
+
     d = repeated
     page, table = tmp_path / "r.html", tmp_path / "ladder.csv"
     ladder = pl.read_csv(d / "ladder.csv")
@@ -585,6 +590,9 @@ def test_report_headline_names_regimes_beyond_the_ladder(repeated, tmp_path):
     head = page.read_text().split("<h2>The answer</h2>")[1].split("</ul>")[0]
     line = next(x for x in head.split("<li>") if "regimes at the target" in x)
     assert "text read up to" in line and "(the ladder at most" in line
+    # its interval widened there by what the fit missed on the ladder's most-read runs
+    assert load_fit(fit).scaling["bpb.text"].repetition_sd > 0  # measured 0.013 an epoch
+    assert "an epoch beyond" in line
 
 
 @pytest.mark.parametrize(
