@@ -601,6 +601,11 @@ def _data_law_lines(law, metric: str) -> list[str]:
                 f"{law.extrapolation_sd:.3g} per ladder step (x{step:.2f} in parameters), "
                 "growing with the distance beyond the largest size"
             )
+        elif "extrapolation" in law.selection:
+            lines.append(
+                "extrapolation error: none needed where the largest size was held out (its runs "
+                "fell inside the intervals of the law fitted below it)"
+            )
         rep = law.selection.get("repetition", {})
         if law.repetition_sd:
             lines.append(
@@ -613,6 +618,8 @@ def _data_law_lines(law, metric: str) -> list[str]:
                 f"repetition error: none needed where the most-read runs were held out "
                 f"({rep['held_out']}, {rep['runs']} runs)"
             )
+        elif "skipped" in rep:
+            lines.append(f"repetition error: not calibrated ({rep['skipped']})")
     return lines
 
 
