@@ -24,6 +24,9 @@ EXTRA_BOUNDS = {
     "lam": (-3.0, 6.9),
     "o": (-20.0, 5.0),
     "kappa": (0.0, 4.0),
+    # overfit_linear: log(the rise of log L an extra epoch past the onset), and the onset in
+    # extra epochs
+    "r0": (0.0, 100.0),
     "f": (-20.0, 3.0),
     "nu": (0.0, 3.0),
     # revert: the most of the way back a domain's loss can go (0-1), the slope in log N of the
@@ -39,7 +42,7 @@ EXTRA_BOUNDS = {
     # that (on codemix's ladder by about 0.012 a text epoch)
     "h2": (-0.1, 0.3),
 }
-EXTRA_TERMS = ("recency", "overfit", "forget", "revert")
+EXTRA_TERMS = ("recency", "overfit", "overfit_linear", "forget", "revert")
 STAGED_TERMS = ("recency", "forget", "revert")  # the terms that need each run's stage tokens
 # a law fitted from several starts: its best start then polished with up to this many steps
 # more (the forgetting laws' flat valleys take L-BFGS-B far longer than the joint law's)
@@ -59,8 +62,8 @@ def _phi(ep: np.ndarray, r_star: np.ndarray):
 
 class _Layout:
     """Where each part of theta sits: e (ke), a (ka), alpha, b, beta, g (K-1), rho (1 or K),
-    then lam (recency), o, kappa (overfit), f (K), nu (forget) and c, h0, h1 (K each), lam,
-    mu, nu, h2 (K) (revert) where the law has those terms."""
+    then lam (recency), o, kappa (overfit; log s and r0 for overfit_linear), f (K), nu (forget)
+    and c, h0, h1 (K each), lam, mu, nu, h2 (K) (revert) where the law has those terms."""
 
     def __init__(
         self,
@@ -76,7 +79,8 @@ class _Layout:
         self.scale = scale  # the tokens tau is measured in: a median run's
         self.log_n0 = log_n0  # log of the size revert's tau is quoted at: a median run's
         self.extra = tuple(t for t in EXTRA_TERMS if t in extra)
-        self.recency, self.overfit = "recency" in extra, "overfit" in extra
+        self.linear = "overfit_linear" in extra  # the overfitting term's other form
+        self.recency, self.overfit = "recency" in extra, "overfit" in extra or self.linear
         self.forget, self.revert = "forget" in extra, "revert" in extra
         self.i_alpha = ke + ka
         self.i_g = ke + ka + 3
@@ -103,7 +107,7 @@ class _Layout:
             + [BOUNDS["g"]] * (self.k - 1)
             + [BOUNDS["rho"]] * (self.i_lam - self.i_rho)
             + [EXTRA_BOUNDS["lam"]] * self.recency
-            + [EXTRA_BOUNDS["o"], EXTRA_BOUNDS["kappa"]] * self.overfit
+            + [EXTRA_BOUNDS["o"], EXTRA_BOUNDS["r0" if self.linear else "kappa"]] * self.overfit
             + ([EXTRA_BOUNDS["f"]] * self.k + [EXTRA_BOUNDS["nu"]]) * self.forget
             + (
                 [EXTRA_BOUNDS["c"]] * self.k
@@ -169,8 +173,12 @@ def _terms(th, lay: _Layout, xe, xa, log_n, data: RunData, grad: bool = False):
         share = raw / np.maximum(raw.sum(1, keepdims=True), 1e-300)
         extra = np.maximum(data.epochs - 1.0, 0.0)
         rbar = (share * extra).sum(1) + 1e-6
-        rows.append(o + kappa * np.log(rbar))
+        if not lay.linear:
+            rows.append(o + kappa * np.log(rbar))
     z = np.stack(rows)
+    if lay.linear:  # a factor on L: log L rises by s an extra epoch past the onset kappa
+        sp, sig = np.logaddexp(0.0, rbar - kappa), 1.0 / (1.0 + np.exp(kappa - rbar))
+        z = z + np.exp(o) * sp
     if lay.forget:  # a factor on L: the same on every term of the logsumexp
         forget, d_forget = _forget(th, lay, data, grad)
         z = z + forget
@@ -190,7 +198,14 @@ def _terms(th, lay: _Layout, xe, xa, log_n, data: RunData, grad: bool = False):
     if lay.recency:
         d_tokens = np.einsum("rsk,rs->rk", data.stage_tokens, m * data.after / tau)
         jac[2, :, lay.i_lam] = -beta * (d_tokens * phi) @ wk / s
-    if lay.overfit:
+    if lay.linear:
+        d_lin = np.zeros((n, lay.n))
+        d_lin[:, lay.i_o] = np.exp(o) * sp
+        d_lin[:, lay.i_o + 1] = -np.exp(o) * sig
+        d_g = share * (extra - (rbar - 1e-6)[:, None])  # d rbar / d g_k
+        d_lin[:, lay.i_g : lay.i_rho] = (np.exp(o) * sig)[:, None] * d_g[:, 1:]
+        jac += d_lin[None]
+    elif lay.overfit:
         jac[3, :, lay.i_o] = 1.0
         jac[3, :, lay.i_o + 1] = np.log(rbar)
         d_g = share * (extra - (rbar - 1e-6)[:, None])  # d rbar / d g_k

@@ -3,9 +3,10 @@ command line can offer them without loading the analysis stack."""
 
 # joint: mixture and N; joint_data: plus each domain's tokens counted with their repetitions;
 # +recency: each stage's tokens fade with the tokens trained after it; +overfit: a term that
-# lets the loss rise with repetition; +forget: a domain left out of the last stages is
-# forgotten, more the longer they are; +revert: such a domain's loss goes back toward that of
-# a model that never saw it, at most a fitted share of the way (analysis/datalaw.py)
+# lets the loss rise with repetition (+overfit_linear: the same, linear past an onset);
+# +forget: a domain left out of the last stages is forgotten, more the longer they are;
+# +revert: such a domain's loss goes back toward that of a model that never saw it, at most a
+# fitted share of the way (analysis/datalaw.py)
 LAWS = (
     "auto",
     "joint",
@@ -17,7 +18,15 @@ LAWS = (
     "joint_data+overfit+forget",
     "joint_data+revert",
     "joint_data+overfit+revert",
+    # the overfitting term linear in the epochs past an onset: by --law only, not in auto's
+    # contest, whose checks (the largest size held out) prefer the power law's onset while
+    # this form holds further past the ladder's epochs
+    "joint_data+overfit_linear",
+    "joint_data+recency+overfit_linear",
+    "joint_data+overfit_linear+forget",
+    "joint_data+overfit_linear+revert",
 )
+OPT_IN_TERMS = ("overfit_linear",)  # terms of laws `auto` leaves out
 # how R*, the repetitions' half-life, is fitted: one for all domains, one per domain, or
 # whichever of the two predicts held-out runs better (analysis/datalaw.py)
 R_STAR_MODES = ("auto", "shared", "per-domain")

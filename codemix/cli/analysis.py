@@ -70,7 +70,8 @@ def register(sub) -> None:
         default="auto",
         help="size law: joint (mixture and N), joint_data (plus each domain's tokens counted "
         "with their repetitions), +recency (each stage's tokens fade with the tokens trained "
-        "after it), +overfit (a term that lets the loss rise with repetition), +forget (a "
+        "after it), +overfit (a term that lets the loss rise with repetition; +overfit_linear: "
+        "the same, linear in the epochs past an onset, by --law only), +forget (a "
         "domain left out of the last stages is forgotten, more the longer they are), +revert (its "
         "loss goes back toward that of a model that never saw it, and no further), or auto: the "
         "one that predicts held-out runs best, where the table has tokens and epochs (default)",
@@ -297,8 +298,11 @@ def _regime_warning(fit, w, n, data) -> str:
     from codemix.analysis.datalaw import beyond_ladder
 
     found: list[str] = []
+    power = False  # a law whose overfitting term is the power, with rows read beyond
     for law in fit.scaling.values():
-        found += [x for x in beyond_ladder(law, w, n, data) if x not in found]
+        beyond = beyond_ladder(law, w, n, data)
+        found += [x for x in beyond if x not in found]
+        power |= any("read up to" in x for x in beyond) and "overfit" in law.extra
     if not found:
         return ""
     return (
@@ -308,6 +312,12 @@ def _regime_warning(fit, w, n, data) -> str:
         "up by up to 47 %, benchmarks/RESULTS.md): add ladder runs that do it "
         "(repetition-matched proxies, `[train] unique_tokens`; stages of the target's length "
         "in tokens)"
+        + (
+            "; and compare a fit with --law ...+overfit_linear, whose overfitting term held "
+            "further past the ladder's epochs on codemix's ladders"
+            if power
+            else ""
+        )
     )
 
 
@@ -569,6 +579,11 @@ def _data_law_lines(law, metric: str) -> list[str]:
             lines.append(
                 f"overfitting term: {p['overfit_C']:.3g} x (mean extra epochs)^"
                 f"{p['overfit_kappa']:.3g}"
+            )
+        if "overfit_slope" in p:
+            lines.append(
+                f"overfitting term: the log loss rising by {p['overfit_slope']:.3g} an extra "
+                f"epoch past {p['overfit_onset']:.3g} (mean extra epochs)"
             )
         if "forget_nu" in p:
             lines.append(

@@ -319,6 +319,9 @@ STAGE_COLS = ("mix.init.text", "mix.init.code", "mix.cooldown.text", "mix.cooldo
         ("overfit", "forget"),
         ("revert",),
         ("recency", "overfit", "revert"),
+        ("overfit_linear",),
+        ("recency", "overfit_linear", "forget"),
+        ("overfit_linear", "revert"),
     ],
 )
 def test_extra_terms_gradient_matches_finite_differences(extra):
@@ -545,12 +548,37 @@ def test_laws_within_one_standard_error_of_the_best_are_a_tie():
     )
 
 
+def test_overfit_linear_recovers_a_loss_rising_past_an_onset():
+    """A ladder whose log loss rises by 0.02 a text epoch past 10 (9 extra): the linear form
+    recovers that and predicts runs that read the text 1.5x more than the ladder, where the
+    power fitted to the same onset overshoots."""
+    w, n, y, rd = _synthetic.ladder(sizes=LADDER[:4], noise=0.01, overfit=0.02)
+    w2, n2, y2, rd2 = _synthetic.ladder(sizes=LADDER[:4], unique=(2e6, 3e7), overfit=0.02)
+    beyond = rd2.epochs[:, 0] > rd.epochs[:, 0].max()
+    assert beyond.sum() == 3
+    err, obj = {}, {}
+    for term in ("overfit", "overfit_linear"):
+        law = fit_data_law(w, n, y, rd, COLS, (1.0,), extra=(term,))
+        err[term] = np.mean(np.abs(law.predict(w2, n2, rd2) / y2 - 1)[beyond])
+        obj[term] = law.objective
+    p = law.params
+    assert p["overfit_slope"] == pytest.approx(0.02, rel=0.15)
+    assert p["overfit_onset"] == pytest.approx(9.0, abs=1.0)
+    # measured 0.0061 against 0.083 (seeds 1-2: 0.043 against 0.027, 0.015 against 0.053)
+    assert obj["overfit_linear"] < obj["overfit"]
+    assert err["overfit_linear"] < 0.02 < err["overfit"]
+    assert DataLawFit.from_dict(json.loads(json.dumps(law.to_dict()))).params == p
+    with pytest.raises(CodemixError, match="two forms of one term"):
+        fit_data_law(w, n, y, rd, COLS, (1.0,), extra=("overfit", "overfit_linear"))
+
+
 def test_auto_compares_every_law_and_refuses_recency_without_stages():
     w, n, y, rd = _synthetic.staged_ladder(sizes=LADDER[:4], noise=0.002)
     cfg = ScalingConfig(n_boot=0)
     law = choose_size_law(w, n, y, rd, STAGE_COLS, (0.8, 0.2), config=cfg, groups=(2, 2))
     scores = law.selection["data_law"]["scores"]
     assert {"joint", "joint_data", "joint_data+recency+overfit"} <= set(scores)
+    assert not any("overfit_linear" in k for k in scores)  # by --law only
     assert law.name == law.selection["data_law"]["chosen"] != "joint"
     # no run of this ladder leaves a domain out of its cooldown: nothing to forget
     assert not any("forget" in k for k in scores)

@@ -568,6 +568,19 @@ def test_predict_and_optimum_warn_beyond_the_ladders_repetition(repeated, capsys
     argv = ["optimum", str(d / "fit.json"), "--objective", "min:bpb.text", "--target", "3e7"]
     assert main([*argv, "--target-tokens", "3e8", "--unique-tokens", "text=1e6"]) == 0
     assert "beyond the ladder's regimes: text read up to" in capsys.readouterr().out
+    # a law with the power overfitting term, read beyond: the linear form is offered
+    import dataclasses
+
+    from codemix.analysis.datalaw import TargetData
+    from codemix.analysis.fitfile import load_fit
+    from codemix.cli.analysis import _regime_warning
+
+    fit = load_fit(d / "fit.json")
+    at = ([[0.9, 0.1]], 3e7, TargetData(tokens=3e8, unique={"text": 1e6}))
+    assert "overfit_linear" not in _regime_warning(fit, *at)  # joint_data has no such term
+    law = fit.scaling["bpb.text"]
+    fit.scaling["bpb.text"] = dataclasses.replace(law, extra=("overfit",))
+    assert "compare a fit with --law ...+overfit_linear" in _regime_warning(fit, *at)
 
 
 def test_report_headline_names_regimes_beyond_the_ladder(repeated, tmp_path):
