@@ -585,6 +585,13 @@ def _data_law_lines(law, metric: str) -> list[str]:
                 f"overfitting term: the log loss rising by {p['overfit_slope']:.3g} an extra "
                 f"epoch past {p['overfit_onset']:.3g} (mean extra epochs)"
             )
+            most = max(law.ladder_epochs.values(), default=0.0) - 1.0
+            if p["overfit_onset"] >= most:
+                lines.append(
+                    f"warning: no run read past that onset (at most {max(most, 0.0):.3g} extra "
+                    "epochs): its slope was not learnt from the ladder; add runs that read the "
+                    "domains as often as the target will (repetition-matched proxies)"
+                )
         if "forget_nu" in p:
             lines.append(
                 "forgetting: the loss times exp(F x (tokens after the domain's last stage / "

@@ -551,6 +551,25 @@ def test_fit_prints_every_laws_held_out_error_and_refuses_recency_without_stages
     assert not (d / "fit1.json").exists()
 
 
+def test_fit_warns_where_no_run_read_past_the_linear_overfitting_onset():
+    from codemix.analysis import _synthetic
+    from codemix.analysis.datalaw import choose_size_law
+    from codemix.analysis.scaling import ScalingConfig
+    from codemix.cli.analysis import _data_law_lines
+
+    lines = {}
+    for unique in (1e9, 3e6):  # no run repeats its text; the text read up to 25 times
+        w, n, y, rd = _synthetic.ladder(
+            sizes=(1e6, 2e6, 4e6, 8e6), unique=(unique, 1e9), overfit=0.02
+        )
+        cfg, name = ScalingConfig(n_boot=0), "joint_data+overfit_linear"
+        law = choose_size_law(w, n, y, rd, ("text", "code"), (1.0,), config=cfg, law=name)
+        lines[unique] = "\n".join(_data_law_lines(law, "bpb.text"))
+    assert "overfitting term: the log loss rising by" in lines[3e6]
+    assert "no run read past that onset" in lines[1e9]
+    assert "no run read past that onset" not in lines[3e6]
+
+
 def test_predict_and_optimum_warn_beyond_the_ladders_repetition(repeated, capsys):
     """A target that reads the text more often than any proxy did is named as a regime the
     law has not seen; rows within the ladder are not."""
