@@ -198,17 +198,17 @@ def _terms(th, lay: _Layout, xe, xa, log_n, data: RunData, grad: bool = False):
     if lay.recency:
         d_tokens = np.einsum("rsk,rs->rk", data.stage_tokens, m * data.after / tau)
         jac[2, :, lay.i_lam] = -beta * (d_tokens * phi) @ wk / s
+    if lay.overfit:
+        d_g = share * (extra - (rbar - 1e-6)[:, None])  # d rbar / d g_k
     if lay.linear:
         d_lin = np.zeros((n, lay.n))
         d_lin[:, lay.i_o] = np.exp(o) * sp
         d_lin[:, lay.i_o + 1] = -np.exp(o) * sig
-        d_g = share * (extra - (rbar - 1e-6)[:, None])  # d rbar / d g_k
         d_lin[:, lay.i_g : lay.i_rho] = (np.exp(o) * sig)[:, None] * d_g[:, 1:]
         jac += d_lin[None]
     elif lay.overfit:
         jac[3, :, lay.i_o] = 1.0
         jac[3, :, lay.i_o + 1] = np.log(rbar)
-        d_g = share * (extra - (rbar - 1e-6)[:, None])  # d rbar / d g_k
         jac[3, :, lay.i_g : lay.i_rho] = kappa * d_g[:, 1:] / rbar[:, None]
     if lay.forget:
         jac += d_forget[None]

@@ -353,14 +353,15 @@ class DataLawFit:
         log residuals times the extrapolation errors in size and in repetition."""
         level = self.level if level is None else level
         w = np.atleast_2d(w)
-        mean = self.predict(w, n_params, data)
+        rd = data if isinstance(data, RunData) else self.run_data(w, n_params, data)  # once
+        mean = self.predict(w, n_params, rd)
         if len(self.boot) < 2:
             return mean, mean * np.nan, mean * np.nan
-        draws = self.boot_predictions(w, n_params, data)
+        draws = self.boot_predictions(w, n_params, rd)
         rng = np.random.default_rng(0)
         noise = rng.choice(self.resid_log, size=draws.shape) if len(self.resid_log) else 0.0
         size_sd = np.broadcast_to(self.extrapolation(n_params), (len(w),))
-        sd = np.hypot(size_sd, self.repetition(w, n_params, data))[:, None]
+        sd = np.hypot(size_sd, self.repetition(w, n_params, rd))[:, None]
         noise = noise + sd * rng.standard_normal(draws.shape)
         lo, hi = central(draws * np.exp(noise), level, axis=1)
         return mean, lo, hi
