@@ -74,8 +74,12 @@ class _Layout:
         extra: tuple[str, ...] = (),
         scale=1.0,
         log_n0=0.0,
+        past: np.ndarray | None = None,
     ):
         self.ke, self.ka, self.k, self.shared = ke, ka, k, shared
+        # each domain's most epochs on the ladder, past which the power overfitting term goes
+        # on along its tangent (predictions only); None: the power everywhere, as fits have it
+        self.past = past
         self.scale = scale  # the tokens tau is measured in: a median run's
         self.log_n0 = log_n0  # log of the size revert's tau is quoted at: a median run's
         self.extra = tuple(t for t in EXTRA_TERMS if t in extra)
@@ -153,6 +157,15 @@ def _forget(th, lay: _Layout, data: RunData, grad: bool):
     return per.sum(1), d
 
 
+def _tangent(o, kappa, rbar, share, epochs, past) -> np.ndarray:
+    """log of the power overfitting term C rbar^kappa up to the ladder's most epochs (each
+    domain's, `past`), and past them C rc^kappa (1 + kappa (rbar / rc - 1)): the power's
+    tangent at rc, the rbar of the epochs clipped to the ladder's. A power fitted below rc
+    pins its curvature only there; past it, a first-order continuation assumes least."""
+    rc = (share * np.maximum(np.minimum(epochs, past[None, :]) - 1.0, 0.0)).sum(1) + 1e-6
+    return o + kappa * np.log(rc) + np.log1p(kappa * np.maximum(rbar / rc - 1.0, 0.0))
+
+
 def _terms(th, lay: _Layout, xe, xa, log_n, data: RunData, grad: bool = False):
     """The log-terms (3 or 4, runs) and, with `grad`, their Jacobian (terms, runs, params)."""
     e, a, alpha, b, beta, g, r_star = lay.split(th)
@@ -173,7 +186,11 @@ def _terms(th, lay: _Layout, xe, xa, log_n, data: RunData, grad: bool = False):
         share = raw / np.maximum(raw.sum(1, keepdims=True), 1e-300)
         extra = np.maximum(data.epochs - 1.0, 0.0)
         rbar = (share * extra).sum(1) + 1e-6
-        if not lay.linear:
+        if lay.past is not None and not lay.linear:
+            if grad:
+                raise ValueError("a fit reads no run past its own ladder: no tangent to fit")
+            rows.append(_tangent(o, kappa, rbar, share, data.epochs, lay.past))
+        elif not lay.linear:
             rows.append(o + kappa * np.log(rbar))
     z = np.stack(rows)
     if lay.linear:  # a factor on L: log L rises by s an extra epoch past the onset kappa

@@ -21,7 +21,12 @@ Optional terms, chosen like the law itself on held-out runs:
   and a cooldown without a domain costs that domain more than on the ladder.
 - `overfit`: a fourth term exp(o) rbar^kappa that lets the loss rise with repetition, rbar the
   mean extra epochs of the domains weighted as in S (kappa >= 0). Effective tokens alone can
-  only make repeated tokens worth less, never make more of them hurt.
+  only make repeated tokens worth less, never make more of them hurt. Past the most epochs
+  any fitted run read (each domain's), the term goes on along its tangent there
+  (`overfit_past`, by default; or as the power): a power fitted below that edge pins its
+  curvature only there, and on codemix's ladders it rose far too fast past it (a "4M" rung
+  that read the text 40 times against the fitted runs' 22: 30 % off as the power, 6 % along
+  the tangent; within the ladder's epochs the two are one).
 - `overfit_linear` (in place of `overfit`; only by `--law`, not in the `auto` contest): a
   factor exp(s softplus(rbar - r0)) on the loss, log L rising by s an extra epoch past an
   onset r0. On codemix's ladders the power fitted the onset better (by about a point where
@@ -79,7 +84,7 @@ from codemix.analysis._lawterms import (
 )
 from codemix.analysis._parallel import pmap
 from codemix.analysis.intervals import central
-from codemix.analysis.lawnames import LAWS, OPT_IN_TERMS, R_STAR_MODES
+from codemix.analysis.lawnames import LAWS, OPT_IN_TERMS, OVERFIT_PAST, R_STAR_MODES
 from codemix.analysis.layout import as_groups, check_groups
 from codemix.core.errors import CodemixError
 from codemix.core.progress import track
@@ -215,6 +220,9 @@ class DataLawFit:
     # log-loss spread per epoch a domain is read beyond the ladder's most, calibrated where
     # the most-read runs were held out
     repetition_sd: float = 0.0
+    # past the ladder's most epochs, the power overfitting term goes on as a power or along
+    # its tangent there (`_lawterms._tangent`); files written before the choice: the power
+    overfit_past: str = "tangent"
 
     form = "joint_data"
 
@@ -234,7 +242,13 @@ class DataLawFit:
             self.extra,
             self.token_scale,
             float(np.log(self.token_scale / self.tokens_per_param)),
+            self._past(),
         )
+
+    def _past(self) -> np.ndarray | None:
+        if self.overfit_past != "tangent" or "overfit" not in self.extra or not self.ladder_epochs:
+            return None
+        return np.array([self.ladder_epochs.get(d, np.inf) for d in self.domains], float)
 
     def _design(self, w):
         from codemix.analysis.scaling import _law_design
@@ -350,27 +364,48 @@ class DataLawFit:
         self, w, n_params, level: float | None = None, data: TargetData | RunData | None = None
     ):
         """Mean and a prediction interval for one new run: bootstrap draws times resampled
-        log residuals times the extrapolation errors in size and in repetition."""
+        log residuals times the extrapolation errors in size and in repetition. Where a row
+        reads a domain past the ladder's most epochs, the power overfitting term's two
+        continuations (`overfit_past`) both fit the ladder and the ladder cannot choose:
+        the interval there is the union of theirs."""
         level = self.level if level is None else level
         w = np.atleast_2d(w)
         rd = data if isinstance(data, RunData) else self.run_data(w, n_params, data)  # once
         mean = self.predict(w, n_params, rd)
         if len(self.boot) < 2:
             return mean, mean * np.nan, mean * np.nan
+        lo, hi = self._band(w, n_params, level, rd)
+        if "overfit" in self.extra and self.ladder_epochs:
+            past = repetition_beyond(rd.epochs, self.ladder_epochs, rd.domains) > 0
+            if past.any():
+                other = "power" if self.overfit_past == "tangent" else "tangent"
+                alt = dataclasses.replace(self, overfit_past=other)
+                lo2, hi2 = alt._band(w, n_params, level, rd)  # the same noise, row by row
+                lo, hi = (
+                    np.where(past, np.minimum(lo, lo2), lo),
+                    np.where(past, np.maximum(hi, hi2), hi),
+                )
+        return mean, lo, hi
+
+    def _band(self, w, n_params, level: float, rd: RunData):
         draws = self.boot_predictions(w, n_params, rd)
         rng = np.random.default_rng(0)
         noise = rng.choice(self.resid_log, size=draws.shape) if len(self.resid_log) else 0.0
         size_sd = np.broadcast_to(self.extrapolation(n_params), (len(w),))
         sd = np.hypot(size_sd, self.repetition(w, n_params, rd))[:, None]
         noise = noise + sd * rng.standard_normal(draws.shape)
-        lo, hi = central(draws * np.exp(noise), level, axis=1)
-        return mean, lo, hi
+        return central(draws * np.exp(noise), level, axis=1)
 
     def to_dict(self) -> dict:
         return {
             "form": self.form,
             "law": "L = exp(e.x(r)) + exp(a.x(r)) N^-alpha + B (sum_k w_k D'_k)^-beta"
             + (" + C rbar^kappa" if "overfit" in self.extra else "")
+            + (
+                " (past the ladder's most epochs, its tangent there)"
+                if self._past() is not None
+                else ""
+            )
             + ", D'_k = U_k (1 + R* (1 - exp(-(epochs_k - 1) / R*))) once repeated"
             + (
                 ", each stage's tokens times exp(-tokens after it / tau)"
@@ -423,6 +458,7 @@ class DataLawFit:
             "extrapolation_sd": self.extrapolation_sd,
             "extrapolation_step": self.extrapolation_step,
             "repetition_sd": self.repetition_sd,
+            "overfit_past": self.overfit_past,
             "boot": self.boot.tolist(),
             "resid_log": self.resid_log.tolist(),
             "ladder_epochs": self.ladder_epochs,
@@ -464,7 +500,14 @@ class DataLawFit:
             {k: float(v) for k, v in d.get("ladder_epochs", {}).items()},
             {k: float(v) for k, v in d.get("ladder_absence", {}).items()},
             float(d.get("repetition_sd", 0.0)),
+            _overfit_past(d.get("overfit_past", "power")),
         )
+
+
+def _overfit_past(v) -> str:
+    if v not in OVERFIT_PAST:
+        raise CodemixError(f"FIT.json: overfit_past {v!r} is not one of {', '.join(OVERFIT_PAST)}")
+    return v
 
 
 def fit_data_law(
@@ -487,6 +530,7 @@ def fit_data_law(
     progress: bool = False,
     jobs: int = 1,
     shared_x: np.ndarray | None = None,
+    overfit_past: str = "tangent",
 ) -> DataLawFit:
     """Fit the law on runs with mixtures `w`, sizes N, losses and their domain tokens and
     epochs. `start`: the joint law's (e, a, alpha) optimum on the same runs, if fitted.
@@ -603,6 +647,7 @@ def fit_data_law(
             if data.stage_tokens is None
             else dict(zip(data.domains, _absent(data, 1.0).max(0).tolist(), strict=True))
         ),
+        overfit_past=overfit_past,
     )
 
 
@@ -642,6 +687,7 @@ def choose_size_law(
     groups: tuple[int, ...] | None = None,
     law: str = "auto",
     r_star: str = "auto",
+    overfit_past: str = "tangent",
 ):
     """The joint law (`scaling.choose_joint_law`) or, where each run's domain tokens and
     epochs are known, the data-constrained law with the same Scheffe terms, whichever
@@ -651,7 +697,8 @@ def choose_size_law(
     standard error of the best are recorded as a tie (`_within_one_se`). `r_star`: R* shared
     by the domains, one per domain, or (auto, with `law` auto) the best data law's
     per-domain twin, scored on the same checks and taken where it predicts them better than
-    every law (by more than 0.1 %).
+    every law (by more than 0.1 %). `overfit_past`: how the power overfitting term goes on
+    past the ladder's most epochs (`_lawterms._tangent`).
     A chosen data law's extrapolation error is calibrated on the largest size held out."""
     from codemix.analysis.scaling import ScalingConfig, choose_joint_law
 
@@ -660,6 +707,8 @@ def choose_size_law(
     n, y = np.asarray(n_params, float), np.asarray(loss, float)
     if law not in LAWS:
         raise CodemixError(f"unknown size law {law!r}: {', '.join(LAWS)}")
+    if overfit_past not in OVERFIT_PAST:
+        raise CodemixError(f"unknown --overfit-past {overfit_past!r}: {', '.join(OVERFIT_PAST)}")
     if r_star not in R_STAR_MODES:
         raise CodemixError(f"unknown R* mode {r_star!r}: {', '.join(R_STAR_MODES)}")
     if data is None and law != "joint" and law != "auto":
@@ -688,6 +737,7 @@ def choose_size_law(
     joint = choose_joint_law(w, n, y, mixture_cols, cfg, progress, groups)
     kw = dict(delta=cfg.delta, level=cfg.level, groups=groups, terms=joint.terms)
     kw["shared_r_star"] = r_star != "per-domain"
+    kw["overfit_past"] = overfit_past
     if law == "auto":
         names = [
             x

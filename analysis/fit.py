@@ -35,6 +35,7 @@ def fit_results(
     links: list[tuple[str, float | None]] = (),
     law: str = "auto",
     r_star: str = "auto",
+    overfit_past: str = "tangent",
 ) -> FitFile:
     """Surfaces for every metric (on the runs of the largest size, if sizes are given) and,
     with runs at 3+ sizes, the joint mixture-and-size law per metric (Scheffe-linear or
@@ -50,7 +51,8 @@ def fit_results(
     `law`: the size law: `auto` (the data-constrained law where the table has each run's
     tokens and epochs per domain and it predicts held-out runs better), `joint` or
     `joint_data`. `r_star`: the data law's R* shared, per domain, or chosen on held-out runs
-    (auto)."""
+    (auto). `overfit_past`: how +overfit's power goes on past the ladder's most epochs:
+    along its tangent there, or as the power."""
     if code_domains:
         code_domains = check_code_domains(code_domains, table.mixture_cols)
     surfaces, scaling = {}, {}
@@ -84,6 +86,7 @@ def fit_results(
                 groups=table.groups,
                 law=law,
                 r_star=r_star,
+                overfit_past=overfit_past,
             )
     decision = {}
     if table.size is not None:

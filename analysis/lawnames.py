@@ -30,3 +30,6 @@ OPT_IN_TERMS = ("overfit_linear",)  # terms of laws `auto` leaves out
 # how R*, the repetitions' half-life, is fitted: one for all domains, one per domain, or
 # whichever of the two predicts held-out runs better (analysis/datalaw.py)
 R_STAR_MODES = ("auto", "shared", "per-domain")
+# past the ladder's most epochs, the power overfitting term (+overfit) goes on along its
+# tangent at the ladder's edge, or as the power it was fitted as (analysis/_lawterms.py)
+OVERFIT_PAST = ("tangent", "power")

@@ -34,7 +34,7 @@ from codemix.analysis._parallel import cpu_count  # noqa: E402
 from codemix.analysis.confirm import KEY, calibration  # noqa: E402
 from codemix.analysis.datalaw import DataLawFit, choose_size_law  # noqa: E402
 from codemix.analysis.intervals import coverage  # noqa: E402
-from codemix.analysis.lawnames import LAWS, R_STAR_MODES  # noqa: E402
+from codemix.analysis.lawnames import LAWS, OVERFIT_PAST, R_STAR_MODES  # noqa: E402
 from codemix.analysis.scaling import ScalingConfig  # noqa: E402
 from codemix.analysis.surfaces import quiet_numerics  # noqa: E402
 from codemix.analysis.tables import load_results  # noqa: E402
@@ -44,9 +44,14 @@ def _score(law, w, n, y, data):
     inside = ""
     if isinstance(law, DataLawFit):
         mean, lo, hi = law.interval(w, n, data=data)
+        said = []
         if law.repetition_sd and law.repetition(w, n, data).any():  # what that error added
             _, lo0, hi0 = dataclasses.replace(law, repetition_sd=0.0).interval(w, n, data=data)
-            inside = f" ({coverage(y, mean, lo0, hi0).inside} without the repetition error)"
+            said.append(f"{coverage(y, mean, lo0, hi0).inside} without the repetition error")
+        if not np.array_equal(law._band(w, n, law.level, data), np.array([lo, hi])):
+            lo1, hi1 = law._band(w, n, law.level, data)  # the point's continuation alone
+            said.append(f"{coverage(y, mean, lo1, hi1).inside} with its {law.overfit_past} alone")
+        inside = f" ({'; '.join(said)})" if said else ""
     else:
         mean, lo, hi = (np.empty(len(y)) for _ in range(3))
         for v in np.unique(n):
@@ -103,7 +108,7 @@ def transfer(args) -> None:
     if args.confirm:  # one fit scored on each confirmation table
         tests = [(Path(c).stem, load_results(c, cols, args.metric, **load)) for c in args.confirm]
         tests = [(name, t, np.ones(t.n_runs, bool)) for name, t in tests]
-        fit_rows = train.size >= args.min_size
+        fit_rows = (train.size >= args.min_size) & (train.size < args.max_size)
     else:
         fit_rows = (train.size < args.held_out) & (train.size >= args.min_size)
         tests = [("held out", train, train.size >= args.held_out)]
@@ -135,6 +140,7 @@ def transfer(args) -> None:
                 groups=train.groups,
                 law=law_name,
                 r_star=args.r_star,
+                overfit_past=args.overfit_past,
             )
             chosen = getattr(law, "name", law.form)
             if getattr(law, "shared_r_star", True) is False:
@@ -203,11 +209,13 @@ def main() -> None:
         "--confirm", action="append", help="predict this table's runs instead (repeat: each)"
     )
     p.add_argument("--min-size", type=float, default=0.0, help="fit only runs this size or larger")
+    p.add_argument("--max-size", type=float, default=np.inf, help="fit only runs below this size")
     p.add_argument("--n-boot", type=int, default=100)
     p.add_argument(
         "--law", action="append", choices=LAWS, help="laws to compare (default: joint, auto)"
     )
     p.add_argument("--r-star", default="auto", choices=R_STAR_MODES)
+    p.add_argument("--overfit-past", default="tangent", choices=OVERFIT_PAST)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=cpu_count(), help="processes for the fits")
     p.add_argument("--synthetic", type=int, default=0, metavar="K", help="K synthetic ladders")

@@ -546,6 +546,9 @@ def test_fit_prints_every_laws_held_out_error_and_refuses_recency_without_stages
     with pytest.raises(SystemExit):
         main([*argv, "--r-star", "each", "-o", str(d / "fit3.json")])
     assert "invalid choice: 'each'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*argv, "--overfit-past", "cubic", "-o", str(d / "fit3.json")])
+    assert "invalid choice: 'cubic'" in capsys.readouterr().err
     assert main([*argv, "--law", "joint_data+recency", "-o", str(d / "fit1.json")]) == 2
     assert "the recency term needs runs of 2+ stages" in capsys.readouterr().err
     assert not (d / "fit1.json").exists()
@@ -570,6 +573,32 @@ def test_fit_warns_where_no_run_read_past_the_linear_overfitting_onset():
     assert "no run read past that onset" not in lines[3e6]
 
 
+def test_fit_says_how_the_power_overfitting_term_goes_on_past_the_ladder():
+    from codemix.analysis import _synthetic
+    from codemix.analysis.datalaw import choose_size_law
+    from codemix.analysis.scaling import ScalingConfig
+    from codemix.cli.analysis import _data_law_lines
+
+    w, n, y, rd = _synthetic.ladder(sizes=(1e6, 2e6, 4e6, 8e6), unique=(3e6, 1e9), overfit=0.02)
+    lines = {}
+    for past in ("tangent", "power"):
+        law = choose_size_law(
+            w,
+            n,
+            y,
+            rd,
+            ("text", "code"),
+            (1.0,),
+            config=ScalingConfig(n_boot=0),
+            law="joint_data+overfit",
+            overfit_past=past,
+        )
+        assert law.overfit_past == past
+        lines[past] = "\n".join(_data_law_lines(law, "bpb.text"))
+    assert "along its tangent past the ladder's most epochs (text 25.3" in lines["tangent"]
+    assert "as the power past the ladder's most epochs too" in lines["power"]
+
+
 def test_predict_and_optimum_warn_beyond_the_ladders_repetition(repeated, capsys):
     """A target that reads the text more often than any proxy did is named as a regime the
     law has not seen; rows within the ladder are not."""
@@ -587,7 +616,8 @@ def test_predict_and_optimum_warn_beyond_the_ladders_repetition(repeated, capsys
     argv = ["optimum", str(d / "fit.json"), "--objective", "min:bpb.text", "--target", "3e7"]
     assert main([*argv, "--target-tokens", "3e8", "--unique-tokens", "text=1e6"]) == 0
     assert "beyond the ladder's regimes: text read up to" in capsys.readouterr().out
-    # a law with the power overfitting term, read beyond: the linear form is offered
+    # a law with the power overfitting term, read beyond: how it goes on there is named, and
+    # where it goes on as the power, the linear form is offered
     import dataclasses
 
     from codemix.analysis.datalaw import TargetData
@@ -599,7 +629,11 @@ def test_predict_and_optimum_warn_beyond_the_ladders_repetition(repeated, capsys
     assert "overfit_linear" not in _regime_warning(fit, *at)  # joint_data has no such term
     law = fit.scaling["bpb.text"]
     fit.scaling["bpb.text"] = dataclasses.replace(law, extra=("overfit",))
-    assert "compare a fit with --law ...+overfit_linear" in _regime_warning(fit, *at)
+    said = _regime_warning(fit, *at)
+    assert "goes on there along its tangent" in said and "compare a fit" not in said
+    fit.scaling["bpb.text"] = dataclasses.replace(law, extra=("overfit",), overfit_past="power")
+    said = _regime_warning(fit, *at)
+    assert "compare a fit with --law ...+overfit_linear" in said and "tangent" not in said
 
 
 def test_report_headline_names_regimes_beyond_the_ladder(repeated, tmp_path):
