@@ -219,6 +219,19 @@ def _headline(fit, target: Size, nl: str, shares) -> list[str]:
                     if getattr(law, "repetition_sd", 0.0)
                     else ""
                 )
+                + (
+                    " Its overfitting term goes on there "
+                    + (
+                        "along its tangent at the ladder's most epochs; the interval spans that "
+                        "and the power it was fitted as."
+                        if law.overfit_past == "tangent"
+                        else "as the power; the interval spans that and its tangent at the "
+                        "ladder's most epochs."
+                    )
+                    if "overfit" in getattr(law, "extra", ())
+                    and any("read up to" in x for x in beyond)
+                    else ""
+                )
             )
         if target.count > 4 * max(law.sizes):
             lines.append(

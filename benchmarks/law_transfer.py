@@ -13,7 +13,8 @@
 #
 # Usage: .venv/bin/python benchmarks/law_transfer.py EXPORT.csv [EXPORT.csv ...]
 #            --mixture-cols 'mix.main.*' [--held-out 7e6 | --confirm CONFIRM.csv ...]
-#            [--metric M ...] [--size-col COL] [--min-size N]
+#            [--metric M ...] [--size-col COL] [--min-size N] [--max-size N]
+#            [--law LAW] [--r-star auto|shared|per-domain] [--overfit-past tangent|power]
 #        .venv/bin/python benchmarks/law_transfer.py --synthetic 8
 from __future__ import annotations
 
