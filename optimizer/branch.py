@@ -164,6 +164,8 @@ def trunk_key(unit_run: RunSpec, cfg, size: str, plans, cut: Cut, seed: int, sto
     }
     if unit_run.train.unique_tokens:  # capped samples were a prefix before: not those trunks
         identity["cap"] = "spread"
+    if unit_run.train.unique_share is None:  # trunks trained before the setting keep their name
+        del identity["train"]["unique_share"]
     text = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -48,6 +48,10 @@ class TrainSettings:
     # repetition-matched proxies: train on at most this many unique tokens of a domain (blocks
     # spread through its training split), so that a proxy repeats it as often as the target will
     unique_tokens: dict | tuple | None = None  # stored as ((domain, tokens), ...)
+    # the same as a share of each run's total tokens, so that every size of a ladder reads a
+    # domain as often (a mixture's share of it / this share) as a target of D tokens with
+    # this share of D unique ones will
+    unique_share: dict | tuple | None = None  # stored as ((domain, share), ...)
 
     def __post_init__(self):
         for name in ("seq_len", "batch_size", "eval_tokens", "log_every"):
@@ -74,6 +78,31 @@ class TrainSettings:
                     raise CodemixError(f"train.unique_tokens.{d} = {v!r}: must be >= 1")
             # a tuple of pairs: settings are hashed (static arguments of compiled steps)
             object.__setattr__(self, "unique_tokens", tuple(sorted(caps.items())))
+        if self.unique_share is not None:
+            if not isinstance(self.unique_share, dict) or not self.unique_share:
+                raise CodemixError(
+                    "train.unique_share: give a table of domain = share of the run's tokens, "
+                    "e.g. { text = 0.02 }"
+                )
+            shares = {}
+            for d, v in self.unique_share.items():
+                ok = isinstance(v, int | float) and not isinstance(v, bool) and 0 < v <= 1
+                if not ok:
+                    raise CodemixError(f"train.unique_share.{d} = {v!r}: must be in (0, 1]")
+                shares[d] = float(v)
+            both = set(shares) & {d for d, _ in self.unique_tokens or ()}
+            if both:
+                raise CodemixError(
+                    f"train.unique_tokens and train.unique_share both cap {sorted(both)}: give one"
+                )
+            object.__setattr__(self, "unique_share", tuple(sorted(shares.items())))
+
+    def caps(self, run_tokens: int) -> dict[str, int]:
+        """Each capped domain's unique tokens for a run of `run_tokens` tokens in all."""
+        caps = dict(self.unique_tokens or ())
+        for d, share in self.unique_share or ():
+            caps[d] = max(1, int(round(share * run_tokens)))
+        return caps
 
 
 @dataclass(frozen=True)
@@ -137,7 +166,7 @@ def _settings(table: dict, where: str) -> TrainSettings:
         if key not in known:
             raise CodemixError(f"{where}: unknown key [train].{key}; known: {', '.join(known)}")
         default = known[key].default
-        if key in ("tokens", "unique_tokens"):
+        if key in ("tokens", "unique_tokens", "unique_share"):
             kwargs[key] = value
             continue
         kwargs[key] = _check_type(value, type(default), f"{where}: [train].{key}")

@@ -141,3 +141,24 @@ def test_unique_tokens_parse_counts_and_refuse_bad_values():
         TrainSettings(unique_tokens={"code": 0})
     with pytest.raises(CodemixError, match="a table of domain = tokens"):
         TrainSettings(unique_tokens="2M")
+
+
+def test_unique_share_caps_each_run_at_a_share_of_its_tokens(tmp_path):
+    from codemix.proxy_train.spec import TrainSettings
+
+    settings = TrainSettings(unique_tokens={"code": 5000}, unique_share={"text": 0.02})
+    assert settings.unique_share == (("text", 0.02),)
+    hash(settings)
+    assert settings.caps(1_000_000) == {"code": 5000, "text": 20_000}
+    assert settings.caps(10) == {"code": 5000, "text": 1}  # never an empty sample
+    assert TrainSettings().caps(1000) == {}
+    for bad in (0, 1.5, "2%", True):
+        with pytest.raises(CodemixError, match=r"train.unique_share.text = .*must be in \(0, 1\]"):
+            TrainSettings(unique_share={"text": bad})
+    with pytest.raises(CodemixError, match=r"both cap \['text'\]: give one"):
+        TrainSettings(unique_tokens={"text": "2M"}, unique_share={"text": 0.02})
+    with pytest.raises(CodemixError, match="a table of domain = share"):
+        TrainSettings(unique_share=0.02)
+    # from a spec file, and from --set
+    spec = load_spec(_write(tmp_path, GOOD), ["train.unique_share={text=0.05}"])
+    assert spec.train.unique_share == (("text", 0.05),)

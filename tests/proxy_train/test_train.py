@@ -1,5 +1,6 @@
 """Training on CPU with the "test" preset (2 layers, d=64) on a small real store."""
 
+import dataclasses
 import json
 import os
 from contextlib import nullcontext
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from codemix.cli import main
+from codemix.core.errors import CodemixError
 from codemix.proxy_train import train as train_mod
 from codemix.proxy_train.schedule import LRShape, Schedule, Stage
 from codemix.proxy_train.spec import TrainSettings
@@ -442,3 +444,29 @@ def test_a_population_trains_the_same_with_the_loss_kernels(small_store, tmp_pat
             assert s1 == s2 and l1 == pytest.approx(l2, rel=1e-4)
     assert losses["pallas"][0][-1][1] != losses["pallas"][1][-1][1]
     assert traced  # the kernels took the loss
+
+
+def test_unique_share_reads_a_domain_as_often_at_every_run_length(small_store, tmp_path):
+    """A cap of a share of each run's tokens: a run twice as long draws a sample twice as
+    large, so both read the capped text about as many times (a fixed cap: twice as many)."""
+    store = TokenStore(small_store)
+    short, long = (
+        Schedule((Stage("only", {"text": 0.5, "code": 0.5}, tokens=t),)) for t in (1280, 2560)
+    )
+    epochs = {}
+    for name, settings in (
+        ("share", dataclasses.replace(S, unique_share={"text": 0.1})),
+        ("fixed", dataclasses.replace(S, unique_tokens={"text": 128})),
+    ):
+        for i, sched in enumerate((short, long)):
+            out = tmp_path / f"{name}{i}"
+            (s,) = _run(store, out, [Member("a", sched, 0, out / "a")], settings)
+            epochs[name, i] = s["epochs"]["text"]
+    # 640 text tokens of 128 unique, 1280 of 256: 5 times each, counted in whole windows of
+    # 33 tokens (3 and 7 of them: 6.7 and 5.7 times); the fixed cap 6.7 and 13.3 times
+    assert epochs["share", 0] == pytest.approx(6.7, rel=0.05)
+    assert epochs["share", 1] == pytest.approx(epochs["share", 0], rel=0.2)
+    assert epochs["fixed", 1] == pytest.approx(2 * epochs["fixed", 0], rel=0.05)
+    bad = dataclasses.replace(S, unique_share={"web": 0.1})
+    with pytest.raises(CodemixError, match=r"train.unique_share names \['web'\]"):
+        _run(store, tmp_path / "bad", [Member("b", SHORT, 0, tmp_path / "bad" / "b")], bad)
