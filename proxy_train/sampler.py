@@ -139,7 +139,7 @@ class MixtureSampler:
         self.total_steps = plans[-1].end_step if plans else 0
         self.draws = prior  # per domain, over the whole schedule
         for d, e in self.epochs().items():
-            if e > MAX_EPOCHS:
+            if e > MAX_EPOCHS and d not in caps:  # a cap repeats its domain on purpose
                 warnings.warn(
                     f"domain {d!r} would be repeated {e:.1f} times (more than "
                     f"{MAX_EPOCHS:g}); add data or lower its weight or the token budget",
