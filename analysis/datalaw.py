@@ -557,6 +557,8 @@ def fit_data_law(
         raise CodemixError("the forget and revert terms model the same thing: use one")
     if {"overfit", "overfit_linear"} <= set(extra):
         raise CodemixError("overfit and overfit_linear are two forms of one term: use one")
+    if overfit_past not in OVERFIT_PAST:
+        raise CodemixError(f"unknown --overfit-past {overfit_past!r}: {', '.join(OVERFIT_PAST)}")
     staged = [t for t in STAGED_TERMS if t in extra]
     if staged and (data.stage_tokens is None or data.stage_tokens.shape[1] < 2):
         raise CodemixError(

@@ -319,9 +319,9 @@ def _regime_warning(fit, w, n, data) -> str:
         "warning: beyond the ladder's regimes: "
         + "; ".join(found)
         + ". The law has not seen this (codemix's validation ladders missed such runs one size "
-        "up by up to 47 %, benchmarks/RESULTS.md): add ladder runs that do it "
-        "(repetition-matched proxies, `[train] unique_tokens`; stages of the target's length "
-        "in tokens)"
+        "up by 6-28 % on average, benchmarks/RESULTS.md): add ladder runs that do it "
+        "(an arm with the domain capped, `[train] unique_tokens` or `unique_share`: "
+        "repetition-matched proxies; stages of the target's length in tokens)"
         + (
             "; the overfitting term goes on there along its tangent at the ladder's most "
             "epochs (codemix's capped runs one size up, read up to 35 times against 22: 7 % "

@@ -638,6 +638,8 @@ def test_overfit_power_goes_on_along_its_tangent_past_the_ladder():
         DataLawFit.from_dict(d | {"overfit_past": "cubic"})
     with pytest.raises(CodemixError, match="--overfit-past 'cubic'"):
         choose_size_law(w, n, y, rd, COLS, (1.0,), law="joint_data", overfit_past="cubic")
+    with pytest.raises(CodemixError, match="--overfit-past 'cubic'"):
+        fit_data_law(w, n, y, rd, COLS, (1.0,), extra=("overfit",), overfit_past="cubic")
 
 
 def test_auto_compares_every_law_and_refuses_recency_without_stages():
