@@ -37,12 +37,16 @@ EXTRA_BOUNDS = {
     "lam_r": (-6.0, 6.9),
     "mu": (-1.0, 2.0),
     "nu_r": (0.2, 4.0),
+    # overfit_n: the overfitting term times a logistic in log N, sigmoid(zeta (log N - m)):
+    # at matched epochs a larger model memorises more of a small sample, up to a ceiling
+    "zeta": (0.0, 5.0),
+    "m": (np.log(1e4), np.log(1e10)),
     # the never-seen log loss's slope in the other domains' extra epochs: a model that never
     # saw code reads its text more often the less code it has, and its code loss rises with
     # that (on codemix's ladder by about 0.012 a text epoch)
     "h2": (-0.1, 0.3),
 }
-EXTRA_TERMS = ("recency", "overfit", "overfit_linear", "forget", "revert")
+EXTRA_TERMS = ("recency", "overfit", "overfit_linear", "forget", "revert", "overfit_n")
 STAGED_TERMS = ("recency", "forget", "revert")  # the terms that need each run's stage tokens
 # a law fitted from several starts: its best start then polished with up to this many steps
 # more (the forgetting laws' flat valleys take L-BFGS-B far longer than the joint law's)
@@ -63,7 +67,8 @@ def _phi(ep: np.ndarray, r_star: np.ndarray):
 class _Layout:
     """Where each part of theta sits: e (ke), a (ka), alpha, b, beta, g (K-1), rho (1 or K),
     then lam (recency), o, kappa (overfit; log s and r0 for overfit_linear), f (K), nu (forget)
-    and c, h0, h1 (K each), lam, mu, nu, h2 (K) (revert) where the law has those terms."""
+    and c, h0, h1 (K each), lam, mu, nu, h2 (K) (revert), zeta, m (overfit_n) where the law
+    has those terms."""
 
     def __init__(
         self,
@@ -86,6 +91,7 @@ class _Layout:
         self.linear = "overfit_linear" in extra  # the overfitting term's other form
         self.recency, self.overfit = "recency" in extra, "overfit" in extra or self.linear
         self.forget, self.revert = "forget" in extra, "revert" in extra
+        self.size = "overfit_n" in extra  # the overfitting term grows with N, to a ceiling
         self.i_alpha = ke + ka
         self.i_g = ke + ka + 3
         self.i_rho = self.i_g + k - 1
@@ -93,7 +99,8 @@ class _Layout:
         self.i_o = self.i_lam + self.recency
         self.i_f = self.i_o + 2 * self.overfit
         self.i_r = self.i_f + (k + 1) * self.forget
-        self.n = self.i_r + (4 * k + 3) * self.revert
+        self.i_z = self.i_r + (4 * k + 3) * self.revert
+        self.n = self.i_z + 2 * self.size
 
     def split(self, th: np.ndarray):
         e, a = th[: self.ke], th[self.ke : self.i_alpha]
@@ -121,6 +128,7 @@ class _Layout:
                 + [EXTRA_BOUNDS["h2"]] * self.k
             )
             * self.revert
+            + [EXTRA_BOUNDS["zeta"], EXTRA_BOUNDS["m"]] * self.size
         )
 
 
@@ -192,6 +200,10 @@ def _terms(th, lay: _Layout, xe, xa, log_n, data: RunData, grad: bool = False):
             rows.append(_tangent(o, kappa, rbar, share, data.epochs, lay.past))
         elif not lay.linear:
             rows.append(o + kappa * np.log(rbar))
+        if lay.size and not lay.linear:  # times sigmoid(u), u = zeta (log N - m)
+            zeta, mid = th[lay.i_z], th[lay.i_z + 1]
+            u = zeta * (log_n - mid)
+            rows[3] = rows[3] - np.logaddexp(0.0, -u)
     z = np.stack(rows)
     if lay.linear:  # a factor on L: log L rises by s an extra epoch past the onset kappa
         sp, sig = np.logaddexp(0.0, rbar - kappa), 1.0 / (1.0 + np.exp(kappa - rbar))
@@ -227,6 +239,10 @@ def _terms(th, lay: _Layout, xe, xa, log_n, data: RunData, grad: bool = False):
         jac[3, :, lay.i_o] = 1.0
         jac[3, :, lay.i_o + 1] = np.log(rbar)
         jac[3, :, lay.i_g : lay.i_rho] = kappa * d_g[:, 1:] / rbar[:, None]
+    if lay.size:
+        rest = 1.0 / (1.0 + np.exp(u))  # 1 - sigmoid(u)
+        jac[3, :, lay.i_z] = rest * (log_n - mid)
+        jac[3, :, lay.i_z + 1] = -rest * zeta
     if lay.forget:
         jac += d_forget[None]
     return z, jac
@@ -326,7 +342,7 @@ def _minimise_in(starts, lay, xe, xa, log_n, data, log_y, delta):
         # the never-seen loss's epochs term is nested: fit without it first, then free it
         # from there, so that the law with it never fits worse than the law without
         i = lay.i_r + 3 * lay.k + 3
-        pinned = bounds[:i] + [(0.0, 0.0)] * lay.k
+        pinned = bounds[:i] + [(0.0, 0.0)] * lay.k + bounds[i + lay.k :]
         first = _best(starts, args, pinned, shift)
         if first.nit >= OPTIONS["maxiter"]:  # a path not yet at its end: which basin the
             # free fit then fell into turned on the order of the table's rows

@@ -62,6 +62,8 @@ STAGED = {"tau": 2e7, "C": 0.01, "kappa": 1.5}  # recency in tokens; the overfit
 FORGET = {"F": 0.3, "nu": 0.65, "scale": 1e8}  # a code-free cooldown: log L += F (A/scale)^nu
 # a code-free cooldown moves log L toward log H (N / n0)^h exp(e E), a model that never saw
 # code (E its extra text epochs), by 1 - exp(-(A / tau)^nu), tau = tau0 (N / n0)^mu
+# the overfitting term times sigmoid(zeta log(N / mid)): half its ceiling at "4M"
+OVERFIT_N = {"zeta": 1.5, "mid": 4e6}
 REVERT = {"H": 4.0, "h": 0.03, "e": 0.02, "tau0": 1.6e7, "mu": 0.5, "nu": 1.5, "n0": 4e6}
 
 
@@ -75,6 +77,7 @@ def staged_ladder(
     seed: int = 0,
     forget: bool = False,
     revert: bool = False,
+    overfit_n: bool = False,
 ):
     """Two stages (init, then a cooldown of `cooldown` of the tokens), every pair of code
     shares at every size, drawn from the data law with both optional terms: each stage's
@@ -82,7 +85,8 @@ def staged_ladder(
     With `forget`, a run whose cooldown has no code (and whose init has some) loses
     exp(F (cooldown tokens / scale)^nu) on top (FORGET); with `revert`, its log loss goes part
     of the way toward that of a model that never saw code, which is a run without code
-    (REVERT). Returns (weights (runs, 4): init text, code, cooldown text, code; N; loss;
+    (REVERT); with `overfit_n`, the overfitting term grows with N to a ceiling (OVERFIT_N).
+    Returns (weights (runs, 4): init text, code, cooldown text, code; N; loss;
     RunData)."""
     rng = np.random.default_rng(seed)
     c1, c2 = (a.ravel() for a in np.meshgrid(shares, shares))
@@ -103,12 +107,15 @@ def staged_ladder(
     eff = (faded * phi) @ wk
     share = tokens * wk / (tokens @ wk)[:, None]
     rbar = (share * excess).sum(1)
+    grow = 1.0  # with `overfit_n`, a larger model overfits more, up to a ceiling
+    if overfit_n:
+        grow = 1.0 / (1.0 + (OVERFIT_N["mid"] / n) ** OVERFIT_N["zeta"])
     x = np.c_[1 - c1, c1]
     loss = (
         np.exp(x @ np.array(t["e"]))
         + np.exp(x @ np.array(t["a"])) * n ** -t["alpha"]
         + np.exp(t["b"]) * eff ** -t["beta"]
-        + s["C"] * rbar ** s["kappa"]
+        + s["C"] * rbar ** s["kappa"] * grow
     ) * np.exp(noise * rng.standard_normal(len(n)))
     if forget:
         f = FORGET

@@ -4,6 +4,7 @@ command line can offer them without loading the analysis stack."""
 # joint: mixture and N; joint_data: plus each domain's tokens counted with their repetitions;
 # +recency: each stage's tokens fade with the tokens trained after it; +overfit: a term that
 # lets the loss rise with repetition (+overfit_linear: the same, linear past an onset);
+# +overfit_n: that term growing with N to a ceiling;
 # +forget: a domain left out of the last stages is forgotten, more the longer they are;
 # +revert: such a domain's loss goes back toward that of a model that never saw it, at most a
 # fitted share of the way (analysis/datalaw.py)
@@ -18,6 +19,10 @@ LAWS = (
     "joint_data+overfit+forget",
     "joint_data+revert",
     "joint_data+overfit+revert",
+    # the overfitting term growing with N to a ceiling: at matched epochs a larger model
+    # memorises more of a small sample
+    "joint_data+overfit+overfit_n",
+    "joint_data+recency+overfit+overfit_n",
     # the overfitting term linear in the epochs past an onset: by --law only, not in auto's
     # contest, whose checks (the largest size held out) prefer the power law's onset while
     # this form holds further past the ladder's epochs

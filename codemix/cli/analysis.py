@@ -70,7 +70,8 @@ def register(sub) -> None:
         default="auto",
         help="size law: joint (mixture and N), joint_data (plus each domain's tokens counted "
         "with their repetitions), +recency (each stage's tokens fade with the tokens trained "
-        "after it), +overfit (a term that lets the loss rise with repetition; +overfit_linear: "
+        "after it), +overfit (a term that lets the loss rise with repetition; +overfit_n: that "
+        "term growing with N, to a ceiling; +overfit_linear: "
         "the same, linear in the epochs past an onset, by --law only), +forget (a "
         "domain left out of the last stages is forgotten, more the longer they are), +revert (its "
         "loss goes back toward that of a model that never saw it, and no further), or auto: the "
@@ -605,6 +606,11 @@ def _data_law_lines(law, metric: str) -> list[str]:
                     if law.overfit_past == "tangent"
                     else ", as the power past the ladder's most epochs too"
                 )
+            )
+        if "overfit_n_zeta" in p:
+            lines.append(
+                f"  times sigmoid({p['overfit_n_zeta']:.3g} log(N / {p['overfit_n_mid']:.3g})): "
+                "growing with the model's size, to a ceiling"
             )
         if "overfit_slope" in p:
             lines.append(

@@ -322,6 +322,8 @@ STAGE_COLS = ("mix.init.text", "mix.init.code", "mix.cooldown.text", "mix.cooldo
         ("overfit_linear",),
         ("recency", "overfit_linear", "forget"),
         ("overfit_linear", "revert"),
+        ("overfit", "overfit_n"),
+        ("recency", "overfit", "revert", "overfit_n"),
     ],
 )
 def test_extra_terms_gradient_matches_finite_differences(extra):
@@ -340,6 +342,7 @@ def test_extra_terms_gradient_matches_finite_differences(extra):
         [np.log(0.01), 1.5] * lay.overfit,
         [-1.0, -2.0, 0.6] * lay.forget,
         [0.3, 0.7, 1.5, 1.2, 0.1, -0.2, -0.5, 0.4, 1.2, 0.2, 0.3] * lay.revert,
+        [1.2, np.log(2e6)] * lay.size,
     ]
     args = (lay, xe, xa, np.log(n), rd, np.log(y), 1.0)
     _, grad = _objective(theta, *args)
@@ -403,6 +406,25 @@ def test_recency_and_overfit_terms_extrapolate_a_staged_ladder():
     assert back.extra == ("recency", "overfit") and back.stage_order == (0, 1)
     np.testing.assert_array_equal(back.predict(w, n, rd), law.predict(w, n, rd))
     np.testing.assert_array_equal(back.predict(w, 1e8), law.predict(w, 1e8))
+
+
+def test_overfit_n_extrapolates_an_overfitting_that_grows_with_size():
+    """Drawn with an overfitting term that grows with N to a ceiling (half of it at "4M"):
+    the law without that growth misses the next size up, the law with it recovers it."""
+    w, n, y, rd = _synthetic.staged_ladder(sizes=LADDER, overfit_n=True)
+    both, grown = ("recency", "overfit"), ("recency", "overfit", "overfit_n")
+    err, law = _largest_size_errors(w, n, y, rd, [both, grown])
+    # measured: 0.011 and 0.0002 (zeta 1.50, mid 3.96e6 fitted)
+    assert err[both] > 0.005
+    assert err[grown] < 0.002
+    p, true = law.params, _synthetic.OVERFIT_N
+    assert law.name == "joint_data+recency+overfit+overfit_n"
+    assert p["overfit_n_zeta"] == pytest.approx(true["zeta"], rel=0.2)
+    assert p["overfit_n_mid"] == pytest.approx(true["mid"], rel=0.3)
+    back = DataLawFit.from_dict(json.loads(json.dumps(law.to_dict())))
+    np.testing.assert_array_equal(back.predict(w, n, rd), law.predict(w, n, rd))
+    with pytest.raises(CodemixError, match="it needs overfit"):
+        fit_data_law(w, n, y, rd, STAGE_COLS, (0.8, 0.2), groups=(2, 2), extra=("overfit_n",))
 
 
 def test_forget_term_extrapolates_code_free_cooldowns():
