@@ -597,6 +597,17 @@ def test_fit_says_how_the_power_overfitting_term_goes_on_past_the_ladder():
         lines[past] = "\n".join(_data_law_lines(law, "bpb.text"))
     assert "along its tangent past the ladder's most epochs (text 25.3" in lines["tangent"]
     assert "as the power past the ladder's most epochs too" in lines["power"]
+    # with the term growing with N, its logistic is printed below it
+    w, n, y, rd = _synthetic.staged_ladder(sizes=(1e6, 2e6, 4e6, 8e6), overfit_n=True)
+    cols = ("mix.init.text", "mix.init.code", "mix.cooldown.text", "mix.cooldown.code")
+    law = choose_size_law(
+        *(w, n, y, rd, cols, (0.8, 0.2)),
+        config=ScalingConfig(n_boot=0),
+        groups=(2, 2),
+        law="joint_data+recency+overfit+overfit_n",
+    )
+    said = "\n".join(_data_law_lines(law, "bpb.text"))
+    assert "times sigmoid(" in said and "growing with the model's size, to a ceiling" in said
 
 
 def test_predict_and_optimum_warn_beyond_the_ladders_repetition(repeated, capsys):
