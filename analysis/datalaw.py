@@ -741,6 +741,7 @@ def choose_size_law(
         )
     # forgetting is learnt only from runs that leave a domain out of a later stage
     forgets = staged and bool(np.any(_absent(data, 1.0) > 0))
+    repeats = bool(np.any(data.epochs > 1.0))
     learns = [t for t in ("forget", "revert") if t in _extra(law)]
     if learns and not forgets:
         raise CodemixError(
@@ -759,6 +760,9 @@ def choose_size_law(
             if not set(OPT_IN_TERMS) & set(_extra(x))
             if (staged or not set(STAGED_TERMS) & set(_extra(x)))
             and (forgets or not {"forget", "revert"} & set(_extra(x)))
+            # overfitting is learnt only from runs that read a domain more than once: without
+            # them its terms are zero, and a law with them could win on the optimiser's path
+            and (repeats or not {"overfit", "overfit_linear", "overfit_n"} & set(_extra(x)))
         ]
         splits = _splits(n, data, cfg.seed)
     else:

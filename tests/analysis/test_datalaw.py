@@ -695,6 +695,11 @@ def test_auto_compares_every_law_and_refuses_recency_without_stages():
         )
     with pytest.raises(CodemixError, match="unknown size law 'joint_data\\+decay'"):
         choose_size_law(w, n, y, rd, STAGE_COLS, (0.8, 0.2), config=cfg, law="joint_data+decay")
+    # no run reads a domain more than once: no overfitting term can be learnt, none competes
+    fresh = dataclasses.replace(rd, epochs=np.minimum(rd.epochs, 0.9))
+    law = choose_size_law(w, n, y, fresh, STAGE_COLS, (0.8, 0.2), config=cfg, groups=(2, 2))
+    scores = law.selection["data_law"]["scores"]
+    assert "joint_data+recency" in scores and not any("overfit" in k for k in scores)
 
 
 def test_auto_takes_one_r_star_per_domain_only_where_held_out_runs_need_it():
