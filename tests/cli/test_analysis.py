@@ -659,25 +659,23 @@ def test_report_headline_names_regimes_beyond_the_ladder(repeated, tmp_path):
         {"bpb_code": "bpb.code"}
     ).write_csv(table)
     fit = tmp_path / "fit.json"
-    argv = ["fit", str(table), "--mixture-cols", "mix.main.*", "--metric", "bpb.*"]
-    argv += ["--size-col", "non_embedding_params", "--families", "linear", "--n-boot", "4"]
-    assert main([*argv, "--law", "joint_data", "-o", str(fit)]) == 0
-    argv = ["report", str(table), "--fit", str(fit), "--target", "3e8"]
-    assert main([*argv, "--nl-metric", "bpb.text", "-o", str(page)]) == 0
-    head = page.read_text().split("<h2>The answer</h2>")[1].split("</ul>")[0]
-    line = next(x for x in head.split("<li>") if "regimes at the target" in x)
+
+    def answer_line(law: str) -> str:
+        argv = ["fit", str(table), "--mixture-cols", "mix.main.*", "--metric", "bpb.*"]
+        argv += ["--size-col", "non_embedding_params", "--families", "linear", "--n-boot", "4"]
+        assert main([*argv, "--law", law, "-o", str(fit)]) == 0
+        argv = ["report", str(table), "--fit", str(fit), "--target", "3e8"]
+        assert main([*argv, "--nl-metric", "bpb.text", "-o", str(page)]) == 0
+        head = page.read_text().split("<h2>The answer</h2>")[1].split("</ul>")[0]
+        return next(x for x in head.split("<li>") if "regimes at the target" in x)
+
+    line = answer_line("joint_data")
     assert "text read up to" in line and "(the ladder at most" in line
     # its interval widened there by what the fit missed on the ladder's most-read runs
     assert load_fit(fit).scaling["bpb.text"].repetition_sd > 0  # measured 0.013 an epoch
     assert "an epoch beyond" in line and "tangent" not in line
     # a law with the overfitting power says how that term goes on past the ladder
-    argv = ["fit", str(table), "--mixture-cols", "mix.main.*", "--metric", "bpb.*"]
-    argv += ["--size-col", "non_embedding_params", "--families", "linear", "--n-boot", "4"]
-    assert main([*argv, "--law", "joint_data+overfit", "-o", str(fit)]) == 0
-    argv = ["report", str(table), "--fit", str(fit), "--target", "3e8"]
-    assert main([*argv, "--nl-metric", "bpb.text", "-o", str(page)]) == 0
-    head = page.read_text().split("<h2>The answer</h2>")[1].split("</ul>")[0]
-    line = next(x for x in head.split("<li>") if "regimes at the target" in x)
+    line = answer_line("joint_data+overfit")
     assert "goes on there along its tangent at the ladder&#x27;s most epochs" in line
 
 
