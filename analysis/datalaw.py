@@ -508,13 +508,13 @@ class DataLawFit:
             {k: float(v) for k, v in d.get("ladder_epochs", {}).items()},
             {k: float(v) for k, v in d.get("ladder_absence", {}).items()},
             float(d.get("repetition_sd", 0.0)),
-            _overfit_past(d.get("overfit_past", "power")),
+            _overfit_past(d.get("overfit_past", "power"), "FIT.json: overfit_past"),
         )
 
 
-def _overfit_past(v) -> str:
+def _overfit_past(v, what: str = "--overfit-past") -> str:
     if v not in OVERFIT_PAST:
-        raise CodemixError(f"FIT.json: overfit_past {v!r} is not one of {', '.join(OVERFIT_PAST)}")
+        raise CodemixError(f"{what} {v!r} is not one of {', '.join(OVERFIT_PAST)}")
     return v
 
 
@@ -565,8 +565,7 @@ def fit_data_law(
         raise CodemixError("the forget and revert terms model the same thing: use one")
     if {"overfit", "overfit_linear"} <= set(extra):
         raise CodemixError("overfit and overfit_linear are two forms of one term: use one")
-    if overfit_past not in OVERFIT_PAST:
-        raise CodemixError(f"unknown --overfit-past {overfit_past!r}: {', '.join(OVERFIT_PAST)}")
+    _overfit_past(overfit_past)
     if "overfit_n" in extra and "overfit" not in extra:
         raise CodemixError("overfit_n scales the overfit term's power with N: it needs overfit")
     staged = [t for t in STAGED_TERMS if t in extra]
@@ -721,8 +720,7 @@ def choose_size_law(
     n, y = np.asarray(n_params, float), np.asarray(loss, float)
     if law not in LAWS:
         raise CodemixError(f"unknown size law {law!r}: {', '.join(LAWS)}")
-    if overfit_past not in OVERFIT_PAST:
-        raise CodemixError(f"unknown --overfit-past {overfit_past!r}: {', '.join(OVERFIT_PAST)}")
+    _overfit_past(overfit_past)
     if r_star not in R_STAR_MODES:
         raise CodemixError(f"unknown R* mode {r_star!r}: {', '.join(R_STAR_MODES)}")
     if data is None and law != "joint" and law != "auto":

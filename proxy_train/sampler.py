@@ -105,8 +105,8 @@ class MixtureSampler:
         unknown = set(caps) - set(self.domains)
         if unknown:
             raise CodemixError(
-                f"train.unique_tokens names {sorted(unknown)}, which the token store "
-                f"{store.path} does not have (domains: {', '.join(self.domains)})"
+                f"train.unique_tokens or unique_share names {sorted(unknown)}, which the token "
+                f"store {store.path} does not have (domains: {', '.join(self.domains)})"
             )
         # repetition-matched proxies read a capped sample, shared by a population's samplers
         self._tokens = {d: store.tokens(d, split, cap=caps.get(d)) for d in self.domains}

@@ -509,12 +509,6 @@ def train_population(
     if len(firsts) != 1:
         raise ValueError("members of one population start from trunks of one step, or none")
     (first,) = firsts
-    unknown = {d for d, _ in settings.unique_share or ()} - set(store.domains)
-    if unknown:
-        raise CodemixError(
-            f"train.unique_share names {sorted(unknown)}, which the token store {store.path} "
-            f"does not have (domains: {', '.join(store.domains)})"
-        )
     # a share caps each run at its whole schedule's tokens, so a trunk reads its branches' sample
     samplers = [
         MixtureSampler(store, p, B, T, m.seed, unique_tokens=settings.caps(p[-1].end_step * B * T))

@@ -172,7 +172,7 @@ def test_unique_tokens_cap_draws_only_its_sample_and_counts_its_repeats(store):
         assert row.tobytes() in sample  # every sequence comes from the capped sample
     again = MixtureSampler(store, plan, 4, T, seed=1, unique_tokens={"code": cap})
     assert again._tokens["code"] is s._tokens["code"]  # one copy for a population
-    with pytest.raises(CodemixError, match=r"unique_tokens names \['web'\]"):
+    with pytest.raises(CodemixError, match=r"train.unique_tokens or unique_share names \['web'\]"):
         MixtureSampler(store, plan, 4, T, unique_tokens={"web": 100})
     # a capped domain read past the repetition warning's limit: the cap meant it, no warning
     with warnings.catch_warnings():

@@ -468,5 +468,5 @@ def test_unique_share_reads_a_domain_as_often_at_every_run_length(small_store, t
     assert epochs["share", 1] == pytest.approx(epochs["share", 0], rel=0.2)
     assert epochs["fixed", 1] == pytest.approx(2 * epochs["fixed", 0], rel=0.05)
     bad = dataclasses.replace(S, unique_share={"web": 0.1})
-    with pytest.raises(CodemixError, match=r"train.unique_share names \['web'\]"):
+    with pytest.raises(CodemixError, match=r"unique_tokens or unique_share names \['web'\]"):
         _run(store, tmp_path / "bad", [Member("b", SHORT, 0, tmp_path / "bad" / "b")], bad)
