@@ -15,6 +15,7 @@
 #            --mixture-cols 'mix.main.*' [--held-out 7e6 | --confirm CONFIRM.csv ...]
 #            [--metric M ...] [--size-col COL] [--min-size N] [--max-size N]
 #            [--law LAW] [--r-star auto|shared|per-domain] [--overfit-past tangent|power]
+#            [--by-schedule]
 #        .venv/bin/python benchmarks/law_transfer.py --synthetic 8
 from __future__ import annotations
 
@@ -61,7 +62,24 @@ def _score(law, w, n, y, data):
     c = coverage(y, mean, lo, hi)
     mre = float(np.mean(np.abs(mean - y) / y))
     rho = float(stats.spearmanr(mean, y).statistic)
-    return mre, c.inside, c.n, rho, _on_means(w, n, y, mean), inside
+    return mre, c.inside, c.n, rho, _on_means(w, n, y, mean), inside, mean
+
+
+def _by_schedule(cols, w, n, y, mean) -> list[str]:
+    """One line a schedule (runs of equal mixture and size): its mixture, seeds, observed and
+    predicted seed means, the signed relative error and the seeds' range over their mean."""
+    keys, group = np.unique(np.round(np.c_[w, n], 4), axis=0, return_inverse=True)
+    lines = []
+    for g, key in enumerate(keys):
+        at = group.ravel() == g
+        obs, pred = float(y[at].mean()), float(mean[at].mean())
+        mix = " ".join(f"{c}={v:.2f}" for c, v in zip(cols, key[:-1], strict=True) if v > 0)
+        spread = float(np.ptp(y[at]) / obs)
+        lines.append(
+            f"    {mix} N={key[-1]:.3g}: {at.sum()} seeds, observed {obs:.4f}, predicted "
+            f"{pred:.4f}, {pred / obs - 1:+.2%} (seeds' range {spread:.1%})"
+        )
+    return lines
 
 
 def _on_means(w, n, y, mean) -> str:
@@ -168,7 +186,11 @@ def transfer(args) -> None:
             for name, test, held in tests:
                 y_te, w_te = test.metric(m)[held], test.weights[held]
                 n_te, d_te = test.size[held], test.run_data.take(held)
-                mre, inside, k, rho, means, note = _score(law, w_te, n_te, y_te, d_te)
+                mre, inside, k, rho, means, note, mean = _score(law, w_te, n_te, y_te, d_te)
+                if args.by_schedule:
+                    print(f"  {name}, by schedule:", file=sys.stderr)
+                    for line in _by_schedule(train.mixture_cols, w_te, n_te, y_te, mean):
+                        print(line, file=sys.stderr)
                 row = f"{mre:.2%} | {inside} of {k}{note} | {rho:.2f} | {means}"
                 print(f"| {m} | {law_name} | {chosen} | {name} | {row} |", flush=True)
         print(f"  ({time.time() - t0:.0f} s)", file=sys.stderr)
@@ -218,6 +240,9 @@ def main() -> None:
     p.add_argument("--r-star", default="auto", choices=R_STAR_MODES)
     p.add_argument("--overfit-past", default="tangent", choices=OVERFIT_PAST)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--by-schedule", action="store_true", help="each confirmed schedule's error on its seeds"
+    )
     p.add_argument("--jobs", type=int, default=cpu_count(), help="processes for the fits")
     p.add_argument("--synthetic", type=int, default=0, metavar="K", help="K synthetic ladders")
     p.add_argument("--synthetic-law", default="joint_data", choices=LAWS[1:])
