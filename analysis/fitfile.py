@@ -28,7 +28,15 @@ from codemix.analysis.surfaces import Surface
 from codemix.core.errors import CodemixError
 from codemix.core.files import atomic_write_text
 
-__all__ = ["FORMAT", "VERSION", "FitFile", "atomic_write_text", "load_fit", "save_fit"]
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "FitFile",
+    "atomic_write_text",
+    "combine_fits",
+    "load_fit",
+    "save_fit",
+]
 
 FORMAT = "codemix.fit"
 VERSION = 1
@@ -110,6 +118,66 @@ class FitFile:
             links={m: AccuracyLink.from_dict(x) for m, x in (d.get("links") or {}).items()},
             decision=d.get("decision") or {},
         )
+
+
+def combine_fits(fits: dict[str, FitFile]) -> FitFile:
+    """One fit from several of the same mixture columns, each metric taken from the one fit
+    that has it: a ladder per metric (text fitted with a repetition arm, code without, say).
+    `fits`: source name -> fit. The mixture range searched by `optimum` is the one every
+    fit's runs covered."""
+    if len(fits) < 2:
+        raise CodemixError("combine needs two or more fit files")
+    (first, base), *rest = fits.items()
+    fields = ("mixture_cols", "groups", "size_col", "tokens_col", "code_domains")
+    for name, f in rest:
+        for what in fields:
+            if getattr(f, what) != getattr(base, what):
+                raise CodemixError(
+                    f"{name} and {first} differ in {what} ({getattr(f, what)!r} against "
+                    f"{getattr(base, what)!r}): only fits of the same mixtures combine"
+                )
+    vocab = {f.vocab_size for f in fits.values()} - {None}
+    if len(vocab) > 1:
+        raise CodemixError(f"the fits were trained at different vocabularies: {sorted(vocab)}")
+    owner: dict[str, str] = {}
+    for name, f in fits.items():
+        for m in f.metrics:
+            if m in owner:
+                raise CodemixError(
+                    f"metric {m!r} is in both {owner[m]} and {name}: combine takes each metric "
+                    "from one fit (refit one of them with only the other metrics)"
+                )
+            owner[m] = name
+    lo = np.max(
+        [f.data.get("weights_min", [0.0] * len(base.mixture_cols)) for f in fits.values()], 0
+    )
+    hi = np.min(
+        [f.data.get("weights_max", [1.0] * len(base.mixture_cols)) for f in fits.values()], 0
+    )
+    if np.any(lo > hi):
+        raise CodemixError("the fits' runs cover no common range of mixtures")
+    data = {
+        "combined": {name: {**f.data, "metrics": f.metrics} for name, f in fits.items()},
+        "n_runs": sum(int(f.data.get("n_runs", 0)) for f in fits.values()),
+        "weights_min": lo.round(6).tolist(),
+        "weights_max": hi.round(6).tolist(),
+    }
+    merged = FitFile(
+        base.mixture_cols,
+        {},
+        data=data,
+        size_col=base.size_col,
+        tokens_col=base.tokens_col,
+        groups=base.groups,
+        vocab_size=next(iter(vocab), None),
+        code_domains=base.code_domains,
+    )
+    for f in fits.values():
+        merged.surfaces |= f.surfaces
+        merged.scaling |= f.scaling
+        merged.links |= f.links
+        merged.decision |= f.decision
+    return merged
 
 
 def _jsonable(o):

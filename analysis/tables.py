@@ -23,7 +23,7 @@ import polars as pl
 from codemix.analysis.datalaw import RunData, column_domains, group_stages, tokens_after
 from codemix.analysis.layout import as_groups, split_names
 from codemix.core.errors import CodemixError
-from codemix.core.results import CODE_DOMAINS, SEP
+from codemix.core.results import CODE_DOMAINS, SEP, UNIQUE_CAPS
 
 __all__ = [
     "ResultsTable",
@@ -170,10 +170,14 @@ def _one_value(df: pl.DataFrame, col: str):
 
 
 def trial_keys(df: pl.DataFrame) -> list[str] | None:
-    """What each row's trial asked for (its param.* values), to match one mixture's runs
-    across sizes and seeds; None for a table without param.* columns."""
+    """What each row's trial asked for (its param.* values, and the domains its spec capped:
+    arms of one grid stacked from several studies ask for the same values), to match one
+    mixture's runs across sizes and seeds; None for a table without param.* columns."""
     asked = sorted(c for c in df.columns if c.startswith("param" + SEP))
-    return [repr(r) for r in df.select(asked).iter_rows()] if asked else None
+    if not asked:
+        return None
+    asked += sorted(c for c in df.columns if c.split(SEP)[0] in UNIQUE_CAPS)
+    return [repr(r) for r in df.select(asked).iter_rows()]
 
 
 def split_domains(text) -> tuple[str, ...] | None:

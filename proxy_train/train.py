@@ -40,7 +40,7 @@ from codemix.core.errors import CodemixError
 from codemix.core.files import atomic_write_text
 from codemix.core.lock import folder_lock
 from codemix.core.progress import Progress
-from codemix.core.results import RunSummary
+from codemix.core.results import UNIQUE_CAPS, RunSummary
 from codemix.models import fused_loss
 from codemix.models.accounting import flops_per_token, param_count
 from codemix.models.config import ModelConfig
@@ -697,6 +697,11 @@ def _summary(pop: _Population, run: _Run, i: int, wall: float) -> RunSummary:
         wall_time_s=wall,
         timing=run.timing,
         population=len(pop.members),
+        unique_caps={
+            how: dict(caps)
+            for how in UNIQUE_CAPS
+            if (caps := getattr(pop.settings, how)) is not None
+        },
     )
     if pop.primary:
         atomic_write_text(m.out / "summary.json", json.dumps(summary, indent=1))

@@ -144,6 +144,19 @@ def register(sub) -> None:
     p.set_defaults(func=_fit)
 
     p = sub.add_parser(
+        "combine",
+        help="one fit file from fits of the same mixtures, each metric from its own ladder",
+        description="Write one FIT.json that takes each metric from the fit that has it, so "
+        "that predict, optimum and report see every metric: e.g. the text fitted on a ladder "
+        "with a repetition-matched arm and the code on one without. The fits must share their "
+        "mixture columns, size column and vocabulary; optimum searches the mixtures every "
+        "fit's runs covered.",
+    )
+    p.add_argument("fits", nargs="+", metavar="FIT.json", help="two or more fit files")
+    p.add_argument("-o", "--output", required=True, metavar="FIT.json", help="output fit file")
+    p.set_defaults(func=_combine)
+
+    p = sub.add_parser(
         "predict",
         help="predict metrics with intervals for the mixtures of a table",
         description="One row per input row: each metric's prediction and the bounds of its "
@@ -348,6 +361,27 @@ def _check_output(path: str) -> None:
     parent = Path(path).parent
     if not parent.is_dir():
         raise CodemixError(f"output folder {parent} does not exist")
+
+
+def _combine(args: argparse.Namespace) -> int:
+    from codemix.analysis.fitfile import combine_fits, load_fit, save_fit
+    from codemix.core.errors import CodemixError
+
+    if len(set(args.fits)) < len(args.fits):
+        raise CodemixError("combine: a fit file is named twice")
+    _check_output(args.output)
+    fits = {path: load_fit(path) for path in args.fits}  # every file read before any write
+    merged = combine_fits(fits)
+    save_fit(merged, args.output)
+    for path, f in fits.items():
+        laws = ", ".join(f"{m} ({getattr(law, 'name', law.form)})" for m, law in f.scaling.items())
+        print(f"{path}: {', '.join(f.metrics)}" + (f"; size laws: {laws}" if laws else ""))
+    lo, hi = merged.data["weights_min"], merged.data["weights_max"]
+    span = ", ".join(
+        f"{c} {a:.2f}-{b:.2f}" for c, a, b in zip(merged.mixture_cols, lo, hi, strict=True)
+    )
+    print(f"wrote {args.output}: {len(merged.metrics)} metrics; mixtures every fit covered: {span}")
+    return 0
 
 
 def _fit(args: argparse.Namespace) -> int:

@@ -61,6 +61,9 @@ class RunSummary(TypedDict):
     wall_time_s: float
     timing: dict[str, Any]
     population: int
+    # the domains the spec capped, as it asked: unique_tokens (tokens) or unique_share (of
+    # the run's tokens); absent from summaries written before, and where nothing was capped
+    unique_caps: dict[str, dict[str, float]]
 
 
 # what a study keeps of each run's summary (the rest stays in the run folder)
@@ -82,6 +85,7 @@ STUDY_KEYS = (
     "trunk",
     "wall_time_s",
     "seed",
+    "unique_caps",
 )
 
 
@@ -112,6 +116,14 @@ def stage_tokens(stage: str) -> str:
 
 def epochs(domain: str) -> str:
     return f"epochs{SEP}{domain}"
+
+
+def unique_cap(how: str, domain: str) -> str:
+    """`unique_tokens.text`, `unique_share.text`: how the spec capped a domain's sample."""
+    return f"{how}{SEP}{domain}"
+
+
+UNIQUE_CAPS = ("unique_tokens", "unique_share")
 
 
 def param(key: str) -> str:
@@ -207,4 +219,7 @@ def run_columns(summary: dict, size: str) -> dict:
         row[stage_tokens(stage)] = n
     for d, e in summary["epochs"].items():
         row[epochs(d)] = e
+    for how, caps in (summary.get("unique_caps") or {}).items():
+        for d, v in caps.items():
+            row[unique_cap(how, d)] = v
     return row

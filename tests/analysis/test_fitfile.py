@@ -7,7 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from codemix.analysis.fitfile import FitFile, atomic_write_text, load_fit, save_fit
+from codemix.analysis.fitfile import (
+    FitFile,
+    atomic_write_text,
+    combine_fits,
+    load_fit,
+    save_fit,
+)
 from codemix.analysis.surfaces import SurfaceConfig, fit_surface
 from codemix.core.errors import CodemixError
 
@@ -96,3 +102,49 @@ def test_an_interrupted_save_keeps_the_old_fit(tmp_path, monkeypatch):
         save_fit(FitFile(("a", "b", "c"), {"loss": s}, data={"n_runs": 29}), path)
     assert path.read_text() == before
     assert [q.name for q in tmp_path.iterdir()] == ["FIT.json"]
+
+
+def _surface_fit(metric: str, w: np.ndarray, **data) -> FitFile:
+    y = 2 + np.exp(w @ [1.0, -0.5, 0.2])
+    s = fit_surface(w, y, metric, ("a", "b", "c"), SurfaceConfig(families=("linear",)))
+    summary = {"n_runs": len(w), "weights_min": w.min(0).tolist(), "weights_max": w.max(0).tolist()}
+    return FitFile(("a", "b", "c"), {metric: s}, data=summary | data, vocab_size=4096)
+
+
+def test_combine_takes_each_metric_from_its_fit_and_the_common_range(tmp_path):
+    rng = np.random.default_rng(0)
+    w1, w2 = rng.dirichlet([1, 1, 1], 30), rng.dirichlet([2, 2, 2], 20)
+    text, code = _surface_fit("bpb.text", w1), _surface_fit("bpb.code", w2)
+    both = combine_fits({"text.json": text, "code.json": code})
+    assert both.metrics == ["bpb.text", "bpb.code"] and both.vocab_size == 4096
+    np.testing.assert_allclose(
+        both.surfaces["bpb.code"].interval(w1[:3]), code.surfaces["bpb.code"].interval(w1[:3])
+    )
+    lo, hi = np.maximum(w1.min(0), w2.min(0)), np.minimum(w1.max(0), w2.max(0))
+    np.testing.assert_allclose(both.data["weights_min"], lo, atol=1e-6)
+    np.testing.assert_allclose(both.data["weights_max"], hi, atol=1e-6)
+    assert both.data["n_runs"] == 50
+    assert both.data["combined"]["code.json"]["metrics"] == ["bpb.code"]
+    save_fit(both, tmp_path / "FIT.json")
+    assert load_fit(tmp_path / "FIT.json").metrics == ["bpb.text", "bpb.code"]
+
+
+def test_combine_refuses_what_does_not_fit_together():
+    rng = np.random.default_rng(1)
+    w = rng.dirichlet([1, 1, 1], 20)
+    text, code = _surface_fit("bpb.text", w), _surface_fit("bpb.code", w)
+    with pytest.raises(CodemixError, match="two or more"):
+        combine_fits({"text.json": text})
+    with pytest.raises(CodemixError, match="'bpb.text' is in both a.json and b.json"):
+        combine_fits({"a.json": text, "b.json": _surface_fit("bpb.text", w)})
+    other = FitFile(("x", "b", "c"), dict(code.surfaces), data=code.data)
+    with pytest.raises(CodemixError, match="differ in mixture_cols"):
+        combine_fits({"text.json": text, "other.json": other})
+    wide = FitFile(("a", "b", "c"), dict(code.surfaces), data=code.data, vocab_size=50304)
+    with pytest.raises(CodemixError, match="different vocabularies"):
+        combine_fits({"text.json": text, "wide.json": wide})
+    apart = _surface_fit("bpb.code", w, weights_min=[0.9, 0.0, 0.0], weights_max=[1.0, 0.1, 0.1])
+    with pytest.raises(CodemixError, match="no common range"):
+        combine_fits(
+            {"text.json": _surface_fit("bpb.text", w, weights_max=[0.5, 1, 1]), "c": apart}
+        )

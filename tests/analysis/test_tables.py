@@ -11,6 +11,7 @@ from codemix.analysis.tables import (
     load_results,
     read_table,
     resolve_columns,
+    trial_keys,
     usable_rows,
 )
 from codemix.core.errors import CodemixError
@@ -227,3 +228,13 @@ def test_errors_name_rows_as_in_the_file_after_leaving_some_out(tmp_path):
     df.with_columns(state=pl.lit("fail")).write_csv(p)
     with pytest.raises(CodemixError, match=r"export\.csv: none of its 8 rows is usable \(8 of fa"):
         load_results(p, "w_*", ["loss"])
+
+
+def test_trial_keys_tell_capped_arms_of_one_grid_apart():
+    grid = pl.DataFrame({"param.stages.init.code_frac": [0.1, 0.3], "bpb.text": [1.0, 2.0]})
+    capped = grid.with_columns(pl.lit(2e6).alias("unique_tokens.text"))
+    stacked = pl.concat([grid, capped, grid], how="diagonal_relaxed")
+    keys = trial_keys(stacked)
+    assert keys[0] == keys[4] and keys[1] == keys[5]  # a second seed of the full store
+    assert len({keys[0], keys[2]}) == 2  # the same trial values, another arm
+    assert trial_keys(pl.DataFrame({"unique_tokens.text": [1.0]})) is None

@@ -738,3 +738,46 @@ def test_predict_reads_each_rows_stage_lengths_and_refuses_bad_ones(tmp_path, ca
     argv = ["predict", str(fit), "--mixtures", str(tmp_path / "bad.csv")]
     assert main([*argv, "--size-col", "non_embedding_params", "-o", str(tmp_path / "p.csv")]) == 2
     assert "tokens.init, tokens.cooldown must be token counts" in capsys.readouterr().err
+
+
+def test_combine_joins_per_metric_fits_for_predict_and_optimum(ladder, tmp_path, capsys):
+    table, fit = ladder
+    parts = []
+    for metric in ("nl_loss", "code_loss"):  # a fit per metric, as from a ladder each
+        part = tmp_path / f"{metric}.json"
+        argv = ["fit", str(table), "--mixture-cols", "w_*", "--metric", metric]
+        argv += ["--size-col", "params", "--families", "linear,exp", "--n-boot", "10"]
+        assert main([*argv, "-o", str(part)]) == 0
+        parts.append(str(part))
+    both = tmp_path / "both.json"
+    capsys.readouterr()
+    assert main(["combine", *parts, "-o", str(both)]) == 0
+    out = capsys.readouterr().out
+    assert f"{parts[1]}: code_loss; size laws: code_loss (joint)" in out
+    assert f"wrote {both}: 2 metrics" in out
+    # the same predictions as the fit of both metrics at once, each metric fitted alone
+    pred = {}
+    for name, f in (("one", fit), ("combined", both)):
+        dest = tmp_path / f"{name}.csv"
+        argv = ["predict", str(f), "--mixtures", str(table), "--size", "470M", "-o", str(dest)]
+        assert main(argv) == 0
+        pred[name] = pl.read_csv(dest)
+    for col in ("predicted_nl_loss", "predicted_code_loss_hi90"):
+        np.testing.assert_allclose(pred["combined"][col], pred["one"][col], rtol=1e-9)
+    assert main(["optimum", str(both), "--objective", "min:nl_loss", "--target", "470M"]) == 0
+    assert "Pareto front at 470M (nl_loss vs code_loss" in capsys.readouterr().out
+
+
+def test_combine_refuses_before_writing(ladder, tmp_path, capsys):
+    _, fit = ladder
+    out = tmp_path / "out.json"
+    out.write_text("kept")
+    assert main(["combine", str(fit), str(fit), "-o", str(out)]) == 2
+    assert "named twice" in capsys.readouterr().err
+    copy = tmp_path / "copy.json"
+    copy.write_text(fit.read_text())
+    assert main(["combine", str(fit), str(copy), "-o", str(out)]) == 2
+    assert "metric 'nl_loss' is in both" in capsys.readouterr().err
+    assert out.read_text() == "kept"
+    assert main(["combine", str(fit), str(copy), "-o", str(tmp_path / "no" / "x.json")]) == 2
+    assert "does not exist" in capsys.readouterr().err

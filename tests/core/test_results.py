@@ -33,6 +33,13 @@ def test_run_columns_name_every_part_with_dots():
     assert row["code_domains"] == "code" and row["size"] == "1M"
     # `mix.init.*` cannot reach the stage `init_late`
     assert [c for c in row if c.startswith("mix.init.")] == ["mix.init.text", "mix.init.code"]
+    assert not [c for c in row if c.startswith("unique_")]  # nothing capped, nothing said
+
+
+def test_run_columns_name_the_domains_a_spec_capped():
+    caps = {"unique_tokens": {"text": 2_000_000}, "unique_share": {"code": 0.02}}
+    row = results.run_columns(SUMMARY | {"unique_caps": caps}, "1M")
+    assert row["unique_tokens.text"] == 2_000_000 and row["unique_share.code"] == 0.02
 
 
 @pytest.mark.parametrize("name", ["init", "init_late", "stage-2", "Cooldown"])

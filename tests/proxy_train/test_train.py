@@ -462,11 +462,14 @@ def test_unique_share_reads_a_domain_as_often_at_every_run_length(small_store, t
             out = tmp_path / f"{name}{i}"
             (s,) = _run(store, out, [Member("a", sched, 0, out / "a")], settings)
             epochs[name, i] = s["epochs"]["text"]
+            caps = s["unique_caps"]  # as the spec asked, so that an export tells the arms apart
+            assert caps == ({"unique_share": {"text": 0.1}} if name == "share" else caps)
     # 640 text tokens of 128 unique, 1280 of 256: 5 times each, counted in whole windows of
     # 33 tokens (3 and 7 of them: 6.7 and 5.7 times); the fixed cap 6.7 and 13.3 times
     assert epochs["share", 0] == pytest.approx(6.7, rel=0.05)
     assert epochs["share", 1] == pytest.approx(epochs["share", 0], rel=0.2)
     assert epochs["fixed", 1] == pytest.approx(2 * epochs["fixed", 0], rel=0.05)
+    assert caps == {"unique_tokens": {"text": 128}}
     bad = dataclasses.replace(S, unique_share={"web": 0.1})
     with pytest.raises(CodemixError, match=r"unique_tokens or unique_share names \['web'\]"):
         _run(store, tmp_path / "bad", [Member("b", SHORT, 0, tmp_path / "bad" / "b")], bad)
