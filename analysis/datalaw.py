@@ -264,6 +264,11 @@ class DataLawFit:
         return float(self.theta[self._layout().i_alpha])
 
     @property
+    def beta(self) -> float:
+        """The data term's exponent."""
+        return float(self.theta[self._layout().i_alpha + 2])
+
+    @property
     def params(self) -> dict:
         lay = self._layout()
         _, _, alpha, b, beta, g, r_star = lay.split(self.theta)

@@ -167,7 +167,7 @@ def _headline(fit, target: Size, nl: str, shares) -> list[str]:
     from codemix.analysis.confirm import _text_only
     from codemix.analysis.datalaw import beyond_ladder
     from codemix.analysis.optimum import Objective, edge_stages, find_optimum
-    from codemix.analysis.scaling import alpha_warning
+    from codemix.analysis.scaling import exponent_warnings
 
     opt = find_optimum(fit, Objective({nl: 1.0}, text=f"min:{nl}"), target.count, n_draws=100)
     lines = []
@@ -197,8 +197,7 @@ def _headline(fit, target: Size, nl: str, shares) -> list[str]:
         )
     law = fit.scaling.get(nl)
     if law is not None:
-        why = alpha_warning(law.alpha)
-        if why:
+        for why in exponent_warnings(law):
             lines.append(f"Warning from the fit: {why}.")
         if len(law.sizes) < 4:
             lines.append(

@@ -32,6 +32,7 @@ __all__ = [
     "ScalingConfig",
     "fit_chinchilla",
     "alpha_warning",
+    "exponent_warnings",
     "choose_joint_law",
     "fit_joint_law",
     "fit_power_law",
@@ -40,6 +41,8 @@ __all__ = [
 PARAM_NAMES = ("E", "A", "B", "alpha", "beta")
 # size exponents of published laws (Kaplan et al., Chinchilla, the data-mixing literature)
 PUBLISHED_ALPHA = (0.05, 1.5)
+# data exponents likewise (Chinchilla 0.28, Muennighoff et al. about 0.35), with the same slack
+PUBLISHED_BETA = (0.05, 1.5)
 
 
 @dataclass(frozen=True)
@@ -457,6 +460,22 @@ def alpha_warning(alpha: float) -> str:
         f"alpha is far from the {lo:g}-{hi:g} of published size laws; these sizes do not pin "
         "the law down, so predictions at a target are unreliable"
     )
+
+
+def exponent_warnings(law) -> list[str]:
+    """`alpha_warning`, and for a data-constrained law the same for its data exponent beta:
+    far outside PUBLISHED_BETA, the ladder's token counts did not pin the data term down, and
+    at a target's token budget it can take the predicted loss anywhere."""
+    out = [w for w in (alpha_warning(law.alpha),) if w]
+    beta = getattr(law, "beta", None)
+    lo, hi = PUBLISHED_BETA
+    if beta is not None and not lo <= beta <= hi:
+        out.append(
+            f"beta {beta:.3g}, the data exponent, is far from the {lo:g}-{hi:g} of published "
+            "laws; the ladder's token counts do not pin it down, so predictions at a target's "
+            "token budget are unreliable"
+        )
+    return out
 
 
 def _law_design(w: np.ndarray, groups, terms: str) -> tuple[np.ndarray, np.ndarray]:

@@ -391,7 +391,7 @@ def _fit(args: argparse.Namespace) -> int:
     from codemix.analysis.fit import fit_results
     from codemix.analysis.fitfile import save_fit
     from codemix.analysis.link import link_bpb_metric, parse_link
-    from codemix.analysis.scaling import ScalingConfig, alpha_warning
+    from codemix.analysis.scaling import ScalingConfig, exponent_warnings
     from codemix.analysis.surfaces import FAMILIES, SurfaceConfig
     from codemix.analysis.tables import load_results, split_domains
 
@@ -456,8 +456,7 @@ def _fit(args: argparse.Namespace) -> int:
             )
             for line in _data_law_lines(law, m):
                 print(f"    {line}")
-            why = alpha_warning(law.alpha)
-            if why:
+            for why in exponent_warnings(law):
                 print(f"    warning: {why}")
             sel = law.selection.get("terms", law.selection)
             if sel:

@@ -113,6 +113,7 @@ def test_noise_free_ladder_extrapolates_one_size_up():
     p = law.params
     assert p["alpha"] == pytest.approx(_synthetic.TRUE["alpha"], abs=1e-3)
     assert p["beta"] == pytest.approx(_synthetic.TRUE["beta"], abs=1e-3)
+    assert (law.alpha, law.beta) == (p["alpha"], p["beta"])  # what `fit` checks for warnings
     assert p["domain_weight"]["code"] == pytest.approx(_synthetic.TRUE["g"], rel=1e-3)
     assert p["R_star"]["text"] == pytest.approx(5.0, rel=1e-2)
 

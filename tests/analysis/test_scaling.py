@@ -12,6 +12,7 @@ from codemix.analysis.scaling import (
     ScalingConfig,
     alpha_warning,
     choose_joint_law,
+    exponent_warnings,
     fit_chinchilla,
     fit_joint_law,
     fit_power_law,
@@ -152,6 +153,16 @@ def test_alpha_far_from_published_laws_is_flagged():
     assert alpha_warning(0.3) == "" and alpha_warning(0.05) == alpha_warning(1.5) == ""
     for alpha in (0.01, 2.0, -0.1):
         assert alpha_warning(alpha).startswith("alpha is far from the 0.05-1.5 of published")
+
+
+def test_a_data_exponent_far_from_published_laws_is_flagged_beside_alpha():
+    from types import SimpleNamespace
+
+    assert exponent_warnings(SimpleNamespace(alpha=0.3, beta=0.28)) == []
+    assert exponent_warnings(SimpleNamespace(alpha=0.3)) == []  # a law without a data term
+    (why,) = exponent_warnings(SimpleNamespace(alpha=0.3, beta=1.73))
+    assert why.startswith("beta 1.73, the data exponent, is far from the 0.05-1.5 of published")
+    assert len(exponent_warnings(SimpleNamespace(alpha=3.0, beta=1.73))) == 2
 
 
 def test_extrapolation_intervals_are_never_narrowed():
