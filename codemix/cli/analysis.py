@@ -320,13 +320,17 @@ def _regime_warning(fit, w, n, data) -> str:
     any run the fit's data-constrained laws saw; '' where they do not."""
     from codemix.analysis.datalaw import beyond_ladder
 
-    found: list[str] = []
+    each: dict[str, list[str]] = {}
     past: set[str] = set()  # how the laws' power overfitting terms go on, where rows read beyond
-    for law in fit.scaling.values():
-        beyond = beyond_ladder(law, w, n, data)
-        found += [x for x in beyond if x not in found]
+    for m, law in fit.scaling.items():
+        each[m] = beyond = beyond_ladder(law, w, n, data)
         if any("read up to" in x for x in beyond) and "overfit" in law.extra:
             past.add(law.overfit_past)
+    found: list[str] = []
+    # laws fitted on other ladders (`codemix combine`) see other regimes: say whose it is
+    named = len({tuple(v) for v in each.values()}) > 1
+    for m, beyond in each.items():
+        found += [x for x in (f"{m}: {b}" if named else b for b in beyond) if x not in found]
     if not found:
         return ""
     return (

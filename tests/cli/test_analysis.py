@@ -645,6 +645,11 @@ def test_predict_and_optimum_warn_beyond_the_ladders_repetition(repeated, capsys
     fit.scaling["bpb.text"] = dataclasses.replace(law, extra=("overfit",), overfit_past="power")
     said = _regime_warning(fit, *at)
     assert "compare a fit with --law ...+overfit_linear" in said and "tangent" not in said
+    # laws fitted on other ladders (`codemix combine`): the warning says whose ladder it is
+    wide = dataclasses.replace(law, ladder_epochs={k: 1e9 for k in law.ladder_epochs})
+    fit.scaling = {"bpb.text": law, "bpb.other": wide}
+    said = _regime_warning(fit, *at)
+    assert "regimes: bpb.text: text read up to" in said and "bpb.other" not in said
 
 
 def test_report_headline_names_regimes_beyond_the_ladder(repeated, tmp_path):
