@@ -266,7 +266,7 @@ class DataLawFit:
     @property
     def beta(self) -> float:
         """The data term's exponent."""
-        return float(self.theta[self._layout().i_alpha + 2])
+        return float(self._layout().split(self.theta)[4])
 
     @property
     def params(self) -> dict:

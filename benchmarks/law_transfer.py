@@ -65,18 +65,24 @@ def _score(law, w, n, y, data):
     return mre, c.inside, c.n, rho, _on_means(w, n, y, mean), inside, mean
 
 
+def _schedules(w, n) -> np.ndarray:
+    """Each run's schedule: runs of equal mixture and size are one schedule's seeds."""
+    _, group = np.unique(np.round(np.c_[w, n / n.max()], 6), axis=0, return_inverse=True)
+    return group.ravel()
+
+
 def _by_schedule(cols, w, n, y, mean) -> list[str]:
-    """One line a schedule (runs of equal mixture and size): its mixture, seeds, observed and
-    predicted seed means, the signed relative error and the seeds' range over their mean."""
-    keys, group = np.unique(np.round(np.c_[w, n], 4), axis=0, return_inverse=True)
+    """One line a schedule: its mixture, seeds, observed and predicted seed means, the signed
+    relative error and the seeds' range over their mean."""
+    group = _schedules(w, n)
     lines = []
-    for g, key in enumerate(keys):
-        at = group.ravel() == g
+    for g in np.unique(group):
+        at = group == g
         obs, pred = float(y[at].mean()), float(mean[at].mean())
-        mix = " ".join(f"{c}={v:.2f}" for c, v in zip(cols, key[:-1], strict=True) if v > 0)
+        mix = " ".join(f"{c}={v:.2f}" for c, v in zip(cols, w[at][0], strict=True) if v > 0)
         spread = float(np.ptp(y[at]) / obs)
         lines.append(
-            f"    {mix} N={key[-1]:.3g}: {at.sum()} seeds, observed {obs:.4f}, predicted "
+            f"    {mix} N={n[at][0]:.3g}: {at.sum()} seeds, observed {obs:.4f}, predicted "
             f"{pred:.4f}, {pred / obs - 1:+.2%} (seeds' range {spread:.1%})"
         )
     return lines
@@ -88,10 +94,9 @@ def _on_means(w, n, y, mean) -> str:
     mean, 5.2 % max)'; '-' unless every schedule ran 2+ times."""
     import polars as pl
 
-    _, group = np.unique(np.round(np.c_[w, n / n.max()], 6), axis=0, return_inverse=True)
     table = pl.DataFrame(
         {
-            f"choice.{KEY}": [str(g) for g in group.ravel()],
+            f"choice.{KEY}": [str(g) for g in _schedules(w, n)],
             "y": y,
             "predicted_y": mean,
             "predicted_y_lo90": mean,  # intervals are scored run by run, in _score
