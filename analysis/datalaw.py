@@ -99,6 +99,7 @@ __all__ = [
     "RunData",
     "TargetData",
     "beyond_ladder",
+    "canonical_order",
     "check_target",
     "choose_size_law",
     "column_domains",
@@ -723,6 +724,11 @@ def choose_size_law(
     cfg = config or ScalingConfig()
     w = np.atleast_2d(np.asarray(w, float))
     n, y = np.asarray(n_params, float), np.asarray(loss, float)
+    if not len(w) == len(n) == len(y) == (len(y) if data is None else len(data.tokens)):
+        raise CodemixError("weights, sizes, losses and domain tokens differ in length")
+    order = canonical_order(w, n, y, data)
+    w, n, y = w[order], n[order], y[order]
+    data = None if data is None else data.take(order)
     if law not in LAWS:
         raise CodemixError(f"unknown size law {law!r}: {', '.join(LAWS)}")
     _overfit_past(overfit_past)
@@ -829,6 +835,21 @@ def choose_size_law(
         _calibrate_size(fit, common)
         _calibrate_repetition(fit, common)
     return fit
+
+
+def canonical_order(w, n, y, data: RunData | None) -> np.ndarray:
+    """The runs sorted by size, mixture, domain tokens and epochs, stage tokens, then loss.
+    The laws' objectives have near-equal optima in several basins, and which one L-BFGS-B
+    ends in turned on the order of the rows: the same 232 runs of codemix's grid ladder gave
+    a code law 2.1 % off at "8M" read in one order and 2.3 % in another. Fitted in this
+    order, a ladder gives one fit however its exports were stacked, and so do the bootstrap
+    draws and the held-out splits, which index rows."""
+    keys = [n, *np.asarray(w).T]
+    if data is not None:
+        keys += [*data.tokens.T, *data.epochs.T]
+        if data.stage_tokens is not None:
+            keys += [*data.stage_tokens.reshape(len(y), -1).T, *data.after.T]
+    return np.lexsort([y, *keys[::-1]])  # lexsort sorts by its last key first
 
 
 def _held_out_law(keep, w, n, y, data, mixture_cols, stage_fracs, cfg, groups, terms, kw):

@@ -19,6 +19,7 @@ from codemix.analysis.datalaw import (
     _nested,
     _splits,
     _within_one_se,
+    canonical_order,
     choose_size_law,
     fit_data_law,
     parse_unique_tokens,
@@ -796,3 +797,31 @@ def test_the_contest_weighs_each_check_by_its_relative_error():
     assert chosen == "a" and mean["a"] == pytest.approx(np.sqrt(0.025 * 0.139))
     failed = {"a": {"size": float("nan")}, "b": {}}
     assert _pick(failed, ["a", "b"])[1] == "joint"
+
+
+@pytest.mark.parametrize("law", ["joint", "joint_data"])
+def test_a_fit_does_not_turn_on_the_order_of_the_rows(law):
+    w, n, y, rd = _synthetic.ladder(sizes=LADDER[:4], noise=0.01, seed=3)
+    cfg = ScalingConfig(n_boot=4, seed=0)
+    fits = []
+    for perm in (np.arange(len(y)), np.random.default_rng(1).permutation(len(y))):
+        fit = choose_size_law(w[perm], n[perm], y[perm], rd.take(perm), COLS, (1.0,), cfg, law=law)
+        fits.append(fit)
+    np.testing.assert_array_equal(fits[0].theta, fits[1].theta)
+    np.testing.assert_array_equal(fits[0].boot, fits[1].boot)  # the same draws of the same rows
+    np.testing.assert_array_equal(np.sort(fits[0].resid_log), np.sort(fits[1].resid_log))
+
+
+def test_the_canonical_order_sorts_by_size_then_mixture_then_loss():
+    w = np.array([[0.5, 0.5], [0.9, 0.1], [0.5, 0.5], [0.9, 0.1]])
+    n = np.array([2e6, 1e6, 1e6, 1e6])
+    y = np.array([1.0, 3.0, 2.0, 2.5])
+    rd = RunData(COLS, np.full((4, 2), 1e6), np.ones((4, 2)))
+    order = canonical_order(w, n, y, rd)
+    np.testing.assert_array_equal(order, [2, 3, 1, 0])  # 1e6 at 0.5 text, two at 0.9, then 2e6
+
+
+def test_a_fit_refuses_rows_of_other_lengths():
+    w, n, y, rd = _synthetic.ladder(sizes=LADDER[:4], noise=0.01)
+    with pytest.raises(CodemixError, match="differ in length"):
+        choose_size_law(w, n, y[:-1], rd, COLS, (1.0,), law="joint_data")
