@@ -724,7 +724,7 @@ def choose_size_law(
     cfg = config or ScalingConfig()
     w = np.atleast_2d(np.asarray(w, float))
     n, y = np.asarray(n_params, float), np.asarray(loss, float)
-    if not len(w) == len(n) == len(y) == (len(y) if data is None else len(data.tokens)):
+    if len({len(w), len(n), len(y), len(y) if data is None else len(data.tokens)}) > 1:
         raise CodemixError("weights, sizes, losses and domain tokens differ in length")
     order = canonical_order(w, n, y, data)
     w, n, y = w[order], n[order], y[order]
@@ -844,7 +844,7 @@ def canonical_order(w, n, y, data: RunData | None) -> np.ndarray:
     a code law 2.1 % off at "8M" read in one order and 2.3 % in another. Fitted in this
     order, a ladder gives one fit however its exports were stacked, and so do the bootstrap
     draws and the held-out splits, which index rows."""
-    keys = [n, *np.asarray(w).T]
+    keys = [n, *w.T]
     if data is not None:
         keys += [*data.tokens.T, *data.epochs.T]
         if data.stage_tokens is not None:
