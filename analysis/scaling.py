@@ -85,6 +85,13 @@ def _check_positive(name: str, v: np.ndarray) -> np.ndarray:
     return v
 
 
+def _in_order(*cols: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The runs sorted by their values (first column first): the bootstrap draws rows by
+    index and L-BFGS-B sums them in order, so a fit must not turn on how the rows came."""
+    order = np.lexsort(cols[::-1])
+    return tuple(c[order] for c in cols)
+
+
 def _fit(design, y, grid, cfg: ScalingConfig, progress: bool, desc: str, boot_starts=None):
     """`fit_log_huber` with the settings of `cfg`."""
     return fit_log_huber(
@@ -193,6 +200,7 @@ def fit_chinchilla(
         raise CodemixError("parameters, tokens and loss differ in length")
     if len(y) < 6:
         raise CodemixError(f"the Chinchilla law has 5 parameters; {len(y)} runs are too few")
+    n, d, y = _in_order(n, d, y)
     grid = [
         (a, al, b, be, e)
         for a, b, e, al, be in itertools.product(
@@ -273,6 +281,7 @@ def fit_power_law(
         raise CodemixError(
             f"L(N) = E + A N^-alpha needs runs at 3 or more sizes; got {len(np.unique(n))}"
         )
+    n, y = _in_order(n, y)
     one, zero = np.ones(len(n)), np.zeros(len(n))
     # theta = (a, alpha, e): log-terms a - alpha log N and e
     design = np.stack([np.c_[one, -np.log(n), zero], np.c_[zero, zero, one]])

@@ -62,6 +62,18 @@ def test_power_law_recovers_known_law():
     assert lo <= m <= hi and m == pytest.approx(2.0 + 60.0 * 2.8e9**-0.3, rel=0.03)
 
 
+def test_scaling_fits_do_not_turn_on_the_order_of_the_rows():
+    n, d, loss, _ = _chinchilla_runs()
+    flip = np.random.default_rng(3).permutation(len(n))
+    cfg = ScalingConfig(n_boot=6, refine_starts=5)
+    a, b = fit_chinchilla(n, d, loss, cfg), fit_chinchilla(n[flip], d[flip], loss[flip], cfg)
+    assert a.params == b.params
+    np.testing.assert_array_equal(a.boot, b.boot)
+    a, b = fit_power_law(n, loss, cfg), fit_power_law(n[flip], loss[flip], cfg)
+    assert a.params == b.params
+    np.testing.assert_array_equal(a.boot, b.boot)
+
+
 def test_bad_inputs():
     with pytest.raises(CodemixError, match="> 0"):
         fit_chinchilla([1, 2, -3, 4, 5, 6], [1] * 6, [1] * 6)
