@@ -185,7 +185,7 @@ def _run_and_score(args, fit, spec_path, out, objective) -> int:
     )
     print(f"{what}; each predicted at its own size, tokens and epochs:")
     for m in metrics:
-        print(_calibration_lines(m, cal[m], names, pred[m].to_numpy(), cols))
+        print(_calibration_lines(m, cal[m], names, pred[m].to_numpy(), cols, objective))
     regime = _regime_warning(fit, w, n, rows)
     if regime:
         print(regime)
@@ -193,9 +193,10 @@ def _run_and_score(args, fit, spec_path, out, objective) -> int:
     return 0
 
 
-def _calibration_lines(m: str, c: dict, names: list[str], y, cols: dict) -> str:
+def _calibration_lines(m: str, c: dict, names: list[str], y, cols: dict, objective) -> str:
     """One metric's calibration: the summary, then each schedule's observed (seed mean and
-    range) against predicted with its interval."""
+    range) against predicted with its interval. In a metric the objective does not weigh,
+    the optimum's distance from the best schedule is what it gave up there, not a regret."""
     import numpy as np
 
     from codemix.analysis.confirm import _by_schedule
@@ -207,7 +208,11 @@ def _calibration_lines(m: str, c: dict, names: list[str], y, cols: dict) -> str:
         + (f" ({c['mean_relative_error_of_means']:.2%} on seed means)" if seeds else "")
         + f", Spearman {c['spearman']:.2f}"
     )
-    if "regret" in c:
+    if "regret" in c and m not in objective.weights:
+        head += f", the optimum (chosen for {objective.text}) {c['regret']:.4g} from the best here"
+        if "regret_se" in c:
+            head += f" (standard error {c['regret_se']:.2g})"
+    elif "regret" in c:
         head += f", regret of the optimum {c['regret']:.4g}"
         if "regret_se" in c:
             head += f" (standard error {c['regret_se']:.2g})"

@@ -139,3 +139,20 @@ def test_runs_exports_and_scores_the_confirmation(ladder_fit, tmp_path, capsys):
     assert "6 confirmation runs (3 schedules, their seeds averaged below)" in shown
     assert "inside the 90 % interval" in shown and "seed spread (range over mean)" in shown
     assert "(seeds " in shown
+
+
+def test_a_metric_the_objective_does_not_weigh_shows_no_regret():
+    from codemix.analysis.optimum import parse_objective
+    from codemix.cli.confirm import _calibration_lines
+
+    names, y = ["optimum", "other"], np.array([1.0, 0.9])
+    cols = {f"predicted_bpb.text{s}": np.array([1.0, 0.9]) for s in ("", "_lo90", "_hi90")}
+    c = {"inside": 2, "runs": 2, "mean_relative_error": 0.0, "spearman": 1.0, "seeds": 1}
+    c["regret"] = 0.1
+    code = parse_objective("min:bpb.code", ["bpb.text", "bpb.code"])
+    text = parse_objective("min:bpb.text", ["bpb.text", "bpb.code"])
+    head = _calibration_lines("bpb.text", c, names, y, cols, code).splitlines()[0]
+    assert "the optimum (chosen for min:bpb.code) 0.1 from the best here" in head
+    assert "regret" not in head
+    head = _calibration_lines("bpb.text", c, names, y, cols, text).splitlines()[0]
+    assert "regret of the optimum 0.1" in head
