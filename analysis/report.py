@@ -82,6 +82,7 @@ class ReportInput:
     share_col: str | None = None  # x of the response curves (default: the first code share)
     contour: dict | None = None  # predicted NL metric over two stage shares: x, y, z, x_col, y_col
     headline: list[str] = field(default_factory=list)  # the answer, first on the page
+    headline_title: str = "The answer"
 
 
 def from_fit(r: ReportInput, fit, target: Size, points: int = 41) -> None:
@@ -278,6 +279,8 @@ def _progress(r: ReportInput):
     df, first = r.results, objective(0)
     if first not in df.columns or "trial" not in df.columns:
         return None
+    if "choice.schedule" in df.columns:  # a grid of named schedules: its order is no search
+        return None
     t = df.unique("trial").sort("trial").drop_nulls(first)
     if t.height == 0:
         return None
@@ -416,7 +419,9 @@ def _contour(r: ReportInput):
         return None
     size = _sizes(df)[-1]
     d = _rows(df, size).drop_nulls([shares[0], shares[1], m])
-    if d.height < 7:
+    # six coefficients: on fewer distinct share pairs than 10 (seeds repeat a pair) the
+    # surface all but interpolates them, and its R² of 1 says nothing
+    if d.select(shares[0], shares[1]).unique().height < 10:
         return None
     a, b, y = (d[c].to_numpy().astype(float) for c in (shares[0], shares[1], m))
 
@@ -586,10 +591,11 @@ def _calibration_points(d: pl.DataFrame, col: str, m: str, pct: str | None) -> l
     return out
 
 
-def _calibration(r: ReportInput):
+def _calibration(r: ReportInput, m: str):
+    """Observed against predicted for the runs that carry a prediction of metric `m`."""
     import plotly.graph_objects as go
 
-    df, m = r.results, r.nl_metric
+    df, role = r.results, "NL" if m == r.nl_metric else "code"
     col = f"predicted_{m}"
     if col not in df.columns or m not in df.columns:
         return None
@@ -602,16 +608,26 @@ def _calibration(r: ReportInput):
     if pct is not None:
         bounds = (d[f"{col}_lo{pct}"].to_numpy(), d[f"{col}_hi{pct}"].to_numpy())
         c = coverage(d[m].to_numpy(), d[col].to_numpy(), *bounds)
-        title += f" ({c.inside} of {c.n} inside their {pct} % interval)"
+        title += f" ({c.inside} of {c.n} inside their {pct} % interval"
+        mre = float(np.mean(np.abs(d[col].to_numpy() / d[m].to_numpy() - 1)))
+        title += f"; mean relative error {mre:.1%})"
     fig = go.Figure(_calibration_points(d, col, m, pct))
     diagonal = dict(color=NEUTRAL, dash="dot")
     fig.add_trace(
         go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="observed = predicted", line=diagonal)
     )
     fig.update_layout(title=title)
-    fig.update_xaxes(**axis(col, "NL"))
-    fig.update_yaxes(title_text="observed " + axis_title(m, "NL"))
+    fig.update_xaxes(**axis(col, role))
+    fig.update_yaxes(title_text="observed " + axis_title(m, role))
     return fig
+
+
+def _calibration_nl(r: ReportInput):
+    return _calibration(r, r.nl_metric)
+
+
+def _calibration_code(r: ReportInput):
+    return _calibration(r, r.code_metric)
 
 
 def _table(df: pl.DataFrame, max_rows: int = 50) -> str:
@@ -638,7 +654,8 @@ def _figures(r: ReportInput) -> list:
         _contour,
         _scaling,
         _mixture,
-        _calibration,
+        _calibration_nl,
+        _calibration_code,
     )
     return [f for f in (make(r) for make in makers) if f is not None]
 
@@ -700,7 +717,8 @@ def render(r: ReportInput) -> str:
     top = [f"<p class=warn>{html.escape(w)}</p>" for w in warn]
     if r.headline:
         items = "".join(f"<li>{html.escape(h)}</li>" for h in r.headline)
-        top.append(f"<h2>The answer</h2><ul class=headline>{items}</ul>")
+        title = html.escape(r.headline_title)
+        top.append(f"<h2>{title}</h2><ul class=headline>{items}</ul>")
     headline = "".join(top)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(r.title)}</title>

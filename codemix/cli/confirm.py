@@ -189,7 +189,7 @@ def _run_and_score(args, fit, spec_path, out, objective) -> int:
     regime = _regime_warning(fit, w, n, rows)
     if regime:
         print(regime)
-    _write_report(out, fit)
+    _write_report(out, fit, pred, cal, objective, spec.name, args.fit)
     return 0
 
 
@@ -232,21 +232,29 @@ def _calibration_lines(m: str, c: dict, names: list[str], y, cols: dict, objecti
     return "\n".join(lines)
 
 
-def _write_report(out, fit) -> None:
-    from codemix.cli.report import _report
+def _write_report(out, fit, pred, cal: dict, objective, study: str, fit_path: str) -> None:
+    """calibration.html: the study report of the confirmation runs, headed by each metric's
+    calibration, with observed against predicted for both metrics."""
+    from codemix.analysis.report import ReportInput, write_report
 
     if not {"bpb.text", "bpb.code"} <= set(fit.metrics):
         print(f"wrote {out / 'confirm.csv'}, confirm_pred.csv, calibration.json")
         return
-    ns = argparse.Namespace(
-        source=str(out / "confirm_pred.csv"),
-        output=str(out / "calibration.html"),
-        storage=None,
-        nl_metric="bpb.text",
-        code_metric="bpb.code",
-        title=f"confirmation: {out.name}",
-        fit=None,
-        target=None,
-    )
-    _report(ns)
+    head = []
+    for m, c in cal.items():
+        aim = " (the objective)" if m in objective.weights else ""
+        line = (
+            f"{m}{aim}: {c['inside']} of {c['runs']} runs inside their 90 % interval, mean "
+            f"relative error {c['mean_relative_error']:.2%}, Spearman {c['spearman']:.2f} over "
+            f"{c['schedules']} schedules"
+        )
+        if "regret" in c:
+            what = "regret of the optimum" if aim else "the optimum's distance from the best"
+            line += f", {what} {c['regret']:.4g}"
+        if c["seeds"] > 1:
+            line += f"; seeds' spread {c['seed_spread_mean']:.2%} on average"
+        head.append(line)
+    r = ReportInput(pred, title=f"confirmation of {fit_path} ({objective.text}): {study}")
+    r.headline, r.headline_title = head, "Calibration"
+    write_report(r, out / "calibration.html")
     print(f"wrote {out / 'confirm.csv'}, confirm_pred.csv, calibration.json, calibration.html")

@@ -111,8 +111,32 @@ def test_predicted_front_and_calibration(tmp_path):
     )
     page = render(ReportInput(df, target="2.8B", predictions=pred))
     assert "2.8B predicted front" in page and "Calibration" in page
-    assert "22 of 24 inside their 90 % interval" in page  # trial 0's two runs fall outside
+    # trial 0's two runs fall outside
+    assert "Calibration: bpb.text predicted against observed (22 of 24 inside" in page
+    assert "Calibration: bpb.code" not in page  # no code predictions: no code figure
     assert "Predictions at 2.8B: the predicted Pareto front" in page
+    c = pl.col("bpb.code")
+    df = df.with_columns(
+        (c * 1.02).alias("predicted_bpb.code"),
+        (c * 0.9).alias("predicted_bpb.code_lo90"),
+        (c * 1.1).alias("predicted_bpb.code_hi90"),
+    )
+    page = render(ReportInput(df))
+    code = page.split("Calibration: bpb.code predicted against observed (")[1]
+    assert code.startswith("24 of 24 inside their 90 % interval; mean relative error 2.0%)")
+    assert "observed code bpb.code (bits per byte)" in page  # each metric's own axis
+
+
+def test_no_contour_from_fewer_share_pairs_than_it_needs():
+    page = render(ReportInput(_table(12)))
+    assert "over two stage shares (quadratic fit" in page
+    # six schedules, each run twice: twelve rows of one size but six share pairs
+    six = _table(6)
+    page = render(ReportInput(pl.concat([six, six.with_columns(pl.col("trial") + 6)])))
+    assert "over two stage shares (quadratic fit" not in page
+    assert "Study progress" in page
+    named = six.with_columns(pl.format("s{}", pl.col("trial")).alias("choice.schedule"))
+    assert "Study progress" not in render(ReportInput(named))  # a grid's order is no search
 
 
 def test_cli(tmp_path, capsys):
