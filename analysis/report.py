@@ -54,6 +54,7 @@ from codemix.analysis.sizes import Size
 from codemix.core.errors import CodemixError
 from codemix.core.files import atomic_write_text
 from codemix.core.results import SEP, epochs, objective
+from codemix.core.units import format_count
 
 _CATCH_ERRORS = """<script>
 window.__report_errors = [];
@@ -85,20 +86,22 @@ class ReportInput:
     headline_title: str = "The answer"
 
 
-def from_fit(r: ReportInput, fit, target: Size, points: int = 41) -> None:
+def from_fit(r: ReportInput, fit, target: Size, points: int = 41, data=None) -> None:
     """Fill the predicted parts of a report from a FIT.json with size laws: the NL-versus-code
     front at the target, curves along a stage's code share, the contour over two stages'
     code shares (a fit over several stages' mixtures, with code domains) and the scaling
     extrapolation of the best mixture, each with its interval. Mixtures stay within the
-    weight ranges the runs covered."""
+    weight ranges the runs covered. `data`: the target's tokens and unique tokens per domain
+    (`TargetData`) for a data-constrained law; default the proxies' tokens per parameter and
+    corpus."""
     nl, code = r.nl_metric, r.code_metric
     cols = list(fit.mixture_cols)
     for m in (nl, code):
         if m not in fit.surfaces:
             raise CodemixError(f"the fit has no metric {m!r} (it has {', '.join(fit.metrics)})")
     size = target.count
-    w, _, _ = pareto_front(fit, nl, code, size=size)
-    p = predict(fit, w, size)
+    w, _, _ = pareto_front(fit, nl, code, size=size, data=data)
+    p = predict(fit, w, size, data=data)
     pred = {c: w[:, i] for i, c in enumerate(cols)}
     for m in (nl, code):
         pred |= {m: p[m][0], f"{m}_lo90": p[m][1], f"{m}_hi90": p[m][2]}
@@ -110,11 +113,11 @@ def from_fit(r: ReportInput, fit, target: Size, points: int = 41) -> None:
         r.size_col = fit.size_col
     best = w[int(np.argmin(p[nl][0]))]
     shares = stage_shares(fit)
-    r.headline += _headline(fit, target, nl, shares)
+    r.headline += _headline(fit, target, nl, shares, data)
     lo_w, hi_w = weight_ranges(fit) or (np.zeros(len(cols)), np.ones(len(cols)))
     for s in shares[:1]:
         x = np.linspace(*share_range(s, best, lo_w, hi_w), points)
-        p = predict(fit, set_shares(best, {s: x}), size)
+        p = predict(fit, set_shares(best, {s: x}), size, data=data)
         r.share_col = s.name
         tasks = [m for m in family_metrics(r.results) if m in fit.metrics]
         for m in dict.fromkeys((nl, code, *tasks)):
@@ -124,7 +127,8 @@ def from_fit(r: ReportInput, fit, target: Size, points: int = 41) -> None:
         xa = np.linspace(*share_range(sa, best, lo_w, hi_w), 25)
         xb = np.linspace(*share_range(sb, best, lo_w, hi_w), 25)
         A, B = np.meshgrid(xa, xb)
-        z = predict(fit, set_shares(best, {sa: A.ravel(), sb: B.ravel()}), size)[nl][0]
+        z = predict(fit, set_shares(best, {sa: A.ravel(), sb: B.ravel()}), size, data=data)
+        z = z[nl][0]
         r.contour = {"x": xa, "y": xb, "z": z.reshape(A.shape), "x_col": sa.name}
         r.contour["y_col"] = sb.name
     lo = float(r.results[r.size_col].min()) if r.size_col in r.results.columns else size / 1e3
@@ -161,16 +165,36 @@ def from_fit(r: ReportInput, fit, target: Size, points: int = 41) -> None:
         )
 
 
-def _headline(fit, target: Size, nl: str, shares) -> list[str]:
+def _whose_tokens(data) -> str:
+    """Whose token counts a prediction at the target assumed."""
+    said = []
+    if data is not None and data.tokens is not None:
+        said.append(f"{format_count(data.tokens)} training tokens")
+    if data is not None and data.unique:
+        each = ", ".join(f"{d} {format_count(v)}" for d, v in data.unique.items())
+        said.append(f"unique tokens {each}")
+    else:
+        said.append(
+            "the proxies' unique tokens: `codemix report --unique-tokens` takes the target's"
+        )
+    return "with " + "; ".join(said)
+
+
+def _epochs(ep: dict) -> str:
+    return ", ".join(f"{d} {float(v[0]):.3g}" for d, v in ep.items())
+
+
+def _headline(fit, target: Size, nl: str, shares, data=None) -> list[str]:
     """The recommended code share of each stage at the target for the lowest `nl`, with the
     argmax interval, the predicted gain over text only, an edge-of-range warning, and the
     fit's warnings about its size law."""
     from codemix.analysis.confirm import _text_only
-    from codemix.analysis.datalaw import beyond_ladder
+    from codemix.analysis.datalaw import beyond_ladder, target_epochs
     from codemix.analysis.optimum import Objective, edge_stages, find_optimum
     from codemix.analysis.scaling import exponent_warnings
 
-    opt = find_optimum(fit, Objective({nl: 1.0}, text=f"min:{nl}"), target.count, n_draws=100)
+    best = Objective({nl: 1.0}, text=f"min:{nl}")
+    opt = find_optimum(fit, best, target.count, n_draws=100, data=data)
     lines = []
     for st in shares:
         cols = np.asarray(st.cols)[np.asarray(st.code)]
@@ -185,7 +209,7 @@ def _headline(fit, target: Size, nl: str, shares) -> list[str]:
     lines.append(f"Predicted {nl} there: {mean:.4g} bits per byte (90 % PI {low:.4g}-{high:.4g}).")
     text = _text_only(fit, opt.mixture)
     if text is not None and shares:
-        base = predict(fit, text[None, :], target.count)[nl][0][0]
+        base = predict(fit, text[None, :], target.count, data=data)[nl][0][0]
         lines.append(
             f"Predicted gain over text only (no code in any stage): {base - mean:+.4g} bits "
             f"per byte ({base:.4g} -> {mean:.4g})."
@@ -205,11 +229,20 @@ def _headline(fit, target: Size, nl: str, shares) -> list[str]:
                 f"Warning: the size law rests on {len(law.sizes)} sizes; with 4 or more the fit "
                 "checks itself on the largest one and widens its intervals by what it missed."
             )
-        beyond = beyond_ladder(law, opt.mixture[None, :], target.count, None)
-        if beyond:
+        ep = target_epochs(law, opt.mixture[None, :], target.count, data)
+        if ep is not None:
+            whose = _whose_tokens(data)
             lines.append(
-                "Beyond the ladder's regimes at the target (with the proxies' unique tokens; "
-                "`codemix optimum --unique-tokens` takes the target's): "
+                f"Epochs at the target (passes over each domain's unique tokens) for the "
+                f"optimum: {_epochs(ep)} ({whose})."
+            )
+        beyond = beyond_ladder(law, opt.mixture[None, :], target.count, data)
+        if beyond:
+            # first on the page: every figure of the answer below extrapolates into it
+            lines.insert(
+                0,
+                "Read this first: the answer below lies beyond the ladder's regimes at the "
+                f"target ({_whose_tokens(data)}): "
                 + "; ".join(beyond)
                 + ". The law has not seen this; add ladder runs that do (benchmarks/RESULTS.md)."
                 + (
@@ -231,7 +264,7 @@ def _headline(fit, target: Size, nl: str, shares) -> list[str]:
                     if "overfit" in getattr(law, "extra", ())
                     and any("read up to" in x for x in beyond)
                     else ""
-                )
+                ),
             )
         if target.count > 4 * max(law.sizes):
             lines.append(

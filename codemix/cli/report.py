@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from codemix.cli.analysis import _target_data, _target_data_args
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -39,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="target size for predictions: a preset (its parameters at the fit's vocabulary) "
         "or a count (2.5e9); default 2.8B",
     )
+    _target_data_args(p)
     p.set_defaults(func=_report)
 
 
@@ -79,6 +82,8 @@ def _report(args) -> int:
     from codemix.analysis.report import ReportInput, write_report
     from codemix.core.errors import CodemixError
 
+    if (args.target_tokens or args.unique_tokens) and not args.fit:
+        raise CodemixError("--target-tokens and --unique-tokens need --fit (and --target)")
     df, name = _results(args)
     for m in (args.nl_metric, args.code_metric):
         if m not in df.columns:
@@ -96,7 +101,7 @@ def _report(args) -> int:
 
         fit = load_fit(args.fit)
         target = resolve_size(args.target, fit, "--target")
-        from_fit(r, fit, target)
+        from_fit(r, fit, target, data=_target_data(args, fit))
         print(f"predictions at {target}")
     n = write_report(r, Path(args.output))
     print(f"wrote {args.output} ({n} figures); open it in any browser, no network needed")

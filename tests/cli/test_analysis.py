@@ -665,17 +665,28 @@ def test_report_headline_names_regimes_beyond_the_ladder(repeated, tmp_path):
     ).write_csv(table)
     fit = tmp_path / "fit.json"
 
+    report = ["report", str(table), "--fit", str(fit), "--target", "3e8", "-o", str(page)]
+
+    def answer(*more: str) -> list[str]:
+        assert main([*report, *more]) == 0
+        head = page.read_text().split("<h2>The answer</h2>")[1].split("</ul>")[0]
+        return head.split("<li>")[1:]
+
     def answer_line(law: str) -> str:
         argv = ["fit", str(table), "--mixture-cols", "mix.main.*", "--metric", "bpb.*"]
         argv += ["--size-col", "non_embedding_params", "--families", "linear", "--n-boot", "4"]
         assert main([*argv, "--law", law, "-o", str(fit)]) == 0
-        argv = ["report", str(table), "--fit", str(fit), "--target", "3e8"]
-        assert main([*argv, "--nl-metric", "bpb.text", "-o", str(page)]) == 0
-        head = page.read_text().split("<h2>The answer</h2>")[1].split("</ul>")[0]
-        return next(x for x in head.split("<li>") if "regimes at the target" in x)
+        return next(x for x in answer() if "regimes at the target" in x)
 
     line = answer_line("joint_data")
     assert "text read up to" in line and "(the ladder at most" in line
+    assert answer()[0] == line  # read first: the whole answer extrapolates into it
+    assert "with the proxies&#x27; unique tokens" in line
+    # the target's own corpus: read less often than on the ladder, nothing beyond it
+    lines = answer("--target-tokens", "6e9", "--unique-tokens", "text=1e11,code=1e11")
+    assert not any("regimes at the target" in x for x in lines)
+    said = next(x for x in lines if x.startswith("Epochs at the target"))
+    assert "text 0.057" in said and "with 6B training tokens; unique tokens text 100B" in said
     # its interval widened there by what the fit missed on the ladder's most-read runs
     assert load_fit(fit).scaling["bpb.text"].repetition_sd > 0  # measured 0.013 an epoch
     assert "an epoch beyond" in line and "tangent" not in line
