@@ -37,8 +37,10 @@ demo: $(VENV)/.installed
 		--metric bpb.text --metric bpb.code --size-col params --n-boot 100 \
 		-o $(DEMO)/fit.json
 	$(BIN)/codemix optimum $(DEMO)/fit.json --target 2.8B --objective min:bpb.text
+	$(BIN)/codemix optimum $(DEMO)/fit.json --target 2.8B --objective min:bpb.text \
+		--unique-tokens text=500B,code=140B
 	$(BIN)/codemix report studies/quickstart.toml --fit $(DEMO)/fit.json --target 2.8B \
-		-o $(DEMO)/report.html
+		--unique-tokens text=500B,code=140B -o $(DEMO)/report.html
 	@echo "report: $(DEMO)/report.html (self-contained; open it in a browser)"
 
 test: $(VENV)/.installed-test
