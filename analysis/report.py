@@ -165,18 +165,20 @@ def from_fit(r: ReportInput, fit, target: Size, points: int = 41, data=None) -> 
         )
 
 
-def _whose_tokens(data) -> str:
-    """Whose token counts a prediction at the target assumed."""
+def _whose_tokens(data, law) -> str:
+    """Whose token counts a prediction at the target assumed: each domain's unique tokens,
+    the target's where given, else the proxies' (`law.unique`)."""
     said = []
     if data is not None and data.tokens is not None:
         said.append(f"{format_count(data.tokens)} training tokens")
-    if data is not None and data.unique:
-        each = ", ".join(f"{d} {format_count(v)}" for d, v in data.unique.items())
-        said.append(f"unique tokens {each}")
-    else:
-        said.append(
-            "the proxies' unique tokens: `codemix report --unique-tokens` takes the target's"
-        )
+    given = (data.unique if data is not None else None) or {}
+    each = ", ".join(
+        f"{d} {format_count(given[d])}" if d in given else f"{d} the proxies' {format_count(v)}"
+        for d, v in law.unique.items()
+    )
+    said.append(f"unique tokens {each}")
+    if not given:
+        said.append("`codemix report --unique-tokens` takes the target's")
     return "with " + "; ".join(said)
 
 
@@ -231,7 +233,7 @@ def _headline(fit, target: Size, nl: str, shares, data=None) -> list[str]:
             )
         ep = target_epochs(law, opt.mixture[None, :], target.count, data)
         if ep is not None:
-            whose = _whose_tokens(data)
+            whose = _whose_tokens(data, law)
             lines.append(
                 f"Epochs at the target (passes over each domain's unique tokens) for the "
                 f"optimum: {_epochs(ep)} ({whose})."
@@ -242,7 +244,7 @@ def _headline(fit, target: Size, nl: str, shares, data=None) -> list[str]:
             lines.insert(
                 0,
                 "Read this first: the answer below lies beyond the ladder's regimes at the "
-                f"target ({_whose_tokens(data)}): "
+                f"target ({_whose_tokens(data, law)}): "
                 + "; ".join(beyond)
                 + ". The law has not seen this; add ladder runs that do (benchmarks/RESULTS.md)."
                 + (

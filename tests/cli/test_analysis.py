@@ -681,7 +681,7 @@ def test_report_headline_names_regimes_beyond_the_ladder(repeated, tmp_path):
     line = answer_line("joint_data")
     assert "text read up to" in line and "(the ladder at most" in line
     assert answer()[0] == line  # read first: the whole answer extrapolates into it
-    assert "with the proxies&#x27; unique tokens" in line
+    assert "unique tokens text the proxies&#x27;" in line
     # the target's own corpus: read less often than on the ladder, nothing beyond it
     lines = answer("--target-tokens", "6e9", "--unique-tokens", "text=1e11,code=1e11")
     assert not any("regimes at the target" in x for x in lines)
