@@ -56,16 +56,33 @@ def _ranked(design, log_y, starts: np.ndarray, delta: float, k: int) -> np.ndarr
     return starts[order if k <= 0 else order[:k]]
 
 
-def _minimise(design, log_y, starts, delta: float) -> optimize.OptimizeResult:
+def _minimise(design, log_y, starts, delta: float, bounds=None) -> optimize.OptimizeResult:
+    """The best of L-BFGS-B from each start. With `bounds`, unbounded first, and bounded only
+    where that optimum lies outside them: an inactive bound still moves L-BFGS-B's path, and
+    on laws with near-equal minima (the data-constrained law started from this one's optimum)
+    the path decides which minimum is found."""
     with threadpool_limits(1):  # BLAS threads only slow down problems this small (10x)
-        return _minimise_in(design, log_y, starts, delta)
+        best = _minimise_in(design, log_y, starts, delta)
+        if bounds is None:
+            return best
+        lo = np.array([-np.inf if a is None else a for a, _ in bounds])
+        hi = np.array([np.inf if b is None else b for _, b in bounds])
+        if np.all((best.x >= lo) & (best.x <= hi)):
+            return best
+        return _minimise_in(design, log_y, [np.clip(s, lo, hi) for s in starts], delta, bounds)
 
 
-def _minimise_in(design, log_y, starts, delta: float) -> optimize.OptimizeResult:
+def _minimise_in(design, log_y, starts, delta: float, bounds=None) -> optimize.OptimizeResult:
     best = None
     for s in starts:
         r = optimize.minimize(
-            _objective, s, args=(design, log_y, delta), jac=True, method="L-BFGS-B", options=OPTIONS
+            _objective,
+            s,
+            args=(design, log_y, delta),
+            jac=True,
+            method="L-BFGS-B",
+            bounds=bounds,
+            options=OPTIONS,
         )
         if np.isfinite(r.fun) and (best is None or r.fun < best.fun):
             best = r
@@ -97,22 +114,24 @@ def fit_log_huber(
     progress: bool = False,
     desc: str = "bootstrap",
     jobs: int = 1,
+    bounds: list | None = None,
 ) -> LogHuberFit:
     """theta minimising sum_i huber(log_predict(design, theta)_i - log_y_i, delta).
 
     The `grid` of starts is ranked by its objective and L-BFGS-B runs from the best `refine`
     of it (all of it for refine <= 0); the lowest finite optimum wins. Each of `n_boot`
     resamples of the runs is refitted from that optimum and the grid's best `boot_starts`,
-    on `jobs` processes (the same draws on one or many).
+    on `jobs` processes (the same draws on one or many). `bounds`: (low, high) per
+    parameter, None for none, as scipy takes them.
     """
     design = np.asarray(design, float)
     log_y = np.asarray(log_y, float)
     ranked = _ranked(design, log_y, np.atleast_2d(np.asarray(grid, float)), delta, refine)
-    best = _minimise(design, log_y, ranked, delta)
+    best = _minimise(design, log_y, ranked, delta, bounds)
     starts = np.vstack([best.x, ranked[:boot_starts]])
     rng = np.random.default_rng(seed)
     n = len(log_y)
     draws = [rng.integers(0, n, n) for _ in range(n_boot)]
-    fits = pmap(_refit, [(design[:, i], log_y[i], starts, delta) for i in draws], jobs)
+    fits = pmap(_refit, [(design[:, i], log_y[i], starts, delta, bounds) for i in draws], jobs)
     boot = list(track(fits, n_boot, desc=desc, unit="fit", enabled=progress))
     return LogHuberFit(best.x, float(best.fun), np.array(boot).reshape(n_boot, len(best.x)))

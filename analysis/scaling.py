@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from codemix.analysis._lawterms import BOUNDS
 from codemix.analysis.huber import fit_log_huber, log_predict
 from codemix.analysis.intervals import central, coverage, interval_scale, widen
 from codemix.analysis.layout import as_groups, check_groups, linear_design, quadratic_design
@@ -85,6 +86,9 @@ def _check_positive(name: str, v: np.ndarray) -> np.ndarray:
     return v
 
 
+ALPHA_BOUNDS = BOUNDS["alpha"]
+
+
 def _in_order(*cols: np.ndarray) -> tuple[np.ndarray, ...]:
     """The runs sorted by their values (first column first): the bootstrap draws rows by
     index and L-BFGS-B sums them in order, so a fit must not turn on how the rows came."""
@@ -92,7 +96,9 @@ def _in_order(*cols: np.ndarray) -> tuple[np.ndarray, ...]:
     return tuple(c[order] for c in cols)
 
 
-def _fit(design, y, grid, cfg: ScalingConfig, progress: bool, desc: str, boot_starts=None):
+def _fit(
+    design, y, grid, cfg: ScalingConfig, progress: bool, desc: str, boot_starts=None, bounds=None
+):
     """`fit_log_huber` with the settings of `cfg`."""
     return fit_log_huber(
         design,
@@ -106,6 +112,7 @@ def _fit(design, y, grid, cfg: ScalingConfig, progress: bool, desc: str, boot_st
         progress,
         desc,
         cfg.jobs,
+        bounds,
     )
 
 
@@ -443,8 +450,11 @@ def fit_joint_law(
     design = np.stack(
         [np.c_[xe, np.zeros_like(xa), zero], np.c_[np.zeros_like(xe), xa, -np.log(n)]]
     )
+    # alpha bounded as in the data-constrained law (`_lawterms.BOUNDS`), of which this law is
+    # the special case: the contest between them must not give one a freedom the other lacks
+    bounds = [(None, None)] * (ke + k) + [ALPHA_BOUNDS]
     # the bootstrap refits from the full-data optimum alone
-    fit = _fit(design, y, starts, cfg, progress, "bootstrap joint law", boot_starts=0)
+    fit = _fit(design, y, starts, cfg, progress, "bootstrap joint law", 0, bounds)
     return JointLawFit(
         tuple(mixture_cols),
         fit.theta,

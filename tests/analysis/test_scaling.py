@@ -125,6 +125,20 @@ def test_joint_law_picks_quadratic_exponents_for_an_inner_optimum():
     np.testing.assert_allclose(back.interval(w[:5], 2.8e9), fit.interval(w[:5], 2.8e9))
 
 
+def test_joint_law_alpha_bounded_as_the_data_laws():
+    """A size term spent by the second rung: unbounded, alpha runs off (to 7.9 here); bounded
+    as in the data-constrained law, of which this law is the special case."""
+    from codemix.analysis._lawterms import BOUNDS
+
+    def law(a, n):
+        return np.exp(0.6 + 0.3 * a) + 50.0 * (n / 1e6) ** -10.0
+
+    w, n, y = _ladder(law)
+    fit = fit_joint_law(w, n, y, ("text", "code"), FAST)
+    assert fit.alpha == pytest.approx(BOUNDS["alpha"][1])
+    assert (fit.boot[:, -1] <= BOUNDS["alpha"][1]).all()
+
+
 def test_joint_law_with_stage_groups():
     rng = np.random.default_rng(6)
     sizes = (1e6, 4e6, 1.6e7)
