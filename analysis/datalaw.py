@@ -94,6 +94,13 @@ from codemix.core.errors import CodemixError
 from codemix.core.progress import track
 from codemix.core.results import SEP
 
+# the chosen law's final fit is made again from its starts moved by a millionth, this many
+# times, and the lowest optimum kept: on codemix's 348-run code ladder two starts in eight
+# moved by a billionth ended in a minimum 1.6-1.9 % higher than the rest, which predicted
+# "8M" up to 0.3 points worse (as did the start given an inactive bound); the held-out fits
+# of the contest keep one path, for time
+RESTARTS = 2
+
 __all__ = [
     "DataLawFit",
     "RunData",
@@ -545,12 +552,15 @@ def fit_data_law(
     jobs: int = 1,
     shared_x: np.ndarray | None = None,
     overfit_past: str = "tangent",
+    restarts: int = 0,
 ) -> DataLawFit:
     """Fit the law on runs with mixtures `w`, sizes N, losses and their domain tokens and
     epochs. `start`: the joint law's (e, a, alpha) optimum on the same runs, if fitted.
     `extra`: the optional terms (`recency` and `forget` need each run's stage tokens).
     `jobs`: processes for the bootstrap (the same draws on one or many). `shared_x`: with
-    one R* per domain, the same law's optimum with one R* on the same runs, if fitted."""
+    one R* per domain, the same law's optimum with one R* on the same runs, if fitted.
+    `restarts`: fits again from the starts moved by a millionth, keeping the lowest optimum
+    (see `RESTARTS`)."""
     from codemix.analysis.scaling import _law_design
 
     w = np.atleast_2d(np.asarray(w, float))
@@ -618,6 +628,11 @@ def fit_data_law(
                 for size in [[1.0, log_n0], [3.0, log_n0 + 0.7]] if lay.size else [[]]:
                     starts.append(np.r_[start, rest, rho, lam, over, forget, tail, size])
     best = _minimise(starts, lay, xe, xa, log_n, data, log_y, delta)
+    for r in range(restarts):
+        jitter = np.random.default_rng([seed, r])
+        moved = [x * (1.0 + 1e-6 * jitter.standard_normal(len(x))) for x in starts]
+        again = _minimise(moved, lay, xe, xa, log_n, data, log_y, delta)
+        best = again if again.fun < best.fun else best
     if not shared_r_star and k > 1:
         best = _from_shared(best, starts, lay, shared_x, xe, xa, log_n, data, log_y, delta)
     rng = np.random.default_rng(seed)
@@ -828,6 +843,7 @@ def choose_size_law(
         seed=cfg.seed,
         progress=progress,
         jobs=cfg.jobs,
+        restarts=RESTARTS,
         **kw,
     )
     fit.selection = {"terms": joint.selection, "data_law": record}
