@@ -156,3 +156,32 @@ def test_a_metric_the_objective_does_not_weigh_shows_no_regret():
     assert "regret" not in head
     head = _calibration_lines("bpb.text", c, names, y, cols, text).splitlines()[0]
     assert "regret of the optimum 0.1" in head
+
+
+def test_the_calibration_report_opens_with_each_metrics_calibration(tmp_path):
+    from types import SimpleNamespace
+
+    from codemix.analysis.optimum import parse_objective
+    from codemix.cli.confirm import _write_report
+
+    pred = pl.DataFrame(
+        {
+            "trial": [0, 1],
+            "size": ["8M", "8M"],
+            "params": [8e6, 8e6],
+            "choice.schedule": ["optimum", "text-only"],
+            "bpb.text": [1.2, 1.9],
+            "bpb.code": [1.1, 6.5],
+        }
+    )
+    c = {"inside": 2, "runs": 2, "mean_relative_error": 0.01, "spearman": 1.0, "seeds": 1}
+    cal = {"bpb.text": c | {"regret": 0.1, "schedules": 2}, "bpb.code": c | {"schedules": 2}}
+    cal["bpb.code"]["regret"] = 0.0
+    fit = SimpleNamespace(metrics=["bpb.text", "bpb.code"])
+    objective = parse_objective("min:bpb.code", fit.metrics)
+    _write_report(tmp_path, fit, pred, cal, objective, "s-confirm-8M", "both.json")
+    page = (tmp_path / "calibration.html").read_text()
+    head = page.split("<h2>Calibration</h2>")[1].split("</ul>")[0]
+    assert "bpb.code (the objective): 2 of 2 runs inside" in head and "regret of the" in head
+    assert "bpb.text: 2 of 2" in head and "the optimum&#x27;s distance from the best 0.1" in head
+    assert "<h1>confirmation of both.json (min:bpb.code): s-confirm-8M</h1>" in page
