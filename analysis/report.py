@@ -195,8 +195,8 @@ def _headline(fit, target: Size, nl: str, shares, data=None) -> list[str]:
     from codemix.analysis.optimum import Objective, edge_stages, find_optimum
     from codemix.analysis.scaling import exponent_warnings
 
-    best = Objective({nl: 1.0}, text=f"min:{nl}")
-    opt = find_optimum(fit, best, target.count, n_draws=100, data=data)
+    lowest = Objective({nl: 1.0}, text=f"min:{nl}")
+    opt = find_optimum(fit, lowest, target.count, n_draws=100, data=data)
     lines = []
     for st in shares:
         cols = np.asarray(st.cols)[np.asarray(st.code)]

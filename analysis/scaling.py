@@ -86,9 +86,6 @@ def _check_positive(name: str, v: np.ndarray) -> np.ndarray:
     return v
 
 
-ALPHA_BOUNDS = BOUNDS["alpha"]
-
-
 def _in_order(*cols: np.ndarray) -> tuple[np.ndarray, ...]:
     """The runs sorted by their values (first column first): the bootstrap draws rows by
     index and L-BFGS-B sums them in order, so a fit must not turn on how the rows came."""
@@ -452,7 +449,7 @@ def fit_joint_law(
     )
     # alpha bounded as in the data-constrained law (`_lawterms.BOUNDS`), of which this law is
     # the special case: the contest between them must not give one a freedom the other lacks
-    bounds = [(None, None)] * (ke + k) + [ALPHA_BOUNDS]
+    bounds = [(None, None)] * (ke + k) + [BOUNDS["alpha"]]
     # the bootstrap refits from the full-data optimum alone
     fit = _fit(design, y, starts, cfg, progress, "bootstrap joint law", 0, bounds)
     return JointLawFit(

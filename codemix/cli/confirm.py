@@ -208,12 +208,13 @@ def _calibration_lines(m: str, c: dict, names: list[str], y, cols: dict, objecti
         + (f" ({c['mean_relative_error_of_means']:.2%} on seed means)" if seeds else "")
         + f", Spearman {c['spearman']:.2f}"
     )
-    if "regret" in c and m not in objective.weights:
-        head += f", the optimum (chosen for {objective.text}) {c['regret']:.4g} from the best here"
-        if "regret_se" in c:
-            head += f" (standard error {c['regret_se']:.2g})"
-    elif "regret" in c:
-        head += f", regret of the optimum {c['regret']:.4g}"
+    if "regret" in c:
+        if m in objective.weights:
+            head += f", regret of the optimum {c['regret']:.4g}"
+        else:
+            head += (
+                f", the optimum (chosen for {objective.text}) {c['regret']:.4g} from the best here"
+            )
         if "regret_se" in c:
             head += f" (standard error {c['regret_se']:.2g})"
     lines = [head]
