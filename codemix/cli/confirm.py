@@ -193,23 +193,19 @@ def _run_and_score(args, fit, spec_path, out, objective) -> int:
     return 0
 
 
-def _calibration_lines(m: str, c: dict, names: list[str], y, cols: dict, objective) -> str:
-    """One metric's calibration: the summary, then each schedule's observed (seed mean and
-    range) against predicted with its interval. In a metric the objective does not weigh,
-    the optimum's distance from the best schedule is what it gave up there, not a regret."""
-    import numpy as np
-
-    from codemix.analysis.confirm import _by_schedule
-
+def _summary(m: str, c: dict, objective) -> str:
+    """A metric's calibration in one line. In a metric the objective does not weigh, the
+    optimum's distance from the best schedule is what it gave up there, not a regret."""
     seeds = c["seeds"] > 1
+    aim = " (the objective)" if m in objective.weights else ""
     head = (
-        f"  {m}: {c['inside']} of {c['runs']} runs inside the 90 % interval, mean relative "
+        f"{m}{aim}: {c['inside']} of {c['runs']} runs inside the 90 % interval, mean relative "
         f"error {c['mean_relative_error']:.2%}"
         + (f" ({c['mean_relative_error_of_means']:.2%} on seed means)" if seeds else "")
         + f", Spearman {c['spearman']:.2f}"
     )
     if "regret" in c:
-        if m in objective.weights:
+        if aim:
             head += f", regret of the optimum {c['regret']:.4g}"
         else:
             head += (
@@ -217,6 +213,18 @@ def _calibration_lines(m: str, c: dict, names: list[str], y, cols: dict, objecti
             )
         if "regret_se" in c:
             head += f" (standard error {c['regret_se']:.2g})"
+    return head
+
+
+def _calibration_lines(m: str, c: dict, names: list[str], y, cols: dict, objective) -> str:
+    """One metric's calibration: the summary, then each schedule's observed (seed mean and
+    range) against predicted with its interval."""
+    import numpy as np
+
+    from codemix.analysis.confirm import _by_schedule
+
+    seeds = c["seeds"] > 1
+    head = "  " + _summary(m, c, objective)
     lines = [head]
     if seeds:
         lines.append(
@@ -243,18 +251,8 @@ def _write_report(out, fit, pred, cal: dict, objective, study: str, fit_path: st
         return
     head = []
     for m, c in cal.items():
-        aim = " (the objective)" if m in objective.weights else ""
-        line = (
-            f"{m}{aim}: {c['inside']} of {c['runs']} runs inside their 90 % interval, mean "
-            f"relative error {c['mean_relative_error']:.2%}, Spearman {c['spearman']:.2f} over "
-            f"{c['schedules']} schedules"
-        )
-        if "regret" in c:
-            what = "regret of the optimum" if aim else "the optimum's distance from the best"
-            line += f", {what} {c['regret']:.4g}"
-        if c["seeds"] > 1:
-            line += f"; seeds' spread {c['seed_spread_mean']:.2%} on average"
-        head.append(line)
+        spread = f"; seeds' spread {c['seed_spread_mean']:.2%} on average" if c["seeds"] > 1 else ""
+        head.append(_summary(m, c, objective) + spread)
     r = ReportInput(pred, title=f"confirmation of {fit_path} ({objective.text}): {study}")
     r.headline, r.headline_title = head, "Calibration"
     write_report(r, out / "calibration.html")

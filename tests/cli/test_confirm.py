@@ -183,5 +183,6 @@ def test_the_calibration_report_opens_with_each_metrics_calibration(tmp_path):
     page = (tmp_path / "calibration.html").read_text()
     head = page.split("<h2>Calibration</h2>")[1].split("</ul>")[0]
     assert "bpb.code (the objective): 2 of 2 runs inside" in head and "regret of the" in head
-    assert "bpb.text: 2 of 2" in head and "the optimum&#x27;s distance from the best 0.1" in head
+    assert "bpb.text: 2 of 2" in head
+    assert "the optimum (chosen for min:bpb.code) 0.1 from the best here" in head
     assert "<h1>confirmation of both.json (min:bpb.code): s-confirm-8M</h1>" in page
