@@ -129,3 +129,24 @@ def staged_ladder(
         loss = np.exp((1 - phi) * np.log(loss) + phi * level)
     w = np.c_[1 - c1, c1, 1 - c2, c2]
     return w, n, loss, RunData(DOMAINS, tokens, epochs, stage_tokens, after)
+
+
+def export_table(w, n, y, rd: RunData, metric: str = "bpb.text"):
+    """A staged ladder as a study export names its columns (a polars table): the mixtures,
+    non-embedding parameters, tokens in all and per stage, epochs per domain, and `metric`."""
+    import polars as pl
+
+    cols = ("mix.init.text", "mix.init.code", "mix.cooldown.text", "mix.cooldown.code")
+    st = rd.stage_tokens.sum(2)
+    return pl.DataFrame(
+        {c: w[:, i] for i, c in enumerate(cols)}
+        | {
+            "non_embedding_params": n,
+            "tokens": rd.tokens.sum(1),
+            "tokens.init": st[:, 0],
+            "tokens.cooldown": st[:, 1],
+            "epochs.text": rd.epochs[:, 0],
+            "epochs.code": rd.epochs[:, 1],
+            metric: y,
+        }
+    )

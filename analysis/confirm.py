@@ -8,11 +8,13 @@ confirmation runs with their predictions (each at its own size, tokens and epoch
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 from scipy.stats import spearmanr
 
+from codemix.analysis.datalaw import TargetData
 from codemix.analysis.fit import predict
 from codemix.analysis.fitfile import FitFile
 from codemix.analysis.intervals import coverage
@@ -20,7 +22,7 @@ from codemix.analysis.optimum import Objective, _search_space, find_optimum
 from codemix.core.errors import CodemixError
 from codemix.core.results import SEP
 
-__all__ = ["calibration", "parse_baseline", "schedules", "study_raw"]
+__all__ = ["calibration", "parse_baseline", "planned_data", "schedules", "study_raw"]
 
 KEY = "schedule"  # the confirmation study's one search key
 
@@ -91,6 +93,36 @@ def _settings_row(fit: FitFile, settings: dict, stages: dict[str, dict]) -> np.n
         else:
             return None
     return np.array(row)
+
+
+def planned_data(fit: FitFile, spec, preset: str) -> TargetData | None:
+    """What a confirmation run at `preset` trains under the ladder's study spec `spec`: its
+    tokens in whole steps (capped by `[study] max_tokens`, the stages keeping their
+    proportions), per mixture group, and each domain's unique tokens where `[train]` caps
+    them. The proxies' tokens per parameter would miss a cap, and so would the optimum
+    chosen at them. None where the fit has no data-constrained law or names no stages."""
+    from codemix.analysis.datalaw import DataLawFit, group_stages
+    from codemix.models.accounting import param_count
+    from codemix.models.presets import Shape, model_config
+
+    laws = [law for law in fit.scaling.values() if isinstance(law, DataLawFit)]
+    if not laws or fit.vocab_size is None:
+        return None
+    run = spec.run_spec([])
+    # only the shape counts parameters; dtype and kernel choices ("auto") are the trainer's
+    shape = {f.name for f in dataclasses.fields(Shape)} | {"n_kv_heads", "tied_embeddings"}
+    arch = {k: v for k, v in run.model.items() if k in shape}
+    cfg = model_config(preset, fit.vocab_size, run.train.seq_len, **arch)
+    step = run.train.batch_size * run.train.seq_len
+    plans = run.schedule.plan(step, param_count(cfg).non_embedding, spec.max_tokens)
+    tokens = {p.stage.name: float(p.n_steps * step) for p in plans}
+    total = sum(tokens.values())
+    named = group_stages(laws[0].mixture_cols, laws[0].groups)
+    if any(named.get(i) not in tokens for i in range(len(laws[0].groups or (1,)))):
+        return None
+    stages = np.array([[tokens[named[i]] for i in range(len(named))]])
+    caps = {d: float(c) for d, c in run.train.caps(int(total)).items() if d in laws[0].domains}
+    return TargetData(total, caps or None, stages=stages)
 
 
 def parse_baseline(text: str, stages: dict[str, dict]) -> tuple[str, dict]:

@@ -354,7 +354,7 @@ class DataLawFit:
         lay = self._layout()
         log_n = np.log(np.broadcast_to(np.asarray(n, float), (len(rd.tokens),)))
         out = [np.exp(np.clip(_log_loss(t, lay, xe, xa, log_n, rd)[0], -50, 50)) for t in thetas]
-        return np.stack(out, axis=1)
+        return np.stack(out, axis=1) if out else np.empty((len(rd.tokens), 0))  # no bootstrap
 
     def predict(self, w, n_params, data: TargetData | RunData | None = None) -> np.ndarray:
         return self._draws(np.atleast_2d(w), n_params, self.theta[None, :], data)[:, 0]

@@ -59,7 +59,7 @@ def _confirm(args) -> int:
 
     import tomli_w
 
-    from codemix.analysis.confirm import parse_baseline, schedules, study_raw
+    from codemix.analysis.confirm import parse_baseline, planned_data, schedules, study_raw
     from codemix.analysis.fit import predict
     from codemix.analysis.fitfile import atomic_write_text, load_fit
     from codemix.analysis.optimum import edge_stages, parse_objective
@@ -85,7 +85,9 @@ def _confirm(args) -> int:
     baselines = [parse_baseline(b, stages) for b in args.baseline]
     out = Path(args.out or Path("runs") / f"{base.name}-confirm-{size.preset}")
     name = f"{base.name}-confirm-{size.preset}"
-    named, rows = schedules(fit, objective, size.count, stages, args.compare, baselines)
+    # the schedules are chosen and predicted at the tokens the spec will train them for
+    data = planned_data(fit, base, size.preset)
+    named, rows = schedules(fit, objective, size.count, stages, args.compare, baselines, data)
     seeds = base.seeds if args.seeds is None else args.seeds
     raw = study_raw(base.raw, named, size.preset, name, str(out / "runs"), seeds)
     spec_path = out / "confirm.toml"
@@ -110,7 +112,7 @@ def _confirm(args) -> int:
 
         names = list(rows)
         w = np.array([rows[n] for n in names])
-        p = predict(fit, w, size.count)
+        p = predict(fit, w, size.count, data=data)
         preds = {n: {m: v[0][i] for m, v in p.items()} for i, n in enumerate(names)}
         outside = outside_ranges(fit, w)
         beyond = {names[i] for i in outside.rows} if outside is not None else set()
@@ -128,6 +130,8 @@ def _confirm(args) -> int:
             "the ladder explored: the confirmation can show whether it beats its neighbours, "
             "not what lies beyond (widen that stage's search range for that)"
         )
+    for line in _fit_warnings(fit):
+        print(f"warning from the fit: {line}")
     if args.dry_run:
         print("dry run: run `codemix confirm` again without --dry-run to train them")
         return 0
@@ -193,6 +197,14 @@ def _run_and_score(args, fit, spec_path, out, objective) -> int:
     return 0
 
 
+def _fit_warnings(fit) -> list[str]:
+    """'bpb.code: alpha 3 ...' for each size law whose exponents lie out of the plausible:
+    a confirmation then tests predictions the fit already doubts."""
+    from codemix.analysis.scaling import exponent_warnings
+
+    return [f"{m}: {why}" for m, law in fit.scaling.items() for why in exponent_warnings(law)]
+
+
 def _summary(m: str, c: dict, objective) -> str:
     """A metric's calibration in one line. In a metric the objective does not weigh, the
     optimum's distance from the best schedule is what it gave up there, not a regret."""
@@ -253,6 +265,7 @@ def _write_report(out, fit, pred, cal: dict, objective, study: str, fit_path: st
     for m, c in cal.items():
         spread = f"; seeds' spread {c['seed_spread_mean']:.2%} on average" if c["seeds"] > 1 else ""
         head.append(_summary(m, c, objective) + spread)
+    head += [f"Warning from the fit, {line}." for line in _fit_warnings(fit)]
     r = ReportInput(pred, title=f"confirmation of {fit_path} ({objective.text}): {study}")
     r.headline, r.headline_title = head, "Calibration"
     write_report(r, out / "calibration.html")

@@ -674,6 +674,8 @@ def test_auto_compares_every_law_and_refuses_recency_without_stages():
     assert {"joint", "joint_data", "joint_data+recency+overfit"} <= set(scores)
     assert not any("overfit_linear" in k for k in scores)  # by --law only
     assert law.name == law.selection["data_law"]["chosen"] != "joint"
+    # without a bootstrap there are no draws, and searching an optimum takes the point fit
+    assert law.boot_predictions(w[:3], 1.6e7).shape == (3, 0)
     # no run of this ladder leaves a domain out of its cooldown: nothing to forget
     assert not any("forget" in k for k in scores)
     with pytest.raises(CodemixError, match="forget term needs runs that leave a domain out"):

@@ -711,22 +711,7 @@ def test_predict_reads_each_rows_stage_lengths_and_refuses_bad_ones(tmp_path, ca
     sizes = (1e6, 2e6, 4e6, 8e6)
     kind = {law.rpartition("+")[2]: True}
     w, n, y, rd = _synthetic.staged_ladder(sizes=sizes, shares=(0.0, 0.2, 0.4, 0.6), **kind)
-    st = rd.stage_tokens.sum(2)
-    table = pl.DataFrame(
-        {
-            "mix.init.text": w[:, 0],
-            "mix.init.code": w[:, 1],
-            "mix.cooldown.text": w[:, 2],
-            "mix.cooldown.code": w[:, 3],
-            "non_embedding_params": n,
-            "tokens": rd.tokens.sum(1),
-            "tokens.init": st[:, 0],
-            "tokens.cooldown": st[:, 1],
-            "epochs.text": rd.epochs[:, 0],
-            "epochs.code": rd.epochs[:, 1],
-            "bpb.code": y,
-        }
-    )
+    table = _synthetic.export_table(w, n, y, rd, "bpb.code")
     table.write_csv(tmp_path / "ladder.csv")
     fit = tmp_path / "fit.json"
     argv = ["fit", str(tmp_path / "ladder.csv"), "--mixture-cols", "mix.init.*"]

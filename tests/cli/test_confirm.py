@@ -177,7 +177,9 @@ def test_the_calibration_report_opens_with_each_metrics_calibration(tmp_path):
     c = {"inside": 2, "runs": 2, "mean_relative_error": 0.01, "spearman": 1.0, "seeds": 1}
     cal = {"bpb.text": c | {"regret": 0.1, "schedules": 2}, "bpb.code": c | {"schedules": 2}}
     cal["bpb.code"]["regret"] = 0.0
-    fit = SimpleNamespace(metrics=["bpb.text", "bpb.code"])
+    # the code law's exponent out of the published range: the report says so with the rest
+    laws = {"bpb.text": SimpleNamespace(alpha=0.4), "bpb.code": SimpleNamespace(alpha=7.0)}
+    fit = SimpleNamespace(metrics=["bpb.text", "bpb.code"], scaling=laws)
     objective = parse_objective("min:bpb.code", fit.metrics)
     _write_report(tmp_path, fit, pred, cal, objective, "s-confirm-8M", "both.json")
     page = (tmp_path / "calibration.html").read_text()
@@ -185,4 +187,64 @@ def test_the_calibration_report_opens_with_each_metrics_calibration(tmp_path):
     assert "bpb.code (the objective): 2 of 2 runs inside" in head and "regret of the" in head
     assert "bpb.text: 2 of 2" in head
     assert "the optimum (chosen for min:bpb.code) 0.1 from the best here" in head
+    assert "Warning from the fit, bpb.code: alpha is far from" in head
+    assert "bpb.text: alpha" not in head
     assert "<h1>confirmation of both.json (min:bpb.code): s-confirm-8M</h1>" in page
+
+
+@pytest.fixture
+def data_law_fit(small_store, tmp_path):
+    """A spec that caps each run at 640 tokens, and a fit with a data-constrained law of a
+    staged ladder drawn from a known law (columns as a study export names them)."""
+    from codemix.analysis import _synthetic
+
+    spec = tmp_path / "ladder.toml"
+    spec.write_text(STUDY.format(store=small_store, out=tmp_path / "runs"))
+    w, n, y, rd = _synthetic.staged_ladder(sizes=(1e6, 2e6, 4e6))
+    vocab = pl.lit(TokenStore(small_store).vocab_size).alias("vocab_size")
+    table = _synthetic.export_table(w, n, y, rd).with_columns(vocab)
+    table.write_csv(tmp_path / "ladder.csv")
+    fit = tmp_path / "fit.json"
+    argv = ["fit", str(tmp_path / "ladder.csv"), "--mixture-cols", "mix.init.*"]
+    argv += ["--mixture-cols", "mix.cooldown.*", "--metric", "bpb.text", "--law", "joint_data"]
+    argv += ["--size-col", "non_embedding_params", "--n-boot", "0", "--families", "linear"]
+    assert main([*argv, "-o", str(fit)]) == 0
+    return spec, fit
+
+
+def test_the_schedules_are_chosen_and_predicted_at_the_tokens_the_spec_trains(
+    data_law_fit, tmp_path, capsys
+):
+    """Under `[study] max_tokens` a confirmation run trains far fewer tokens than the
+    proxies' tokens per parameter imply; the listing predicts it at those it will train."""
+    from codemix.analysis.confirm import planned_data
+    from codemix.analysis.datalaw import TargetData
+    from codemix.analysis.fit import predict
+    from codemix.analysis.fitfile import load_fit
+    from codemix.analysis.sizes import resolve_size
+    from codemix.optimizer.space import load_study
+
+    spec, fit_path = data_law_fit
+    fit = load_fit(fit_path)
+    base = load_study(spec)
+    data = planned_data(fit, base, "2M")
+    # 640 tokens in steps of 4 x 32: the init's 533 round to 4 steps, the cooldown's 107 to 1
+    assert data.tokens == 640 and data.unique is None
+    np.testing.assert_array_equal(data.stages, [[512, 128]])
+    # a spec that caps the text at half a run's tokens: the run reads its text that often
+    capped = tmp_path / "capped.toml"
+    cap = "eval_tokens = 64\nunique_share = { text = 0.5 }"
+    capped.write_text(spec.read_text().replace("eval_tokens = 64", cap))
+    assert planned_data(fit, load_study(capped), "2M").unique == {"text": 320.0}
+
+    out = tmp_path / "confirm"
+    argv = ["confirm", str(fit_path), "--study", str(spec), "--size", "2M", "--out", str(out)]
+    assert main([*argv, "--compare", "1", "--dry-run"]) == 0
+    lines = {x.split()[0]: x for x in capsys.readouterr().out.splitlines() if x.startswith("  ")}
+    shown = float(lines["text-only"].split("predicted bpb.text ")[1].split()[0])
+    n = resolve_size("2M", fit).count
+    row = np.array([[1.0, 0.0, 1.0, 0.0]])
+    planned = predict(fit, row, n, data=data)["bpb.text"][0][0]
+    default = predict(fit, row, n, data=TargetData())["bpb.text"][0][0]
+    assert shown == pytest.approx(planned, rel=1e-3)
+    assert abs(default - planned) / planned > 0.05  # the proxies' tokens would be far off
