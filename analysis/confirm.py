@@ -143,6 +143,8 @@ def parse_baseline(text: str, stages: dict[str, dict]) -> tuple[str, dict]:
                 f"--baseline {name}: {part!r} is not STAGE.KEY=VALUE for a stage of the spec "
                 f"({', '.join(stages)})"
             )
+        if f"stages.{key.strip()}" in settings:
+            raise CodemixError(f"--baseline {name}: {key.strip()!r} is given twice")
         try:
             settings[f"stages.{key.strip()}"] = json.loads(value)
         except ValueError:

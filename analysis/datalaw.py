@@ -1126,6 +1126,8 @@ def parse_unique_tokens(text: str | None, what: str = "--unique-tokens") -> dict
         name, eq, value = part.partition("=")
         if not eq or not name.strip():
             raise CodemixError(f"{what}: {part!r} is not DOMAIN=TOKENS (e.g. text=500B)")
+        if name.strip() in out:
+            raise CodemixError(f"{what}: domain {name.strip()!r} is given twice")
         out[name.strip()] = parse_count(value.strip(), f"{what} {name.strip()}")
         if out[name.strip()] <= 0:
             raise CodemixError(f"{what} {name.strip()}: must be more than 0")

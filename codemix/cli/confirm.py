@@ -55,6 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _confirm(args) -> int:
+    import json
     from pathlib import Path
 
     import tomli_w
@@ -83,6 +84,11 @@ def _confirm(args) -> int:
     text = args.objective or f"{first.direction[:3]}:{first.metric}"
     objective = parse_objective(text, fit.metrics)
     baselines = [parse_baseline(b, stages) for b in args.baseline]
+    for b, settings in baselines:  # a baseline must make a valid run, before any is written
+        try:
+            base.run_spec([f"{k}={json.dumps(v)}" for k, v in settings.items()])
+        except CodemixError as e:
+            raise CodemixError(f"--baseline {b}: {e}") from None
     out = Path(args.out or Path("runs") / f"{base.name}-confirm-{size.preset}")
     name = f"{base.name}-confirm-{size.preset}"
     # the schedules are chosen and predicted at the tokens the spec will train them for

@@ -80,6 +80,8 @@ def test_parse_baseline_names_what_is_wrong():
         parse_baseline("x=warmup.code_frac=0.1", stages)
     with pytest.raises(CodemixError, match="is not a number"):
         parse_baseline("x=init.code_frac=lots", stages)
+    with pytest.raises(CodemixError, match="'init.code_frac' is given twice"):
+        parse_baseline("x=init.code_frac=0.1,init.code_frac=0.2", stages)
 
 
 def test_a_baseline_of_code_shares_gets_its_mixture_row_before_training():

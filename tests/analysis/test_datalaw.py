@@ -270,6 +270,8 @@ def test_parse_unique_tokens_counts_and_token_stores(tmp_path):
         parse_unique_tokens("text=5B,code")
     with pytest.raises(CodemixError, match="must be more than 0"):
         parse_unique_tokens("text=0")
+    with pytest.raises(CodemixError, match="domain 'text' is given twice"):
+        parse_unique_tokens("text=5B,code=1B,text=6B")
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(CodemixError, match=r"nor a token store \(no .*manifest\.json\)"):

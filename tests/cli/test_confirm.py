@@ -114,6 +114,9 @@ def test_dry_run_writes_the_schedules_and_refuses_to_overwrite_others(ladder_fit
     assert (out / "confirm.toml").read_text() == text
     assert main([*args, "--baseline", "x=warmup.code_frac=0.1", "--dry-run"]) == 2
     assert "not STAGE.KEY=VALUE" in capsys.readouterr().err
+    # a baseline that cannot make a run is refused before anything is written
+    assert main([*args, "--baseline", "x=init.code_frac=1.5", "--out", str(tmp_path / "b")]) == 2
+    assert "--baseline x: " in capsys.readouterr().err and not (tmp_path / "b").exists()
     assert main([*args[:-4], "--size", "3e8", "--dry-run"]) == 2
     assert "name a preset" in capsys.readouterr().err
 
