@@ -1,5 +1,5 @@
 """Ladders of runs drawn from a known data-constrained law, for checking fits and their
-intervals (tests and `benchmarks/law_coverage.py`).
+intervals (tests and `benchmarks/law_transfer.py --synthetic`).
 
 Two domains, text and code; the code share c of one stage varies. Every size trains on
 `tokens_per_param` tokens per parameter from a corpus of fixed unique tokens per domain, so

@@ -98,11 +98,7 @@ class FitFile:
             raise CodemixError(
                 f"{source} has version {d['version']}; this codemix reads up to {VERSION}"
             )
-        from codemix.analysis.datalaw import DataLawFit
-        from codemix.analysis.scaling import JointLawFit
-
-        def law(x: dict):
-            return (DataLawFit if x.get("form") == DataLawFit.form else JointLawFit).from_dict(x)
+        from codemix.analysis.datalaw import law_from_dict as law
 
         return cls(
             mixture_cols=tuple(d["mixture_cols"]),

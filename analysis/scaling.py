@@ -324,6 +324,7 @@ class JointLawFit:
     selection: dict = field(default_factory=dict)  # held-out error of each candidate law
     # widening of the intervals found by predicting the largest size from the smaller ones
     interval_scale: float = 1.0
+    tied: tuple = ()  # laws the held-out contest could not tell from this one (`span_tied`)
 
     @property
     def alpha(self) -> float:
@@ -361,7 +362,12 @@ class JointLawFit:
         rng = np.random.default_rng(0)
         noise = rng.choice(self.resid_log, size=draws.shape) if len(self.resid_log) else 0.0
         lo, hi = central(draws * np.exp(noise), level, axis=1)
-        return widen(mean, lo, hi, self.interval_scale)
+        mean, lo, hi = widen(mean, lo, hi, self.interval_scale)
+        if not self.tied:
+            return mean, lo, hi
+        from codemix.analysis.datalaw import span_tied
+
+        return mean, *span_tied(self, w, n_params, data, mean, lo, hi)
 
     def boot_predictions(self, w: np.ndarray, n_params: float, data=None) -> np.ndarray:
         """Mean predictions under each bootstrap draw (runs x draws)."""
@@ -386,10 +392,13 @@ class JointLawFit:
             "level": self.level,
             "boot": self.boot.tolist(),
             "resid_log": self.resid_log.tolist(),
+            "tied": [t.to_dict() for t in self.tied],
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> JointLawFit:
+        from codemix.analysis.datalaw import law_from_dict
+
         theta = np.r_[d["e"], d["a"], d["alpha"]]
         boot = np.asarray(d.get("boot", []), float).reshape(-1, len(theta))
         return cls(
@@ -405,6 +414,7 @@ class JointLawFit:
             d.get("terms", "linear"),
             d.get("selection", {}),
             float(d.get("interval_scale", 1.0)),
+            tuple(law_from_dict(x) for x in d.get("tied", ())),
         )
 
 

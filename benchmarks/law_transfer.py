@@ -6,17 +6,19 @@
 # ladder table), predicts the runs at or above it (or the confirmation table's runs) at each
 # run's own size, tokens and epochs, and prints per metric the mean relative error, the runs
 # inside their 90 % intervals and the Spearman correlation. Also a synthetic check: ladders
-# drawn from a known data-constrained law (analysis/_synthetic.py), 4 sizes fitted, the
-# 5th (2x) predicted: coverage of the 90 % intervals.
+# drawn from a known data-constrained law (analysis/_synthetic.py; --synthetic-kind: one
+# stage, or two with recency and overfitting, and forgetting or overfitting that grows with
+# N), 4 sizes fitted, the 5th (2x) predicted: coverage of the 90 % intervals.
 # Compute: CPU only; about 2 minutes per metric of a 48-run export with --n-boot 100 on a
-# 2-core CPU, and 1 minute per synthetic ladder.
+# 2-core CPU, and 0.5-1 minute per synthetic ladder (--n-boot 30, --jobs 2).
 #
 # Usage: .venv/bin/python benchmarks/law_transfer.py EXPORT.csv [EXPORT.csv ...]
 #            --mixture-cols 'mix.main.*' [--held-out 7e6 | --confirm CONFIRM.csv ...]
 #            [--metric M ...] [--size-col COL] [--min-size N] [--max-size N]
 #            [--law LAW] [--r-star auto|shared|per-domain] [--overfit-past tangent|power]
 #            [--by-schedule]
-#        .venv/bin/python benchmarks/law_transfer.py --synthetic 8
+#        .venv/bin/python benchmarks/law_transfer.py --synthetic 8 [--synthetic-law auto]
+#            [--synthetic-kind plain|staged|forget|revert|overfit_n]
 from __future__ import annotations
 
 import argparse
@@ -50,7 +52,13 @@ def _score(law, w, n, y, data):
         if law.repetition_sd and law.repetition(w, n, data).any():  # what that error added
             _, lo0, hi0 = dataclasses.replace(law, repetition_sd=0.0).interval(w, n, data=data)
             said.append(f"{coverage(y, mean, lo0, hi0).inside} without the repetition error")
-        if not np.array_equal(law._band(w, n, law.level, data), np.array([lo, hi])):
+        _, lo0, hi0 = dataclasses.replace(law, tied=()).interval(w, n, data=data)
+        if law.tied:  # what spanning the tied laws' predictions added
+            said.append(
+                f"{coverage(y, mean, lo0, hi0).inside} without the tied laws, mean width "
+                f"{np.mean((hi0 - lo0) / mean):.1%} -> {np.mean((hi - lo) / mean):.1%}"
+            )
+        if not np.array_equal(law._band(w, n, law.level, data), np.array([lo0, hi0])):
             lo1, hi1 = law._band(w, n, law.level, data)  # the point's continuation alone
             said.append(f"{coverage(y, mean, lo1, hi1).inside} with its {law.overfit_past} alone")
         inside = f" ({'; '.join(said)})" if said else ""
@@ -58,7 +66,8 @@ def _score(law, w, n, y, data):
         mean, lo, hi = (np.empty(len(y)) for _ in range(3))
         for v in np.unique(n):
             at = n == v
-            mean[at], lo[at], hi[at] = law.interval(w[at], v)
+            # a tied data law predicts each row at its own tokens and epochs
+            mean[at], lo[at], hi[at] = law.interval(w[at], v, data=data.take(at))
     c = coverage(y, mean, lo, hi)
     mre = float(np.mean(np.abs(mean - y) / y))
     rho = float(stats.spearmanr(mean, y).statistic)
@@ -201,22 +210,42 @@ def transfer(args) -> None:
         print(f"  ({time.time() - t0:.0f} s)", file=sys.stderr)
 
 
+STAGED_COLS = ("mix.init.text", "mix.init.code", "mix.cooldown.text", "mix.cooldown.code")
+
+
+def _synthetic_ladder(kind: str, seed: int):
+    """(w, n, loss, RunData, mixture columns, stage fractions, groups) of a ladder of five
+    sizes drawn from a known law: `plain` one stage (`_synthetic.ladder`); `staged` two
+    stages with recency and overfitting; `forget`, `revert` and `overfit_n` that plus the
+    term (with code-free cooldowns for the two that forget), 1 % noise."""
+    sizes = (1e6, 2e6, 4e6, 8e6, 1.6e7)
+    if kind == "plain":
+        w, n, y, rd = _synthetic.ladder(sizes=sizes, seed=seed)
+        return w, n, y, rd, ("mix.main.text", "mix.main.code"), (1.0,), None
+    shares = (0.0, 0.2, 0.4, 0.6) if kind in ("forget", "revert") else (0.05, 0.3, 0.55, 0.8)
+    term = {kind: True} if kind != "staged" else {}
+    w, n, y, rd = _synthetic.staged_ladder(sizes, shares, noise=0.01, seed=seed, **term)
+    return w, n, y, rd, STAGED_COLS, (0.8, 0.2), (2, 2)
+
+
 @quiet_numerics()
 def synthetic(args) -> None:
+    print(f"ladders: {args.synthetic_kind}; law: {args.synthetic_law}")
     print("| ladder seed | law chosen | mean rel. error at 2x | inside 90 % PI |")
     print("|---|---|---|---|")
     inside = total = 0
     for seed in range(args.synthetic):
-        w, n, y, rd = _synthetic.ladder(sizes=(1e6, 2e6, 4e6, 8e6, 1.6e7), seed=seed)
+        w, n, y, rd, cols, fracs, groups = _synthetic_ladder(args.synthetic_kind, seed)
         tr = n < 1.6e7
         law = choose_size_law(
             w[tr],
             n[tr],
             y[tr],
             rd.take(tr),
-            ("mix.main.text", "mix.main.code"),
-            (1.0,),
+            cols,
+            fracs,
             ScalingConfig(n_boot=args.n_boot, seed=seed, jobs=args.jobs),
+            groups=groups,
             law=args.synthetic_law,
         )
         mre, k_in, k, *_ = _score(law, w[~tr], n[~tr], y[~tr], rd.take(~tr))
@@ -250,7 +279,13 @@ def main() -> None:
     )
     p.add_argument("--jobs", type=int, default=cpu_count(), help="processes for the fits")
     p.add_argument("--synthetic", type=int, default=0, metavar="K", help="K synthetic ladders")
-    p.add_argument("--synthetic-law", default="joint_data", choices=LAWS[1:])
+    p.add_argument("--synthetic-law", default="joint_data", choices=LAWS)
+    p.add_argument(
+        "--synthetic-kind",
+        default="plain",
+        choices=("plain", "staged", "forget", "revert", "overfit_n"),
+        help="the known law the ladders are drawn from",
+    )
     args = p.parse_args()
     if args.synthetic:
         synthetic(args)

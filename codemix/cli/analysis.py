@@ -605,7 +605,8 @@ def _data_law_lines(law, metric: str) -> list[str]:
             lines.append(
                 f"a tie: within one standard error of {rec['best']}'s held-out error: "
                 f"{', '.join(x for x in near if x != rec['best'])} (which of them wins can turn "
-                "with a seed; compare their predictions at the target)"
+                "with a seed; the intervals span their predictions, each with the chosen law's "
+                "band)"
             )
     else:
         lines = [f"size law {rec['chosen']}, as --law asked"]

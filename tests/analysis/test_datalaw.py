@@ -593,6 +593,33 @@ def test_laws_within_one_standard_error_of_the_best_are_a_tie():
     )
 
 
+def test_intervals_span_the_tied_laws_predictions_and_keep_them_in_fit_json(noisy_law, tmp_path):
+    """A tied law that predicts higher one size up pulls the upper bound with it, by the
+    chosen law's own band around its prediction; saved and loaded, the tie is kept."""
+    w, n, y, rd = _synthetic.ladder(noise=0.01, seed=0)
+    joint = fit_joint_law(w, n, y, COLS, ScalingConfig(n_boot=0))
+    high = dataclasses.replace(noisy_law, theta=noisy_law.theta.copy())
+    high.theta[0] += 0.3  # a larger irreducible term: higher everywhere
+    at = (w[:3], 3.2e7, TargetData())
+    mean, lo, hi = noisy_law.interval(*at[:2], data=at[2])
+    law = dataclasses.replace(noisy_law, tied=(high, joint))
+    mean2, lo2, hi2 = law.interval(*at[:2], data=at[2])
+    np.testing.assert_array_equal(mean2, mean)
+    up = high.predict(*at)
+    assert np.all(up > hi)  # outside the chosen law's band before
+    both = np.maximum(up, joint.predict(w[:3], 3.2e7))
+    np.testing.assert_allclose(hi2, np.maximum(hi, both * hi / mean))
+    assert np.all(lo2 <= lo)
+    save_fit(FitFile(COLS, {}, scaling={"bpb": law}), tmp_path / "F.json")
+    again = load_fit(tmp_path / "F.json").scaling["bpb"]
+    assert [getattr(t, "name", "joint") for t in again.tied] == ["joint_data", "joint"]
+    np.testing.assert_array_equal(np.array(again.interval(*at[:2], data=at[2])), [mean2, lo2, hi2])
+    # a joint law chosen over a tied data law spans it the same way
+    j = dataclasses.replace(joint, boot=np.tile(joint.theta, (5, 1)), tied=(high,))
+    _, jlo, jhi = j.interval(w[:3], 3.2e7, data=TargetData())
+    assert np.all(jhi >= high.predict(*at) * (1 - 1e-12))
+
+
 def test_overfit_linear_recovers_a_loss_rising_past_an_onset():
     """A ladder whose log loss rises by 0.02 a text epoch past 10 (9 extra): the linear form
     recovers that and predicts runs that read the text 1.5x more than the ladder, where the
@@ -676,6 +703,10 @@ def test_auto_compares_every_law_and_refuses_recency_without_stages():
     assert {"joint", "joint_data", "joint_data+recency+overfit"} <= set(scores)
     assert not any("overfit_linear" in k for k in scores)  # by --law only
     assert law.name == law.selection["data_law"]["chosen"] != "joint"
+    # the laws tied with it are fitted to every run, for the intervals to span
+    tied = law.selection["data_law"]["within_one_se"]
+    assert [getattr(t, "name", "joint") for t in law.tied] == [x for x in tied if x != law.name]
+    assert law.selection["data_law"]["tied"] == [x for x in tied if x != law.name]
     # without a bootstrap there are no draws, and searching an optimum takes the point fit
     assert law.boot_predictions(w[:3], 1.6e7).shape == (3, 0)
     # no run of this ladder leaves a domain out of its cooldown: nothing to forget
