@@ -549,20 +549,9 @@ def span_tied(law, w, n_params, data, mean, lo, hi) -> tuple[np.ndarray, np.ndar
         return lo, hi
     below, above = lo / mean, hi / mean
     for t in law.tied:
-        p = _point(t, w, n_params, data)
+        p = t.predict(w, n_params, data)
         lo, hi = np.minimum(lo, p * below), np.maximum(hi, p * above)
     return lo, hi
-
-
-def _point(law, w, n_params, data) -> np.ndarray:
-    """A law's point prediction at size(s) `n_params` (the joint law takes one size a call)."""
-    if isinstance(law, DataLawFit):
-        return law.predict(w, n_params, data)
-    n = np.broadcast_to(np.asarray(n_params, float), (len(w),))
-    out = np.empty(len(w))
-    for v in np.unique(n):
-        out[n == v] = law.predict(w[n == v], float(v))
-    return out
 
 
 def _overfit_past(v, what: str = "--overfit-past") -> str:

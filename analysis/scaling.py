@@ -336,21 +336,23 @@ class JointLawFit:
         d = sum(self.groups or (len(self.mixture_cols),))
         return _law_design(np.full((1, d), 0.5), self.groups, self.terms)[0].shape[1]
 
-    def _draws(self, w: np.ndarray, n: float, thetas: np.ndarray) -> np.ndarray:
+    def _draws(self, w: np.ndarray, n, thetas: np.ndarray) -> np.ndarray:
+        """(runs x thetas) predictions at size `n`, one for all runs or one per run."""
         xe, xa = _law_design(np.atleast_2d(w), self.groups, self.terms)
         ke = xe.shape[1]
         e, a, alpha = thetas[:, :ke], thetas[:, ke:-1], thetas[:, -1]
+        log_n = np.log(np.broadcast_to(np.asarray(n, float), (len(xe),)))
         log_e = np.clip(xe @ e.T, -50, 50)
-        log_a = np.clip(xa @ a.T - alpha[None, :] * np.log(n), -50, 50)
+        log_a = np.clip(xa @ a.T - alpha[None, :] * log_n[:, None], -50, 50)
         return np.exp(log_e) + np.exp(log_a)
 
     form = "joint"
 
-    def predict(self, w: np.ndarray, n_params: float, data=None) -> np.ndarray:
+    def predict(self, w: np.ndarray, n_params, data=None) -> np.ndarray:
         """`data` (what the target's tokens are) is for laws with a data term: unused."""
-        return self._draws(np.atleast_2d(w), float(n_params), self.theta[None, :])[:, 0]
+        return self._draws(np.atleast_2d(w), n_params, self.theta[None, :])[:, 0]
 
-    def interval(self, w: np.ndarray, n_params: float, level: float | None = None, data=None):
+    def interval(self, w: np.ndarray, n_params, level: float | None = None, data=None):
         """Mean, and bootstrap percentile bounds widened by the log-residual spread (a
         prediction interval for one new run)."""
         level = self.level if level is None else level
@@ -358,7 +360,7 @@ class JointLawFit:
         mean = self.predict(w, n_params)
         if len(self.boot) < 2:
             return mean, mean * np.nan, mean * np.nan
-        draws = self._draws(w, float(n_params), self.boot)
+        draws = self._draws(w, n_params, self.boot)
         rng = np.random.default_rng(0)
         noise = rng.choice(self.resid_log, size=draws.shape) if len(self.resid_log) else 0.0
         lo, hi = central(draws * np.exp(noise), level, axis=1)
@@ -369,9 +371,9 @@ class JointLawFit:
 
         return mean, *span_tied(self, w, n_params, data, mean, lo, hi)
 
-    def boot_predictions(self, w: np.ndarray, n_params: float, data=None) -> np.ndarray:
+    def boot_predictions(self, w: np.ndarray, n_params, data=None) -> np.ndarray:
         """Mean predictions under each bootstrap draw (runs x draws)."""
-        return self._draws(np.atleast_2d(w), float(n_params), self.boot)
+        return self._draws(np.atleast_2d(w), n_params, self.boot)
 
     def to_dict(self) -> dict:
         ke = self.ke

@@ -62,12 +62,8 @@ def _score(law, w, n, y, data):
             lo1, hi1 = law._band(w, n, law.level, data)  # the point's continuation alone
             said.append(f"{coverage(y, mean, lo1, hi1).inside} with its {law.overfit_past} alone")
         inside = f" ({'; '.join(said)})" if said else ""
-    else:
-        mean, lo, hi = (np.empty(len(y)) for _ in range(3))
-        for v in np.unique(n):
-            at = n == v
-            # a tied data law predicts each row at its own tokens and epochs
-            mean[at], lo[at], hi[at] = law.interval(w[at], v, data=data.take(at))
+    else:  # a tied data law predicts each row at its own tokens and epochs
+        mean, lo, hi = law.interval(w, n, data=data)
     c = coverage(y, mean, lo, hi)
     mre = float(np.mean(np.abs(mean - y) / y))
     rho = float(stats.spearmanr(mean, y).statistic)

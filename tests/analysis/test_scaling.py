@@ -137,6 +137,10 @@ def test_joint_law_alpha_bounded_as_the_data_laws():
     fit = fit_joint_law(w, n, y, ("text", "code"), FAST)
     assert fit.alpha == pytest.approx(BOUNDS["alpha"][1])
     assert (fit.boot[:, -1] <= BOUNDS["alpha"][1]).all()
+    # one size for all rows, or one a row, as the data-constrained law takes them
+    both = fit.predict(w[:2], np.array([1e6, 4e6]))
+    one = [fit.predict(w[[i]], v)[0] for i, v in enumerate((1e6, 4e6))]
+    np.testing.assert_allclose(both, one)
 
 
 def test_joint_law_with_stage_groups():
