@@ -10,11 +10,14 @@ can be expected to agree more often than two seeds of the same size do.
 
 from __future__ import annotations
 
+import re
 from itertools import combinations
 
 import numpy as np
 
-__all__ = ["decision_accuracy", "describe", "pair_agreement"]
+__all__ = ["decision_accuracy", "describe", "pair_agreement", "rising_warning"]
+
+RISE = 0.02  # a mixture's loss "rises" with size past this share: above text's seed spread
 
 
 def pair_agreement(small: np.ndarray, large: np.ndarray) -> tuple[float, int]:
@@ -54,7 +57,11 @@ def decision_accuracy(
         ya = np.array([np.mean(runs[a, k]) for k in common])
         yb = np.array([np.mean(runs[b, k]) for k in common])
         acc, pairs = pair_agreement(ya, yb)
-        out.append(_record(a, b, acc, pairs, len(common)))
+        rise = yb / ya - 1.0
+        out.append(
+            _record(a, b, acc, pairs, len(common))
+            | {"rising": int((rise > RISE).sum()), "rise_max": float(rise.max())}
+        )
     for n in sizes:
         twice = sorted(k for m, k in runs if m == n and len(runs[m, k]) >= 2)
         if len(twice) < 2:
@@ -82,3 +89,28 @@ def describe(records: list[dict], fmt=lambda n: f"{n:.3g}") -> list[str]:
         share = f"{r['accuracy']:.0%} of {r['pairs']} pairs"
         lines.append(f"{what}: {share} ({r['mixtures']} mixtures)")
     return lines
+
+
+def rising_warning(metric: str, records: list[dict], fmt=lambda n: f"{n:.3g}") -> str:
+    """'the loss rises with size ...' where some mixtures lose more at the ladder's largest
+    size than at the one below it; '' where none does, or `metric` is not named as a loss
+    (bpb.text, loss.code, nl_loss: an accuracy that rises is no warning)."""
+    if not set(re.split(r"[._\-]", metric.lower())) & {"bpb", "loss", "nll", "ppl"}:
+        return ""
+    pairs = [r for r in records if r["small"] != r["large"] and "rising" in r]
+    if not pairs:
+        return ""
+    top = max(r["large"] for r in pairs)
+    below = [r for r in pairs if r["large"] == top]
+    r = max(below, key=lambda r: r["small"])
+    if not r["rising"]:
+        return ""
+    return (
+        f"the loss rises with size for {r['rising']} of {r['mixtures']} mixtures from "
+        f"{fmt(r['small'])} to {fmt(r['large'])} (by more than {RISE:.0%}, up to "
+        f"{r['rise_max']:+.0%}): the largest proxies lose more to repetition or forgetting than "
+        "smaller ones. No size law here has a loss that rises and then falls with N, so one "
+        "size up the level is least sure for such mixtures (codemix's ladders: 1-3 % off where "
+        "2 of 20 rose by up to 6 %, 8-22 % where 12 of 20 rose by up to 52 %; "
+        'benchmarks/RESULTS.md, "One rung further"); rank by it, and confirm the level'
+    )

@@ -192,6 +192,7 @@ def _headline(fit, target: Size, nl: str, shares, data=None) -> list[str]:
     fit's warnings about its size law."""
     from codemix.analysis.confirm import _text_only
     from codemix.analysis.datalaw import beyond_ladder, target_epochs
+    from codemix.analysis.decision import rising_warning
     from codemix.analysis.optimum import Objective, edge_stages, find_optimum
     from codemix.analysis.scaling import exponent_warnings
 
@@ -226,6 +227,9 @@ def _headline(fit, target: Size, nl: str, shares, data=None) -> list[str]:
     if law is not None:
         for why in exponent_warnings(law):
             lines.append(f"Warning from the fit: {why}.")
+        rising = rising_warning(nl, fit.decision.get(nl, []))
+        if rising:
+            lines.append(f"Warning from the fit: {rising}.")
         if len(law.sizes) < 4:
             lines.append(
                 f"Warning: the size law rests on {len(law.sizes)} sizes; with 4 or more the fit "

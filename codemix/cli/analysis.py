@@ -391,7 +391,7 @@ def _combine(args: argparse.Namespace) -> int:
 def _fit(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from codemix.analysis.decision import describe
+    from codemix.analysis.decision import describe, rising_warning
     from codemix.analysis.fit import fit_results
     from codemix.analysis.fitfile import save_fit
     from codemix.analysis.link import link_bpb_metric, parse_link
@@ -476,6 +476,9 @@ def _fit(args: argparse.Namespace) -> int:
             print("    decision accuracy (pairs of mixtures ranked as the larger size ranks them):")
             for line in describe(fit.decision[m]):
                 print(f"      {line}")
+            rising = rising_warning(m, fit.decision[m])
+            if rising:
+                print(f"    warning: {rising}")
     for m, link in fit.links.items():
         top, k, b0 = link.params
         rmse = float(np.sqrt(np.mean(link.resid**2)))

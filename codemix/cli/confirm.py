@@ -204,11 +204,15 @@ def _run_and_score(args, fit, spec_path, out, objective) -> int:
 
 
 def _fit_warnings(fit) -> list[str]:
-    """'bpb.code: alpha 3 ...' for each size law whose exponents lie out of the plausible:
-    a confirmation then tests predictions the fit already doubts."""
+    """'bpb.code: alpha 3 ...' for each size law whose exponents lie out of the plausible,
+    and each metric whose loss rose with size on the ladder: a confirmation then tests
+    predictions the fit already doubts."""
+    from codemix.analysis.decision import rising_warning
     from codemix.analysis.scaling import exponent_warnings
 
-    return [f"{m}: {why}" for m, law in fit.scaling.items() for why in exponent_warnings(law)]
+    out = [f"{m}: {why}" for m, law in fit.scaling.items() for why in exponent_warnings(law)]
+    rising = ((m, rising_warning(m, fit.decision.get(m, []))) for m in fit.scaling)
+    return out + [f"{m}: {why}" for m, why in rising if why]
 
 
 def _summary(m: str, c: dict, objective) -> str:

@@ -353,6 +353,26 @@ def test_fit_leaves_out_rows_of_failed_trials_and_runs(ladder, tmp_path, capsys)
     )
 
 
+def test_fit_warns_where_the_loss_rises_with_size(tmp_path, capsys):
+    """The same 12 mixtures at 3 sizes; at the largest the text-heavy ones lose more."""
+    rng = np.random.default_rng(1)
+    w = rng.dirichlet([1, 1], 12)
+    frames = []
+    for n in (1e6, 4e6, 1.6e7):
+        nl = 1.0 + 3.0 * n**-0.2 * np.exp(0.3 * w[:, 0])
+        if n == 1.6e7:
+            nl = nl * (1 + 0.3 * (w[:, 0] > 0.6))  # memorised: past the 2 % a seed moves it
+        frames.append(pl.DataFrame({"w_text": w[:, 0], "w_code": w[:, 1], "params": n}))
+        frames[-1] = frames[-1].with_columns(nl_loss=pl.Series(nl))
+    table, fit = tmp_path / "ladder.csv", tmp_path / "fit.json"
+    pl.concat(frames).write_csv(table)
+    argv = [*_fit_argv(table, fit, "--families", "linear", "--size-col", "params")]
+    assert main([*argv, "--n-boot", "0"]) == 0
+    out = capsys.readouterr().out
+    rising = int((w[:, 0] > 0.6).sum())
+    assert f"warning: the loss rises with size for {rising} of 12 mixtures from 4e+06 to" in out
+
+
 def test_fit_stacks_a_ladder_exported_in_parts(ladder, tmp_path, capsys):
     table, _ = ladder
     df = pl.read_csv(table)

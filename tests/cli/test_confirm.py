@@ -182,7 +182,10 @@ def test_the_calibration_report_opens_with_each_metrics_calibration(tmp_path):
     cal["bpb.code"]["regret"] = 0.0
     # the code law's exponent out of the published range: the report says so with the rest
     laws = {"bpb.text": SimpleNamespace(alpha=0.4), "bpb.code": SimpleNamespace(alpha=7.0)}
-    fit = SimpleNamespace(metrics=["bpb.text", "bpb.code"], scaling=laws)
+    # and the text's loss rose with size on the ladder for one mixture
+    rose = {"small": 4e6, "large": 8e6, "accuracy": 1.0, "pairs": 3, "mixtures": 3}
+    decision = {"bpb.text": [rose | {"rising": 1, "rise_max": 0.3}]}
+    fit = SimpleNamespace(metrics=["bpb.text", "bpb.code"], scaling=laws, decision=decision)
     objective = parse_objective("min:bpb.code", fit.metrics)
     _write_report(tmp_path, fit, pred, cal, objective, "s-confirm-8M", "both.json")
     page = (tmp_path / "calibration.html").read_text()
@@ -192,6 +195,7 @@ def test_the_calibration_report_opens_with_each_metrics_calibration(tmp_path):
     assert "the optimum (chosen for min:bpb.code) 0.1 from the best here" in head
     assert "Warning from the fit, bpb.code: alpha is far from" in head
     assert "bpb.text: alpha" not in head
+    assert "Warning from the fit, bpb.text: the loss rises with size for 1 of 3 mixtures" in head
     assert "<h1>confirmation of both.json (min:bpb.code): s-confirm-8M</h1>" in page
 
 
