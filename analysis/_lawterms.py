@@ -41,12 +41,23 @@ EXTRA_BOUNDS = {
     # at matched epochs a larger model memorises more of a small sample, up to a ceiling
     "zeta": (0.0, 5.0),
     "m": (np.log(1e4), np.log(1e10)),
+    # overfit_fall: past N_mid the term falls again as (1 + N / N_mid)^-eta: a model large
+    # enough generalises from the same sample again
+    "eta": (0.0, 5.0),
     # the never-seen log loss's slope in the other domains' extra epochs: a model that never
     # saw code reads its text more often the less code it has, and its code loss rises with
     # that (on codemix's ladder by about 0.012 a text epoch)
     "h2": (-0.1, 0.3),
 }
-EXTRA_TERMS = ("recency", "overfit", "overfit_linear", "forget", "revert", "overfit_n")
+EXTRA_TERMS = (
+    "recency",
+    "overfit",
+    "overfit_linear",
+    "forget",
+    "revert",
+    "overfit_n",
+    "overfit_fall",
+)
 STAGED_TERMS = ("recency", "forget", "revert")  # the terms that need each run's stage tokens
 # a law fitted from several starts: its best start then polished with up to this many steps
 # more (the forgetting laws' flat valleys take L-BFGS-B far longer than the joint law's)
@@ -92,6 +103,7 @@ class _Layout:
         self.recency, self.overfit = "recency" in extra, "overfit" in extra or self.linear
         self.forget, self.revert = "forget" in extra, "revert" in extra
         self.size = "overfit_n" in extra  # the overfitting term grows with N, to a ceiling
+        self.fall = "overfit_fall" in extra  # and falls again past it
         self.i_alpha = ke + ka
         self.i_g = ke + ka + 3
         self.i_rho = self.i_g + k - 1
@@ -100,7 +112,7 @@ class _Layout:
         self.i_f = self.i_o + 2 * self.overfit
         self.i_r = self.i_f + (k + 1) * self.forget
         self.i_z = self.i_r + (4 * k + 3) * self.revert
-        self.n = self.i_z + 2 * self.size
+        self.n = self.i_z + 2 * self.size + self.fall
 
     def split(self, th: np.ndarray):
         e, a = th[: self.ke], th[self.ke : self.i_alpha]
@@ -129,6 +141,7 @@ class _Layout:
             )
             * self.revert
             + [EXTRA_BOUNDS["zeta"], EXTRA_BOUNDS["m"]] * self.size
+            + [EXTRA_BOUNDS["eta"]] * self.fall
         )
 
 
@@ -204,6 +217,8 @@ def _terms(th, lay: _Layout, xe, xa, log_n, data: RunData, grad: bool = False):
             zeta, mid = th[lay.i_z], th[lay.i_z + 1]
             u = zeta * (log_n - mid)
             rows[3] = rows[3] - np.logaddexp(0.0, -u)
+            if lay.fall:  # times (1 + N / N_mid)^-eta
+                rows[3] = rows[3] - th[lay.i_z + 2] * np.logaddexp(0.0, log_n - mid)
     z = np.stack(rows)
     if lay.linear:  # a factor on L: log L rises by s an extra epoch past the onset kappa
         sp, sig = np.logaddexp(0.0, rbar - kappa), 1.0 / (1.0 + np.exp(kappa - rbar))
@@ -243,6 +258,10 @@ def _terms(th, lay: _Layout, xe, xa, log_n, data: RunData, grad: bool = False):
         rest = 1.0 / (1.0 + np.exp(u))  # 1 - sigmoid(u)
         jac[3, :, lay.i_z] = rest * (log_n - mid)
         jac[3, :, lay.i_z + 1] = -rest * zeta
+        if lay.fall:
+            eta = th[lay.i_z + 2]
+            jac[3, :, lay.i_z + 1] += eta / (1.0 + np.exp(mid - log_n))
+            jac[3, :, lay.i_z + 2] = -np.logaddexp(0.0, log_n - mid)
     if lay.forget:
         jac += d_forget[None]
     return z, jac

@@ -64,6 +64,9 @@ FORGET = {"F": 0.3, "nu": 0.65, "scale": 1e8}  # a code-free cooldown: log L += 
 # code (E its extra text epochs), by 1 - exp(-(A / tau)^nu), tau = tau0 (N / n0)^mu
 # the overfitting term times sigmoid(zeta log(N / mid)): half its ceiling at "4M"
 OVERFIT_N = {"zeta": 1.5, "mid": 4e6}
+# with `overfit_fall`, the term rises to half its ceiling at "1.5M" and then falls as
+# (1 + N / mid)^-eta: it peaks near "2M" and "8M" is below "4M", as the matched ladders went
+OVERFIT_FALL = {"eta": 1.0, "mid": 1.5e6}
 REVERT = {"H": 4.0, "h": 0.03, "e": 0.02, "tau0": 1.6e7, "mu": 0.5, "nu": 1.5, "n0": 4e6}
 
 
@@ -78,6 +81,7 @@ def staged_ladder(
     forget: bool = False,
     revert: bool = False,
     overfit_n: bool = False,
+    overfit_fall: bool = False,
 ):
     """Two stages (init, then a cooldown of `cooldown` of the tokens), every pair of code
     shares at every size, drawn from the data law with both optional terms: each stage's
@@ -85,7 +89,8 @@ def staged_ladder(
     With `forget`, a run whose cooldown has no code (and whose init has some) loses
     exp(F (cooldown tokens / scale)^nu) on top (FORGET); with `revert`, its log loss goes part
     of the way toward that of a model that never saw code, which is a run without code
-    (REVERT); with `overfit_n`, the overfitting term grows with N to a ceiling (OVERFIT_N).
+    (REVERT); with `overfit_n`, the overfitting term grows with N to a ceiling (OVERFIT_N),
+    and with `overfit_fall` too, falls again past it (OVERFIT_FALL).
     Returns (weights (runs, 4): init text, code, cooldown text, code; N; loss;
     RunData)."""
     rng = np.random.default_rng(seed)
@@ -109,7 +114,10 @@ def staged_ladder(
     rbar = (share * excess).sum(1)
     grow = 1.0  # with `overfit_n`, a larger model overfits more, up to a ceiling
     if overfit_n:
-        grow = 1.0 / (1.0 + (OVERFIT_N["mid"] / n) ** OVERFIT_N["zeta"])
+        mid = OVERFIT_FALL["mid"] if overfit_fall else OVERFIT_N["mid"]
+        grow = 1.0 / (1.0 + (mid / n) ** OVERFIT_N["zeta"])
+        if overfit_fall:
+            grow = grow * (1.0 + n / mid) ** -OVERFIT_FALL["eta"]
     x = np.c_[1 - c1, c1]
     loss = (
         np.exp(x @ np.array(t["e"]))

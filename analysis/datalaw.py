@@ -31,6 +31,11 @@ Optional terms, chosen like the law itself on held-out runs:
   epochs a larger model memorises more of a small sample, up to a ceiling: on codemix's
   repetition-matched ladders a text-only run's loss at 38 epochs rose from 2.0 to 3.36 bpb
   between "0.5M" and "4M", levelling off, which no term falling in N can follow.
+- `overfit_fall` (with `overfit_n`; only by `--law`, not in the `auto` contest): that term
+  times (1 + N / N_mid)^-eta, so that it falls again past its rise. Matched to "16M"'s
+  epochs, the text-only loss went 3.24, 3.85, 3.70, 3.45 bpb from "1M" to "8M"; four sizes
+  show the fall only at the top, so the check that holds the largest one out cannot choose
+  this form.
 - `overfit_linear` (in place of `overfit`; only by `--law`, not in the `auto` contest): a
   factor exp(s softplus(rbar - r0)) on the loss, log L rising by s an extra epoch past an
   onset r0. On codemix's ladders the power fitted the onset better (by about a point where
@@ -303,6 +308,8 @@ class DataLawFit:
         if lay.size:
             out["overfit_n_zeta"] = float(self.theta[lay.i_z])
             out["overfit_n_mid"] = float(np.exp(self.theta[lay.i_z + 1]))
+        if lay.fall:
+            out["overfit_fall_eta"] = float(self.theta[lay.i_z + 2])
         if lay.forget:
             f = np.exp(self.theta[lay.i_f : lay.i_f + lay.k])
             out["forget_weight"] = dict(zip(self.domains, f.tolist(), strict=True))
@@ -427,6 +434,7 @@ class DataLawFit:
             "law": "L = exp(e.x(r)) + exp(a.x(r)) N^-alpha + B (sum_k w_k D'_k)^-beta"
             + (" + C rbar^kappa" if "overfit" in self.extra else "")
             + (" x sigmoid(zeta (log N - log N_mid))" if "overfit_n" in self.extra else "")
+            + (" x (1 + N / N_mid)^-eta" if "overfit_fall" in self.extra else "")
             + (
                 " (past the ladder's most epochs, its tangent there)"
                 if self._past() is not None
@@ -613,6 +621,8 @@ def fit_data_law(
     _overfit_past(overfit_past)
     if "overfit_n" in extra and "overfit" not in extra:
         raise CodemixError("overfit_n scales the overfit term's power with N: it needs overfit")
+    if "overfit_fall" in extra and "overfit_n" not in extra:
+        raise CodemixError("overfit_fall bends overfit_n's rise with N back down: it needs it")
     staged = [t for t in STAGED_TERMS if t in extra]
     if staged and (data.stage_tokens is None or data.stage_tokens.shape[1] < 2):
         raise CodemixError(
@@ -655,7 +665,9 @@ def fit_data_law(
                 tail = revert if lay.revert else []
                 # overfit_n: half the ceiling at the median size, or at twice it, steeper
                 for size in [[1.0, log_n0], [3.0, log_n0 + 0.7]] if lay.size else [[]]:
-                    starts.append(np.r_[start, rest, rho, lam, over, forget, tail, size])
+                    # overfit_fall: a gentle fall past N_mid, or as steep as the rise
+                    for fall in [[0.5], [size[0]]] if lay.fall else [[]]:
+                        starts.append(np.r_[start, rest, rho, lam, over, forget, tail, size, fall])
     best = _minimise(starts, lay, xe, xa, log_n, data, log_y, delta)
     for r in range(restarts):
         jitter = np.random.default_rng([seed, r])

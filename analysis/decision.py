@@ -109,8 +109,10 @@ def rising_warning(metric: str, records: list[dict], fmt=lambda n: f"{n:.3g}") -
         f"the loss rises with size for {r['rising']} of {r['mixtures']} mixtures from "
         f"{fmt(r['small'])} to {fmt(r['large'])} (by more than {RISE:.0%}, up to "
         f"{r['rise_max']:+.0%}): the largest proxies lose more to repetition or forgetting than "
-        "smaller ones. No size law here has a loss that rises and then falls with N, so one "
-        "size up the level is least sure for such mixtures (codemix's ladders: 1-3 % off where "
-        "2 of 20 rose by up to 6 %, 8-22 % where 12 of 20 rose by up to 52 %; "
-        'benchmarks/RESULTS.md, "One rung further"); rank by it, and confirm the level'
+        "smaller ones, and one size up the level is least sure for such mixtures (codemix's "
+        "ladders: 1-3 % off where 2 of 20 rose by up to 6 %, 8-22 % where 12 of 20 rose by up "
+        'to 52 %; benchmarks/RESULTS.md, "One rung further"). Rank by it, confirm the level, '
+        "and compare a fit with --law joint_data+overfit+overfit_n+overfit_fall, whose "
+        "overfitting term can fall again with N (the contest, holding the largest size out, "
+        "cannot choose it)"
     )

@@ -23,6 +23,9 @@ LAWS = (
     # memorises more of a small sample
     "joint_data+overfit+overfit_n",
     "joint_data+recency+overfit+overfit_n",
+    # and falling again past its midpoint: at matched epochs the loss of a heavily repeated
+    # domain rose from "1M" to "2M" and fell back by "8M" on codemix's ladders
+    "joint_data+overfit+overfit_n+overfit_fall",
     # the overfitting term linear in the epochs past an onset: by --law only, not in auto's
     # contest, whose checks (the largest size held out) prefer the power law's onset while
     # this form holds further past the ladder's epochs
@@ -31,7 +34,7 @@ LAWS = (
     "joint_data+overfit_linear+forget",
     "joint_data+overfit_linear+revert",
 )
-OPT_IN_TERMS = ("overfit_linear",)  # terms of laws `auto` leaves out
+OPT_IN_TERMS = ("overfit_linear", "overfit_fall")  # terms of laws `auto` leaves out
 # how R*, the repetitions' half-life, is fitted: one for all domains, one per domain, or
 # whichever of the two predicts held-out runs better (analysis/datalaw.py)
 R_STAR_MODES = ("auto", "shared", "per-domain")

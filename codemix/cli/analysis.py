@@ -653,6 +653,11 @@ def _data_law_lines(law, metric: str) -> list[str]:
                 f"  times sigmoid({p['overfit_n_zeta']:.3g} log(N / {p['overfit_n_mid']:.3g})): "
                 "growing with the model's size, to a ceiling"
             )
+        if "overfit_fall_eta" in p:
+            lines.append(
+                f"  times (1 + N / {p['overfit_n_mid']:.3g})^-{p['overfit_fall_eta']:.3g}: "
+                "falling again past it"
+            )
         if "overfit_slope" in p:
             lines.append(
                 f"overfitting term: the log loss rising by {p['overfit_slope']:.3g} an extra "

@@ -328,6 +328,7 @@ STAGE_COLS = ("mix.init.text", "mix.init.code", "mix.cooldown.text", "mix.cooldo
         ("overfit_linear", "revert"),
         ("overfit", "overfit_n"),
         ("recency", "overfit", "revert", "overfit_n"),
+        ("overfit", "overfit_n", "overfit_fall"),
     ],
 )
 def test_extra_terms_gradient_matches_finite_differences(extra):
@@ -347,6 +348,7 @@ def test_extra_terms_gradient_matches_finite_differences(extra):
         [-1.0, -2.0, 0.6] * lay.forget,
         [0.3, 0.7, 1.5, 1.2, 0.1, -0.2, -0.5, 0.4, 1.2, 0.2, 0.3] * lay.revert,
         [1.2, np.log(2e6)] * lay.size,
+        [0.7] * lay.fall,
     ]
     args = (lay, xe, xa, np.log(n), rd, np.log(y), 1.0)
     _, grad = _objective(theta, *args)
@@ -429,6 +431,29 @@ def test_overfit_n_extrapolates_an_overfitting_that_grows_with_size():
     np.testing.assert_array_equal(back.predict(w, n, rd), law.predict(w, n, rd))
     with pytest.raises(CodemixError, match="it needs overfit"):
         fit_data_law(w, n, y, rd, STAGE_COLS, (0.8, 0.2), groups=(2, 2), extra=("overfit_n",))
+
+
+def test_overfit_fall_extrapolates_an_overfitting_that_peaks_with_size():
+    """Drawn with an overfitting term that rises with N to a peak near "2M" and falls by
+    "8M": the law whose term only rises misses the next size up, the law with the fall
+    comes within a quarter of that."""
+    w, n, y, rd = _synthetic.staged_ladder(sizes=LADDER, overfit_n=True, overfit_fall=True)
+    grown = ("recency", "overfit", "overfit_n")
+    fall = (*grown, "overfit_fall")
+    err, law = _largest_size_errors(w, n, y, rd, [grown, fall])
+    # measured: 0.0056 and 0.0014 (eta 0.83, mid 1.28e6 fitted; zeta, 3.0 against 1.5, is
+    # the least pinned: four sizes see the rise only between "1M" and "2M")
+    assert err[grown] > 0.004
+    assert err[fall] < 0.002
+    p, true = law.params, _synthetic.OVERFIT_FALL
+    assert p["overfit_fall_eta"] == pytest.approx(true["eta"], rel=0.3)
+    assert p["overfit_n_mid"] == pytest.approx(true["mid"], rel=0.3)
+    back = DataLawFit.from_dict(json.loads(json.dumps(law.to_dict())))
+    np.testing.assert_array_equal(back.predict(w, n, rd), law.predict(w, n, rd))
+    with pytest.raises(CodemixError, match="it needs it"):
+        fit_data_law(
+            w, n, y, rd, STAGE_COLS, (0.8, 0.2), groups=(2, 2), extra=("overfit", "overfit_fall")
+        )
 
 
 def test_forget_term_extrapolates_code_free_cooldowns():
