@@ -713,6 +713,12 @@ def test_report_headline_names_regimes_beyond_the_ladder(repeated, tmp_path):
     # a law with the overfitting power says how that term goes on past the ladder
     line = answer_line("joint_data+overfit")
     assert "goes on there along its tangent at the ladder&#x27;s most epochs" in line
+    # a ladder whose text loss rose with size at its top: the answer warns of it
+    d = json.loads(fit.read_text())
+    rose = {"small": 1e6, "large": 2e6, "accuracy": 1.0, "pairs": 6, "mixtures": 4}
+    d["decision"] = {"bpb.text": [rose | {"rising": 3, "rise_max": 0.1}]}
+    fit.write_text(json.dumps(d))
+    assert any("the loss rises with size for 3 of 4 mixtures" in x for x in answer())
 
 
 @pytest.mark.parametrize(
