@@ -108,11 +108,12 @@ def rising_warning(metric: str, records: list[dict], fmt=lambda n: f"{n:.3g}") -
     return (
         f"the loss rises with size for {r['rising']} of {r['mixtures']} mixtures from "
         f"{fmt(r['small'])} to {fmt(r['large'])} (by more than {RISE:.0%}, up to "
-        f"{r['rise_max']:+.0%}): the largest proxies lose more to repetition or forgetting than "
-        "smaller ones, and one size up the level is least sure for such mixtures (codemix's "
-        "ladders: 1-3 % off where 2 of 20 rose by up to 6 %, 8-22 % where 12 of 20 rose by up "
-        'to 52 %; benchmarks/RESULTS.md, "One rung further"). Rank by it, confirm the level, '
-        "and compare a fit with --law joint_data+overfit+overfit_n+overfit_fall, whose "
-        "overfitting term can fall again with N (the contest, holding the largest size out, "
-        "cannot choose it)"
+        f"{r['rise_max']:+.0%}). The largest proxies do worse there than smaller ones: they "
+        "repeat or forget a domain, have too few tokens for their size, or (a small rise) seed "
+        "noise. One size up the level is least sure for such mixtures (codemix's ladders: 1-3 "
+        "% off where 2 of 20 rose by up to 6 %, 8-22 % where 12 of 20 rose by up to 52 %; "
+        'benchmarks/RESULTS.md, "One rung further"). Rank by it and confirm the level; where '
+        "the runs repeat a domain, compare a fit with --law "
+        "joint_data+overfit+overfit_n+overfit_fall, whose overfitting term can fall again with "
+        "N (the contest, holding the largest size out, cannot choose it)"
     )
