@@ -95,18 +95,13 @@ def _settings_row(fit: FitFile, settings: dict, stages: dict[str, dict]) -> np.n
     return np.array(row)
 
 
-def planned_data(fit: FitFile, spec, preset: str) -> TargetData | None:
-    """What a confirmation run at `preset` trains under the ladder's study spec `spec`: its
-    tokens in whole steps (capped by `[study] max_tokens`, the stages keeping their
-    proportions), per mixture group, and each domain's unique tokens where `[train]` caps
-    them. The proxies' tokens per parameter would miss a cap, and so would the optimum
-    chosen at them. None where the fit has no data-constrained law or names no stages."""
-    from codemix.analysis.datalaw import DataLawFit, group_stages
+def _plan(fit: FitFile, spec, preset: str):
+    """(run spec, model config, stage plans, tokens a step) of a run at `preset` under the
+    ladder's study spec `spec`, at the fit's vocabulary; None where the fit has none."""
     from codemix.models.accounting import param_count
     from codemix.models.presets import Shape, model_config
 
-    laws = [law for law in fit.scaling.values() if isinstance(law, DataLawFit)]
-    if not laws or fit.vocab_size is None:
+    if fit.vocab_size is None:
         return None
     run = spec.run_spec([])
     # only the shape counts parameters; dtype and kernel choices ("auto") are the trainer's
@@ -115,6 +110,36 @@ def planned_data(fit: FitFile, spec, preset: str) -> TargetData | None:
     cfg = model_config(preset, fit.vocab_size, run.train.seq_len, **arch)
     step = run.train.batch_size * run.train.seq_len
     plans = run.schedule.plan(step, param_count(cfg).non_embedding, spec.max_tokens)
+    return run, cfg, plans, step
+
+
+def planned_budget(fit: FitFile, spec, preset: str) -> tuple[int, float, float] | None:
+    """(non-embedding parameters, tokens, FLOPs at 6N + 12 L d T a token) of one
+    confirmation run at `preset`, trained from scratch; None without the fit's vocabulary."""
+    from codemix.models.accounting import flops_per_token, param_count
+
+    plan = _plan(fit, spec, preset)
+    if plan is None:
+        return None
+    run, cfg, plans, step = plan
+    tokens = float(sum(p.n_steps for p in plans) * step)
+    flops = flops_per_token(cfg, run.train.seq_len) * tokens
+    return param_count(cfg).non_embedding, tokens, float(flops)
+
+
+def planned_data(fit: FitFile, spec, preset: str) -> TargetData | None:
+    """What a confirmation run at `preset` trains under the ladder's study spec `spec`: its
+    tokens in whole steps (capped by `[study] max_tokens`, the stages keeping their
+    proportions), per mixture group, and each domain's unique tokens where `[train]` caps
+    them. The proxies' tokens per parameter would miss a cap, and so would the optimum
+    chosen at them. None where the fit has no data-constrained law or names no stages."""
+    from codemix.analysis.datalaw import DataLawFit, group_stages
+
+    laws = [law for law in fit.scaling.values() if isinstance(law, DataLawFit)]
+    plan = _plan(fit, spec, preset)
+    if not laws or plan is None:
+        return None
+    run, _, plans, step = plan
     tokens = {p.stage.name: float(p.n_steps * step) for p in plans}
     total = sum(tokens.values())
     named = group_stages(laws[0].mixture_cols, laws[0].groups)

@@ -60,7 +60,13 @@ def _confirm(args) -> int:
 
     import tomli_w
 
-    from codemix.analysis.confirm import parse_baseline, planned_data, schedules, study_raw
+    from codemix.analysis.confirm import (
+        parse_baseline,
+        planned_budget,
+        planned_data,
+        schedules,
+        study_raw,
+    )
     from codemix.analysis.fit import predict
     from codemix.analysis.fitfile import atomic_write_text, load_fit
     from codemix.analysis.optimum import edge_stages, parse_objective
@@ -123,6 +129,18 @@ def _confirm(args) -> int:
         outside = outside_ranges(fit, w)
         beyond = {names[i] for i in outside.rows} if outside is not None else set()
     print(f"confirmation of {objective.text} at {size}: {spec_path}")
+    budget = planned_budget(fit, base, size.preset)
+    if budget is not None:  # what the runs cost, before any is trained: --compare is unbounded
+        from codemix.models.presets import format_size
+
+        n_ne, tokens, flops = budget
+        runs = len(named) * seeds
+        print(
+            f"  {len(named)} schedules x {seeds} seed{'s' if seeds > 1 else ''} = {runs} runs "
+            f"of {format_size(n_ne)} non-embedding parameters, {format_size(tokens)} tokens each: "
+            f"{runs * flops:.2g} FLOPs in all at 6N + 12LdT a token (less where runs share a "
+            "stage trunk)"
+        )
     for n, settings in named.items():
         shown = ", ".join(f"{k.removeprefix('stages.')}={v}" for k, v in settings.items())
         guess = ", ".join(f"{m} {v:.4g}" for m, v in preds.get(n, {}).items())

@@ -224,11 +224,13 @@ def test_the_schedules_are_chosen_and_predicted_at_the_tokens_the_spec_trains(
 ):
     """Under `[study] max_tokens` a confirmation run trains far fewer tokens than the
     proxies' tokens per parameter imply; the listing predicts it at those it will train."""
-    from codemix.analysis.confirm import planned_data
+    from codemix.analysis.confirm import planned_budget, planned_data
     from codemix.analysis.datalaw import TargetData
     from codemix.analysis.fit import predict
     from codemix.analysis.fitfile import load_fit
     from codemix.analysis.sizes import resolve_size
+    from codemix.models.accounting import flops_per_token, param_count
+    from codemix.models.presets import model_config
     from codemix.optimizer.space import load_study
 
     spec, fit_path = data_law_fit
@@ -247,8 +249,17 @@ def test_the_schedules_are_chosen_and_predicted_at_the_tokens_the_spec_trains(
     out = tmp_path / "confirm"
     argv = ["confirm", str(fit_path), "--study", str(spec), "--size", "2M", "--out", str(out)]
     assert main([*argv, "--compare", "1", "--dry-run"]) == 0
-    lines = {x.split()[0]: x for x in capsys.readouterr().out.splitlines() if x.startswith("  ")}
+    said = capsys.readouterr().out
+    lines = {x.split()[0]: x for x in said.splitlines() if x.startswith("  ")}
     shown = float(lines["text-only"].split("predicted bpb.text ")[1].split()[0])
+    # what the runs cost is said before any is trained: 640 tokens a run, at the FLOPs a
+    # token of the "2M" preset at the fit's vocabulary and the spec's context
+    n_ne, tokens, flops = planned_budget(fit, base, "2M")
+    cfg = model_config("2M", fit.vocab_size, base.run_spec([]).train.seq_len)
+    assert (n_ne, tokens) == (param_count(cfg).non_embedding, 640.0)
+    assert flops == 640 * flops_per_token(cfg)
+    runs = 3 * base.seeds
+    assert f"3 schedules x {base.seeds} seed" in said and f"{runs * flops:.2g} FLOPs in all" in said
     n = resolve_size("2M", fit).count
     row = np.array([[1.0, 0.0, 1.0, 0.0]])
     planned = predict(fit, row, n, data=data)["bpb.text"][0][0]
