@@ -121,9 +121,9 @@ def planned_budget(fit: FitFile, spec, preset: str) -> tuple[int, float, float] 
     plan = _plan(fit, spec, preset)
     if plan is None:
         return None
-    run, cfg, plans, step = plan
+    _, cfg, plans, step = plan
     tokens = float(sum(p.n_steps for p in plans) * step)
-    flops = flops_per_token(cfg, run.train.seq_len) * tokens
+    flops = flops_per_token(cfg) * tokens  # cfg has the spec's context length
     return param_count(cfg).non_embedding, tokens, float(flops)
 
 

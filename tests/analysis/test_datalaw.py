@@ -435,8 +435,8 @@ def test_overfit_n_extrapolates_an_overfitting_that_grows_with_size():
 
 def test_overfit_fall_extrapolates_an_overfitting_that_peaks_with_size():
     """Drawn with an overfitting term that rises with N to a peak near "2M" and falls by
-    "8M": the law whose term only rises misses the next size up, the law with the fall
-    comes within a quarter of that."""
+    "8M": the law whose term only rises misses the next size up by more than twice what
+    the law with the fall does."""
     w, n, y, rd = _synthetic.staged_ladder(sizes=LADDER, overfit_n=True, overfit_fall=True)
     grown = ("recency", "overfit", "overfit_n")
     fall = (*grown, "overfit_fall")

@@ -362,8 +362,9 @@ def test_fit_warns_where_the_loss_rises_with_size(tmp_path, capsys):
         nl = 1.0 + 3.0 * n**-0.2 * np.exp(0.3 * w[:, 0])
         if n == 1.6e7:
             nl = nl * (1 + 0.3 * (w[:, 0] > 0.6))  # memorised: past the 2 % a seed moves it
-        frames.append(pl.DataFrame({"w_text": w[:, 0], "w_code": w[:, 1], "params": n}))
-        frames[-1] = frames[-1].with_columns(nl_loss=pl.Series(nl))
+        frames.append(
+            pl.DataFrame({"w_text": w[:, 0], "w_code": w[:, 1], "params": n, "nl_loss": nl})
+        )
     table, fit = tmp_path / "ladder.csv", tmp_path / "fit.json"
     pl.concat(frames).write_csv(table)
     argv = [*_fit_argv(table, fit, "--families", "linear", "--size-col", "params")]
