@@ -133,9 +133,9 @@ def planned_data(fit: FitFile, spec, preset: str) -> TargetData | None:
     proportions), per mixture group, and each domain's unique tokens where `[train]` caps
     them. The proxies' tokens per parameter would miss a cap, and so would the optimum
     chosen at them. None where the fit has no data-constrained law or names no stages."""
-    from codemix.analysis.datalaw import DataLawFit, group_stages
+    from codemix.analysis.datalaw import group_stages, regime_law
 
-    laws = [law for law in fit.scaling.values() if isinstance(law, DataLawFit)]
+    laws = [r for law in fit.scaling.values() if (r := regime_law(law)) is not None]
     plan = _plan(fit, spec, preset)
     if not laws or plan is None:
         return None

@@ -118,7 +118,9 @@ __all__ = [
     "group_stages",
     "fit_data_law",
     "law_from_dict",
+    "matched_shares",
     "parse_unique_tokens",
+    "regime_law",
     "span_tied",
     "target_epochs",
     "tokens_after",
@@ -871,27 +873,29 @@ def choose_size_law(
         record["r_star"] = {"chosen": "per-domain" if r_star == "per-domain" else "shared"}
     tied = [x for x in near if x != chosen] if law == "auto" else []
     record["tied"] = tied
-    others = tuple(
-        joint
-        if x == "joint"
-        else fit_data_law(
-            w,
-            n,
-            y,
-            data,
-            mixture_cols,
-            stage_fracs,
+
+    def once(name: str, shared: bool) -> DataLawFit:
+        """The data law `name` fitted to every run, without a bootstrap."""
+        more = {"extra": _extra(name), "shared_r_star": shared}
+        return fit_data_law(
+            *(w, n, y, data, mixture_cols, stage_fracs),
             start=joint.theta,
             n_boot=0,
             seed=cfg.seed,
             jobs=cfg.jobs,
-            **(kw | {"extra": _extra(x), "shared_r_star": r_star != "per-domain"}),
+            **(kw | more),
         )
+
+    others = tuple(
+        joint if x == "joint" else once(x, r_star != "per-domain")
         for x in track(tied, len(tied), desc="tied laws", unit="fit", enabled=progress)
     )
     if chosen == "joint":
         joint.selection = joint.selection | {"data_law": record}
         joint.tied = others
+        joint.regime = next((t for t in others if isinstance(t, DataLawFit)), None)
+        if joint.regime is None and data_laws:  # one fit more, so that beyond_ladder can warn
+            joint.regime = once(min(data_laws, key=lambda x: mean[x]), kw["shared_r_star"])
         return joint
     kw["extra"] = _extra(chosen)
     fit = fit_data_law(
@@ -1214,7 +1218,8 @@ def beyond_ladder(law, w, n, data: TargetData | None, tol: float = 0.05) -> list
     more than `tol`: read a domain more times, or leave it out for more tokens after its last
     stage. A law extrapolates there in a regime it has not seen (codemix's validation ladders
     missed such runs one size up by 7-47 %; benchmarks/RESULTS.md)."""
-    if not isinstance(law, DataLawFit) or not law.ladder_epochs:
+    law = regime_law(law)
+    if law is None or not law.ladder_epochs:
         return []
     rd = law.run_data(np.atleast_2d(w), n, data)
     rows = len(rd.epochs)
@@ -1246,8 +1251,36 @@ def beyond_ladder(law, w, n, data: TargetData | None, tol: float = 0.05) -> list
 
 
 def target_epochs(law, w, n, data: TargetData | None) -> dict[str, np.ndarray] | None:
-    """Epochs per domain each mixture implies at the target, for a data-constrained law."""
-    if not isinstance(law, DataLawFit):
+    """Epochs per domain each mixture implies at the target, for a data-constrained law (or
+    a joint law fitted beside one)."""
+    law = regime_law(law)
+    if law is None:
         return None
     rd = law.run_data(np.atleast_2d(w), n, data)
     return {d: rd.epochs[:, k] for k, d in enumerate(rd.domains)}
+
+
+def matched_shares(law, w, n, data: TargetData | None) -> dict[str, float]:
+    """`[train] unique_share` per domain for a repetition-matched ladder: the share of a
+    run's tokens that the rows' largest run reads as unique tokens of each repeated domain.
+    A ladder run capped so reads each domain as often, mixture for mixture, as that run."""
+    law = regime_law(law)
+    if law is None:
+        return {}
+    rd = law.run_data(np.atleast_2d(w), n, data)
+    i = int(np.argmax(rd.tokens.sum(1)))
+    total, tokens, epochs = rd.tokens[i].sum(), rd.tokens[i], rd.epochs[i]
+    return {
+        d: float(tokens[k] / epochs[k] / total)
+        for k, d in enumerate(rd.domains)
+        if epochs[k] > 1.0  # a domain read once or less needs no cap
+    }
+
+
+def regime_law(law) -> DataLawFit | None:
+    """The data-constrained law that knows what runs read: the law itself, or the one a
+    joint law was fitted beside (`JointLawFit.regime`)."""
+    if isinstance(law, DataLawFit):
+        return law
+    regime = getattr(law, "regime", None)
+    return regime if isinstance(regime, DataLawFit) else None

@@ -325,6 +325,10 @@ class JointLawFit:
     # widening of the intervals found by predicting the largest size from the smaller ones
     interval_scale: float = 1.0
     tied: tuple = ()  # laws the held-out contest could not tell from this one (`span_tied`)
+    # the best data-constrained law, fitted once where the runs' epochs are known: this law
+    # has no term for repetition, and that one says what a target reads against the ladder
+    # (`datalaw.beyond_ladder`, `target_epochs`); it predicts nothing here
+    regime: object = None
 
     @property
     def alpha(self) -> float:
@@ -395,6 +399,7 @@ class JointLawFit:
             "boot": self.boot.tolist(),
             "resid_log": self.resid_log.tolist(),
             "tied": [t.to_dict() for t in self.tied],
+            "regime": None if self.regime is None else self.regime.to_dict(),
         }
 
     @classmethod
@@ -417,6 +422,7 @@ class JointLawFit:
             d.get("selection", {}),
             float(d.get("interval_scale", 1.0)),
             tuple(law_from_dict(x) for x in d.get("tied", ())),
+            law_from_dict(d["regime"]) if d.get("regime") else None,
         )
 
 

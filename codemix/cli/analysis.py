@@ -318,13 +318,20 @@ def _epochs_line(fit, w, size, data) -> str:
 def _regime_warning(fit, w, n, data) -> str:
     """'warning: ...' where the rows read a domain more often, or leave it out longer, than
     any run the fit's data-constrained laws saw; '' where they do not."""
-    from codemix.analysis.datalaw import beyond_ladder
+    from codemix.analysis.datalaw import DataLawFit, beyond_ladder, matched_shares
 
     each: dict[str, list[str]] = {}
     past: set[str] = set()  # how the laws' power overfitting terms go on, where rows read beyond
+    shares: dict[str, float] = {}  # unique_share of a ladder matched to the rows' largest run
+    blind = []  # metrics whose chosen law has no term for repetition at all
     for m, law in fit.scaling.items():
         each[m] = beyond = beyond_ladder(law, w, n, data)
-        if any("read up to" in x for x in beyond) and "overfit" in law.extra:
+        if not any("read up to" in x for x in beyond):
+            continue
+        shares = shares or matched_shares(law, w, n, data)
+        if not isinstance(law, DataLawFit):
+            blind.append(m)
+        elif "overfit" in law.extra:
             past.add(law.overfit_past)
     found: list[str] = []
     # laws fitted on other ladders (`codemix combine`) see other regimes: say whose it is
@@ -340,6 +347,19 @@ def _regime_warning(fit, w, n, data) -> str:
         "up by 6-28 % on average, benchmarks/RESULTS.md): add ladder runs that do it "
         "(an arm with the domain capped, `[train] unique_tokens` or `unique_share`: "
         "repetition-matched proxies; stages of the target's length in tokens)"
+        + (
+            "; a ladder that reads each domain as often as these runs: codemix study run "
+            "LADDER.toml --set "
+            f"'train.unique_share={{{','.join(f'{d}={v:.4g}' for d, v in shares.items())}}}'"
+            if shares
+            else ""
+        )
+        + (
+            f"; the law chosen for {', '.join(blind)} (joint) has no term for repetition: its "
+            "prediction there assumes the ladder's"
+            if blind
+            else ""
+        )
         + (
             "; the overfitting term goes on there along its tangent at the ladder's most "
             "epochs (codemix's capped runs one size up, read up to 35 times against 22: 7 % "

@@ -116,11 +116,12 @@ def _confirm(args) -> int:
         )
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(spec_path, text_toml)
-    preds, beyond = {}, set()
+    preds, beyond, regime = {}, set(), ""
     if rows:
         import numpy as np
 
         from codemix.analysis.optimum import outside_ranges
+        from codemix.cli.analysis import _regime_warning
 
         names = list(rows)
         w = np.array([rows[n] for n in names])
@@ -128,6 +129,8 @@ def _confirm(args) -> int:
         preds = {n: {m: v[0][i] for m, v in p.items()} for i, n in enumerate(names)}
         outside = outside_ranges(fit, w)
         beyond = {names[i] for i in outside.rows} if outside is not None else set()
+        # said before any run is trained: a ladder matched to these runs may serve better
+        regime = _regime_warning(fit, w, size.count, data)
     print(f"confirmation of {objective.text} at {size}: {spec_path}")
     budget = planned_budget(fit, base, size.preset)
     if budget is not None:  # what the runs cost, before any is trained: --compare is unbounded
@@ -156,6 +159,8 @@ def _confirm(args) -> int:
         )
     for line in _fit_warnings(fit):
         print(f"warning from the fit: {line}")
+    if regime:
+        print(regime)
     if args.dry_run:
         print("dry run: run `codemix confirm` again without --dry-run to train them")
         return 0

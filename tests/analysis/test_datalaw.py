@@ -911,3 +911,48 @@ def test_restarts_keep_the_lowest_optimum(monkeypatch):
     assert 0 < moved.max() < 1e-5  # moved, by about a millionth
     assert not np.array_equal(seen[1], seen[2])  # each restart its own way
     assert datalaw.RESTARTS >= 1
+
+
+def test_matched_shares_read_each_domain_as_often_as_the_target():
+    """A ladder run capped at `matched_shares` of its tokens reads each repeated domain as
+    often as the target does, mixture for mixture; a joint law answers through the data law
+    fitted beside it, and keeps it through FIT.json."""
+    from codemix.analysis.datalaw import beyond_ladder, matched_shares, regime_law, target_epochs
+    from codemix.analysis.scaling import JointLawFit, fit_joint_law
+
+    w, n, y, rd = _synthetic.ladder(sizes=LADDER[:4], unique=(3e6, 1e9), noise=0.01)
+    law = fit_data_law(w, n, y, rd, COLS, (1.0,))
+    target = TargetData(tokens=4e8, unique={"text": 5e6, "code": 1e9})
+    shares = matched_shares(law, [[0.7, 0.3]], 3e7, target)
+    assert shares == pytest.approx({"text": 5e6 / 4e8})  # code is read less than once
+    small = 1e6 * law.tokens_per_param
+    capped = TargetData(tokens=small, unique={"text": shares["text"] * small, "code": 1e9})
+    np.testing.assert_allclose(
+        target_epochs(law, [[0.7, 0.3]], 1e6, capped)["text"],
+        target_epochs(law, [[0.7, 0.3]], 3e7, target)["text"],
+    )
+    joint = fit_joint_law(w, n, y, COLS, ScalingConfig(n_boot=0))
+    assert regime_law(joint) is None and beyond_ladder(joint, w[:1], 3e7, target) == []
+    joint = dataclasses.replace(joint, regime=law)
+    assert regime_law(joint) is law
+    assert beyond_ladder(joint, w[:1], 3e7, target)[0].startswith("text read up to")
+    back = JointLawFit.from_dict(json.loads(json.dumps(joint.to_dict())))
+    assert back.regime.ladder_epochs == law.ladder_epochs
+
+
+def test_a_joint_law_chosen_over_the_data_laws_keeps_one_beside_it(monkeypatch):
+    """Where the contest takes the joint law, which sees no epochs, the best data law is
+    fitted once beside it, so that a target's repetition can still be named."""
+    from codemix.analysis import datalaw
+
+    picked = datalaw._pick
+
+    def joint_first(scores, names):
+        mean, _ = picked(scores, names)
+        return mean, "joint"
+
+    monkeypatch.setattr(datalaw, "_pick", joint_first)
+    w, n, y, rd = _synthetic.ladder(sizes=LADDER[:4], unique=(3e6, 1e9), noise=0.01)
+    fit = choose_size_law(w, n, y, rd, COLS, (1.0,), ScalingConfig(n_boot=0))
+    assert fit.form == "joint" and isinstance(fit.regime, DataLawFit)
+    assert fit.regime.ladder_epochs["text"] == pytest.approx(rd.epochs[:, 0].max())

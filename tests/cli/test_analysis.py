@@ -645,6 +645,8 @@ def test_predict_and_optimum_warn_beyond_the_ladders_repetition(repeated, capsys
     said = capsys.readouterr().out
     assert "warning: beyond the ladder's regimes: text read up to" in said
     assert "repetition-matched proxies" in said
+    # the ladder that would read the text as often: 1e6 unique of the target's 3e8 tokens
+    assert "--set 'train.unique_share={text=0.003333}'" in said
     argv = ["optimum", str(d / "fit.json"), "--objective", "min:bpb.text", "--target", "3e7"]
     assert main([*argv, "--target-tokens", "3e8", "--unique-tokens", "text=1e6"]) == 0
     assert "beyond the ladder's regimes: text read up to" in capsys.readouterr().out
@@ -666,6 +668,19 @@ def test_predict_and_optimum_warn_beyond_the_ladders_repetition(repeated, capsys
     fit.scaling["bpb.text"] = dataclasses.replace(law, extra=("overfit",), overfit_past="power")
     said = _regime_warning(fit, *at)
     assert "compare a fit with --law ...+overfit_linear" in said and "tangent" not in said
+    # a joint law, which has no term for repetition, warns through the data law beside it
+    from codemix.analysis.scaling import fit_joint_law
+
+    ladder = pl.read_csv(d / "ladder.csv")
+    joint = fit_joint_law(
+        ladder.select("mix.main.text", "mix.main.code").to_numpy(),
+        ladder["non_embedding_params"].to_numpy(),
+        ladder["bpb.text"].to_numpy(),
+        ("mix.main.text", "mix.main.code"),
+    )
+    fit.scaling = {"bpb.text": dataclasses.replace(joint, regime=law)}
+    said = _regime_warning(fit, *at)
+    assert "text read up to" in said and "bpb.text (joint) has no term for repetition" in said
     # laws fitted on other ladders (`codemix combine`): the warning says whose ladder it is
     wide = dataclasses.replace(law, ladder_epochs={k: 1e9 for k in law.ladder_epochs})
     fit.scaling = {"bpb.text": law, "bpb.other": wide}

@@ -254,6 +254,16 @@ def test_the_schedules_are_chosen_and_predicted_at_the_tokens_the_spec_trains(
     shown = float(lines["text-only"].split("predicted bpb.text ")[1].split()[0])
     # what the runs cost is said before any is trained: 640 tokens a run, at the FLOPs a
     # token of the "2M" preset at the fit's vocabulary and the spec's context
+    assert "beyond the ladder's regimes" not in said
+    # capped at a tenth, the runs read the text more often than any proxy (at most 3.8
+    # times): said before any is trained, with the cap a ladder matched to them would take
+    tenth = tmp_path / "tenth.toml"
+    tenth.write_text(capped.read_text().replace("text = 0.5", "text = 0.1"))
+    argv = ["confirm", str(fit_path), "--study", str(tenth), "--size", "2M", "--dry-run"]
+    assert main([*argv, "--out", str(tmp_path / "c2"), "--compare", "1"]) == 0
+    said_capped = capsys.readouterr().out
+    assert "warning: beyond the ladder's regimes: text read up to" in said_capped
+    assert "--set 'train.unique_share={text=0.1}'" in said_capped
     n_ne, tokens, flops = planned_budget(fit, base, "2M")
     cfg = model_config("2M", fit.vocab_size, base.run_spec([]).train.seq_len)
     assert (n_ne, tokens) == (param_count(cfg).non_embedding, 640.0)
