@@ -896,6 +896,8 @@ def choose_size_law(
         joint.regime = next((t for t in others if isinstance(t, DataLawFit)), None)
         if joint.regime is None and data_laws:  # one fit more, so that beyond_ladder can warn
             joint.regime = once(min(data_laws, key=lambda x: mean[x]), kw["shared_r_star"])
+        if cfg.n_boot >= 2 and joint.regime is not None:
+            _calibrate_repetition(joint, common)
         return joint
     kw["extra"] = _extra(chosen)
     fit = fit_data_law(
@@ -954,6 +956,14 @@ def _held_out_law(keep, w, n, y, data, mixture_cols, stage_fracs, cfg, groups, t
     )
 
 
+def _held_out_joint(keep, w, n, y, data, mixture_cols, stage_fracs, cfg, groups, terms, kw):
+    """The joint law fitted on the runs `keep`, with a bootstrap for its intervals."""
+    from codemix.analysis.scaling import fit_joint_law
+
+    sub_cfg = dataclasses.replace(cfg, n_boot=min(cfg.n_boot, 100))
+    return fit_joint_law(w[keep], n[keep], y[keep], mixture_cols, sub_cfg, False, groups, terms)
+
+
 def _calibrate_size(fit: DataLawFit, common) -> None:
     """The extrapolation error in size, from the largest size held out (4+ sizes)."""
     w, n, y, data = common[:4]
@@ -982,25 +992,28 @@ def _most_read(data: RunData) -> tuple[str, np.ndarray] | None:
     return data.domains[k], test
 
 
-def _calibrate_repetition(fit: DataLawFit, common) -> None:
+def _calibrate_repetition(fit, common) -> None:
     """The error of reading a domain more often than the ladder did, from its most-read runs
     held out: a spread per epoch beyond the rest's most, added to the size error (in
-    quadrature) where those runs are also beyond the rest's sizes."""
+    quadrature) where those runs are also beyond the rest's sizes. `fit`: the chosen data
+    law, or a joint law (with the data law beside it that counts the epochs)."""
     w, n, y, data = common[:4]
     split = _most_read(data)
     if split is None:
         return
     domain, test = split
+    joint = not isinstance(fit, DataLawFit)
     try:
-        sub = _held_out_law(~test, *common)
+        sub = (_held_out_joint if joint else _held_out_law)(~test, *common)
     except CodemixError as e:  # the rest too few to fit: no calibration, said so
         fit.selection["repetition"] = {"skipped": str(e)}
         return
     rd = data.take(test)
     kept = data.epochs[~test].max(0)
     scale = repetition_beyond(rd.epochs, dict(zip(data.domains, kept, strict=True)), rd.domains)
-    # runs beyond the rest's largest size carry the size error already calibrated
-    base = dataclasses.replace(fit, sizes=sub.sizes).extrapolation(n[test])
+    # runs beyond the rest's largest size carry the size error already calibrated (a joint
+    # law widens for size by a factor, not a spread: its held-out runs carry none)
+    base = None if joint else dataclasses.replace(fit, sizes=sub.sizes).extrapolation(n[test])
     fit.repetition_sd = calibrate(sub, w[test], n[test], y[test], rd, base=base, scale=scale)
     fit.selection["repetition"] = {
         "held_out": f"{domain} read more than {kept[data.domains.index(domain)]:.3g} times",

@@ -329,6 +329,9 @@ class JointLawFit:
     # has no term for repetition, and that one says what a target reads against the ladder
     # (`datalaw.beyond_ladder`, `target_epochs`); it predicts nothing here
     regime: object = None
+    # log-sd per epoch a row reads a domain beyond the ladder's most (counted by `regime`),
+    # calibrated on the most-read runs held out (`datalaw._calibrate_repetition`)
+    repetition_sd: float = 0.0
 
     @property
     def alpha(self) -> float:
@@ -367,6 +370,9 @@ class JointLawFit:
         draws = self._draws(w, n_params, self.boot)
         rng = np.random.default_rng(0)
         noise = rng.choice(self.resid_log, size=draws.shape) if len(self.resid_log) else 0.0
+        spread = self.repetition(w, n_params, data)
+        if spread.any():
+            noise = noise + spread[:, None] * rng.standard_normal(draws.shape)
         lo, hi = central(draws * np.exp(noise), level, axis=1)
         mean, lo, hi = widen(mean, lo, hi, self.interval_scale)
         if not self.tied:
@@ -378,6 +384,17 @@ class JointLawFit:
     def boot_predictions(self, w: np.ndarray, n_params, data=None) -> np.ndarray:
         """Mean predictions under each bootstrap draw (runs x draws)."""
         return self._draws(np.atleast_2d(w), n_params, self.boot)
+
+    def repetition(self, w: np.ndarray, n_params, data=None) -> np.ndarray:
+        """The log-normal spread of the error where a row reads a domain more often than any
+        fitted run did (0 within), its epochs counted by the data law beside this one."""
+        from codemix.analysis.datalaw import RunData, repetition_beyond
+
+        w, law = np.atleast_2d(w), self.regime
+        if not self.repetition_sd or law is None or not law.ladder_epochs:
+            return np.zeros(len(w))
+        rd = data if isinstance(data, RunData) else law.run_data(w, n_params, data)
+        return self.repetition_sd * repetition_beyond(rd.epochs, law.ladder_epochs, rd.domains)
 
     def to_dict(self) -> dict:
         ke = self.ke
@@ -400,6 +417,7 @@ class JointLawFit:
             "resid_log": self.resid_log.tolist(),
             "tied": [t.to_dict() for t in self.tied],
             "regime": None if self.regime is None else self.regime.to_dict(),
+            "repetition_sd": self.repetition_sd,
         }
 
     @classmethod
@@ -423,6 +441,7 @@ class JointLawFit:
             float(d.get("interval_scale", 1.0)),
             tuple(law_from_dict(x) for x in d.get("tied", ())),
             law_from_dict(d["regime"]) if d.get("regime") else None,
+            float(d.get("repetition_sd", 0.0)),
         )
 
 

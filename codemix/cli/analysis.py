@@ -726,21 +726,30 @@ def _data_law_lines(law, metric: str) -> list[str]:
                 "extrapolation error: none needed where the largest size was held out (its runs "
                 "fell inside the intervals of the law fitted below it)"
             )
-        rep = law.selection.get("repetition", {})
-        if law.repetition_sd:
-            lines.append(
-                f"repetition error calibrated on the most-read runs held out ({rep['held_out']}, "
-                f"{rep['runs']} runs): log-sd {law.repetition_sd:.3g} per epoch a domain is read "
-                "beyond the ladder's most"
-            )
-        elif "held_out" in rep:
-            lines.append(
-                f"repetition error: none needed where the most-read runs were held out "
-                f"({rep['held_out']}, {rep['runs']} runs)"
-            )
-        elif "skipped" in rep:
-            lines.append(f"repetition error: not calibrated ({rep['skipped']})")
+    if law.form in ("joint_data", "joint"):
+        lines += _repetition_lines(law)
     return lines
+
+
+def _repetition_lines(law) -> list[str]:
+    """How the law's intervals widen where a row reads a domain beyond the ladder's most."""
+    rep = law.selection.get("repetition", {})
+    if getattr(law, "repetition_sd", 0.0):
+        # a joint law counts the epochs through the data law fitted beside it
+        how = " (epochs counted by the data law beside it)" if law.form == "joint" else ""
+        return [
+            f"repetition error calibrated on the most-read runs held out ({rep['held_out']}, "
+            f"{rep['runs']} runs): log-sd {law.repetition_sd:.3g} per epoch a domain is read "
+            f"beyond the ladder's most{how}"
+        ]
+    if "held_out" in rep:
+        return [
+            f"repetition error: none needed where the most-read runs were held out "
+            f"({rep['held_out']}, {rep['runs']} runs)"
+        ]
+    if "skipped" in rep:
+        return [f"repetition error: not calibrated ({rep['skipped']})"]
+    return []
 
 
 def _predict(args: argparse.Namespace) -> int:

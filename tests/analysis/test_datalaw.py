@@ -940,6 +940,28 @@ def test_matched_shares_read_each_domain_as_often_as_the_target():
     assert back.regime.ladder_epochs == law.ladder_epochs
 
 
+def test_a_joint_law_widens_where_a_row_reads_beyond_the_ladder():
+    """The repetition error of a joint law, its epochs counted by the data law beside it:
+    rows within the ladder's epochs keep their interval, rows beyond it widen."""
+    from codemix.analysis.scaling import JointLawFit, fit_joint_law
+
+    w, n, y, rd = _synthetic.ladder(sizes=LADDER[:4], unique=(3e6, 1e9), noise=0.01)
+    law = fit_data_law(w, n, y, rd, COLS, (1.0,))
+    joint = dataclasses.replace(
+        fit_joint_law(w, n, y, COLS, ScalingConfig(n_boot=8)), regime=law, repetition_sd=0.05
+    )
+    plain = dataclasses.replace(joint, repetition_sd=0.0)
+    within, beyond = TargetData(tokens=1e6), TargetData(tokens=4e8, unique={"text": 5e6})
+    np.testing.assert_allclose(
+        joint.interval(w[:1], 4e6, data=within), plain.interval(w[:1], 4e6, data=within)
+    )
+    _, lo, hi = joint.interval(w[:1], 4e6, data=beyond)
+    _, lo0, hi0 = plain.interval(w[:1], 4e6, data=beyond)
+    assert lo[0] < lo0[0] and hi[0] > hi0[0]
+    back = JointLawFit.from_dict(json.loads(json.dumps(joint.to_dict())))
+    assert back.repetition_sd == 0.05
+
+
 def test_a_joint_law_chosen_over_the_data_laws_keeps_one_beside_it(monkeypatch):
     """Where the contest takes the joint law, which sees no epochs, the best data law is
     fitted once beside it, so that a target's repetition can still be named."""
@@ -953,6 +975,8 @@ def test_a_joint_law_chosen_over_the_data_laws_keeps_one_beside_it(monkeypatch):
 
     monkeypatch.setattr(datalaw, "_pick", joint_first)
     w, n, y, rd = _synthetic.ladder(sizes=LADDER[:4], unique=(3e6, 1e9), noise=0.01)
-    fit = choose_size_law(w, n, y, rd, COLS, (1.0,), ScalingConfig(n_boot=0))
+    fit = choose_size_law(w, n, y, rd, COLS, (1.0,), ScalingConfig(n_boot=4))
     assert fit.form == "joint" and isinstance(fit.regime, DataLawFit)
     assert fit.regime.ladder_epochs["text"] == pytest.approx(rd.epochs[:, 0].max())
+    # its repetition error calibrated as a data law's is, on the most-read runs held out
+    assert fit.selection["repetition"]["held_out"].startswith("text read more than")

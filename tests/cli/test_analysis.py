@@ -824,3 +824,24 @@ def test_combine_refuses_before_writing(ladder, tmp_path, capsys):
     assert out.read_text() == "kept"
     assert main(["combine", str(fit), str(copy), "-o", str(tmp_path / "no" / "x.json")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_fit_prints_a_joint_laws_repetition_error():
+    """A joint law chosen over the data laws prints its repetition error, counted by the data
+    law beside it, as a data law prints its own."""
+    import dataclasses
+
+    from codemix.analysis import _synthetic
+    from codemix.analysis.scaling import fit_joint_law
+    from codemix.cli.analysis import _data_law_lines
+
+    w, n, y, _ = _synthetic.ladder(sizes=(1e6, 2e6, 4e6, 8e6))
+    joint = fit_joint_law(w, n, y, ("text", "code"))
+    record = {"scores": {"joint": {"size": 0.01}}, "chosen": "joint", "best": "joint"}
+    held = {"held_out": "text read more than 3 times", "runs": 6, "sd_log_per_epoch": 0.02}
+    joint = dataclasses.replace(
+        joint, selection={"data_law": record, "repetition": held}, repetition_sd=0.02
+    )
+    said = "\n".join(_data_law_lines(joint, "bpb.text"))
+    assert "repetition error calibrated on the most-read runs held out (text read more" in said
+    assert "log-sd 0.02 per epoch" in said and "counted by the data law beside it" in said
