@@ -282,15 +282,17 @@ def _target_data_args(p) -> None:
 
 def _target_data(args, fit, rows: int | None = None):
     """(TargetData or None, a line saying what it assumes) from --target-tokens and
-    --unique-tokens; refused for a fit without a data-constrained law."""
-    from codemix.analysis.datalaw import DataLawFit, TargetData, check_target, parse_unique_tokens
+    --unique-tokens; refused for a fit without a data-constrained law. A joint law fitted
+    beside one takes them too: its point prediction ignores them, its interval's repetition
+    error and the warnings do not."""
+    from codemix.analysis.datalaw import TargetData, check_target, parse_unique_tokens, regime_law
     from codemix.core.errors import CodemixError
     from codemix.core.units import parse_count
 
     if not (args.target_tokens or args.unique_tokens):
         return None
-    data_laws = [m for m, law in fit.scaling.items() if isinstance(law, DataLawFit)]
-    if not data_laws:
+    readers = [r for law in fit.scaling.values() if (r := regime_law(law)) is not None]
+    if not readers:
         raise CodemixError(
             "--target-tokens and --unique-tokens need a data-constrained size law; this fit "
             "has none (refit with --size-col on a study export, or --law joint_data)"
@@ -299,8 +301,8 @@ def _target_data(args, fit, rows: int | None = None):
     if tokens is not None and tokens <= 0:
         raise CodemixError("--target-tokens must be more than 0")
     data = TargetData(tokens, parse_unique_tokens(args.unique_tokens))
-    for m in data_laws:
-        check_target(fit.scaling[m], data)
+    for law in readers:
+        check_target(law, data)
     return data
 
 

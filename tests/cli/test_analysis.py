@@ -845,3 +845,57 @@ def test_fit_prints_a_joint_laws_repetition_error():
     said = "\n".join(_data_law_lines(joint, "bpb.text"))
     assert "repetition error calibrated on the most-read runs held out (text read more" in said
     assert "log-sd 0.02 per epoch" in said and "counted by the data law beside it" in said
+
+
+def test_a_joint_law_beside_a_data_law_takes_the_targets_budget(repeated, tmp_path, capsys):
+    """A fit whose chosen law is joint, with the data law kept beside it, takes --target-tokens
+    and --unique-tokens: the point prediction is the joint law's, the interval widens for the
+    repetition the budget implies, and the warning says the law assumes the ladder's."""
+    import dataclasses
+
+    from codemix.analysis.fitfile import load_fit, save_fit
+    from codemix.analysis.scaling import fit_joint_law
+
+    d = repeated
+    fit = load_fit(d / "fit.json")
+    law = fit.scaling["bpb.text"]
+    ladder = pl.read_csv(d / "ladder.csv")
+    joint = fit_joint_law(
+        ladder.select("mix.main.text", "mix.main.code").to_numpy(),
+        ladder["non_embedding_params"].to_numpy(),
+        ladder["bpb.text"].to_numpy(),
+        ("mix.main.text", "mix.main.code"),
+    )
+    for name, sd in (("plain", 0.0), ("wide", 0.02)):
+        fit.scaling = {"bpb.text": dataclasses.replace(joint, regime=law, repetition_sd=sd)}
+        save_fit(fit, tmp_path / f"{name}.json")
+    budget = ["--size", "3e7", "--target-tokens", "3e8", "--unique-tokens", "text=1e6"]
+    rows = {}
+    for name in ("plain", "wide"):
+        out = tmp_path / f"{name}.csv"
+        argv = ["predict", str(tmp_path / f"{name}.json"), "--mixtures", str(d / "ladder.csv")]
+        assert main([*argv, *budget, "-o", str(out)]) == 0
+        said = capsys.readouterr().out
+        assert "bpb.text (joint) has no term for repetition" in said
+        rows[name] = pl.read_csv(out)
+    p, w = rows["plain"], rows["wide"]
+    assert (p["predicted_bpb.text"] == w["predicted_bpb.text"]).all()
+    assert (w["predicted_bpb.text_hi90"] > p["predicted_bpb.text_hi90"]).all()
+    assert (
+        main(
+            [
+                "predict",
+                str(tmp_path / "wide.json"),
+                "--size",
+                "3e7",
+                "--unique-tokens",
+                "html=1e6",
+                "--mixtures",
+                str(d / "ladder.csv"),
+                "-o",
+                str(tmp_path / "x.csv"),
+            ]
+        )
+        == 2
+    )
+    assert "domain 'html' is not one the fit knows" in capsys.readouterr().err
