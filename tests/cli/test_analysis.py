@@ -669,16 +669,7 @@ def test_predict_and_optimum_warn_beyond_the_ladders_repetition(repeated, capsys
     said = _regime_warning(fit, *at)
     assert "compare a fit with --law ...+overfit_linear" in said and "tangent" not in said
     # a joint law, which has no term for repetition, warns through the data law beside it
-    from codemix.analysis.scaling import fit_joint_law
-
-    ladder = pl.read_csv(d / "ladder.csv")
-    joint = fit_joint_law(
-        ladder.select("mix.main.text", "mix.main.code").to_numpy(),
-        ladder["non_embedding_params"].to_numpy(),
-        ladder["bpb.text"].to_numpy(),
-        ("mix.main.text", "mix.main.code"),
-    )
-    fit.scaling = {"bpb.text": dataclasses.replace(joint, regime=law)}
+    fit.scaling = {"bpb.text": dataclasses.replace(_ladder_joint(d), regime=law)}
     said = _regime_warning(fit, *at)
     assert "text read up to" in said and "bpb.text (joint) has no term for repetition" in said
     # laws fitted on other ladders (`codemix combine`): the warning says whose ladder it is
@@ -686,6 +677,16 @@ def test_predict_and_optimum_warn_beyond_the_ladders_repetition(repeated, capsys
     fit.scaling = {"bpb.text": law, "bpb.other": wide}
     said = _regime_warning(fit, *at)
     assert "regimes: bpb.text: text read up to" in said and "bpb.other" not in said
+
+
+def _ladder_joint(d):
+    """The joint law of the `repeated` fixture's ladder (no data term)."""
+    from codemix.analysis.scaling import fit_joint_law
+
+    ladder = pl.read_csv(d / "ladder.csv")
+    cols = ("mix.main.text", "mix.main.code")
+    n, y = ladder["non_embedding_params"].to_numpy(), ladder["bpb.text"].to_numpy()
+    return fit_joint_law(ladder.select(cols).to_numpy(), n, y, cols)
 
 
 def test_report_headline_names_regimes_beyond_the_ladder(repeated, tmp_path):
@@ -854,18 +855,11 @@ def test_a_joint_law_beside_a_data_law_takes_the_targets_budget(repeated, tmp_pa
     import dataclasses
 
     from codemix.analysis.fitfile import load_fit, save_fit
-    from codemix.analysis.scaling import fit_joint_law
 
     d = repeated
     fit = load_fit(d / "fit.json")
     law = fit.scaling["bpb.text"]
-    ladder = pl.read_csv(d / "ladder.csv")
-    joint = fit_joint_law(
-        ladder.select("mix.main.text", "mix.main.code").to_numpy(),
-        ladder["non_embedding_params"].to_numpy(),
-        ladder["bpb.text"].to_numpy(),
-        ("mix.main.text", "mix.main.code"),
-    )
+    joint = _ladder_joint(d)
     for name, sd in (("plain", 0.0), ("wide", 0.02)):
         fit.scaling = {"bpb.text": dataclasses.replace(joint, regime=law, repetition_sd=sd)}
         save_fit(fit, tmp_path / f"{name}.json")
