@@ -385,14 +385,18 @@ class DataLawFit:
         beyond = np.maximum(np.log(n / max(self.sizes)), 0.0)
         return self.extrapolation_sd * beyond / self.extrapolation_step
 
-    def repetition(self, w, n_params, data: TargetData | RunData | None = None) -> np.ndarray:
+    def repetition(
+        self, w, n_params, data: TargetData | RunData | None = None, sd: float | None = None
+    ) -> np.ndarray:
         """The log-normal spread of the error of reading a domain more often than any fitted
-        run did: zero within the ladder's epochs, growing linearly in the epochs beyond."""
+        run did: zero within the ladder's epochs, growing linearly in the epochs beyond.
+        `sd`: the spread per epoch, where not this law's own (a joint law's, beside it)."""
         w = np.atleast_2d(w)
-        if not self.repetition_sd or not self.ladder_epochs:
+        sd = self.repetition_sd if sd is None else sd
+        if not sd or not self.ladder_epochs:
             return np.zeros(len(w))
         rd = data if isinstance(data, RunData) else self.run_data(w, n_params, data)
-        return self.repetition_sd * repetition_beyond(rd.epochs, self.ladder_epochs, rd.domains)
+        return sd * repetition_beyond(rd.epochs, self.ladder_epochs, rd.domains)
 
     def interval(
         self, w, n_params, level: float | None = None, data: TargetData | RunData | None = None

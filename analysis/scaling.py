@@ -388,13 +388,9 @@ class JointLawFit:
     def repetition(self, w: np.ndarray, n_params, data=None) -> np.ndarray:
         """The log-normal spread of the error where a row reads a domain more often than any
         fitted run did (0 within), its epochs counted by the data law beside this one."""
-        from codemix.analysis.datalaw import RunData, repetition_beyond
-
-        w, law = np.atleast_2d(w), self.regime
-        if not self.repetition_sd or law is None or not law.ladder_epochs:
-            return np.zeros(len(w))
-        rd = data if isinstance(data, RunData) else law.run_data(w, n_params, data)
-        return self.repetition_sd * repetition_beyond(rd.epochs, law.ladder_epochs, rd.domains)
+        if self.regime is None:
+            return np.zeros(len(np.atleast_2d(w)))
+        return self.regime.repetition(w, n_params, data, sd=self.repetition_sd)
 
     def to_dict(self) -> dict:
         ke = self.ke

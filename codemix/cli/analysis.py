@@ -728,15 +728,13 @@ def _data_law_lines(law, metric: str) -> list[str]:
                 "extrapolation error: none needed where the largest size was held out (its runs "
                 "fell inside the intervals of the law fitted below it)"
             )
-    if law.form in ("joint_data", "joint"):
-        lines += _repetition_lines(law)
-    return lines
+    return lines + _repetition_lines(law)
 
 
 def _repetition_lines(law) -> list[str]:
     """How the law's intervals widen where a row reads a domain beyond the ladder's most."""
     rep = law.selection.get("repetition", {})
-    if getattr(law, "repetition_sd", 0.0):
+    if law.repetition_sd:
         # a joint law counts the epochs through the data law fitted beside it
         how = " (epochs counted by the data law beside it)" if law.form == "joint" else ""
         return [
