@@ -17,9 +17,16 @@ def default_url(spec_path: Path) -> str:
 
 
 def open_storage(
-    url: str, heartbeat_seconds: int = 30, grace_seconds: int = 120, max_retries: int = 2
+    url: str,
+    heartbeat_seconds: int = 30,
+    grace_seconds: int = 120,
+    max_retries: int = 2,
+    existing: bool = False,
 ):
-    """An Optuna storage with heartbeats (RDB only), failing clearly if unreachable."""
+    """An Optuna storage with heartbeats (RDB only), failing clearly if unreachable.
+
+    `existing`: for readers (export, report), whose mistyped path must not leave an empty
+    database behind."""
     import warnings
 
     import optuna
@@ -31,6 +38,8 @@ def open_storage(
         path = Path(url[len("journal:") :])
         if not path.parent.is_dir():
             raise CodemixError(f"storage {url}: folder {path.parent} does not exist")
+        if existing and not path.is_file():
+            raise CodemixError(f"storage {url}: no file {path} to read")
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     if not url.startswith(("sqlite:///", "postgresql://", "postgresql+psycopg2://", "mysql")):
         raise CodemixError(
@@ -38,9 +47,11 @@ def open_storage(
             "journal:PATH"
         )
     if url.startswith("sqlite:///"):
-        folder = Path(url[len("sqlite:///") :]).parent
-        if not folder.is_dir():
-            raise CodemixError(f"storage {url}: folder {folder} does not exist")
+        path = Path(url[len("sqlite:///") :])
+        if not path.parent.is_dir():
+            raise CodemixError(f"storage {url}: folder {path.parent} does not exist")
+        if existing and not path.is_file():
+            raise CodemixError(f"storage {url}: no file {path} to read")
     engine = (
         {"connect_args": {"timeout": 60}}
         if url.startswith("sqlite")

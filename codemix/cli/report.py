@@ -63,8 +63,9 @@ def _results(args):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         spec = load_study(src)
         url = args.storage or default_url(src)
+        storage = open_storage(url, existing=True)
         try:
-            study = optuna.load_study(study_name=spec.name, storage=open_storage(url))
+            study = optuna.load_study(study_name=spec.name, storage=storage)
         except KeyError:
             raise CodemixError(f"no study {spec.name!r} in {redact(url)}; run it first") from None
         data = rows(study)

@@ -84,7 +84,7 @@ def _export(args) -> int:
     else:
         raise CodemixError("give SPEC.toml, or --study NAME with --storage URL")
     try:
-        study = optuna.load_study(study_name=name, storage=open_storage(url))
+        study = optuna.load_study(study_name=name, storage=open_storage(url, existing=True))
     except KeyError:
         raise CodemixError(f"no study {name!r} in {redact(url)}") from None
     n = export(study, Path(args.output))

@@ -50,6 +50,7 @@ def test_prepare_then_info(tmp_path, capsys):
         (["prepare", "--builtin"], "--out DIR is required"),
         (["prepare", "--builtin", "--out", "x", "--tokenizer", "bpe:x"], "integer VOCAB"),
         (["store", "info", "/nonexistent"], "not a token store"),
+        (["study", "export", "--study", "s", "--storage", "sqlite:///x", "-o", "o.csv"], "no file"),
     ],
 )
 def test_bad_arguments_give_one_clear_line(argv, message, capsys, tmp_path, monkeypatch):

@@ -26,6 +26,15 @@ def test_bad_urls(url, message):
         open_storage(url)
 
 
+@pytest.mark.parametrize("scheme", ["sqlite:///", "journal:"])
+def test_a_reader_leaves_no_file_behind(tmp_path, scheme):
+    path = tmp_path / "typo.db"
+    with pytest.raises(CodemixError, match="no file"):
+        open_storage(f"{scheme}{path}", existing=True)
+    assert not path.exists()
+    open_storage(f"{scheme}{path}")  # a writer creates it
+
+
 def test_unreachable_server_hides_the_password():
     with pytest.raises(CodemixError, match="unreachable") as e:
         open_storage("postgresql://me:topsecret@127.0.0.1:1/db")
