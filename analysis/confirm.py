@@ -130,10 +130,13 @@ def planned_budget(fit: FitFile, spec, preset: str) -> tuple[int, float, float] 
 def planned_data(fit: FitFile, spec, preset: str) -> TargetData | None:
     """What a confirmation run at `preset` trains under the ladder's study spec `spec`: its
     tokens in whole steps (capped by `[study] max_tokens`, the stages keeping their
-    proportions), per mixture group, and each domain's unique tokens where `[train]` caps
-    them. The proxies' tokens per parameter would miss a cap, and so would the optimum
-    chosen at them. None where the fit has no data-constrained law or names no stages."""
-    from codemix.analysis.datalaw import group_stages, regime_law
+    proportions), per mixture group, and each domain's unique tokens: the cap where `[train]`
+    caps it, else the spec's store as its manifest says. The proxies' tokens per parameter
+    would miss a cap, and so would the optimum chosen at them; the proxies' unique tokens
+    would miss a store other than theirs, or the whole store after a repetition-matched
+    ladder (whose runs each read a share of it). None where the fit has no data-constrained
+    law or names no stages."""
+    from codemix.analysis.datalaw import group_stages, parse_unique_tokens, regime_law
 
     laws = [r for law in fit.scaling.values() if (r := regime_law(law)) is not None]
     plan = _plan(fit, spec, preset)
@@ -146,8 +149,12 @@ def planned_data(fit: FitFile, spec, preset: str) -> TargetData | None:
     if any(named.get(i) not in tokens for i in range(len(laws[0].groups or (1,)))):
         return None
     stages = np.array([[tokens[named[i]] for i in range(len(named))]])
-    caps = {d: float(c) for d, c in run.train.caps(int(total)).items() if d in laws[0].domains}
-    return TargetData(total, caps or None, stages=stages)
+    unique = {}
+    if (run.store / "manifest.json").is_file():  # else the proxies' corpus, as for predict
+        unique = parse_unique_tokens(str(run.store), "[data] store")
+    unique |= {d: float(c) for d, c in run.train.caps(int(total)).items()}
+    unique = {d: v for d, v in unique.items() if d in laws[0].domains}
+    return TargetData(total, unique or None, stages=stages)
 
 
 def parse_baseline(text: str, stages: dict[str, dict]) -> tuple[str, dict]:

@@ -110,6 +110,7 @@ __all__ = [
     "DataLawFit",
     "RunData",
     "TargetData",
+    "assumed_unique",
     "beyond_ladder",
     "canonical_order",
     "check_target",
@@ -247,6 +248,9 @@ class DataLawFit:
     # the laws the held-out contest could not tell from this one (within one standard
     # error), fitted to every run without a bootstrap: the intervals span their predictions
     tied: tuple = ()
+    # the least and most unique tokens a run read of each domain: far apart where runs were
+    # capped or repetition-matched, and then `unique`, their median, is no target's corpus
+    unique_range: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     form = "joint_data"
 
@@ -504,6 +508,7 @@ class DataLawFit:
             "ladder_epochs": self.ladder_epochs,
             "ladder_absence": self.ladder_absence,
             "tied": [t.to_dict() for t in self.tied],
+            "unique_tokens_range": {d: list(v) for d, v in self.unique_range.items()},
         }
 
     @classmethod
@@ -543,6 +548,7 @@ class DataLawFit:
             float(d.get("repetition_sd", 0.0)),
             _overfit_past(d.get("overfit_past", "power"), "FIT.json: overfit_past"),
             tuple(law_from_dict(x) for x in d.get("tied", ())),
+            {k: (float(a), float(b)) for k, (a, b) in d.get("unique_tokens_range", {}).items()},
         )
 
 
@@ -698,6 +704,11 @@ def fit_data_law(
         for k, d in enumerate(data.domains)
         if seen[:, k].any()
     }
+    unique_range = {
+        d: (float(per_run[seen[:, k], k].min()), float(per_run[seen[:, k], k].max()))
+        for k, d in enumerate(data.domains)
+        if seen[:, k].any()
+    }
     missing = [d for d in data.domains if d not in unique]
     if missing:
         raise CodemixError(
@@ -728,6 +739,7 @@ def fit_data_law(
             if data.stage_tokens is None
             else dict(zip(data.domains, _absent(data, 1.0).max(0).tolist(), strict=True))
         ),
+        unique_range=unique_range,
         overfit_past=overfit_past,
     )
 
@@ -1292,6 +1304,31 @@ def matched_shares(law, w, n, data: TargetData | None) -> dict[str, float]:
         for k, d in enumerate(rd.domains)
         if epochs[k] > 1.0  # a domain read once or less needs no cap
     }
+
+
+def assumed_unique(law, data: TargetData | None) -> str:
+    """Where the ladder's runs read a domain's unique tokens in amounts far apart (a capped
+    arm, a repetition-matched ladder) and the target is given none of its own: what the
+    prediction assumes (the runs' median), so that it is not taken for the target's corpus.
+    '' where nothing is assumed so."""
+    from codemix.core.units import format_count
+
+    law = regime_law(law)
+    if law is None or (data is not None and data.epochs is not None):
+        return ""
+    given = (data.unique if data is not None else None) or {}
+    wide = {d: r for d, r in law.unique_range.items() if d not in given and r[1] > 1.1 * r[0]}
+    if not wide:
+        return ""
+    each = ", ".join(
+        f"{d} {format_count(law.unique[d])} (the runs read {format_count(lo)}-{format_count(hi)})"
+        for d, (lo, hi) in wide.items()
+    )
+    return (
+        f"the target is assumed to have the ladder runs' median unique tokens: {each}; its "
+        "runs were capped or repetition-matched, so give the target's own corpus "
+        "(--unique-tokens STORE or DOMAIN=TOKENS,...)"
+    )
 
 
 def regime_law(law) -> DataLawFit | None:

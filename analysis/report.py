@@ -179,6 +179,11 @@ def _whose_tokens(data, law) -> str:
     said.append(f"unique tokens {each}")
     if not given:
         said.append("`codemix report --unique-tokens` takes the target's")
+    from codemix.analysis.datalaw import assumed_unique
+
+    note = assumed_unique(law, data)
+    if note:
+        said.append(f"note: {note}")
     return "with " + "; ".join(said)
 
 

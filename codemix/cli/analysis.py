@@ -317,6 +317,18 @@ def _epochs_line(fit, w, size, data) -> str:
     return ""
 
 
+def _print_assumed(fit, data, indent: str = "") -> None:
+    """The unique tokens a prediction took from a capped or matched ladder, once a metric."""
+    from codemix.analysis.datalaw import assumed_unique
+
+    said = set()
+    for m, law in fit.scaling.items():
+        note = assumed_unique(law, data)
+        if note and note not in said:
+            said.add(note)
+            print(f"{indent}note ({m}): {note}")
+
+
 def _regime_warning(fit, w, n, data) -> str:
     """'warning: ...' where the rows read a domain more often, or leave it out longer, than
     any run the fit's data-constrained laws saw; '' where they do not."""
@@ -413,6 +425,7 @@ def _combine(args: argparse.Namespace) -> int:
 def _fit(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from codemix.analysis.datalaw import assumed_unique
     from codemix.analysis.decision import describe, rising_warning
     from codemix.analysis.fit import fit_results
     from codemix.analysis.fitfile import save_fit
@@ -482,6 +495,9 @@ def _fit(args: argparse.Namespace) -> int:
             )
             for line in _data_law_lines(law, m):
                 print(f"    {line}")
+            note = assumed_unique(law, None)
+            if note:
+                print(f"    note: {note}")
             for why in exponent_warnings(law):
                 print(f"    warning: {why}")
             sel = law.selection.get("terms", law.selection)
@@ -825,6 +841,8 @@ def _predict(args: argparse.Namespace) -> int:
         regime = _regime_warning(fit, w, n if args.size_col else size.count, data)
         if regime:
             print(regime)
+    if size:
+        _print_assumed(fit, data)
     for m, (mean, lo, hi) in preds.items():
         if m in df.columns:
             c = coverage(df[m].cast(pl.Float64, strict=False).to_numpy(), mean, lo, hi)
@@ -972,6 +990,7 @@ def _optimum(args: argparse.Namespace) -> int:
         regime = _regime_warning(fit, opt.mixture[None, :], size, data)
         if regime:
             print(f"  {regime}")
+        _print_assumed(fit, data, "  ")
     pair = args.pareto.split(",") if args.pareto else fit.metrics[:2]
     if len(pair) == 2:
         for m in pair:

@@ -19,6 +19,7 @@ from codemix.analysis.datalaw import (
     _nested,
     _splits,
     _within_one_se,
+    assumed_unique,
     canonical_order,
     choose_size_law,
     fit_data_law,
@@ -168,6 +169,27 @@ def test_repetition_error_is_calibrated_where_the_most_read_runs_are_held_out():
     # measured 0.0026 and 0.0187 per epoch (0-0.0026 and 0.0166-0.0187 for seeds 0-3)
     assert sds[0.0] < 0.005
     assert sds[0.02] > 5 * max(sds[0.0], 0.002)
+
+
+def test_a_matched_ladder_says_that_its_median_unique_tokens_are_assumed():
+    """Runs that each read a share of their own tokens as unique text (a repetition-matched
+    ladder) read 10x more unique text at the largest size than at the smallest: a prediction
+    that takes their median for the target's corpus says so, until the target's is given."""
+    w, n, y, rd = _synthetic.ladder()
+    total = rd.tokens.sum(1)
+    unique = np.c_[0.05 * total, np.full(len(n), 3e7)]
+    matched = RunData(rd.domains, rd.tokens, rd.tokens / unique)
+    law = fit_data_law(w, n, y, matched, COLS, (1.0,), n_boot=0)
+    lo, hi = law.unique_range["text"]
+    assert (lo, hi) == pytest.approx((0.05 * total.min(), 0.05 * total.max()))
+    assert law.unique_range["code"] == pytest.approx((3e7, 3e7))
+    note = assumed_unique(law, None)
+    assert "text 1.5M (the runs read 500K-4M)" in note and "code" not in note
+    assert "--unique-tokens STORE" in note
+    assert assumed_unique(law, TargetData(unique={"text": 1e8})) == ""
+    assert assumed_unique(DataLawFit.from_dict(law.to_dict()), None) == note
+    plain = fit_data_law(w, n, y, rd, COLS, (1.0,), n_boot=0)
+    assert assumed_unique(plain, None) == ""
 
 
 def test_to_dict_round_trip_keeps_predictions_and_intervals(noisy_law, tmp_path):

@@ -893,3 +893,24 @@ def test_a_joint_law_beside_a_data_law_takes_the_targets_budget(repeated, tmp_pa
         == 2
     )
     assert "domain 'html' is not one the fit knows" in capsys.readouterr().err
+
+
+def test_predictions_name_the_unique_tokens_a_matched_ladder_makes_them_assume(capsys):
+    """A repetition-matched ladder's runs read unique tokens far apart: predict and optimum
+    say, once, which they assumed, and nothing once the target's are given."""
+    from types import SimpleNamespace
+
+    from codemix.analysis import _synthetic
+    from codemix.analysis.datalaw import RunData, TargetData, fit_data_law
+    from codemix.cli.analysis import _print_assumed
+
+    w, n, y, rd = _synthetic.ladder()
+    unique = np.c_[0.05 * rd.tokens.sum(1), np.full(len(n), 3e7)]
+    matched = RunData(rd.domains, rd.tokens, rd.tokens / unique)
+    law = fit_data_law(w, n, y, matched, rd.domains, (1.0,), n_boot=0)
+    fit = SimpleNamespace(scaling={"bpb.text": law, "bpb.code": law})
+    _print_assumed(fit, None, "  ")
+    said = capsys.readouterr().out.splitlines()
+    assert len(said) == 1 and said[0].startswith("  note (bpb.text): the target is assumed")
+    _print_assumed(fit, TargetData(unique={"text": 1e9}))
+    assert capsys.readouterr().out == ""

@@ -238,13 +238,22 @@ def test_the_schedules_are_chosen_and_predicted_at_the_tokens_the_spec_trains(
     base = load_study(spec)
     data = planned_data(fit, base, "2M")
     # 640 tokens in steps of 4 x 32: the init's 533 round to 4 steps, the cooldown's 107 to 1
-    assert data.tokens == 640 and data.unique is None
+    assert data.tokens == 640
+    # the unique tokens are the spec's store's, not the proxies' (a matched ladder's runs each
+    # read a share of the store), and the proxies' where the store is not on this machine
+    store = TokenStore(base.run_spec([]).store)
+    assert data.unique == {
+        d: float(store.manifest["domains"][d]["train_tokens"]) for d in ("text", "code")
+    }
+    away = tmp_path / "away.toml"
+    away.write_text(spec.read_text().replace(str(base.run_spec([]).store), str(tmp_path / "no")))
+    assert planned_data(fit, load_study(away), "2M").unique is None
     np.testing.assert_array_equal(data.stages, [[512, 128]])
     # a spec that caps the text at half a run's tokens: the run reads its text that often
     capped = tmp_path / "capped.toml"
     cap = "eval_tokens = 64\nunique_share = { text = 0.5 }"
     capped.write_text(spec.read_text().replace("eval_tokens = 64", cap))
-    assert planned_data(fit, load_study(capped), "2M").unique == {"text": 320.0}
+    assert planned_data(fit, load_study(capped), "2M").unique == data.unique | {"text": 320.0}
 
     out = tmp_path / "confirm"
     argv = ["confirm", str(fit_path), "--study", str(spec), "--size", "2M", "--out", str(out)]
