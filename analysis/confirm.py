@@ -136,7 +136,7 @@ def planned_data(fit: FitFile, spec, preset: str) -> TargetData | None:
     would miss a store other than theirs, or the whole store after a repetition-matched
     ladder (whose runs each read a share of it). None where the fit has no data-constrained
     law or names no stages."""
-    from codemix.analysis.datalaw import group_stages, parse_unique_tokens, regime_law
+    from codemix.analysis.datalaw import group_stages, regime_law
 
     laws = [r for law in fit.scaling.values() if (r := regime_law(law)) is not None]
     plan = _plan(fit, spec, preset)
@@ -150,8 +150,11 @@ def planned_data(fit: FitFile, spec, preset: str) -> TargetData | None:
         return None
     stages = np.array([[tokens[named[i]] for i in range(len(named))]])
     unique = {}
-    if (run.store / "manifest.json").is_file():  # else the proxies' corpus, as for predict
-        unique = parse_unique_tokens(str(run.store), "[data] store")
+    manifest = run.store / "manifest.json"
+    if manifest.is_file():  # else the proxies' corpus, as for predict
+        # the split the runs read: of a sampled store, not the whole sources it stands for
+        domains = json.loads(manifest.read_text()).get("domains") or {}
+        unique = {d: float(v["train_tokens"]) for d, v in domains.items()}
     unique |= {d: float(c) for d, c in run.train.caps(int(total)).items()}
     unique = {d: v for d, v in unique.items() if d in laws[0].domains}
     return TargetData(total, unique or None, stages=stages)
