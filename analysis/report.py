@@ -168,6 +168,8 @@ def from_fit(r: ReportInput, fit, target: Size, points: int = 41, data=None) -> 
 def _whose_tokens(data, law) -> str:
     """Whose token counts a prediction at the target assumed: each domain's unique tokens,
     the target's where given, else the proxies' (`law.unique`)."""
+    from codemix.analysis.datalaw import assumed_unique
+
     said = []
     if data is not None and data.tokens is not None:
         said.append(f"{format_count(data.tokens)} training tokens")
@@ -179,8 +181,6 @@ def _whose_tokens(data, law) -> str:
     said.append(f"unique tokens {each}")
     if not given:
         said.append("`codemix report --unique-tokens` takes the target's")
-    from codemix.analysis.datalaw import assumed_unique
-
     note = assumed_unique(law, data)
     if note:
         said.append(f"note: {note}")
