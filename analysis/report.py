@@ -167,8 +167,9 @@ def from_fit(r: ReportInput, fit, target: Size, points: int = 41, data=None) -> 
 
 def _whose_tokens(data, law) -> str:
     """Whose token counts a prediction at the target assumed: each domain's unique tokens,
-    the target's where given, else the proxies' (`law.unique`)."""
-    from codemix.analysis.datalaw import assumed_unique
+    the target's where given, else the proxies' (those of the data law that counts what the
+    runs read: the law itself, or the one a joint law was fitted beside)."""
+    from codemix.analysis.datalaw import assumed_unique, regime_law
 
     said = []
     if data is not None and data.tokens is not None:
@@ -176,7 +177,7 @@ def _whose_tokens(data, law) -> str:
     given = (data.unique if data is not None else None) or {}
     each = ", ".join(
         f"{d} {format_count(given[d])}" if d in given else f"{d} the proxies' {format_count(v)}"
-        for d, v in law.unique.items()
+        for d, v in regime_law(law).unique.items()
     )
     said.append(f"unique tokens {each}")
     if not given:
@@ -198,7 +199,7 @@ def _headline(fit, target: Size, nl: str, shares, data=None) -> list[str]:
     from codemix.analysis.confirm import _text_only
     from codemix.analysis.datalaw import beyond_ladder, target_epochs
     from codemix.analysis.decision import rising_warning
-    from codemix.analysis.optimum import Objective, edge_stages, find_optimum
+    from codemix.analysis.optimum import Objective, edge_stages, find_optimum, outside_ranges
     from codemix.analysis.scaling import exponent_warnings
 
     lowest = Objective({nl: 1.0}, text=f"min:{nl}")
@@ -218,9 +219,13 @@ def _headline(fit, target: Size, nl: str, shares, data=None) -> list[str]:
     text = _text_only(fit, opt.mixture)
     if text is not None and shares:
         base = predict(fit, text[None, :], target.count, data=data)[nl][0][0]
+        # the ladder may never have trained without code: then text only is extrapolated
+        out = outside_ranges(fit, text[None, :])
+        far = out is not None and len(out.rows) > 0
         lines.append(
             f"Predicted gain over text only (no code in any stage): {base - mean:+.4g} bits "
-            f"per byte ({base:.4g} -> {mean:.4g})."
+            f"per byte ({base:.4g} -> {mean:.4g})"
+            + (", text only lying outside the fitted runs' shares (extrapolated)." if far else ".")
         )
     edge = edge_stages(fit, opt.mixture)
     if edge:

@@ -276,7 +276,9 @@ def fit_surface(
     y = np.asarray(y, float)
     if len(y) < 2 * config.folds:
         raise CodemixError(
-            f"{metric}: {len(y)} runs are too few for {config.folds}-fold cross-validation"
+            f"{metric}: {len(y)} runs are too few for {config.folds}-fold cross-validation "
+            f"(it needs {2 * config.folds}); train more trials"
+            + (f", or give fewer folds (--folds {len(y) // 2})" if len(y) >= 4 else "")
         )
     d = w.shape[1]
     if groups is not None:

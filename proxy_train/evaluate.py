@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from codemix.core.errors import CodemixError
 from codemix.proxy_train.store import TokenStore
 
 
@@ -27,10 +28,11 @@ def val_sample(store: TokenStore, seq_len: int, tokens_per_domain: int, batch: i
     for d, name in enumerate(store.domains):
         toks = store.tokens(name, "val")
         k = min(max(1, tokens_per_domain // seq_len), (len(toks) - 1) // seq_len)
+        if k < 1:  # `spec.check_val_windows` says so before any work; never score it as 0
+            raise CodemixError(f"domain {name!r}: no validation window of {seq_len + 1} tokens")
         starts = np.arange(k) * seq_len
-        if k > 0:
-            rows.append(np.asarray(toks[starts[:, None] + np.arange(seq_len + 1)], np.int32))
-            owner.append(np.full(k, d))
+        rows.append(np.asarray(toks[starts[:, None] + np.arange(seq_len + 1)], np.int32))
+        owner.append(np.full(k, d))
         ratio.append(store.n_tokens(name, "val") / max(1, store.n_bytes(name, "val")))
     tokens = np.concatenate(rows) if rows else np.zeros((0, seq_len + 1), np.int32)
     domain = np.concatenate(owner) if owner else np.zeros(0, np.int64)

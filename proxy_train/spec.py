@@ -18,6 +18,7 @@ first (`train.lr_peak=1e-3`, `stages.cooldown.mixture.code=0.3`, `stages.0.token
 from __future__ import annotations
 
 import copy
+import sys
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -354,6 +355,7 @@ def open_store(spec: RunSpec) -> TokenStore:
             f"to {spec.store.absolute()}): {e}"
         ) from None
     check_domains(spec.schedule, store, where)
+    check_val_windows(store, spec.train.seq_len, spec.train.eval_tokens, where)
     if spec.evals is not None:
         missing = [t for t in spec.evals.tasks if t not in store.manifest.get("evals", {})]
         if missing:
@@ -363,6 +365,37 @@ def open_store(spec: RunSpec) -> TokenStore:
                 f"`codemix evals prepare {spec.store} --suite {spec.evals.suite}`"
             )
     return store
+
+
+_SAID: set[tuple] = set()  # the notes of `check_val_windows` this process printed
+
+
+def check_val_windows(store: TokenStore, seq_len: int, eval_tokens: int, where: str | Path) -> None:
+    """Every domain's validation split must hold one window of seq_len + 1 tokens: the
+    evaluation reads whole windows, and a domain with none would get no loss at all. A
+    split shorter than `eval_tokens` is read whole, and a note says so."""
+    have = {d: store.n_tokens(d, "val") for d in store.domains}
+    short = {d: n for d, n in have.items() if n < seq_len + 1}
+    if short:
+        each = ", ".join(f"{d} {n:,}" for d, n in short.items())
+        raise CodemixError(
+            f"{where}: train.seq_len = {seq_len} needs at least {seq_len + 1:,} validation "
+            f"tokens per domain, and the token store {store.path.absolute()} has fewer "
+            f"({each}); prepare it again with a larger --val-frac, or train shorter sequences"
+        )
+    asked = max(1, eval_tokens // seq_len)
+    few = {d: (n - 1) // seq_len for d, n in have.items() if (n - 1) // seq_len < asked}
+    said = (str(store.path.absolute()), seq_len, eval_tokens)
+    if few and said not in _SAID:  # once a process: `confirm` checks its study twice
+        _SAID.add(said)
+        each = ", ".join(f"{d} {k * seq_len:,}" for d, k in few.items())
+        print(
+            f"note: train.eval_tokens = {eval_tokens:,}, but the validation split of the "
+            f"token store {store.path.absolute()} holds fewer tokens in whole windows of "
+            f"{seq_len}: bits per byte read on {each} tokens (every run alike, so they "
+            "compare; noisier than asked)",
+            file=sys.stderr,
+        )
 
 
 def check_domains(schedule: Schedule, store: TokenStore, where: str | Path) -> None:

@@ -260,6 +260,8 @@ def test_a_two_stage_fit_draws_the_predicted_contour(tmp_path):
     assert "Recommended code share of stage init at 2.8B" in head
     assert "Recommended code share of stage cooldown at 2.8B" in head
     assert "gain over text only" in head and "rests on 2 sizes" not in head
+    assert df["mix.cooldown.code"].min() > 0.01  # no run without code: text only extrapolates
+    assert "text only lying outside the fitted runs" in head and "(extrapolated)" in head
     assert text.index("The answer") < text.index('class="figure"')
     assert "predicted optimum" in text and "bpb.text (bits per byte)" in text  # the contour
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -513,3 +515,22 @@ def test_the_headline_says_when_it_assumes_a_matched_ladders_median_unique_token
     assert "text the proxies' 1.5M" in said and "note: the target is assumed" in said
     given = _whose_tokens(TargetData(unique={"text": 1e9, "code": 1e9}), law)
     assert given == "with unique tokens text 1B, code 1B"
+
+
+def test_the_headline_reads_a_joint_laws_tokens_from_the_data_law_beside_it():
+    """A joint law counts no tokens itself: the headline's tokens line is the data law's
+    that `fit` kept beside it (`regime`)."""
+    import dataclasses
+
+    from codemix.analysis import _synthetic
+    from codemix.analysis.datalaw import fit_data_law
+    from codemix.analysis.report import _whose_tokens
+    from codemix.analysis.scaling import ScalingConfig, fit_joint_law
+
+    w, n, y, rd = _synthetic.ladder()
+    law = fit_data_law(w, n, y, rd, rd.domains, (1.0,), n_boot=0)
+    joint = dataclasses.replace(
+        fit_joint_law(w, n, y, rd.domains, ScalingConfig(n_boot=0)), regime=law
+    )
+    assert _whose_tokens(None, joint) == _whose_tokens(None, law)
+    assert "the proxies'" in _whose_tokens(None, joint)

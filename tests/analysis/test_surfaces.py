@@ -120,7 +120,10 @@ def test_cross_validate_reports_failure_as_nan():
 def test_config_and_input_errors():
     with pytest.raises(CodemixError, match="unknown model family"):
         SurfaceConfig(families=("lightgbm",))
-    with pytest.raises(CodemixError, match="too few"):
+    with pytest.raises(
+        CodemixError,
+        match=r"too few .* needs 10\); train more trials, or give fewer folds \(--folds 3\)",
+    ):
         fit_surface(_mixtures(6, 0), np.ones(6), "loss", COLS)
     w, y = _noisy(_exp_law, 40, 10)
     s = fit_surface(w, y, "loss", COLS, SurfaceConfig(families=("linear",), stack=False))

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from codemix.core.errors import CodemixError
 from codemix.proxy_train.evaluate import bits_per_byte, domain_losses, val_sample
 from codemix.proxy_train.prepare import PrepareConfig, prepare
 from codemix.proxy_train.store import TokenStore
@@ -48,6 +49,12 @@ def test_val_sample_takes_the_first_windows_of_each_domain(store):
     assert (val.tokens_NT1[:2] == Z).all() and (val.tokens_NT1[2:4] == Q).all()
     assert (val.tokens_NT1[4:] == 0).all()
     np.testing.assert_allclose(val.tokens_per_byte, [21 / 20, 14 / 13])
+
+
+def test_a_domain_without_one_whole_window_is_refused_not_scored_zero(store):
+    # code holds 14 validation tokens: no window of 14 + 1
+    with pytest.raises(CodemixError, match="domain 'code': no validation window of 15"):
+        val_sample(store, seq_len=14, tokens_per_domain=28, batch=1)
 
 
 def _seq_loss(params, tokens_BT1):

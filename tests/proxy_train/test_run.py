@@ -141,6 +141,8 @@ def test_a_second_process_on_the_same_folder_is_refused(small_store, tmp_path, c
         (["--max-tokens", "50"], "less than one step of 128 tokens"),
         (["--size", "7Q"], "7Q"),
         (["--set", 'data.store="nowhere"'], "resolved against the current folder"),
+        # a validation split shorter than one window would be scored 0 bits per byte
+        (["--set", "train.seq_len=1000000"], "needs at least 1,000,001 validation tokens"),
     ],
 )
 def test_bad_input_leaves_no_run_folder(small_store, tmp_path, capsys, args, message):
@@ -157,3 +159,23 @@ def test_prints_the_tokens_each_stage_really_trains(small_store, tmp_path, capsy
     spec = _spec(tmp_path, small_store, tokens=1000)  # 7.8 steps of 128 tokens: rounds to 8
     assert main(["train", str(spec), "--out", str(tmp_path / "r"), "--quiet"]) == 0
     assert "init 8 steps (1,024 tokens)" in capsys.readouterr().out
+
+
+def test_a_validation_split_shorter_than_eval_tokens_is_read_whole_and_said(
+    small_store, tmp_path, capsys
+):
+    spec = _spec(tmp_path, small_store, tokens=1000)
+    out = tmp_path / "r"
+    args = [
+        "train",
+        str(spec),
+        "--out",
+        str(out),
+        "--quiet",
+        "--set",
+        "train.eval_tokens=1000000000",
+    ]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "note: train.eval_tokens = 1,000,000,000" in err and "bits per byte read on text" in err
+    assert json.loads((out / "summary.json").read_text())["final"]["bpb"]["text"] > 0
