@@ -254,6 +254,18 @@ def study_raw(
     return raw | {"study": study, "search": {KEY: {"schedules": named}}}
 
 
+def spec_objectives(objective: Objective) -> list[dict]:
+    """A study spec's `objectives` for `objective`: its metric and direction (a bound on
+    another metric is not a study objective), or the weighted sum's terms."""
+    if objective.text.startswith("weighted:"):
+        return [
+            {"metric": m, "direction": "minimize", "weight": w}
+            for m, w in objective.weights.items()
+        ]
+    ((m, sign),) = objective.weights.items()
+    return [{"metric": m, "direction": "minimize" if sign > 0 else "maximize"}]
+
+
 def _by_schedule(names: list[str], y: np.ndarray) -> dict[str, np.ndarray]:
     """{schedule: its runs' values (one per seed)}, in the order schedules first appear."""
     out: dict[str, list[float]] = {}

@@ -65,6 +65,7 @@ def _confirm(args) -> int:
         planned_budget,
         planned_data,
         schedules,
+        spec_objectives,
         study_raw,
     )
     from codemix.analysis.fit import predict
@@ -102,6 +103,8 @@ def _confirm(args) -> int:
     named, rows = schedules(fit, objective, size.count, stages, args.compare, baselines, data)
     seeds = base.seeds if args.seeds is None else args.seeds
     raw = study_raw(base.raw, named, size.preset, name, str(out / "runs"), seeds)
+    if args.objective:  # the study reports (and its progress line follows) what is confirmed
+        raw["objectives"] = spec_objectives(objective)
     spec_path = out / "confirm.toml"
     each = "one run each" if seeds == 1 else f"{seeds} seeds each"
     header = (

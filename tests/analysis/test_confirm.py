@@ -4,7 +4,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from codemix.analysis.confirm import KEY, calibration, parse_baseline, study_raw
+from codemix.analysis.confirm import KEY, calibration, parse_baseline, spec_objectives, study_raw
+from codemix.analysis.optimum import parse_objective
 from codemix.core.errors import CodemixError
 
 
@@ -102,3 +103,21 @@ def test_a_baseline_of_code_shares_gets_its_mixture_row_before_training():
     )
     assert _settings_row(three, {"stages.init.code_frac": 0.3}, stages) is None
     assert _settings_row(fit, {}, {"init": {"mixture": {}}, "cool": {}}) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "objectives"),
+    [
+        ("min:bpb.code", [{"metric": "bpb.code", "direction": "minimize"}]),
+        ("max:bpb.text,bpb.code<=3", [{"metric": "bpb.text", "direction": "maximize"}]),
+        (
+            "weighted:bpb.text=0.7,bpb.code=0.3",
+            [
+                {"metric": "bpb.text", "direction": "minimize", "weight": 0.7},
+                {"metric": "bpb.code", "direction": "minimize", "weight": 0.3},
+            ],
+        ),
+    ],
+)
+def test_spec_objectives_are_what_the_optimum_optimised(text, objectives):
+    assert spec_objectives(parse_objective(text, ["bpb.text", "bpb.code"])) == objectives

@@ -285,3 +285,20 @@ def test_the_schedules_are_chosen_and_predicted_at_the_tokens_the_spec_trains(
     default = predict(fit, row, n, data=TargetData())["bpb.text"][0][0]
     assert shown == pytest.approx(planned, rel=1e-3)
     assert abs(default - planned) / planned > 0.05  # the proxies' tokens would be far off
+
+
+def test_the_confirmation_study_reports_the_objective_it_confirms(ladder_fit, tmp_path):
+    """Without --objective the ladder's objectives stay; with one, the study's objectives
+    are what is confirmed, so its progress line and export follow it."""
+    from codemix.optimizer.space import load_study
+
+    spec, fit = ladder_fit
+    args = ["confirm", str(fit), "--study", str(spec), "--size", "test", "--compare", "1"]
+    assert main([*args, "--out", str(tmp_path / "a"), "--dry-run"]) == 0
+    kept = load_study(tmp_path / "a" / "confirm.toml").objectives
+    assert [(o.metric, o.direction) for o in kept] == [("bpb.text", "minimize")]
+    assert (
+        main([*args, "--out", str(tmp_path / "b"), "--objective", "max:bpb.text", "--dry-run"]) == 0
+    )
+    asked = load_study(tmp_path / "b" / "confirm.toml").objectives
+    assert [(o.metric, o.direction) for o in asked] == [("bpb.text", "maximize")]
