@@ -225,18 +225,24 @@ def _run_and_score(args, fit, spec_path, out, objective) -> int:
     regime = _regime_warning(fit, w, n, rows)
     if regime:
         print(regime)
-    _write_report(out, fit, pred, cal, objective, spec.name, args.fit)
+    _write_report(out, fit, pred, cal, objective, spec.name, args.fit, regime)
     return 0
 
 
 def _fit_warnings(fit) -> list[str]:
-    """'bpb.code: alpha 3 ...' for each size law whose exponents lie out of the plausible,
-    and each metric whose loss rose with size on the ladder: a confirmation then tests
-    predictions the fit already doubts."""
+    """'bpb.code: alpha 3 ...' for each size law whose exponents lie out of the plausible
+    or that rests on fewer than 4 sizes, and each metric whose loss rose with size on the
+    ladder: a confirmation then tests predictions the fit already doubts."""
     from codemix.analysis.decision import rising_warning
     from codemix.analysis.scaling import exponent_warnings
 
     out = [f"{m}: {why}" for m, law in fit.scaling.items() for why in exponent_warnings(law)]
+    out += [
+        f"{m}: the size law rests on {len(law.sizes)} sizes, too few to check itself on the "
+        "largest one held out, so its intervals are not widened by what it would miss there"
+        for m, law in fit.scaling.items()
+        if len(law.sizes) < 4
+    ]
     rising = ((m, rising_warning(m, fit.decision.get(m, []))) for m in fit.scaling)
     return out + [f"{m}: {why}" for m, why in rising if why]
 
@@ -289,7 +295,9 @@ def _calibration_lines(m: str, c: dict, names: list[str], y, cols: dict, objecti
     return "\n".join(lines)
 
 
-def _write_report(out, fit, pred, cal: dict, objective, study: str, fit_path: str) -> None:
+def _write_report(
+    out, fit, pred, cal: dict, objective, study: str, fit_path: str, regime: str = ""
+) -> None:
     """calibration.html: the study report of the confirmation runs, headed by each metric's
     calibration, with observed against predicted for both metrics."""
     from codemix.analysis.report import ReportInput, write_report
@@ -302,6 +310,8 @@ def _write_report(out, fit, pred, cal: dict, objective, study: str, fit_path: st
         spread = f"; seeds' spread {c['seed_spread_mean']:.2%} on average" if c["seeds"] > 1 else ""
         head.append(_summary(m, c, objective) + spread)
     head += [f"Warning from the fit, {line}." for line in _fit_warnings(fit)]
+    if regime:  # 'warning: beyond the ladder's regimes: ...': the runs went where no proxy did
+        head.append("W" + regime.removeprefix("w") + ".")
     r = ReportInput(pred, title=f"confirmation of {fit_path} ({objective.text}): {study}")
     r.headline, r.headline_title = head, "Calibration"
     write_report(r, out / "calibration.html")

@@ -181,13 +181,19 @@ def test_the_calibration_report_opens_with_each_metrics_calibration(tmp_path):
     cal = {"bpb.text": c | {"regret": 0.1, "schedules": 2}, "bpb.code": c | {"schedules": 2}}
     cal["bpb.code"]["regret"] = 0.0
     # the code law's exponent out of the published range: the report says so with the rest
-    laws = {"bpb.text": SimpleNamespace(alpha=0.4), "bpb.code": SimpleNamespace(alpha=7.0)}
+    # (and on three sizes, too few to check itself)
+    four, three = (1e6, 2e6, 4e6, 8e6), (1e6, 2e6, 4e6)
+    laws = {
+        "bpb.text": SimpleNamespace(alpha=0.4, sizes=four),
+        "bpb.code": SimpleNamespace(alpha=7.0, sizes=three),
+    }
     # and the text's loss rose with size on the ladder for one mixture
     rose = {"small": 4e6, "large": 8e6, "accuracy": 1.0, "pairs": 3, "mixtures": 3}
     decision = {"bpb.text": [rose | {"rising": 1, "rise_max": 0.3}]}
     fit = SimpleNamespace(metrics=["bpb.text", "bpb.code"], scaling=laws, decision=decision)
     objective = parse_objective("min:bpb.code", fit.metrics)
-    _write_report(tmp_path, fit, pred, cal, objective, "s-confirm-8M", "both.json")
+    regime = "warning: beyond the ladder's regimes: text read up to 12 times"
+    _write_report(tmp_path, fit, pred, cal, objective, "s-confirm-8M", "both.json", regime)
     page = (tmp_path / "calibration.html").read_text()
     head = page.split("<h2>Calibration</h2>")[1].split("</ul>")[0]
     assert "bpb.code (the objective): 2 of 2 runs inside" in head and "regret of the" in head
@@ -195,6 +201,9 @@ def test_the_calibration_report_opens_with_each_metrics_calibration(tmp_path):
     assert "the optimum (chosen for min:bpb.code) 0.1 from the best here" in head
     assert "Warning from the fit, bpb.code: alpha is far from" in head
     assert "bpb.text: alpha" not in head
+    assert "Warning from the fit, bpb.code: the size law rests on 3 sizes" in head
+    assert "bpb.text: the size law rests" not in head
+    assert "Warning: beyond the ladder&#x27;s regimes: text read up to 12 times." in head
     assert "Warning from the fit, bpb.text: the loss rises with size for 1 of 3 mixtures" in head
     assert "<h1>confirmation of both.json (min:bpb.code): s-confirm-8M</h1>" in page
 
