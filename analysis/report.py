@@ -49,7 +49,13 @@ from codemix.analysis.figures import (
 from codemix.analysis.fit import predict
 from codemix.analysis.intervals import coverage
 from codemix.analysis.optimum import pareto_front, pareto_indices, weight_ranges
-from codemix.analysis.report_tasks import decision_table, families_fig, family_metrics, front3_fig
+from codemix.analysis.report_tasks import (
+    FAMILIES,
+    decision_table,
+    families_fig,
+    family_metrics,
+    front3_fig,
+)
 from codemix.analysis.sizes import Size
 from codemix.core.errors import CodemixError
 from codemix.core.files import atomic_write_text
@@ -114,6 +120,7 @@ def from_fit(r: ReportInput, fit, target: Size, points: int = 41, data=None) -> 
     best = w[int(np.argmin(p[nl][0]))]
     shares = stage_shares(fit)
     r.headline += _headline(fit, target, nl, shares, data)
+    r.headline += _family_answers(fit, target, shares, data)
     lo_w, hi_w = weight_ranges(fit) or (np.zeros(len(cols)), np.ones(len(cols)))
     for s in shares[:1]:
         x = np.linspace(*share_range(s, best, lo_w, hi_w), points)
@@ -192,6 +199,49 @@ def _epochs(ep: dict) -> str:
     return ", ".join(f"{d} {float(v[0]):.3g}" for d, v in ep.items())
 
 
+def _code_shares(opt, shares) -> list[tuple[str, float, float, float]]:
+    """Each stage's code share at the optimum `opt`, with its argmax interval."""
+    out = []
+    for st in shares:
+        cols = np.asarray(st.cols)[np.asarray(st.code)]
+        x = float(opt.mixture[cols].sum())
+        a, b = float(opt.argmax_lo[cols].sum()), float(opt.argmax_hi[cols].sum())
+        out.append((st.name.rpartition(".")[2], x, a, b))
+    return out
+
+
+def _family_answers(fit, target: Size, shares, data=None) -> list[str]:
+    """Each task family's own answer, where the fit has its metric: the code share of every
+    stage at the target for the family's accuracy (fitted or linked), else for its bits per
+    byte. The families need not agree: code helps code and reasoning, and can cost
+    knowledge."""
+    from codemix.analysis.optimum import Objective, edge_stages, find_optimum
+
+    known = set(fit.metrics) | set(fit.links)
+    lines = []
+    for f in FAMILIES:
+        acc, bpb = f"task.{f}.acc", f"task.{f}.bpb"
+        m = acc if acc in known else bpb if bpb in known else None
+        if m is None or not shares:
+            continue
+        sense = "max" if m == acc else "min"
+        aim = Objective({m: -1.0 if m == acc else 1.0}, text=f"{sense}:{m}")
+        opt = find_optimum(fit, aim, target.count, n_draws=100, data=data)
+        each = ", ".join(
+            f"{stage} {x:.0%} ({a:.0%}-{b:.0%})" for stage, x, a, b in _code_shares(opt, shares)
+        )
+        mean, low, high = opt.predicted[m]
+        edge = edge_stages(fit, opt.mixture)
+        lines.append(
+            f"For {f.replace('_', ' ')} ({sense}:{m}), code share at {target.short}: {each} "
+            f"(90 % of bootstrap refits in brackets); predicted {mean:.4g} (90 % PI "
+            f"{low:.4g}-{high:.4g})"
+            + (f"; at the edge of the explored range for {', '.join(edge)}" if edge else "")
+            + "."
+        )
+    return lines
+
+
 def _headline(fit, target: Size, nl: str, shares, data=None) -> list[str]:
     """The recommended code share of each stage at the target for the lowest `nl`, with the
     argmax interval, the predicted gain over text only, an edge-of-range warning, and the
@@ -204,16 +254,11 @@ def _headline(fit, target: Size, nl: str, shares, data=None) -> list[str]:
 
     lowest = Objective({nl: 1.0}, text=f"min:{nl}")
     opt = find_optimum(fit, lowest, target.count, n_draws=100, data=data)
-    lines = []
-    for st in shares:
-        cols = np.asarray(st.cols)[np.asarray(st.code)]
-        x = float(opt.mixture[cols].sum())
-        a, b = float(opt.argmax_lo[cols].sum()), float(opt.argmax_hi[cols].sum())
-        stage = st.name.rpartition(".")[2]
-        lines.append(
-            f"Recommended code share of stage {stage} at {target.short}: {x:.0%} "
-            f"(90 % of bootstrap refits put the optimum between {a:.0%} and {b:.0%})."
-        )
+    lines = [
+        f"Recommended code share of stage {stage} at {target.short}: {x:.0%} "
+        f"(90 % of bootstrap refits put the optimum between {a:.0%} and {b:.0%})."
+        for stage, x, a, b in _code_shares(opt, shares)
+    ]
     mean, low, high = opt.predicted[nl]
     lines.append(f"Predicted {nl} there: {mean:.4g} bits per byte (90 % PI {low:.4g}-{high:.4g}).")
     text = _text_only(fit, opt.mixture)

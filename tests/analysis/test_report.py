@@ -262,6 +262,7 @@ def test_a_two_stage_fit_draws_the_predicted_contour(tmp_path):
     assert "gain over text only" in head and "rests on 2 sizes" not in head
     assert df["mix.cooldown.code"].min() > 0.01  # no run without code: text only extrapolates
     assert "text only lying outside the fitted runs" in head and "(extrapolated)" in head
+    assert "For nl reasoning" not in head  # no task metrics fitted: no family answers
     assert text.index("The answer") < text.index('class="figure"')
     assert "predicted optimum" in text and "bpb.text (bits per byte)" in text  # the contour
     exe = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -96,6 +96,14 @@ def test_the_report_draws_families_front_and_decision_accuracy(fitted, tmp_path)
     text = page.read_text()
     assert "Task families against the code share" in text and "Three-way front" in text
     assert "Decision accuracy" in text and "seed vs seed" in text
+    # each family's own answer heads the page: knowledge wants no code, code all of it
+    head = text.split("<h2>The answer</h2>")[1].split("</ul>")[0]
+    assert "For nl reasoning (max:task.nl_reasoning.acc), code share at 1e7" in head
+    assert (
+        "For world knowledge (min:task.world_knowledge.bpb), code share at 1e7 parameters: main 0%"
+        in head
+    )
+    assert "For code (min:task.code.bpb), code share at 1e7 parameters: main 100%" in head
     dom = _dom(_chromium(), page)
     assert 'id="js-errors"></pre>' in dom
 
