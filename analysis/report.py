@@ -48,7 +48,7 @@ from codemix.analysis.figures import (
 )
 from codemix.analysis.fit import predict
 from codemix.analysis.intervals import coverage
-from codemix.analysis.optimum import pareto_front, pareto_indices, weight_ranges
+from codemix.analysis.optimum import Objective, pareto_front, pareto_indices, weight_ranges
 from codemix.analysis.report_tasks import (
     FAMILIES,
     decision_table,
@@ -92,14 +92,22 @@ class ReportInput:
     headline_title: str = "The answer"
 
 
-def from_fit(r: ReportInput, fit, target: Size, points: int = 41, data=None) -> None:
+def from_fit(
+    r: ReportInput,
+    fit,
+    target: Size,
+    points: int = 41,
+    data=None,
+    study_objective: str | None = None,
+) -> None:
     """Fill the predicted parts of a report from a FIT.json with size laws: the NL-versus-code
     front at the target, curves along a stage's code share, the contour over two stages'
     code shares (a fit over several stages' mixtures, with code domains) and the scaling
     extrapolation of the best mixture, each with its interval. Mixtures stay within the
     weight ranges the runs covered. `data`: the target's tokens and unique tokens per domain
     (`TargetData`) for a data-constrained law; default the proxies' tokens per parameter and
-    corpus."""
+    corpus. `study_objective` (`min:M`, `weighted:...`): the study's, answered in the
+    headline too where it is not the lowest NL metric."""
     nl, code = r.nl_metric, r.code_metric
     cols = list(fit.mixture_cols)
     for m in (nl, code):
@@ -120,7 +128,7 @@ def from_fit(r: ReportInput, fit, target: Size, points: int = 41, data=None) -> 
     best = w[int(np.argmin(p[nl][0]))]
     shares = stage_shares(fit)
     r.headline += _headline(fit, target, nl, shares, data)
-    r.headline += _family_answers(fit, target, shares, data)
+    r.headline += _answers(fit, target, shares, _aims(fit, nl, study_objective), data)
     lo_w, hi_w = weight_ranges(fit) or (np.zeros(len(cols)), np.ones(len(cols)))
     for s in shares[:1]:
         x = np.linspace(*share_range(s, best, lo_w, hi_w), points)
@@ -210,32 +218,51 @@ def _code_shares(opt, shares) -> list[tuple[str, float, float, float]]:
     return out
 
 
-def _family_answers(fit, target: Size, shares, data=None) -> list[str]:
-    """Each task family's own answer, where the fit has its metric: the code share of every
-    stage at the target for the family's accuracy (fitted or linked), else for its bits per
-    byte. The families need not agree: code helps code and reasoning, and can cost
-    knowledge."""
-    from codemix.analysis.optimum import Objective, edge_stages, find_optimum
+def _aims(fit, nl: str, study_objective: str | None) -> list[tuple[str, Objective]]:
+    """What the headline answers beside the lowest `nl`: the study's objective where it is
+    another (and the fit has its metrics), then each task family's where the fit has its
+    metric: its accuracy (fitted or linked), else its bits per byte. The families need not
+    agree: code helps code and reasoning, and can cost knowledge."""
+    from codemix.analysis.optimum import parse_objective
 
-    known = set(fit.metrics) | set(fit.links)
-    lines = []
+    known = sorted(set(fit.metrics) | set(fit.links))
+    aims, said = [], {f"min:{nl}"}
+    if study_objective and study_objective not in said:
+        try:
+            aims.append(("the study's objective", parse_objective(study_objective, known)))
+            said.add(study_objective)
+        except CodemixError:
+            pass  # the fit lacks one of its metrics: nothing to answer with
     for f in FAMILIES:
         acc, bpb = f"task.{f}.acc", f"task.{f}.bpb"
         m = acc if acc in known else bpb if bpb in known else None
-        if m is None or not shares:
-            continue
-        sense = "max" if m == acc else "min"
-        aim = Objective({m: -1.0 if m == acc else 1.0}, text=f"{sense}:{m}")
+        text = f"{'max' if m == acc else 'min'}:{m}"
+        if m is not None and text not in said:
+            aims.append((f.replace("_", " "), Objective({m: -1.0 if m == acc else 1.0}, text=text)))
+            said.add(text)
+    return aims
+
+
+def _answers(fit, target: Size, shares, aims, data=None) -> list[str]:
+    """For each (name, objective) of `aims`: the code share of every stage at the target,
+    with the spread over bootstrap refits, and the prediction there."""
+    from codemix.analysis.optimum import edge_stages, find_optimum
+
+    lines = []
+    for name, aim in aims if shares else []:
         opt = find_optimum(fit, aim, target.count, n_draws=100, data=data)
         each = ", ".join(
             f"{stage} {x:.0%} ({a:.0%}-{b:.0%})" for stage, x, a, b in _code_shares(opt, shares)
         )
-        mean, low, high = opt.predicted[m]
+        there = ", ".join(
+            f"{m} {mean:.4g} (90 % PI {low:.4g}-{high:.4g})"
+            for m, (mean, low, high) in opt.predicted.items()
+            if m in aim.weights
+        )
         edge = edge_stages(fit, opt.mixture)
         lines.append(
-            f"For {f.replace('_', ' ')} ({sense}:{m}), code share at {target.short}: {each} "
-            f"(90 % of bootstrap refits in brackets); predicted {mean:.4g} (90 % PI "
-            f"{low:.4g}-{high:.4g})"
+            f"For {name} ({aim.text}), code share at {target.short}: {each} (90 % of "
+            f"bootstrap refits in brackets); predicted {there}"
             + (f"; at the edge of the explored range for {', '.join(edge)}" if edge else "")
             + "."
         )
@@ -249,7 +276,7 @@ def _headline(fit, target: Size, nl: str, shares, data=None) -> list[str]:
     from codemix.analysis.confirm import _text_only
     from codemix.analysis.datalaw import beyond_ladder, target_epochs
     from codemix.analysis.decision import rising_warning
-    from codemix.analysis.optimum import Objective, edge_stages, find_optimum, outside_ranges
+    from codemix.analysis.optimum import edge_stages, find_optimum, outside_ranges
     from codemix.analysis.scaling import exponent_warnings
 
     lowest = Objective({nl: 1.0}, text=f"min:{nl}")

@@ -71,10 +71,23 @@ def _results(args):
         data = rows(study)
         if not data:
             raise CodemixError(f"study {spec.name!r} has no results yet")
-        return pl.DataFrame(data, infer_schema_length=None), spec.name
+        return pl.DataFrame(data, infer_schema_length=None), spec.name, _objective_text(spec)
     from codemix.analysis.tables import read_table
 
-    return read_table(src), src.stem
+    return read_table(src), src.stem, None
+
+
+def _objective_text(spec) -> str | None:
+    """The study's objective as `codemix optimum` writes one: its first objective, or the
+    weighted sum (a maximised metric weighs negatively)."""
+    if not spec.objectives:
+        return None
+    sign = {"minimize": 1.0, "maximize": -1.0}
+    if spec.weighted:
+        terms = (f"{o.metric}={(o.weight or 0.0) * sign[o.direction]:g}" for o in spec.objectives)
+        return "weighted:" + ",".join(terms)
+    first = spec.objectives[0]
+    return f"{first.direction[:3]}:{first.metric}"
 
 
 def _report(args) -> int:
@@ -85,7 +98,7 @@ def _report(args) -> int:
 
     if (args.target_tokens or args.unique_tokens) and not args.fit:
         raise CodemixError("--target-tokens and --unique-tokens need --fit (and --target)")
-    df, name = _results(args)
+    df, name, objective = _results(args)
     for m in (args.nl_metric, args.code_metric):
         if m not in df.columns:
             raise CodemixError(f"{args.source}: no column {m!r} (see --nl-metric/--code-metric)")
@@ -102,7 +115,7 @@ def _report(args) -> int:
 
         fit = load_fit(args.fit)
         target = resolve_size(args.target, fit, "--target")
-        from_fit(r, fit, target, data=_target_data(args, fit))
+        from_fit(r, fit, target, data=_target_data(args, fit), study_objective=objective)
         print(f"predictions at {target}")
     n = write_report(r, Path(args.output))
     print(f"wrote {args.output} ({n} figures); open it in any browser, no network needed")

@@ -535,3 +535,19 @@ def test_the_headline_reads_a_joint_laws_tokens_from_the_data_law_beside_it():
     )
     assert _whose_tokens(None, joint) == _whose_tokens(None, law)
     assert "the proxies'" in _whose_tokens(None, joint)
+
+
+def test_the_studys_objective_as_the_headline_answers_it():
+    from types import SimpleNamespace as NS
+
+    from codemix.cli.report import _objective_text
+
+    first = NS(metric="task.nl_reasoning.acc", direction="maximize", weight=None)
+    other = NS(metric="bpb.code", direction="minimize", weight=None)
+    assert _objective_text(NS(objectives=(first, other), weighted=False)) == (
+        "max:task.nl_reasoning.acc"
+    )
+    first, other = NS(**vars(first) | {"weight": 0.7}), NS(**vars(other) | {"weight": 0.3})
+    spec = NS(objectives=(first, other), weighted=True)
+    assert _objective_text(spec) == "weighted:task.nl_reasoning.acc=-0.7,bpb.code=0.3"
+    assert _objective_text(NS(objectives=(), weighted=False)) is None
