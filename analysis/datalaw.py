@@ -110,6 +110,7 @@ __all__ = [
     "DataLawFit",
     "RunData",
     "TargetData",
+    "MILD_EPOCHS",
     "assumed_unique",
     "beyond_ladder",
     "canonical_order",
@@ -120,6 +121,7 @@ __all__ = [
     "fit_data_law",
     "law_from_dict",
     "matched_shares",
+    "mild_note",
     "parse_unique_tokens",
     "regime_law",
     "span_tied",
@@ -1240,6 +1242,23 @@ def check_target(law, data: TargetData | None, what: str = "--unique-tokens") ->
         raise CodemixError(
             f"{what}: domain {unknown[0]!r} is not one the fit knows ({', '.join(law.domains)})"
         )
+
+
+# up to this many epochs repetition costs little (Muennighoff et al. 2023): where rows read
+# a domain past the ladder's most but no further, the warnings say it is a small step
+MILD_EPOCHS = 4.0
+
+
+def mild_note(most: float) -> str:
+    """The sentence the regime warnings end with where no row reads any domain more than
+    `MILD_EPOCHS` times ('' otherwise)."""
+    if not 0 < most <= MILD_EPOCHS:
+        return ""
+    return (
+        f"No domain is read more than {most:.3g} times here, though: up to about "
+        f"{MILD_EPOCHS:g} epochs repeated tokens are worth nearly as much as new ones "
+        "(Muennighoff et al. 2023), so this is a small step past the ladder"
+    )
 
 
 def beyond_ladder(law, w, n, data: TargetData | None, tol: float = 0.05) -> list[str]:

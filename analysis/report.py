@@ -274,7 +274,7 @@ def _headline(fit, target: Size, nl: str, shares, data=None) -> list[str]:
     argmax interval, the predicted gain over text only, an edge-of-range warning, and the
     fit's warnings about its size law."""
     from codemix.analysis.confirm import _text_only
-    from codemix.analysis.datalaw import beyond_ladder, target_epochs
+    from codemix.analysis.datalaw import beyond_ladder, mild_note, target_epochs
     from codemix.analysis.decision import rising_warning
     from codemix.analysis.optimum import edge_stages, find_optimum, outside_ranges
     from codemix.analysis.scaling import exponent_warnings
@@ -325,6 +325,7 @@ def _headline(fit, target: Size, nl: str, shares, data=None) -> list[str]:
                 f"optimum: {_epochs(ep)} ({whose})."
             )
         beyond = beyond_ladder(law, opt.mixture[None, :], target.count, data)
+        most = max((float(e.max()) for e in (ep or {}).values()), default=0.0)
         if beyond:
             # first on the page: every figure of the answer below extrapolates into it
             lines.insert(
@@ -351,6 +352,11 @@ def _headline(fit, target: Size, nl: str, shares, data=None) -> list[str]:
                     )
                     if "overfit" in getattr(law, "extra", ())
                     and any("read up to" in x for x in beyond)
+                    else ""
+                )
+                + (
+                    " " + mild_note(most) + "."
+                    if mild_note(most) and not any("left out" in x for x in beyond)
                     else ""
                 ),
             )

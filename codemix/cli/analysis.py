@@ -332,9 +332,16 @@ def _print_assumed(fit, data, indent: str = "") -> None:
 def _regime_warning(fit, w, n, data) -> str:
     """'warning: ...' where the rows read a domain more often, or leave it out longer, than
     any run the fit's data-constrained laws saw; '' where they do not."""
-    from codemix.analysis.datalaw import DataLawFit, beyond_ladder, matched_shares
+    from codemix.analysis.datalaw import (
+        DataLawFit,
+        beyond_ladder,
+        matched_shares,
+        mild_note,
+        target_epochs,
+    )
 
     each: dict[str, list[str]] = {}
+    most = 0.0  # the most epochs any row reads a domain, where a law says it reads past
     past: set[str] = set()  # how the laws' power overfitting terms go on, where rows read beyond
     shares: dict[str, float] = {}  # unique_share of a ladder matched to the rows' largest run
     blind = []  # metrics whose chosen law has no term for repetition at all
@@ -343,6 +350,7 @@ def _regime_warning(fit, w, n, data) -> str:
         if not any("read up to" in x for x in beyond):
             continue
         shares = shares or matched_shares(law, w, n, data)
+        most = max(most, *(float(e.max()) for e in target_epochs(law, w, n, data).values()))
         if not isinstance(law, DataLawFit):
             blind.append(m)
         elif "overfit" in law.extra:
@@ -386,6 +394,11 @@ def _regime_warning(fit, w, n, data) -> str:
             "; and compare a fit with --law ...+overfit_linear, whose overfitting term held "
             "further past the ladder's epochs on codemix's ladders"
             if "power" in past
+            else ""
+        )
+        + (
+            ". " + mild_note(most)
+            if mild_note(most) and not any("left out" in x for x in found)
             else ""
         )
     )

@@ -1002,3 +1002,11 @@ def test_a_joint_law_chosen_over_the_data_laws_keeps_one_beside_it(monkeypatch):
     assert fit.regime.ladder_epochs["text"] == pytest.approx(rd.epochs[:, 0].max())
     # its repetition error calibrated as a data law's is, on the most-read runs held out
     assert fit.selection["repetition"]["held_out"].startswith("text read more than")
+
+
+def test_the_mild_note_only_within_the_few_epochs_repetition_costs_little():
+    from codemix.analysis.datalaw import MILD_EPOCHS, mild_note
+
+    assert mild_note(1.12).startswith("No domain is read more than 1.12 times here, though")
+    assert "small step past the ladder" in mild_note(MILD_EPOCHS)
+    assert mild_note(MILD_EPOCHS + 0.01) == "" and mild_note(0.0) == ""

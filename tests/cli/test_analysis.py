@@ -677,6 +677,18 @@ def test_predict_and_optimum_warn_beyond_the_ladders_repetition(repeated, capsys
     fit.scaling = {"bpb.text": law, "bpb.other": wide}
     said = _regime_warning(fit, *at)
     assert "regimes: bpb.text: text read up to" in said and "bpb.other" not in said
+    assert "small step past the ladder" not in said  # the text read hundreds of times
+    # a row past the ladder's epochs but within the few where repetition costs little
+    once = dataclasses.replace(law, ladder_epochs={"text": 1.0, "code": 1e9})
+    fit.scaling = {"bpb.text": once}
+    mild = TargetData(tokens=3e8, unique={"text": 0.9 * 3e8 / 2.5, "code": 1e12})
+    said = _regime_warning(fit, [[0.9, 0.1]], 3e7, mild)
+    assert "text read up to 2.5 times" in said
+    assert said.endswith(
+        "No domain is read more than 2.5 times here, though: up to about 4 "
+        "epochs repeated tokens are worth nearly as much as new ones "
+        "(Muennighoff et al. 2023), so this is a small step past the ladder"
+    )
 
 
 def _ladder_joint(d):
@@ -717,6 +729,7 @@ def test_report_headline_names_regimes_beyond_the_ladder(repeated, tmp_path):
 
     line = answer_line("joint_data")
     assert "text read up to" in line and "(the ladder at most" in line
+    assert "small step past the ladder" not in line  # read far more than a few epochs
     assert answer()[0] == line  # read first: the whole answer extrapolates into it
     assert "unique tokens text the proxies&#x27;" in line
     # the target's own corpus: read less often than on the ladder, nothing beyond it
