@@ -317,6 +317,25 @@ def _epochs_line(fit, w, size, data) -> str:
     return ""
 
 
+def _fit_warnings(fit) -> list[str]:
+    """'bpb.code: alpha 3 ...' for each size law whose exponents lie out of the plausible
+    or that rests on fewer than 4 sizes, and each metric whose loss rose with size on the
+    ladder: `predict`, `optimum`, `confirm` and its report say them beside any prediction
+    from the size law, which rests on what the fit already doubts."""
+    from codemix.analysis.decision import rising_warning
+    from codemix.analysis.scaling import exponent_warnings
+
+    out = [f"{m}: {why}" for m, law in fit.scaling.items() for why in exponent_warnings(law)]
+    out += [
+        f"{m}: the size law rests on {len(law.sizes)} sizes, too few to check itself on the "
+        "largest one held out, so its intervals are not widened by what it would miss there"
+        for m, law in fit.scaling.items()
+        if len(law.sizes) < 4
+    ]
+    rising = ((m, rising_warning(m, fit.decision.get(m, []))) for m in fit.scaling)
+    return out + [f"{m}: {why}" for m, why in rising if why]
+
+
 def _print_assumed(fit, data, indent: str = "") -> None:
     """The unique tokens a prediction took from a capped or matched ladder, once a metric."""
     from codemix.analysis.datalaw import assumed_unique
@@ -856,6 +875,9 @@ def _predict(args: argparse.Namespace) -> int:
             print(regime)
     if size:
         _print_assumed(fit, data)
+    if args.size_col or size:  # predictions from the size law: what the fit doubts of it
+        for line in _fit_warnings(fit):
+            print(f"warning from the fit: {line}")
     for m, (mean, lo, hi) in preds.items():
         if m in df.columns:
             c = coverage(df[m].cast(pl.Float64, strict=False).to_numpy(), mean, lo, hi)
@@ -1004,6 +1026,8 @@ def _optimum(args: argparse.Namespace) -> int:
         if regime:
             print(f"  {regime}")
         _print_assumed(fit, data, "  ")
+        for line in _fit_warnings(fit):
+            print(f"  warning from the fit: {line}")
     pair = args.pareto.split(",") if args.pareto else fit.metrics[:2]
     if len(pair) == 2:
         for m in pair:

@@ -72,6 +72,7 @@ def _confirm(args) -> int:
     from codemix.analysis.fitfile import atomic_write_text, load_fit
     from codemix.analysis.optimum import edge_stages, parse_objective
     from codemix.analysis.sizes import resolve_size
+    from codemix.cli.analysis import _fit_warnings
     from codemix.core.errors import CodemixError
     from codemix.optimizer.space import load_study
 
@@ -229,24 +230,6 @@ def _run_and_score(args, fit, spec_path, out, objective) -> int:
     return 0
 
 
-def _fit_warnings(fit) -> list[str]:
-    """'bpb.code: alpha 3 ...' for each size law whose exponents lie out of the plausible
-    or that rests on fewer than 4 sizes, and each metric whose loss rose with size on the
-    ladder: a confirmation then tests predictions the fit already doubts."""
-    from codemix.analysis.decision import rising_warning
-    from codemix.analysis.scaling import exponent_warnings
-
-    out = [f"{m}: {why}" for m, law in fit.scaling.items() for why in exponent_warnings(law)]
-    out += [
-        f"{m}: the size law rests on {len(law.sizes)} sizes, too few to check itself on the "
-        "largest one held out, so its intervals are not widened by what it would miss there"
-        for m, law in fit.scaling.items()
-        if len(law.sizes) < 4
-    ]
-    rising = ((m, rising_warning(m, fit.decision.get(m, []))) for m in fit.scaling)
-    return out + [f"{m}: {why}" for m, why in rising if why]
-
-
 def _summary(m: str, c: dict, objective) -> str:
     """A metric's calibration in one line. In a metric the objective does not weigh, the
     optimum's distance from the best schedule is what it gave up there, not a regret."""
@@ -301,6 +284,7 @@ def _write_report(
     """calibration.html: the study report of the confirmation runs, headed by each metric's
     calibration, with observed against predicted for both metrics."""
     from codemix.analysis.report import ReportInput, write_report
+    from codemix.cli.analysis import _fit_warnings
 
     if not {"bpb.text", "bpb.code"} <= set(fit.metrics):
         print(f"wrote {out / 'confirm.csv'}, confirm_pred.csv, calibration.json")

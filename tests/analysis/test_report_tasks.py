@@ -79,13 +79,16 @@ def test_predicted_accuracy_at_the_target_and_its_optimum(fitted, capsys):
     acc, lo, hi = (p[f"task.nl_reasoning.acc{s}"].to_numpy() for s in ("", "_lo90", "_hi90"))
     assert np.all((lo < acc) & (acc < hi)) and np.all((CHANCE < acc) & (acc <= 0.8))
     assert acc[1] > acc[0] and acc[1] > acc[2]  # a quarter code reasons best
-    capsys.readouterr()
+    # three sizes: beside predictions from the size law, the fit's doubt is said
+    few = "warning from the fit: task.code.bpb: the size law rests on 3 sizes"
+    assert few in capsys.readouterr().out
     args = ["optimum", str(fitted / "fit.json"), "--target", "1e7", "--draws", "20"]
     assert main([*args, "--objective", "max:task.nl_reasoning.acc"]) == 0
     text = capsys.readouterr().out
     code = float(next(ln for ln in text.splitlines() if "mix.main.code" in ln).split()[1])
     assert 0.1 < code < 0.45, text
     assert "predicted task.nl_reasoning.acc at" in text
+    assert "  " + few in text
 
 
 def test_the_report_draws_families_front_and_decision_accuracy(fitted, tmp_path):
