@@ -236,8 +236,10 @@ def _aims(fit, nl: str, study_objective: str | None) -> list[tuple[str, Objectiv
     for f in FAMILIES:
         acc, bpb = f"task.{f}.acc", f"task.{f}.bpb"
         m = acc if acc in known else bpb if bpb in known else None
+        if m is None:
+            continue
         text = f"{'max' if m == acc else 'min'}:{m}"
-        if m is not None and text not in said:
+        if text not in said:
             aims.append((f.replace("_", " "), Objective({m: -1.0 if m == acc else 1.0}, text=text)))
             said.add(text)
     return aims
@@ -277,7 +279,7 @@ def _headline(fit, target: Size, nl: str, shares, data=None) -> list[str]:
     from codemix.analysis.datalaw import beyond_ladder, mild_note, target_epochs
     from codemix.analysis.decision import rising_warning
     from codemix.analysis.optimum import edge_stages, find_optimum, outside_ranges
-    from codemix.analysis.scaling import exponent_warnings
+    from codemix.analysis.scaling import exponent_warnings, few_sizes_warning
 
     lowest = Objective({nl: 1.0}, text=f"min:{nl}")
     opt = find_optimum(fit, lowest, target.count, n_draws=100, data=data)
@@ -312,11 +314,9 @@ def _headline(fit, target: Size, nl: str, shares, data=None) -> list[str]:
         rising = rising_warning(nl, fit.decision.get(nl, []))
         if rising:
             lines.append(f"Warning from the fit: {rising}.")
-        if len(law.sizes) < 4:
-            lines.append(
-                f"Warning: the size law rests on {len(law.sizes)} sizes; with 4 or more the fit "
-                "checks itself on the largest one and widens its intervals by what it missed."
-            )
+        few = few_sizes_warning(law)
+        if few:
+            lines.append(f"Warning: {few}.")
         ep = target_epochs(law, opt.mixture[None, :], target.count, data)
         if ep is not None:
             whose = _whose_tokens(data, law)

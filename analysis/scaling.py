@@ -527,6 +527,17 @@ def exponent_warnings(law) -> list[str]:
     return out
 
 
+def few_sizes_warning(law) -> str:
+    """Where the law rests on fewer than 4 sizes: it could not hold the largest out to check
+    itself, so nothing widened its intervals by what it would miss one size up."""
+    if len(law.sizes) >= 4:
+        return ""
+    return (
+        f"the size law rests on {len(law.sizes)} sizes; with 4 or more the fit checks itself "
+        "on the largest one and widens its intervals by what it missed"
+    )
+
+
 def _law_design(w: np.ndarray, groups, terms: str) -> tuple[np.ndarray, np.ndarray]:
     """Terms of log E(r) and of log A(r). Quadratic terms go into E only: the asymptote is
     what decides the best mixture at a large target, and a curved A(r) next to a free alpha

@@ -386,7 +386,7 @@ def check_val_windows(store: TokenStore, seq_len: int, eval_tokens: int, where: 
     asked = max(1, eval_tokens // seq_len)
     few = {d: (n - 1) // seq_len for d, n in have.items() if (n - 1) // seq_len < asked}
     said = (str(store.path.absolute()), seq_len, eval_tokens)
-    if few and said not in _SAID:  # once a process: `confirm` checks its study twice
+    if few and said not in _SAID:  # once a process: `study run` checks, then its worker
         _SAID.add(said)
         each = ", ".join(f"{d} {k * seq_len:,}" for d, k in few.items())
         print(

@@ -323,15 +323,10 @@ def _fit_warnings(fit) -> list[str]:
     ladder: `predict`, `optimum`, `confirm` and its report say them beside any prediction
     from the size law, which rests on what the fit already doubts."""
     from codemix.analysis.decision import rising_warning
-    from codemix.analysis.scaling import exponent_warnings
+    from codemix.analysis.scaling import exponent_warnings, few_sizes_warning
 
     out = [f"{m}: {why}" for m, law in fit.scaling.items() for why in exponent_warnings(law)]
-    out += [
-        f"{m}: the size law rests on {len(law.sizes)} sizes, too few to check itself on the "
-        "largest one held out, so its intervals are not widened by what it would miss there"
-        for m, law in fit.scaling.items()
-        if len(law.sizes) < 4
-    ]
+    out += [f"{m}: {few}" for m, law in fit.scaling.items() if (few := few_sizes_warning(law))]
     rising = ((m, rising_warning(m, fit.decision.get(m, []))) for m in fit.scaling)
     return out + [f"{m}: {why}" for m, why in rising if why]
 

@@ -259,7 +259,7 @@ def test_a_two_stage_fit_draws_the_predicted_contour(tmp_path):
     head = text.split("<h2>The answer</h2>")[1].split("</ul>")[0]
     assert "Recommended code share of stage init at 2.8B" in head
     assert "Recommended code share of stage cooldown at 2.8B" in head
-    assert "gain over text only" in head and "rests on 2 sizes" not in head
+    assert "gain over text only" in head and "Warning: the size law rests on 3 sizes" in head
     assert df["mix.cooldown.code"].min() > 0.01  # no run without code: text only extrapolates
     assert "text only lying outside the fitted runs" in head and "(extrapolated)" in head
     assert "For nl reasoning" not in head  # no task metrics fitted: no family answers
