@@ -92,7 +92,7 @@ from codemix.analysis._lawterms import (
     _polish,
 )
 from codemix.analysis._parallel import pmap
-from codemix.analysis.intervals import central
+from codemix.analysis.intervals import log_predictive, predictive_band
 from codemix.analysis.lawnames import LAWS, OPT_IN_TERMS, OVERFIT_PAST, R_STAR_MODES
 from codemix.analysis.layout import as_groups, check_groups
 from codemix.core.errors import CodemixError
@@ -433,12 +433,9 @@ class DataLawFit:
 
     def _band(self, w, n_params, level: float, rd: RunData):
         draws = self.boot_predictions(w, n_params, rd)
-        rng = np.random.default_rng(0)
-        noise = rng.choice(self.resid_log, size=draws.shape) if len(self.resid_log) else 0.0
         size_sd = np.broadcast_to(self.extrapolation(n_params), (len(w),))
-        sd = np.hypot(size_sd, self.repetition(w, n_params, rd))[:, None]
-        noise = noise + sd * rng.standard_normal(draws.shape)
-        return central(draws * np.exp(noise), level, axis=1)
+        sd = np.hypot(size_sd, self.repetition(w, n_params, rd))
+        return predictive_band(draws, self.resid_log, level, sd)
 
     def to_dict(self) -> dict:
         return {
@@ -1182,9 +1179,7 @@ def calibrate(
     each run's multiple of that spread (its distance beyond the fitted runs; 1 for all by
     default); `base`: a spread each run has already, added in quadrature."""
     rng = np.random.default_rng(0)
-    d = sub.boot_predictions(w, n, data)  # (held-out runs, draws)
-    noise = rng.choice(sub.resid_log, size=d.shape) if len(sub.resid_log) else 0.0
-    logs = np.log(d) + noise
+    logs = log_predictive(sub.boot_predictions(w, n, data), sub.resid_log, rng=rng)
     z = rng.standard_normal(logs.shape)
     scale = np.ones(len(y)) if scale is None else np.asarray(scale, float)
     base = np.zeros(len(y)) if base is None else np.asarray(base, float)

@@ -22,7 +22,7 @@ import numpy as np
 
 from codemix.analysis._lawterms import BOUNDS
 from codemix.analysis.huber import fit_log_huber, log_predict
-from codemix.analysis.intervals import central, coverage, interval_scale, widen
+from codemix.analysis.intervals import central, coverage, interval_scale, predictive_band, widen
 from codemix.analysis.layout import as_groups, check_groups, linear_design, quadratic_design
 from codemix.core.errors import CodemixError
 
@@ -368,12 +368,7 @@ class JointLawFit:
         if len(self.boot) < 2:
             return mean, mean * np.nan, mean * np.nan
         draws = self._draws(w, n_params, self.boot)
-        rng = np.random.default_rng(0)
-        noise = rng.choice(self.resid_log, size=draws.shape) if len(self.resid_log) else 0.0
-        spread = self.repetition(w, n_params, data)
-        if spread.any():
-            noise = noise + spread[:, None] * rng.standard_normal(draws.shape)
-        lo, hi = central(draws * np.exp(noise), level, axis=1)
+        lo, hi = predictive_band(draws, self.resid_log, level, self.repetition(w, n_params, data))
         mean, lo, hi = widen(mean, lo, hi, self.interval_scale)
         if not self.tied:
             return mean, lo, hi

@@ -5,7 +5,8 @@
 # held-out runs better) on the runs of a study export below --held-out parameters (or on a
 # ladder table), predicts the runs at or above it (or the confirmation table's runs) at each
 # run's own size, tokens and epochs, and prints per metric the mean relative error, the runs
-# inside their 90 % intervals and the Spearman correlation. Also a synthetic check: ladders
+# inside their 90 % intervals (and those intervals' mean relative width, what the coverage
+# cost) and the Spearman correlation. Also a synthetic check: ladders
 # drawn from a known data-constrained law (analysis/_synthetic.py; --synthetic-kind: one
 # stage, or two with recency and overfitting, and forgetting or overfitting that grows with
 # N), 4 sizes fitted, the 5th (2x) predicted: coverage of the 90 % intervals.
@@ -67,7 +68,8 @@ def _score(law, w, n, y, data):
     c = coverage(y, mean, lo, hi)
     mre = float(np.mean(np.abs(mean - y) / y))
     rho = float(stats.spearmanr(mean, y).statistic)
-    return mre, c.inside, c.n, rho, _on_means(w, n, y, mean), inside, mean
+    width = f"; width {np.mean((hi - lo) / mean):.1%}"  # what the coverage cost
+    return mre, c.inside, c.n, rho, _on_means(w, n, y, mean), width + inside, mean
 
 
 def _schedules(w, n) -> np.ndarray:
@@ -244,10 +246,10 @@ def synthetic(args) -> None:
             groups=groups,
             law=args.synthetic_law,
         )
-        mre, k_in, k, *_ = _score(law, w[~tr], n[~tr], y[~tr], rd.take(~tr))
+        mre, k_in, k, _, _, note, _ = _score(law, w[~tr], n[~tr], y[~tr], rd.take(~tr))
         inside, total = inside + k_in, total + k
         name = getattr(law, "name", law.form)
-        print(f"| {seed} | {name} | {mre:.2%} | {k_in} of {k} |", flush=True)
+        print(f"| {seed} | {name} | {mre:.2%} | {k_in} of {k}{note} |", flush=True)
     print(f"all: {inside} of {total} inside ({inside / total:.0%})")
 
 

@@ -697,7 +697,7 @@ def test_overfit_power_goes_on_along_its_tangent_past_the_ladder():
     linearly past an onset it predicts the runs beyond better than the power does."""
     w, n, y, rd = _synthetic.ladder(sizes=LADDER[:4], noise=0.01, overfit=0.02)
     w2, n2, y2, rd2 = _synthetic.ladder(sizes=LADDER[:4], unique=(2e6, 3e7), overfit=0.02)
-    law = fit_data_law(w, n, y, rd, COLS, (1.0,), extra=("overfit",), n_boot=5)
+    law = fit_data_law(w, n, y, rd, COLS, (1.0,), extra=("overfit",), n_boot=20)
     assert law.overfit_past == "tangent"
     power = dataclasses.replace(law, overfit_past="power")
     np.testing.assert_array_equal(law.predict(w, n, rd), power.predict(w, n, rd))

@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from codemix.analysis.intervals import central, coverage, interval_scale, widen
+from codemix.analysis.intervals import (
+    NOISE_DRAWS,
+    central,
+    coverage,
+    interval_scale,
+    log_predictive,
+    predictive_band,
+    widen,
+)
 
 
 def test_interval_scale_is_the_conformal_quantile_of_the_ratios():
@@ -39,3 +47,29 @@ def test_coverage_counts_observed_runs_inside():
     assert c.share == 0.75 and c.mean_abs_error == pytest.approx((0 + 0.5 + 0 + 5) / 4)
     empty = coverage(np.array([np.nan]), np.zeros(1), np.zeros(1), np.zeros(1))
     assert (empty.inside, empty.n) == (0, 0) and np.isnan(empty.share)
+
+
+def test_predictive_band_repeats_few_bootstrap_draws_under_fresh_noise():
+    resid = np.random.default_rng(1).normal(0.0, 0.02, 400)
+    draws = np.ones((3, 20))  # 20 bootstrap draws that agree: the band is the noise's
+    logs = log_predictive(draws, resid)
+    assert logs.shape == (3, NOISE_DRAWS)
+    want = np.quantile(resid, [0.05, 0.95])
+    lo, hi = predictive_band(draws, resid, 0.9)
+    np.testing.assert_allclose(np.log(lo), want[0], atol=0.004)
+    np.testing.assert_allclose(np.log(hi), want[1], atol=0.004)
+    # one noise draw a bootstrap draw, as before: its band turns on which residuals came
+    one = np.log(draws) + np.random.default_rng(0).choice(resid, size=draws.shape)
+    assert np.max(np.abs(np.quantile(one, 0.95, axis=1) - want[1])) > 0.004
+
+
+def test_predictive_band_widens_rows_by_their_own_spread_and_goes_by_blocks():
+    resid = np.random.default_rng(1).normal(0.0, 0.01, 200)
+    draws = np.full((5, 400), 2.0)
+    sd = np.array([0.0, 0.0, 0.1, 0.0, 0.1])
+    lo, hi = predictive_band(draws, resid, 0.9, sd)
+    assert log_predictive(draws, resid).shape == (5, 1200)  # 400 draws, each repeated 3 times
+    width = np.log(hi / lo)
+    assert width[[2, 4]].min() > 5 * width[[0, 1, 3]].max()
+    blocks = predictive_band(draws, resid, 0.9, sd, rows=2)
+    np.testing.assert_allclose(np.log(blocks[1] / blocks[0]), width, rtol=0.1)
