@@ -43,7 +43,7 @@ def log_predictive(draws, resid_log, sd=None, rng=None) -> np.ndarray:
     rng = np.random.default_rng(0) if rng is None else rng
     draws = np.asarray(draws, float)
     reps = max(1, -(-NOISE_DRAWS // max(draws.shape[1], 1)))
-    logs = np.log(np.repeat(draws, reps, axis=1))
+    logs = np.repeat(np.log(draws), reps, axis=1)
     if len(resid_log):
         logs = logs + rng.choice(resid_log, size=logs.shape)
     if sd is not None and np.any(sd):

@@ -73,3 +73,26 @@ def test_predictive_band_widens_rows_by_their_own_spread_and_goes_by_blocks():
     assert width[[2, 4]].min() > 5 * width[[0, 1, 3]].max()
     blocks = predictive_band(draws, resid, 0.9, sd, rows=2)
     np.testing.assert_allclose(np.log(blocks[1] / blocks[0]), width, rtol=0.1)
+
+
+@pytest.mark.parametrize("form", ["joint", "data"])
+def test_both_size_laws_draw_their_intervals_through_the_band(form):
+    """20 bootstrap draws that agree: a law's interval at a fitted size is its residuals'
+    own 5-95 % range, as `predictive_band` gives it, not the quantiles of 20 residuals."""
+    import dataclasses
+
+    from codemix.analysis import _synthetic
+    from codemix.analysis.datalaw import fit_data_law
+    from codemix.analysis.scaling import ScalingConfig, fit_joint_law
+
+    w, n, y, rd = _synthetic.ladder()
+    if form == "joint":
+        law = fit_joint_law(w, n, y, rd.domains, ScalingConfig(n_boot=0))
+    else:
+        law = fit_data_law(w, n, y, rd, rd.domains, (1.0,), n_boot=0)
+    resid = np.random.default_rng(1).normal(0.0, 0.02, 400)
+    law = dataclasses.replace(law, boot=np.tile(law.theta, (20, 1)), resid_log=resid)
+    mean, lo, hi = law.interval(w[:3], n[:3], data=rd.take(np.arange(3)))
+    want = np.quantile(resid, [0.05, 0.95])
+    np.testing.assert_allclose(np.log(lo / mean), want[0], atol=0.004)
+    np.testing.assert_allclose(np.log(hi / mean), want[1], atol=0.004)
