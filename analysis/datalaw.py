@@ -124,6 +124,7 @@ __all__ = [
     "mild_note",
     "parse_unique_tokens",
     "regime_law",
+    "rise_past_ladder",
     "span_tied",
     "target_epochs",
     "tokens_after",
@@ -1291,6 +1292,44 @@ def beyond_ladder(law, w, n, data: TargetData | None, tol: float = 0.05) -> list
                     f"({which(over)}{seen})"
                 )
     return out
+
+
+# a forecast this far above the same schedule's at the ladder's largest size is named: the
+# grid ladder without its stage-length arm forecast code-free cooldowns one size up at up to
+# 136 % above the same schedules at its top, 1.7-3.3 times what the runs scored
+# (benchmarks/RESULTS.md, twenty-fourth session); the largest rise a codemix ladder showed
+# between two of its sizes was about +50 %
+RISE_TOL = 0.2
+
+
+def rise_past_ladder(law, w, n, data: TargetData | RunData | None, tol: float = RISE_TOL):
+    """Where a data law forecasts a row beyond the ladder's sizes more than `tol` above what
+    it forecasts for the same schedule at the ladder's largest size (the same tokens per
+    parameter and corpus, so epochs and stage tokens scaled with N): (rows rising, rows
+    beyond the ladder, the largest rise). None where no row rises so; a joint law's loss
+    falls with N and never does."""
+    if not isinstance(law, DataLawFit) or not law.sizes:
+        return None
+    w = np.atleast_2d(w)
+    n = np.broadcast_to(np.asarray(n, float), (len(w),))
+    top = max(law.sizes)
+    past = n > top * 1.01
+    if not past.any():
+        return None
+    rd = data if isinstance(data, RunData) else law.run_data(w, n, data)
+    rd, w, n = rd.take(past), w[past], n[past]
+    r = top / n
+    staged = rd.stage_tokens is not None
+    there = RunData(
+        rd.domains,
+        rd.tokens * r[:, None],
+        rd.epochs * r[:, None],
+        rd.stage_tokens * r[:, None, None] if staged else None,
+        rd.after * r[:, None] if staged else None,
+    )
+    rise = law.predict(w, n, rd) / law.predict(w, np.full(len(w), top), there) - 1.0
+    up = rise > tol
+    return (int(up.sum()), len(w), float(rise.max())) if up.any() else None
 
 
 def target_epochs(law, w, n, data: TargetData | None) -> dict[str, np.ndarray] | None:

@@ -276,7 +276,13 @@ def _headline(fit, target: Size, nl: str, shares, data=None) -> list[str]:
     argmax interval, the predicted gain over text only, an edge-of-range warning, and the
     fit's warnings about its size law."""
     from codemix.analysis.confirm import _text_only
-    from codemix.analysis.datalaw import beyond_ladder, mild_note, target_epochs
+    from codemix.analysis.datalaw import (
+        RISE_TOL,
+        beyond_ladder,
+        mild_note,
+        rise_past_ladder,
+        target_epochs,
+    )
     from codemix.analysis.decision import rising_warning
     from codemix.analysis.optimum import edge_stages, find_optimum, outside_ranges
     from codemix.analysis.scaling import exponent_warnings, few_sizes_warning
@@ -359,6 +365,13 @@ def _headline(fit, target: Size, nl: str, shares, data=None) -> list[str]:
                     if mild_note(most) and not any("left out" in x for x in beyond)
                     else ""
                 ),
+            )
+        rise = rise_past_ladder(law, opt.mixture[None, :], target.count, data)
+        if rise is not None:
+            lines.append(
+                f"Warning: the law forecasts the optimum's {nl} {rise[2]:+.0%} above the same "
+                f"schedule at the ladder's largest size (more than {RISE_TOL:.0%}): a rise "
+                "carried on from the ladder's top rungs; rank by it, and confirm the level."
             )
         if target.count > 4 * max(law.sizes):
             lines.append(

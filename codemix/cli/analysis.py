@@ -374,8 +374,9 @@ def _regime_warning(fit, w, n, data) -> str:
     named = len({tuple(v) for v in each.values()}) > 1
     for m, beyond in each.items():
         found += [x for x in (f"{m}: {b}" if named else b for b in beyond) if x not in found]
+    rise = _rise_warning(fit, w, n, data)
     if not found:
-        return ""
+        return rise
     return (
         "warning: beyond the ladder's regimes: "
         + "; ".join(found)
@@ -415,6 +416,31 @@ def _regime_warning(fit, w, n, data) -> str:
             if mild_note(most) and not any("left out" in x for x in found)
             else ""
         )
+        + ("\n" + rise if rise else "")
+    )
+
+
+def _rise_warning(fit, w, n, data) -> str:
+    """'warning: ...' where a metric's law forecasts the rows beyond the ladder's sizes far
+    above the same schedules at its largest size; '' where none does."""
+    from codemix.analysis.datalaw import RISE_TOL, rise_past_ladder
+
+    said = []
+    for m, law in fit.scaling.items():
+        got = rise_past_ladder(law, w, n, data)
+        if got:
+            k, rows, most = got
+            said.append(f"{m} up to {most:+.0%}" + (f" ({k} of {rows} rows)" if rows > 1 else ""))
+    if not said:
+        return ""
+    return (
+        "warning: the law forecasts a loss that rises past the ladder by more than "
+        f"{RISE_TOL:.0%} over the same schedule at the ladder's largest size: "
+        + "; ".join(said)
+        + ". Such a forecast carries a rise on from the ladder's top rungs (codemix's "
+        "grid without its stage-length arm forecast code-free cooldowns this way 1.7-3.3 "
+        "times too high one size up, benchmarks/RESULTS.md): rank by it, but confirm the level "
+        "(codemix confirm) before trusting it"
     )
 
 

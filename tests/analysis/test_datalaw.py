@@ -863,6 +863,48 @@ def test_rows_own_stage_lengths_and_regimes_beyond_the_ladder():
     assert (back.ladder_epochs, back.ladder_absence) == (law.ladder_epochs, law.ladder_absence)
 
 
+def _forgetting_law():
+    """A law with the forgetting term, fitted on a staged ladder drawn with it, and the
+    ladder's largest size."""
+    w, n, y, rd = _synthetic.staged_ladder(
+        sizes=LADDER[:4], shares=(0.0, 0.3, 0.6), noise=0.01, forget=True
+    )
+    law = fit_data_law(w, n, y, rd, STAGE_COLS, (0.8, 0.2), groups=(2, 2), extra=("forget",))
+    return w[n == LADDER[3]], law
+
+
+def test_a_forecast_rising_past_the_ladder_is_named():
+    """rise_past_ladder compares a row beyond the ladder with the same schedule at the
+    ladder's largest size: code-free cooldowns forgotten much faster than the ladder shows
+    rise past the tolerance; the fitted law's own rise (a few %), rows with code in the
+    cooldown and rows within the ladder do not."""
+    from codemix.analysis.datalaw import RISE_TOL, rise_past_ladder
+
+    w, law = _forgetting_law()
+    free, withc = w[(w[:, 3] == 0) & (w[:, 1] > 0)], w[w[:, 3] > 0]
+    up = 2 * LADDER[3]
+    # measured: +3.0 % for the code-free cooldowns, -0.3 % with code in the cooldown
+    k, rows, most = rise_past_ladder(law, free, up, None, tol=0.0)
+    assert (k, rows) == (len(free), len(free)) and 0.0 < most < RISE_TOL
+    assert rise_past_ladder(law, free, up, None) is None
+    assert rise_past_ladder(law, withc, up, None, tol=0.0) is None
+    assert rise_past_ladder(law, free, LADDER[3], None, tol=-1.0) is None  # within the ladder
+    i = law._layout().i_f + 1  # code's forgetting weight, in log
+
+    def forgetting(shift: float) -> DataLawFit:
+        theta = law.theta.copy()
+        theta[i] += shift
+        return dataclasses.replace(law, theta=theta)
+
+    assert rise_past_ladder(forgetting(-50.0), free, up, None) is None  # none forgotten
+    strong = forgetting(2.0)  # e^2 times the fitted weight
+    k, rows, most = rise_past_ladder(strong, free, up, None)
+    assert k == rows == len(free) and most > RISE_TOL  # measured: +28 %
+    # a row's own tokens and epochs (a confirmation table) scale to the ladder's size alike
+    rd = strong.run_data(free, up, None)
+    assert rise_past_ladder(strong, free, up, rd)[2] == pytest.approx(most)
+
+
 def _absent_tokens(rd):
     from codemix.analysis._lawterms import _absent
 

@@ -631,7 +631,7 @@ def test_fit_says_how_the_power_overfitting_term_goes_on_past_the_ladder():
     assert "times sigmoid(" in said and "growing with the model's size, to a ceiling" in said
 
 
-def test_predict_and_optimum_warn_beyond_the_ladders_repetition(repeated, capsys):
+def test_predict_and_optimum_warn_beyond_the_ladders_repetition(repeated, capsys, monkeypatch):
     """A target that reads the text more often than any proxy did is named as a regime the
     law has not seen; rows within the ladder are not."""
     d = repeated
@@ -660,6 +660,9 @@ def test_predict_and_optimum_warn_beyond_the_ladders_repetition(repeated, capsys
 
     fit = load_fit(d / "fit.json")
     at = ([[0.9, 0.1]], 3e7, TargetData(tokens=3e8, unique={"text": 1e6}))
+    # the laws below are given terms their parameters lack, to check the wording alone: they
+    # cannot predict, so the forecast's rise (the test below) is not asked of them
+    monkeypatch.setattr("codemix.cli.analysis._rise_warning", lambda *a: "")
     assert "overfit_linear" not in _regime_warning(fit, *at)  # joint_data has no such term
     law = fit.scaling["bpb.text"]
     fit.scaling["bpb.text"] = dataclasses.replace(law, extra=("overfit",))
@@ -689,6 +692,38 @@ def test_predict_and_optimum_warn_beyond_the_ladders_repetition(repeated, capsys
         "epochs repeated tokens are worth nearly as much as new ones "
         "(Muennighoff et al. 2023), so this is a small step past the ladder"
     )
+
+
+def test_regime_warning_names_a_forecast_rising_past_the_ladder():
+    """A law that forecasts code-free cooldowns one size up far above the same schedules at
+    the ladder's largest size says so, beside any regime beyond the ladder; a forecast that
+    does not rise so says nothing."""
+    import dataclasses
+    import types
+
+    from codemix.analysis import _synthetic
+    from codemix.analysis.datalaw import fit_data_law
+    from codemix.cli.analysis import _regime_warning
+
+    sizes = (1e6, 2e6, 4e6, 8e6)
+    w, n, y, rd = _synthetic.staged_ladder(
+        sizes=sizes, shares=(0.0, 0.3, 0.6), noise=0.01, forget=True
+    )
+    cols = ("mix.init.text", "mix.init.code", "mix.cooldown.text", "mix.cooldown.code")
+    law = fit_data_law(w, n, y, rd, cols, (0.8, 0.2), groups=(2, 2), extra=("forget",))
+    free = w[(n == sizes[-1]) & (w[:, 3] == 0) & (w[:, 1] > 0)]
+    fit = types.SimpleNamespace(scaling={"bpb.code": law})
+    said = _regime_warning(fit, free, 2 * sizes[-1], None)
+    assert "rises past the ladder" not in said  # the fitted law: +3 %
+    theta = law.theta.copy()
+    theta[law._layout().i_f + 1] += 2.0  # code forgotten e^2 times faster
+    fit.scaling = {"bpb.code": dataclasses.replace(law, theta=theta)}
+    said = _regime_warning(fit, free, 2 * sizes[-1], None)
+    assert said.startswith("warning: beyond the ladder's regimes: ")
+    assert "code left out for up to" in said.split("\n")[0]
+    rise = said.split("\n")[1]
+    assert rise.startswith("warning: the law forecasts a loss that rises past the ladder by ")
+    assert "bpb.code up to +2" in rise and f"({len(free)} of {len(free)} rows)" in rise
 
 
 def _ladder_joint(d):
