@@ -736,7 +736,7 @@ def _ladder_joint(d):
     return fit_joint_law(ladder.select(cols).to_numpy(), n, y, cols)
 
 
-def test_report_headline_names_regimes_beyond_the_ladder(repeated, tmp_path):
+def test_report_headline_names_regimes_beyond_the_ladder(repeated, tmp_path, monkeypatch):
     """At a target far above the ladder, with the proxies' corpus, the text would be read
     more often than on any proxy: the report's answer says so."""
     from codemix.analysis.fitfile import load_fit
@@ -784,6 +784,16 @@ def test_report_headline_names_regimes_beyond_the_ladder(repeated, tmp_path):
     d["decision"] = {"bpb.text": [rose | {"rising": 3, "rise_max": 0.1}]}
     fit.write_text(json.dumps(d))
     assert any("the loss rises with size for 3 of 4 mixtures" in x for x in answer())
+    # a law forecasting the optimum far above the same schedule at the ladder's top (the
+    # figure is rise_past_ladder's, tested in tests/analysis): the answer says so
+    assert not any("forecasts the optimum" in x for x in answer())
+    monkeypatch.setattr("codemix.analysis.datalaw.rise_past_ladder", lambda *a: (1, 1, 0.5))
+    said = [x for x in answer() if "forecasts the optimum" in x]
+    assert said == [
+        "Warning: the law forecasts the optimum&#x27;s bpb.text +50% above the same schedule "
+        "at the ladder&#x27;s largest size (more than 20%): a rise carried on from the "
+        "ladder&#x27;s top rungs; rank by it, and confirm the level.</li>"
+    ]
 
 
 @pytest.mark.parametrize(
