@@ -345,7 +345,8 @@ def _print_assumed(fit, data, indent: str = "") -> None:
 
 def _regime_warning(fit, w, n, data) -> str:
     """'warning: ...' where the rows read a domain more often, or leave it out longer, than
-    any run the fit's data-constrained laws saw; '' where they do not."""
+    any run the fit's data-constrained laws saw, and a line more where a law forecasts them
+    rising past the ladder (`_rise_warning`); '' where neither."""
     from codemix.analysis.datalaw import (
         DataLawFit,
         beyond_ladder,

@@ -294,8 +294,9 @@ def _write_report(
         spread = f"; seeds' spread {c['seed_spread_mean']:.2%} on average" if c["seeds"] > 1 else ""
         head.append(_summary(m, c, objective) + spread)
     head += [f"Warning from the fit, {line}." for line in _fit_warnings(fit)]
-    if regime:  # 'warning: beyond the ladder's regimes: ...': the runs went where no proxy did
-        head.append("W" + regime.removeprefix("w") + ".")
+    # 'warning: beyond the ladder's regimes: ...' (the runs went where no proxy did) and
+    # 'warning: the law forecasts a loss that rises past the ladder ...', a line each
+    head += ["W" + line.removeprefix("w") + "." for line in regime.splitlines()]
     r = ReportInput(pred, title=f"confirmation of {fit_path} ({objective.text}): {study}")
     r.headline, r.headline_title = head, "Calibration"
     write_report(r, out / "calibration.html")

@@ -193,6 +193,7 @@ def test_the_calibration_report_opens_with_each_metrics_calibration(tmp_path):
     fit = SimpleNamespace(metrics=["bpb.text", "bpb.code"], scaling=laws, decision=decision)
     objective = parse_objective("min:bpb.code", fit.metrics)
     regime = "warning: beyond the ladder's regimes: text read up to 12 times"
+    regime += "\nwarning: the law forecasts a loss that rises past the ladder by more than 20%"
     _write_report(tmp_path, fit, pred, cal, objective, "s-confirm-8M", "both.json", regime)
     page = (tmp_path / "calibration.html").read_text()
     head = page.split("<h2>Calibration</h2>")[1].split("</ul>")[0]
@@ -203,7 +204,8 @@ def test_the_calibration_report_opens_with_each_metrics_calibration(tmp_path):
     assert "bpb.text: alpha" not in head
     assert "Warning from the fit, bpb.code: the size law rests on 3 sizes" in head
     assert "bpb.text: the size law rests" not in head
-    assert "Warning: beyond the ladder&#x27;s regimes: text read up to 12 times." in head
+    assert "Warning: beyond the ladder&#x27;s regimes: text read up to 12 times.</li>" in head
+    assert "<li>Warning: the law forecasts a loss that rises past the ladder by more" in head
     assert "Warning from the fit, bpb.text: the loss rises with size for 1 of 3 mixtures" in head
     assert "<h1>confirmation of both.json (min:bpb.code): s-confirm-8M</h1>" in page
 
