@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from codemix.core.errors import CodemixError
+from codemix.proxy_train.spec import val_windows
 from codemix.proxy_train.store import TokenStore
 
 
@@ -27,7 +28,7 @@ def val_sample(store: TokenStore, seq_len: int, tokens_per_domain: int, batch: i
     rows, owner, ratio = [], [], []
     for d, name in enumerate(store.domains):
         toks = store.tokens(name, "val")
-        k = min(max(1, tokens_per_domain // seq_len), (len(toks) - 1) // seq_len)
+        k = val_windows(len(toks), seq_len, tokens_per_domain)
         if k < 1:  # `spec.check_val_windows` says so before any work; never score it as 0
             raise CodemixError(f"domain {name!r}: no validation window of {seq_len + 1} tokens")
         starts = np.arange(k) * seq_len

@@ -370,6 +370,12 @@ def open_store(spec: RunSpec) -> TokenStore:
 _SAID: set[tuple] = set()  # the notes of `check_val_windows` this process printed
 
 
+def val_windows(n_tokens: int, seq_len: int, eval_tokens: int) -> int:
+    """Whole windows of seq_len + 1 tokens (stride seq_len) the evaluation reads from a
+    validation split of n_tokens: eval_tokens' worth, or all the split holds."""
+    return min(max(1, eval_tokens // seq_len), (n_tokens - 1) // seq_len)
+
+
 def check_val_windows(store: TokenStore, seq_len: int, eval_tokens: int, where: str | Path) -> None:
     """Every domain's validation split must hold one window of seq_len + 1 tokens: the
     evaluation reads whole windows, and a domain with none would get no loss at all. A
@@ -384,7 +390,8 @@ def check_val_windows(store: TokenStore, seq_len: int, eval_tokens: int, where: 
             f"({each}); prepare it again with a larger --val-frac, or train shorter sequences"
         )
     asked = max(1, eval_tokens // seq_len)
-    few = {d: (n - 1) // seq_len for d, n in have.items() if (n - 1) // seq_len < asked}
+    read = {d: val_windows(n, seq_len, eval_tokens) for d, n in have.items()}
+    few = {d: k for d, k in read.items() if k < asked}
     said = (str(store.path.absolute()), seq_len, eval_tokens)
     if few and said not in _SAID:  # once a process: `study run` checks, then its worker
         _SAID.add(said)

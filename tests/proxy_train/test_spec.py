@@ -1,7 +1,7 @@
 import pytest
 
 from codemix.core.errors import CodemixError
-from codemix.proxy_train.spec import apply_overrides, load_spec
+from codemix.proxy_train.spec import apply_overrides, load_spec, val_windows
 
 GOOD = """
 [data]
@@ -162,3 +162,11 @@ def test_unique_share_caps_each_run_at_a_share_of_its_tokens(tmp_path):
     # from a spec file, and from --set
     spec = load_spec(_write(tmp_path, GOOD), ["train.unique_share={text=0.05}"])
     assert spec.train.unique_share == (("text", 0.05),)
+
+
+def test_val_windows_reads_what_is_asked_or_the_whole_split():
+    assert val_windows(10_000, 256, 1024) == 4  # asked for, and the split holds more
+    assert val_windows(1000, 256, 65536) == 3  # the split holds 999 tokens past the first
+    assert val_windows(257, 256, 65536) == 1  # one window needs seq_len + 1 tokens
+    assert val_windows(256, 256, 65536) == 0  # `check_val_windows` refuses this split
+    assert val_windows(10_000, 256, 10) == 1  # at least one window, however few tokens asked
