@@ -1172,13 +1172,15 @@ def _predict_runs(law, w, n, data: RunData) -> np.ndarray:
     return np.array([law.predict(w[i : i + 1], n[i])[0] for i in range(len(n))])
 
 
-def calibrate(
-    sub: DataLawFit, w, n, y, data: RunData, grid: int = 60, base=None, scale=None
-) -> float:
+STEPS = 695  # the spreads `calibrate` scans: 1e-3..1, 1 % apart
+
+
+def calibrate(sub: DataLawFit, w, n, y, data: RunData, base=None, scale=None) -> float:
     """The smallest log-normal spread which, added to `sub`'s intervals, puts `sub.level` of
-    the held-out runs inside (split-conformal, with the finite-sample correction). `scale`:
-    each run's multiple of that spread (its distance beyond the fitted runs; 1 for all by
-    default); `base`: a spread each run has already, added in quadrature."""
+    the held-out runs inside (split-conformal, with the finite-sample correction), to 1 %; 1
+    where even that is too little. `scale`: each run's multiple of that spread (its distance
+    beyond the fitted runs; 1 for all by default); `base`: a spread each run has already,
+    added in quadrature."""
     rng = np.random.default_rng(0)
     logs = log_predictive(sub.boot_predictions(w, n, data), sub.resid_log, rng=rng)
     z = rng.standard_normal(logs.shape)
@@ -1186,7 +1188,10 @@ def calibrate(
     base = np.zeros(len(y)) if base is None else np.asarray(base, float)
     need = min(len(y), int(np.ceil((len(y) + 1) * sub.level)))
     lo_q, hi_q = 0.5 - sub.level / 2, 0.5 + sub.level / 2
-    for sd in np.r_[0.0, np.geomspace(1e-3, 1.0, grid)]:
+    # the first spread of a scan 1 % apart that covers enough runs: with the draws z held
+    # fixed, the count inside need not grow monotonically with the spread, so a scan, not a
+    # bisection. The former scan, 12 % apart, gave a spread up to 12 % wider than needed.
+    for sd in np.r_[0.0, np.geomspace(1e-3, 1.0, STEPS)]:
         spread = np.hypot(base, sd * scale)[:, None]
         lo, hi = np.quantile(logs + spread * z, [lo_q, hi_q], axis=1)
         if np.sum((np.log(y) >= lo) & (np.log(y) <= hi)) >= need:

@@ -20,12 +20,14 @@ from codemix.analysis.datalaw import (
     _splits,
     _within_one_se,
     assumed_unique,
+    calibrate,
     canonical_order,
     choose_size_law,
     fit_data_law,
     parse_unique_tokens,
 )
 from codemix.analysis.fitfile import FitFile, load_fit, save_fit
+from codemix.analysis.intervals import log_predictive
 from codemix.analysis.scaling import ScalingConfig, _law_design, fit_joint_law
 from codemix.analysis.tables import load_results
 from codemix.core.errors import CodemixError
@@ -169,6 +171,27 @@ def test_repetition_error_is_calibrated_where_the_most_read_runs_are_held_out():
     # measured 0.0026 and 0.0187 per epoch (0-0.0026 and 0.0166-0.0187 for seeds 0-3)
     assert sds[0.0] < 0.005
     assert sds[0.02] > 5 * max(sds[0.0], 0.002)
+
+
+def test_calibrate_finds_the_smallest_spread_that_covers_the_held_out_runs():
+    """Against a reference scan of spreads 0.5 % apart: the spread is that scan's first to
+    cover the held-out runs, to the 1 % its own scan steps by."""
+    w, n, y, rd = _synthetic.ladder(sizes=LADDER, noise=0.01, overfit=0.02)
+    fitted, held = n < 8e6, n >= 8e6  # two sizes held out: 16 runs, all 16 to cover
+    sub = fit_data_law(w[fitted], n[fitted], y[fitted], rd.take(fitted), COLS, (1.0,), n_boot=5)
+    w, n, y, rd = w[held], n[held], y[held], rd.take(held)
+    sd = calibrate(sub, w, n, y, rd)
+    rng = np.random.default_rng(0)  # the draws `calibrate` takes
+    logs = log_predictive(sub.boot_predictions(w, n, rd), sub.resid_log, rng=rng)
+    z = rng.standard_normal(logs.shape)
+
+    def inside(s):
+        lo, hi = np.quantile(logs + s * z, [0.05, 0.95], axis=1)
+        return int(np.sum((np.log(y) >= lo) & (np.log(y) <= hi)))
+
+    assert inside(0.0) < 16 == inside(sd)  # ceil(17 * 0.9): the finite-sample correction
+    first = next(s for s in np.geomspace(1e-3, 1.0, 1400) if inside(s) == 16)
+    assert first < sd < first * 1.011  # measured 0.4815 and 0.4827
 
 
 def test_a_matched_ladder_says_that_its_median_unique_tokens_are_assumed():
