@@ -71,7 +71,10 @@ def resolve_size(text: str | float, fit: FitFile, what: str = "size") -> Size:
     errors."""
     name = _preset(text) if isinstance(text, str) else None
     if name is None:
-        return Size(str(text).strip(), parse_size(text, what))
+        count = parse_size(text, what)
+        if count <= 0:  # the laws take log N: caught here, not as a fit's error far below
+            raise CodemixError(f"{what} {text}: a model size must be more than 0 parameters")
+        return Size(str(text).strip(), count)
     counted = COUNTED_BY.get(fit.size_col or "")
     if fit.size_col is None:
         why = "the fit has no size column"

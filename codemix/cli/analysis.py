@@ -128,7 +128,9 @@ def register(sub) -> None:
         "which must be a --metric) through a sigmoid fitted on the runs above chance; the "
         "chance level comes from task.F.chance or after @; repeat for several",
     )
-    p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
+    p.add_argument(
+        "--folds", type=_at_least(2), default=5, help="cross-validation folds (default 5)"
+    )
     p.add_argument(
         "--raw-intervals",
         action="store_true",
@@ -136,7 +138,10 @@ def register(sub) -> None:
         "the out-of-fold runs fall inside, split-conformal)",
     )
     p.add_argument(
-        "--n-boot", type=int, default=200, help="bootstrap resamples for size laws (default 200)"
+        "--n-boot",
+        type=_at_least(0),
+        default=200,
+        help="bootstrap resamples for size laws (default 200)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed for folds and bootstrap")
     _add_jobs(p)
@@ -188,7 +193,7 @@ def register(sub) -> None:
         help="with --size-col: each row's training tokens (default: tokens, where present)",
     )
     _target_data_args(p)
-    p.add_argument("--level", type=float, default=0.9, help="interval level (default 0.9)")
+    p.add_argument("--level", type=_level, default=0.9, help="interval level (default 0.9)")
     p.add_argument("-o", "--output", required=True, metavar="PRED.csv")
     p.set_defaults(func=_predict)
 
@@ -218,11 +223,13 @@ def register(sub) -> None:
         metavar="K",
         help="leave out the K runs of highest loss (Besiroglu et al. drop 5 of 245; default 0)",
     )
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument(
+        "--n-boot", type=_at_least(0), default=1000, help="bootstrap resamples (default 1000)"
+    )
     _add_jobs(p)
     p.add_argument(
         "--refine-starts",
-        type=int,
+        type=_at_least(0),
         default=200,
         metavar="K",
         help="run L-BFGS from the K best points of the 4,500-point start grid "
@@ -251,7 +258,9 @@ def register(sub) -> None:
         metavar="M1,M2",
         help="two metrics for the Pareto front (default: the first two of the fit)",
     )
-    p.add_argument("--candidates", type=int, default=4000, help="mixtures searched (default 4000)")
+    p.add_argument(
+        "--candidates", type=_at_least(1), default=4000, help="mixtures searched (default 4000)"
+    )
     p.add_argument(
         "--full-simplex",
         action="store_true",
@@ -259,10 +268,36 @@ def register(sub) -> None:
         "where the fit does not extrapolate)",
     )
     _target_data_args(p)
-    p.add_argument("--draws", type=int, default=200, help="draws for the argmax spread")
-    p.add_argument("--level", type=float, default=0.9, help="interval level (default 0.9)")
+    p.add_argument("--draws", type=_at_least(0), default=200, help="draws for the argmax spread")
+    p.add_argument("--level", type=_level, default=0.9, help="interval level (default 0.9)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_optimum)
+
+
+def _at_least(k: int):
+    """An argparse type: an integer of at least k, refused before any work."""
+
+    def read(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if v < k:
+            raise argparse.ArgumentTypeError(f"must be at least {k}, got {v}")
+        return v
+
+    return read
+
+
+def _level(text: str) -> float:
+    """An argparse type: an interval's level, a share strictly between 0 and 1."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"{v} is not a share strictly between 0 and 1 (0.9: 90 %)")
+    return v
 
 
 def _target_data_args(p) -> None:

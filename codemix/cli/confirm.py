@@ -86,6 +86,8 @@ def _confirm(args) -> int:
         raise CodemixError(f"--compare {args.compare}: must be >= 0")
     if args.seeds is not None and args.seeds < 1:
         raise CodemixError(f"--seeds {args.seeds}: must be >= 1")
+    if args.workers < 1:
+        raise CodemixError(f"--workers {args.workers}: must be >= 1")
     base = load_study(args.study)
     stages = {s["name"]: s for s in base.raw["stages"]}
     first = base.objectives[0]

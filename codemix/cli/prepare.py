@@ -273,7 +273,7 @@ def _prepare(args) -> int:
             for d, v in _pairs(args.sample_fraction, "--sample-fraction", "DOMAIN=F")
         },
         sample_pilot=args.sample_pilot,
-        workers=args.workers or len(os.sched_getaffinity(0)),
+        workers=len(os.sched_getaffinity(0)) if args.workers is None else args.workers,
         shard=_shard(args.shard),
     )
     result = prep.prepare(cfg, quiet=args.quiet, rebuild=args.rebuild)

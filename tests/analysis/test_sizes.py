@@ -76,6 +76,8 @@ def test_a_plain_count_stays_as_given(export, tmp_path):
         assert str(resolve_size("3e8", fit)) == "3e8 parameters"
     with pytest.raises(CodemixError, match="--size: cannot read 'lots'"):
         resolve_size("lots", FitFile((), {}), "--size")
+    with pytest.raises(CodemixError, match="--target 0: a model size must be more than 0"):
+        resolve_size("0", FitFile((), {}), "--target")
 
 
 def test_a_fit_on_another_column_refuses_a_preset(export, tmp_path):

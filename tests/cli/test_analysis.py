@@ -253,6 +253,43 @@ def test_bad_input_is_a_clean_error_and_keeps_the_output(ladder, tmp_path, capsy
     assert out.read_text() == "keep me"
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["fit", "--folds", "1"], "argument --folds: must be at least 2, got 1"),
+        (["fit", "--n-boot", "-1"], "argument --n-boot: must be at least 0, got -1"),
+        (["predict", "--level", "0"], "argument --level: 0.0 is not a share strictly between"),
+        (["optimum", "--candidates", "0"], "argument --candidates: must be at least 1, got 0"),
+        (["optimum", "--candidates", "2.5"], "argument --candidates: '2.5' is not an integer"),
+        (["optimum", "--draws", "-1"], "argument --draws: must be at least 0, got -1"),
+        (["optimum", "--level", "90"], "argument --level: 90.0 is not a share strictly between"),
+        (["optimum", "--target", "0"], "--target 0: a model size must be more than 0 parameters"),
+        (["predict", "--size", "0"], "--size 0: a model size must be more than 0 parameters"),
+    ],
+)
+def test_counts_levels_and_sizes_out_of_range_are_refused_by_name(
+    ladder, tmp_path, capsys, args, message
+):
+    """Refused by the flag's name, before any work: unchecked, --candidates 0, --draws -1 and
+    --level 1.5 end in a numpy traceback, and --target 0 in an error about tokens."""
+    table, fit = ladder
+    out = tmp_path / "out.txt"
+    out.write_text("keep me")
+    command, more = args[0], args[1:]
+    argv = {
+        "fit": ["fit", str(table), "--mixture-cols", "w_*", "--metric", "nl_loss", "-o", str(out)],
+        "predict": ["predict", str(fit), "--mixtures", str(table), "-o", str(out)],
+        "optimum": ["optimum", str(fit), "--objective", "min:nl_loss"],
+    }[command]
+    try:
+        rc = main(argv + more)
+    except SystemExit as e:  # argparse refuses a flag's value itself
+        rc = e.code
+    assert rc == 2
+    assert message in capsys.readouterr().err
+    assert out.read_text() == "keep me"
+
+
 def test_stage_mixtures_fit_predict_and_optimum(tmp_path, capsys):
     """One --mixture-cols per stage: each stage's weights are a mixture of their own."""
     rng = np.random.default_rng(5)

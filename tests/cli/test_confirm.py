@@ -127,6 +127,8 @@ def test_runs_exports_and_scores_the_confirmation(ladder_fit, tmp_path, capsys):
     args = ["confirm", str(fit), "--study", str(spec), "--size", "test", "--out", str(out)]
     assert main([*args, "--seeds", "0", "--dry-run"]) == 2
     assert "--seeds 0: must be >= 1" in capsys.readouterr().err
+    assert main([*args, "--workers", "0", "--dry-run"]) == 2
+    assert "--workers 0: must be >= 1" in capsys.readouterr().err
     assert main([*args, "--compare", "1", "--seeds", "2", "--quiet"]) == 0
     assert "3 schedules, 2 seeds each" in (out / "confirm.toml").read_text()
     cal = json.loads((out / "calibration.json").read_text())["bpb.text"]

@@ -488,6 +488,8 @@ def test_cli_routes_samples_and_shards(tmp_path, corpus, capsys):
     assert "--shard '2': expected K/N" in capsys.readouterr().err
     assert main([*argv, "--out", str(tmp_path / "t"), "--map", "text"]) != 0
     assert "--map 'text': expected VALUE=DOMAIN" in capsys.readouterr().err
+    assert main([*argv, "--out", str(tmp_path / "t"), "--workers", "0"]) != 0  # not "all cores"
+    assert "--workers 0: expected at least 1" in capsys.readouterr().err
     assert not (tmp_path / "t").exists()
 
 
