@@ -53,6 +53,11 @@ def _results(args):
     from codemix.core.errors import CodemixError
 
     src = Path(args.source)
+    if src.suffix == ".json":  # a FIT.json where the runs belong: say where it goes
+        raise CodemixError(
+            f"{src} is not a study spec or a results table; a fit file goes with --fit, beside "
+            f"the runs it was fitted on: codemix report STUDY.toml|RESULTS --fit {src} -o ..."
+        )
     if src.suffix == ".toml":
         import optuna
 

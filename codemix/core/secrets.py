@@ -7,6 +7,7 @@ at its first '@' (or '/') and would print the rest: the credentials are everythi
 
 from __future__ import annotations
 
+import re
 from urllib.parse import quote, unquote
 
 MASK = "***"
@@ -31,7 +32,9 @@ def redact(url: str) -> str:
 
 
 def scrub(text: str, url: str) -> str:
-    """`text` (an error message, say) with every form of the URL's password masked."""
+    """`text` (an error message, say) with every form of the URL's password masked where it
+    stands alone, not inside a longer word: masked everywhere, a one-letter password 'p'
+    turned the driver's 'psycopg' into '***sycopg'."""
     _, _, password, _ = split_credentials(url)
     if not password:
         return text
@@ -39,7 +42,7 @@ def scrub(text: str, url: str) -> str:
         ::-1
     ]:
         if form:
-            text = text.replace(form, MASK)
+            text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(form)}(?![A-Za-z0-9])", MASK, text)
     return text
 
 

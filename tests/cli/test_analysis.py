@@ -229,6 +229,7 @@ def test_scaling_prints_parameters_with_errors(tmp_path, capsys):
         (["predict", "{table}", "--mixtures", "{table}"], "not valid JSON"),
         (["optimum", "{fit}", "--objective", "best:nl_loss"], "unknown objective"),
         (["optimum", "{fit}", "--objective", "min:acc"], "the fit has"),
+        (["report", "{fit}"], "a fit file goes with --fit, beside the runs"),
     ],
 )
 def test_bad_input_is_a_clean_error_and_keeps_the_output(ladder, tmp_path, capsys, argv, message):

@@ -32,6 +32,14 @@ def test_error_messages_lose_every_form_of_the_password():
     assert "a@b/c" not in scrub(text, url) and "a%40b%2Fc" not in scrub(text, url)
 
 
+def test_a_short_password_is_masked_where_it_stands_alone_only():
+    url = "postgresql://u:p@localhost:1/x"
+    text = 'psycopg.OperationalError: port 1 failed for "u:p@localhost", password p rejected'
+    assert scrub(text, url) == (
+        'psycopg.OperationalError: port 1 failed for "u:***@localhost", password *** rejected'
+    )
+
+
 def test_normalise_escapes_the_password_once():
     assert normalise("postgresql://me:p@ss@db/x") == "postgresql://me:p%40ss@db/x"
     assert normalise("postgresql://me:p%40ss@db/x") == "postgresql://me:p%40ss@db/x"
