@@ -9,6 +9,7 @@ import argparse
 
 from codemix.analysis.lawnames import LAWS as SIZE_LAWS
 from codemix.analysis.lawnames import OVERFIT_PAST, R_STAR_MODES
+from codemix.cli._args import at_least
 
 
 def register(sub) -> None:
@@ -129,7 +130,7 @@ def register(sub) -> None:
         "chance level comes from task.F.chance or after @; repeat for several",
     )
     p.add_argument(
-        "--folds", type=_at_least(2), default=5, help="cross-validation folds (default 5)"
+        "--folds", type=at_least(2), default=5, help="cross-validation folds (default 5)"
     )
     p.add_argument(
         "--raw-intervals",
@@ -139,7 +140,7 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--n-boot",
-        type=_at_least(0),
+        type=at_least(0),
         default=200,
         help="bootstrap resamples for size laws (default 200)",
     )
@@ -224,12 +225,12 @@ def register(sub) -> None:
         help="leave out the K runs of highest loss (Besiroglu et al. drop 5 of 245; default 0)",
     )
     p.add_argument(
-        "--n-boot", type=_at_least(0), default=1000, help="bootstrap resamples (default 1000)"
+        "--n-boot", type=at_least(0), default=1000, help="bootstrap resamples (default 1000)"
     )
     _add_jobs(p)
     p.add_argument(
         "--refine-starts",
-        type=_at_least(0),
+        type=at_least(0),
         default=200,
         metavar="K",
         help="run L-BFGS from the K best points of the 4,500-point start grid "
@@ -259,7 +260,7 @@ def register(sub) -> None:
         help="two metrics for the Pareto front (default: the first two of the fit)",
     )
     p.add_argument(
-        "--candidates", type=_at_least(1), default=4000, help="mixtures searched (default 4000)"
+        "--candidates", type=at_least(1), default=4000, help="mixtures searched (default 4000)"
     )
     p.add_argument(
         "--full-simplex",
@@ -268,25 +269,10 @@ def register(sub) -> None:
         "where the fit does not extrapolate)",
     )
     _target_data_args(p)
-    p.add_argument("--draws", type=_at_least(0), default=200, help="draws for the argmax spread")
+    p.add_argument("--draws", type=at_least(0), default=200, help="draws for the argmax spread")
     p.add_argument("--level", type=_level, default=0.9, help="interval level (default 0.9)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_optimum)
-
-
-def _at_least(k: int):
-    """An argparse type: an integer of at least k, refused before any work."""
-
-    def read(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if v < k:
-            raise argparse.ArgumentTypeError(f"must be at least {k}, got {v}")
-        return v
-
-    return read
 
 
 def _level(text: str) -> float:

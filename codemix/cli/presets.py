@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from codemix.cli._args import at_least
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -15,14 +17,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--vocab",
-        type=int,
+        type=at_least(1),
         default=8192,
         metavar="V",
         help="vocabulary size (default: %(default)s)",
     )
     p.add_argument(
         "--seq-len",
-        type=int,
+        type=at_least(1),
         default=1024,
         metavar="T",
         help="context length in tokens (default: %(default)s)",

@@ -30,11 +30,16 @@ def test_presets_options(capsys):
     assert "vocab 50257, untied embeddings, context 2048 tokens" in out
 
 
-def test_bad_vocab_is_a_clean_error(capsys):
-    assert main(["presets", "--vocab", "0"]) == 2
-    assert "vocab_size" in capsys.readouterr().err
-
-
 def test_module_load_imports_no_jax():
     code = "import sys, codemix.cli.presets; assert 'jax' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_vocabulary_or_context_of_zero_is_refused_by_its_flag(capsys):
+    for flag in ("--vocab", "--seq-len"):
+        try:
+            rc = main(["presets", flag, "0"])
+        except SystemExit as e:  # argparse refuses the value itself
+            rc = e.code
+        assert rc == 2
+        assert f"argument {flag}: must be at least 1, got 0" in capsys.readouterr().err
