@@ -191,7 +191,7 @@ def test_calibrate_finds_the_smallest_spread_that_covers_the_held_out_runs():
 
     assert inside(0.0) < 16 == inside(sd)  # ceil(17 * 0.9): the finite-sample correction
     first = next(s for s in np.geomspace(1e-3, 1.0, 1400) if inside(s) == 16)
-    assert first < sd < first * 1.011  # measured 0.4815 and 0.4827
+    assert first < sd < first * 1.011  # measured 0.4815 and 0.4835
 
 
 def test_a_matched_ladder_says_that_its_median_unique_tokens_are_assumed():
