@@ -86,6 +86,7 @@ STUDY_KEYS = (
     "wall_time_s",
     "seed",
     "unique_caps",
+    "timing",
 )
 
 
@@ -116,6 +117,15 @@ def stage_tokens(stage: str) -> str:
 
 def epochs(domain: str) -> str:
     return f"epochs{SEP}{domain}"
+
+
+# the phases of a population's wall time its summary times (`timing`), in order
+PHASES = ("setup_s", "restore_s", "compile_s", "steps_s", "eval_s", "task_eval_s", "checkpoint_s")
+
+
+def phase_time(phase: str) -> str:
+    """`time.compile_s`: seconds the run's population spent in one phase of its wall time."""
+    return f"time{SEP}{phase}"
 
 
 def unique_cap(how: str, domain: str) -> str:
@@ -222,4 +232,10 @@ def run_columns(summary: dict, size: str) -> dict:
     for how, caps in (summary.get("unique_caps") or {}).items():
         for d, v in caps.items():
             row[unique_cap(how, d)] = v
+    # where the wall time went (setup, compile, steps, evaluation, checkpoints): the steps'
+    # rate alone does not tell a slow study from one that waits on everything else
+    timing = summary.get("timing") or {}
+    for phase in PHASES:
+        if timing.get(phase) is not None:
+            row[phase_time(phase)] = timing[phase]
     return row

@@ -36,6 +36,21 @@ def test_run_columns_name_every_part_with_dots():
     assert not [c for c in row if c.startswith("unique_")]  # nothing capped, nothing said
 
 
+def test_run_columns_say_where_the_wall_time_went():
+    timing = {"setup_s": 1.5, "compile_s": 4.0, "steps_s": 20.0, "eval_s": 2.0}
+    timing |= {"checkpoint_s": 0.5, "step_tokens_per_s": 700.0, "step_mfu": None}
+    row = results.run_columns(SUMMARY | {"timing": timing}, "1M")
+    assert row["time.compile_s"] == 4.0 and row["time.steps_s"] == 20.0
+    assert [c for c in row if c.startswith("time.")] == [
+        "time.setup_s",
+        "time.compile_s",
+        "time.steps_s",
+        "time.eval_s",
+        "time.checkpoint_s",
+    ]  # the phases in order; the rate and MFU are not phases (`tokens_per_s` has the rate)
+    assert not [c for c in results.run_columns(SUMMARY, "1M") if c.startswith("time.")]
+
+
 def test_run_columns_name_the_domains_a_spec_capped():
     caps = {"unique_tokens": {"text": 2_000_000}, "unique_share": {"code": 0.02}}
     row = results.run_columns(SUMMARY | {"unique_caps": caps}, "1M")

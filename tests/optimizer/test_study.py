@@ -112,6 +112,8 @@ def test_study_end_to_end_resume_and_export(write_study, tmp_path, capsys):
         "tokens.cooldown",
         "size",
         "code_domains",
+        "time.compile_s",
+        "time.steps_s",
     ):
         assert col in df.columns, col
     # the realised share follows the proposed one, and code_frac is the code group's share
