@@ -846,7 +846,18 @@ def render(r: ReportInput) -> str:
     notes = "".join(f"<p class=note>{html.escape(n)}</p>" for n in r.notes)
     warn = []
     if "state" in df.columns and "trial" in df.columns:
-        states = dict(df.unique("trial").group_by("state").len().iter_rows())
+        trials = df.unique("trial")
+        if "retry_of" in df.columns:
+            # an interrupted trial whose retry ran is no failure: the retry stands for it
+            retry_of = df["retry_of"].cast(df["trial"].dtype, strict=False).drop_nulls()
+            retried = trials.filter(pl.col("trial").is_in(retry_of.implode()))
+            trials = trials.filter(~pl.col("trial").is_in(retried["trial"].implode()))
+            if retried.height:
+                notes += (
+                    f"<p class=note>{retried.height} trial(s) interrupted and retried: "
+                    "their retries stand for them below.</p>"
+                )
+        states = dict(trials.group_by("state").len().iter_rows())
         bad = {k: v for k, v in states.items() if k in ("fail", "failed", "running", "waiting")}
         if bad:
             warn.append(

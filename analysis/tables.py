@@ -312,6 +312,14 @@ def mixture_array(
                     f"{e}; if these columns hold several stages' mixtures, give "
                     "--mixture-cols once per stage"
                 ) from None
+            shares = [c for c in group if c.split(".")[0] == "code_frac"]
+            if len(names) == 1 and len(shares) > 1:
+                stages = [c.split(".", 1)[1] for c in shares]
+                raise CodemixError(
+                    f"{e}; {', '.join(shares)} are each one stage's code share, not parts of "
+                    "one mixture: give each stage's mixture with its own flag, "
+                    + " ".join(f"--mixture-cols 'mix.{st}.*'" for st in stages)
+                ) from None
             raise
     return w
 

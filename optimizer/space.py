@@ -404,13 +404,34 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> StudySpe
     base = spec.run_spec([])
     for o in objs:
         _check_objective(o.metric, base, where)
-    for p in params:  # every named schedule must make a valid run
+    for p in params:  # every named schedule, and each end or value of a key, makes a valid run
         for name, values in p.choices.items() if p.kind == "schedules" else ():
             try:
                 spec.run_spec([f"{k}={json.dumps(v)}" for k, v in values.items()])
             except CodemixError as e:
                 raise CodemixError(f"[search] {p.key!r} schedule {name!r}: {e}") from None
+        for shown, overrides in _points(p):
+            try:
+                spec.run_spec(overrides)
+            except CodemixError as e:
+                why = str(e).removeprefix(f"{where}: ")
+                raise CodemixError(f"{where}: [search] {p.key!r} at {shown}: {why}") from None
     return spec
+
+
+def _points(p: Param) -> list[tuple[str, list[str]]]:
+    """(what to call it, overrides) for the ends of a range and each value or choice, so a
+    key that names no setting, or a value no run accepts, fails before any trial."""
+    if p.kind == "float":
+        return [(f"{x:g}", [f"{p.key}={x!r}"]) for x in (p.low, p.high)]
+    if p.kind == "values":
+        return [(json.dumps(v), [f"{p.key}={json.dumps(v)}"]) for v in p.values]
+    if p.kind == "choices":
+        return [(repr(n), [f"{p.key}={json.dumps(v)}"]) for n, v in p.choices.items()]
+    if p.kind == "simplex":
+        share = 1 / len(p.values)
+        return [("equal shares", [f"{p.key}.{d}={share!r}" for d in p.values])]
+    return []
 
 
 def _check_objective(metric: str, run: RunSpec, where: str) -> None:

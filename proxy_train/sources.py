@@ -131,10 +131,13 @@ def resolve(domain: str, pattern: str, options: ReadOptions) -> list[SourceFile]
             for f in sorted(files)
             if Path(f).suffix.lower() in exts and "__pycache__" not in root
         ]
+        if not any(files for _, _, files in os.walk(p)):
+            raise CodemixError(f"domain {domain!r}: directory {pattern} holds no file")
         if not paths:
             raise CodemixError(
                 f"domain {domain!r}: directory {pattern} holds no file with a suffix in "
-                f"{sorted(exts)} (see --extensions)"
+                f"{sorted(exts)}{_suffixes_held(p)} (see --extensions, or name the files "
+                "with a glob)"
             )
     else:
         paths = sorted(Path(x) for x in glob.glob(os.path.expanduser(pattern), recursive=True))
@@ -151,6 +154,18 @@ def resolve(domain: str, pattern: str, options: ReadOptions) -> list[SourceFile]
     if sum(f.size for f in files) == 0:
         raise CodemixError(f"domain {domain!r}: every file matching {pattern!r} is empty")
     return files
+
+
+def _suffixes_held(directory: Path) -> str:
+    """`; it holds .u8 (28), no suffix (29), ...`: what a user could pass instead."""
+    counts: dict[str, int] = {}
+    for _, _, files in os.walk(directory):
+        for f in files:
+            suffix = Path(f).suffix.lower() or "no suffix"
+            counts[suffix] = counts.get(suffix, 0) + 1
+    common = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    held = ", ".join(f"{s} ({n})" for s, n in common[:6])
+    return f"; it holds {held}" + (f" and {len(common) - 6} more suffixes" if common[6:] else "")
 
 
 def _raw_chunks(

@@ -548,6 +548,13 @@ def _fit(args: argparse.Namespace) -> int:
         overfit_past=args.overfit_past,
     )
     save_fit(fit, args.output)
+    n_sizes = 0 if table.size is None else len(np.unique(table.size))
+    if 0 < n_sizes < 3:
+        print(
+            f"no size law: the runs cover {n_sizes} size(s) of {args.size_col} "
+            f"({', '.join(f'{v:.3g}' for v in np.unique(table.size))}) and a size law needs 3 "
+            "or more; the surfaces below, on the largest size's runs, predict at that size only"
+        )
     for m, s in fit.surfaces.items():
         sc = s.cv_score
         print(
@@ -1014,7 +1021,7 @@ def _optimum(args: argparse.Namespace) -> int:
     import numpy as np
 
     from codemix.analysis.fitfile import load_fit
-    from codemix.analysis.optimum import find_optimum, pareto_front, parse_objective
+    from codemix.analysis.optimum import edge_stages, find_optimum, pareto_front, parse_objective
     from codemix.analysis.sizes import resolve_size
     from codemix.core.errors import CodemixError
 
@@ -1061,6 +1068,12 @@ def _optimum(args: argparse.Namespace) -> int:
     )
     for m, (mean, lo, hi) in opt.predicted.items():
         print(f"  predicted {m} {where}: {mean:.4g}  [{lo:.4g}, {hi:.4g}] ({pct} PI)")
+    edge = [] if args.full_simplex else edge_stages(fit, opt.mixture)
+    if edge:
+        print(
+            f"  note: the optimum lies at the edge of the explored range for {', '.join(edge)}:"
+            " explore further (widen that stage's search range) before trusting it"
+        )
     if size is not None:
         line = _epochs_line(fit, opt.mixture[None, :], size, data)
         if line:

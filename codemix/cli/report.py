@@ -119,6 +119,15 @@ def _report(args) -> int:
         from codemix.analysis.sizes import resolve_size
 
         fit = load_fit(args.fit)
+        lawless = [
+            m for m in dict.fromkeys((args.nl_metric, args.code_metric)) if m not in fit.scaling
+        ]
+        if lawless and all(m in fit.surfaces for m in lawless):
+            raise CodemixError(
+                f"--fit {args.fit} has no size law for {', '.join(lawless)}, and the report's "
+                "predictions are at a target size: fit runs at 3 or more sizes with --size-col, "
+                "or leave out --fit for a report of the runs alone"
+            )
         target = resolve_size(args.target, fit, "--target")
         from_fit(r, fit, target, data=_target_data(args, fit), study_objective=objective)
         print(f"predictions at {target}")

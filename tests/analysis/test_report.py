@@ -94,6 +94,21 @@ def test_names_are_escaped():
     assert "&lt;/script&gt;" in page
 
 
+def test_the_top_says_which_trials_failed_and_which_were_retried():
+    df = _table(4).with_columns(retry_of=pl.lit(None, pl.Int64))
+    assert "class=warn" not in render(ReportInput(df))
+    state = pl.when(pl.col("trial") < 2).then(pl.lit("fail")).otherwise(pl.col("state"))
+    failed = df.with_columns(state=state)
+    assert "failed trials (2 fail)" in render(ReportInput(failed))
+    # trial 0 was interrupted and its retry (trial 3) ran: only trial 1 failed
+    retried = failed.with_columns(retry_of=pl.when(pl.col("trial") == 3).then(0))
+    page = render(ReportInput(retried))
+    assert "failed trials (1 fail)" in page
+    assert "1 trial(s) interrupted and retried: their retries stand for them" in page
+    text = df.with_columns(state=state, retry_of=pl.lit(None, pl.String))  # as a CSV reads it
+    assert "failed trials (2 fail)" in render(ReportInput(text))
+
+
 def test_predicted_front_and_calibration(tmp_path):
     m = pl.col("bpb.text")
     df = _table().with_columns(

@@ -121,6 +121,18 @@ def test_one_mixture_per_stage(tmp_path):
     assert load_results(p, ["mix.init.*"], ["loss"]).groups is None
     with pytest.raises(CodemixError, match="once per stage"):
         load_results(p, "mix.*", ["loss"])
+    shares = df.with_columns(
+        code_frac__init=df["mix.init.code"], code_frac__cool=df["mix.cool.code"]
+    )
+    shares = shares.rename(
+        {"code_frac__init": "code_frac.init", "code_frac__cool": "code_frac.cool"}
+    )
+    shares.write_csv(p)
+    hint = (
+        r"each one stage's code share.* --mixture-cols 'mix.init.\*' --mixture-cols 'mix.cool.\*'"
+    )
+    with pytest.raises(CodemixError, match=hint):
+        load_results(p, "code_frac.init,code_frac.cool", ["loss"])
     with pytest.raises(CodemixError, match="more than one mixture group"):
         load_results(p, ["mix.init.*", "mix.init.code,mix.cool.*"], ["loss"])
     with pytest.raises(CodemixError, match="one column"):

@@ -78,6 +78,19 @@ def test_directory_without_matching_files(files):
         resolve("code", str(files / "tree"), ReadOptions(extensions=(".rs",)))
 
 
+def test_directory_of_other_suffixes_names_the_ones_it_holds(tmp_path):
+    """fortune files: the text has no suffix, beside .dat indexes and .u8 links"""
+    for name in ("art", "cookie", "songs"):
+        (tmp_path / name).write_text("a fortune\n%\n")
+        (tmp_path / f"{name}.dat").write_bytes(b"\0\1")
+    (tmp_path / "art.u8").write_text("a fortune\n")
+    with pytest.raises(CodemixError, match=r"it holds \.dat \(3\), no suffix \(3\), \.u8 \(1\)"):
+        resolve("text", str(tmp_path), ReadOptions())
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CodemixError, match=r"directory .*empty holds no file$"):
+        resolve("text", str(tmp_path / "empty"), ReadOptions())
+
+
 def test_truncated_zstd_is_caught_by_check(tmp_path):
     data = zstandard.ZstdCompressor().compress(_jsonl(DOCS * 2000))
     (tmp_path / "t.jsonl.zst").write_bytes(data[: len(data) // 2])
