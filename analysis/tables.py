@@ -58,6 +58,13 @@ def read_table(path: str | Path) -> pl.DataFrame:
     return df
 
 
+def stage_mixtures(columns: list[str]) -> list[str]:
+    """`['mix.init.*', 'mix.cooldown.*']`: one mixture selection per stage of a study
+    export's `mix.STAGE.DOMAIN` columns, stages in the order the table has them."""
+    stages = [c.split(".")[1] for c in columns if c.startswith("mix.") and c.count(".") == 2]
+    return [f"mix.{st}.*" for st in dict.fromkeys(stages)]
+
+
 def join_tables(paths: list[str | Path], on: str | None = "index") -> pl.DataFrame:
     """Inner-join several tables on the key column `on` (e.g. RegMix mixture + loss files);
     with `on=None`, stack their rows (a ladder and its extra arms, exported from several

@@ -29,10 +29,10 @@ def register(sub) -> None:
     p.add_argument(
         "--mixture-cols",
         action="append",
-        required=True,
         metavar="COLS",
         help="mixture weight columns: comma-separated names or PREFIX*; repeat once per "
-        "stage to fit on several stages' mixtures (e.g. 'mix.init.*' and 'mix.cooldown.*')",
+        "stage to fit on several stages' mixtures (e.g. 'mix.init.*' and 'mix.cooldown.*'; "
+        "the default for a study export: one per stage of its mix.STAGE.DOMAIN columns)",
     )
     p.add_argument(
         "--stage-cols",
@@ -497,6 +497,23 @@ def _combine(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_mixtures(paths: list[str]) -> list[str]:
+    """A study export's stage mixtures (`mix.init.*`, `mix.cooldown.*`), said as it is
+    taken; a table without them needs --mixture-cols."""
+    from codemix.analysis.tables import read_table, stage_mixtures
+    from codemix.core.errors import CodemixError
+
+    columns = [c for path in paths for c in read_table(path).columns]
+    found = stage_mixtures(columns)
+    if not found:
+        raise CodemixError(
+            f"{paths[0]}: no mix.STAGE.DOMAIN columns of a study export; name the mixture "
+            "weight columns with --mixture-cols"
+        )
+    print(f"mixtures: {', '.join(found)} (one per stage of the export; --mixture-cols to choose)")
+    return found
+
+
 def _fit(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -522,6 +539,8 @@ def _fit(args: argparse.Namespace) -> int:
         seed=args.seed,
         calibrate=not args.raw_intervals,
     )
+    if not args.mixture_cols:
+        args.mixture_cols = _export_mixtures(args.results)
     tokens_col = args.tokens_col or _default_tokens_col(args)
     table = load_results(
         args.results,

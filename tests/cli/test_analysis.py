@@ -450,6 +450,24 @@ def test_fit_says_two_sizes_give_no_size_law(ladder, tmp_path, capsys):
     assert not page.exists()
 
 
+def test_fit_takes_a_study_exports_stage_mixtures_by_default(ladder, tmp_path, capsys):
+    rng = np.random.default_rng(5)
+    init, cool = rng.uniform(0, 0.6, 12), rng.uniform(0, 0.6, 12)
+    mix = {"mix.init.text": 1 - init, "mix.init.code": init}
+    mix |= {"mix.cooldown.text": 1 - cool, "mix.cooldown.code": cool}
+    loss = 3.0 - 0.3 * init + 0.1 * cool + 0.003 * rng.standard_normal(12)
+    export = tmp_path / "export.csv"
+    pl.DataFrame(mix | {"code_frac.init": init, "bpb.text": loss}).write_csv(export)
+    argv = ["fit", str(export), "--metric", "bpb.text", "--families", "linear"]
+    assert main([*argv, "-o", str(tmp_path / "fit.json")]) == 0
+    assert "mixtures: mix.init.*, mix.cooldown.* (one per stage" in capsys.readouterr().out
+    fit = json.loads((tmp_path / "fit.json").read_text())
+    assert fit["mixture_groups"] == [list(mix)[:2], list(mix)[2:]]
+    table, _ = ladder  # w_text, w_code, w_math: no export's columns to take
+    assert main(["fit", str(table), "--metric", "nl_loss", "-o", str(tmp_path / "f2.json")]) == 2
+    assert "no mix.STAGE.DOMAIN columns" in capsys.readouterr().err
+
+
 def test_fit_stacks_a_ladder_exported_in_parts(ladder, tmp_path, capsys):
     table, _ = ladder
     df = pl.read_csv(table)
