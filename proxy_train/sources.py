@@ -131,9 +131,9 @@ def resolve(domain: str, pattern: str, options: ReadOptions) -> list[SourceFile]
             for f in sorted(files)
             if Path(f).suffix.lower() in exts and "__pycache__" not in root
         ]
-        if not any(files for _, _, files in os.walk(p)):
-            raise CodemixError(f"domain {domain!r}: directory {pattern} holds no file")
         if not paths:
+            if not any(files for _, _, files in os.walk(p)):
+                raise CodemixError(f"domain {domain!r}: directory {pattern} holds no file")
             raise CodemixError(
                 f"domain {domain!r}: directory {pattern} holds no file with a suffix in "
                 f"{sorted(exts)}{_suffixes_held(p)} (see --extensions, or name the files "
