@@ -254,7 +254,8 @@ def assemble(
         if docs["train"] + docs["val"] < 2:
             raise CodemixError(
                 f"domain {name!r}: {docs['train'] + docs['val']} document(s); a domain needs "
-                "at least 2 to split into train and validation"
+                "at least 2 to split into train and validation (a plain file is one document "
+                "unless --doc-separator LINE splits it)"
             )
         if docs["val"] == 0:
             moved = ("train", "val")

@@ -168,6 +168,11 @@ def _tasks(cfg: PrepareConfig) -> list[_parts.FileTask]:
         route = src.Route(field=cfg.domain_from, mapping=cfg.mapping)
         files = [f for p in cfg.routed for f in src.resolve("--source", p, cfg.read)]
         add(files, route, "--source")
+    if cfg.read.separator is not None and all(t.source.format != "file" for t in tasks):
+        raise CodemixError(
+            f"--doc-separator {cfg.read.separator!r} splits plain files, and every source here "
+            "is JSON lines or parquet, whose records are documents already"
+        )
     return tasks
 
 
@@ -196,6 +201,8 @@ def _fingerprint(cfg: PrepareConfig, tasks: list[_parts.FileTask]) -> str:
             [str(t.source.path), t.source.size, t.source.mtime_ns] for t in tasks if t.route.field
         ]
         plan["route"] = [cfg.domain_from, cfg.mapping]
+    if cfg.read.separator is not None:  # absent otherwise, so older stores stay current
+        plan["separator"] = cfg.read.separator
     if cfg.sample or cfg.sample_fraction:  # absent otherwise, so older stores stay current
         plan["keep"] = [sorted(cfg.sample.items()), sorted(cfg.sample_fraction.items())]
         plan["pilot"] = cfg.sample_pilot
@@ -502,7 +509,11 @@ def prepare(cfg: PrepareConfig, quiet: bool = False, rebuild: bool = False) -> P
                 "file": "tokenizer.json" if tok.kind != "bytes" else None,
                 "source": str(cfg.tokenizer.path) if cfg.tokenizer.path else None,
             },
-            "read": {"text_field": cfg.read.text_field, "content_field": cfg.read.content_field},
+            "read": {
+                "text_field": cfg.read.text_field,
+                "content_field": cfg.read.content_field,
+            }
+            | ({"separator": cfg.read.separator} if cfg.read.separator is not None else {}),
             "domains": domains,
         }
         if cfg.shard is not None:
@@ -529,6 +540,8 @@ def _keyed(task, digest: str, keep: dict, ctx: _parts.Context, tok_hash: str):
         [ctx.read.text_field, ctx.read.content_field],
         sorted(keep.items()),
     ]
+    if ctx.read.separator is not None and task.source.format == "file":
+        key.append(ctx.read.separator)  # absent otherwise: parts built before it stay valid
     name = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:24]
     return _parts.FileTask(task.index, task.source, task.route, name, tuple(sorted(keep.items())))
 

@@ -1,8 +1,9 @@
 """Reading per-domain sources as a stream of documents.
 
 Formats by suffix: .jsonl / .jsonl.zst / .json.gz (one JSON object per line, a text field),
-.parquet (a text column), anything else one document per file (.txt, source code). A
-directory is a source tree: every file below it whose suffix is in `extensions`.
+.parquet (a text column), anything else one document per file (.txt, source code), or one per
+stretch between `separator` lines (fortune files, `%`). A directory is a source tree: every
+file below it whose suffix is in `extensions`.
 Nothing here holds a whole file in memory; parquet is read in row batches through polars.
 
 A `Route` says which domain a file's documents go to: one named domain (`--domain`), or the
@@ -63,6 +64,14 @@ class ReadOptions:
     text_field: str = "text"  # JSON lines (SlimPajama, Dolma)
     content_field: str = "content"  # parquet (The Stack)
     extensions: tuple[str, ...] = field(default=tuple(CODE_EXTENSIONS))
+    separator: str | None = None  # a plain file's line that ends one document, begins the next
+
+    def __post_init__(self):
+        sep = self.separator
+        if sep is not None and (not sep.strip() or "\n" in sep or "\r" in sep):
+            raise CodemixError(
+                f"--doc-separator {sep!r}: expected one line of visible text, such as '%'"
+            )
 
 
 DROP = "-"  # --map VALUE=- drops the documents with that value
@@ -314,8 +323,11 @@ def iter_records(
         with open(source.path, "rb") as f:
             text = f.read().decode("utf-8", errors="replace")
         report(source.size)
-        if text.strip():
-            yield text, None, 0
+        if options.separator is None:
+            if text.strip():
+                yield text, None, 0
+            return
+        yield from _separated(text, options.separator.strip())
         return
     if fmt == "parquet":
         yield from _parquet_records(source, options.content_field, field, report)
@@ -325,6 +337,21 @@ def iter_records(
             text, value = _json_record(line, source.path, lineno, options.text_field, field)
             if text and text.strip():
                 yield text, value, lineno
+
+
+def _separated(text: str, separator: str) -> Iterator[tuple[str, None, int]]:
+    """(document, None, first line) of a plain file split at lines that are `separator`
+    (surrounding blanks aside); the separator lines belong to no document."""
+    start, lines = 1, []
+    for lineno, line in enumerate(text.splitlines(keepends=True), start=1):
+        if line.strip() == separator:
+            if "".join(lines).strip():
+                yield "".join(lines), None, start
+            start, lines = lineno + 1, []
+        else:
+            lines.append(line)
+    if "".join(lines).strip():
+        yield "".join(lines), None, start
 
 
 def _parquet_records(source: SourceFile, key: str, field: str | None, report):

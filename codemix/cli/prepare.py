@@ -119,6 +119,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "source-code and text suffixes)",
     )
     p.add_argument(
+        "--doc-separator",
+        metavar="LINE",
+        help="a line that ends one document and begins the next in plain files, such as "
+        "'%%' in fortune files (default: one document per plain file)",
+    )
+    p.add_argument(
         "--tokenizer-sample",
         default="8M",
         help="bytes of text the BPE is trained on, drawn from all domains in "
@@ -259,7 +265,7 @@ def _prepare(args) -> int:
         tokenizer=TokenizerSpec.parse(args.tokenizer),
         val_frac=args.val_frac,
         dtype=args.dtype,
-        read=ReadOptions(args.text_field, args.content_field, exts),
+        read=ReadOptions(args.text_field, args.content_field, exts, args.doc_separator),
         tokenizer_sample_bytes=int(parse_count(args.tokenizer_sample, "--tokenizer-sample")),
         routed=tuple(args.source),
         domain_from=args.domain_from,

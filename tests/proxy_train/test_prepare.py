@@ -15,6 +15,7 @@ from codemix.core.interrupt import Interrupted
 from codemix.proxy_train import _parts
 from codemix.proxy_train import prepare as prep
 from codemix.proxy_train.prepare import PrepareConfig, builtin_domains, prepare
+from codemix.proxy_train.sources import ReadOptions
 from codemix.proxy_train.store import TokenStore
 from codemix.proxy_train.tokenizer import TokenizerSpec
 
@@ -536,3 +537,30 @@ def test_a_second_build_of_one_store_at_once_is_refused(tmp_path, corpus):
         holder.wait()
     prepare(_cfg(tmp_path, "s"), quiet=True)  # free again: builds
     assert TokenStore(tmp_path / "s").domains == ("code", "text")
+
+
+def test_a_document_separator_splits_plain_files_and_rebuilds(tmp_path):
+    (tmp_path / "text").mkdir()
+    fortunes = "\n%\n".join(f"Fortune number {i} says something wise." for i in range(30))
+    (tmp_path / "text" / "fortunes").write_text(fortunes + "\n")
+    domains = {"text": (str(tmp_path / "text" / "*"),), "code": _corpus(tmp_path / "c")["code"]}
+    with pytest.raises(CodemixError, match="1 document.*unless --doc-separator LINE splits"):
+        prepare(_bytes_cfg(domains, tmp_path / "store"), quiet=True)
+    (tmp_path / "text" / "more").write_text(fortunes.replace("Fortune", "Saying"))
+    whole = prepare(_bytes_cfg(domains, tmp_path / "store"), quiet=True)
+    assert whole.manifest["domains"]["text"]["documents"] == 2
+    split = prepare(
+        _bytes_cfg(domains, tmp_path / "store", read=ReadOptions(separator="%")), quiet=True
+    )
+    assert split.status == "built"  # the separator is part of what the store was built from
+    assert split.manifest["domains"]["text"]["documents"] == 60
+    assert split.manifest["read"]["separator"] == "%"
+    assert "separator" not in whole.manifest["read"]
+
+
+def test_a_document_separator_without_plain_files_is_refused(tmp_path):
+    text = _corpus(tmp_path / "c")["text"]  # JSON lines only
+    cfg = _bytes_cfg({"text": text}, tmp_path / "store", read=ReadOptions(separator="%"))
+    with pytest.raises(CodemixError, match="--doc-separator '%' splits plain files"):
+        prepare(cfg, quiet=True)
+    assert not (tmp_path / "store").exists()

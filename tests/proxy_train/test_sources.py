@@ -141,3 +141,20 @@ def test_bad_json_line_names_file_and_line(tmp_path):
     (src,) = resolve("d", str(tmp_path / "a.jsonl"), ReadOptions())
     with pytest.raises(CodemixError, match=r"a\.jsonl:4: not valid JSON"):
         list(iter_documents(src, ReadOptions()))
+
+
+def test_a_separator_line_splits_a_plain_file(tmp_path):
+    (tmp_path / "fortunes").write_text("%\nfirst\nfortune\n%\n\n%  \nsecond\n%\nthird\n")
+    (src,) = resolve("d", str(tmp_path / "fortunes"), ReadOptions())
+    assert list(iter_documents(src, ReadOptions(separator="%"))) == [
+        "first\nfortune\n",
+        "second\n",
+        "third\n",
+    ]  # separator lines, blanks around them, and empty stretches belong to no document
+    assert list(iter_documents(src, ReadOptions())) == [(tmp_path / "fortunes").read_text()]
+
+
+@pytest.mark.parametrize("separator", ["", "  ", "a\nb"])
+def test_a_separator_that_is_not_one_visible_line_is_refused(separator):
+    with pytest.raises(CodemixError, match="--doc-separator"):
+        ReadOptions(separator=separator)
