@@ -58,6 +58,19 @@ def read_table(path: str | Path) -> pl.DataFrame:
     return df
 
 
+def table_columns(path: str | Path) -> list[str]:
+    """A CSV or parquet file's column names, from its header alone."""
+    path = Path(path)
+    if not path.is_file():
+        raise CodemixError(f"results table {path} does not exist")
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            return pl.scan_parquet(path).collect_schema().names()
+        return pl.scan_csv(path, infer_schema_length=0).collect_schema().names()
+    except (pl.exceptions.PolarsError, OSError) as e:
+        raise CodemixError(f"cannot read {path}: {e}") from e
+
+
 def stage_mixtures(columns: list[str]) -> list[str]:
     """`['mix.init.*', 'mix.cooldown.*']`: one mixture selection per stage of a study
     export's `mix.STAGE.DOMAIN` columns, stages in the order the table has them."""

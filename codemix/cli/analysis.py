@@ -500,10 +500,10 @@ def _combine(args: argparse.Namespace) -> int:
 def _export_mixtures(paths: list[str]) -> list[str]:
     """A study export's stage mixtures (`mix.init.*`, `mix.cooldown.*`), said as it is
     taken; a table without them needs --mixture-cols."""
-    from codemix.analysis.tables import read_table, stage_mixtures
+    from codemix.analysis.tables import stage_mixtures, table_columns
     from codemix.core.errors import CodemixError
 
-    columns = [c for path in paths for c in read_table(path).columns]
+    columns = [c for path in paths for c in table_columns(path)]
     found = stage_mixtures(columns)
     if not found:
         raise CodemixError(

@@ -11,6 +11,8 @@ from codemix.analysis.tables import (
     load_results,
     read_table,
     resolve_columns,
+    stage_mixtures,
+    table_columns,
     trial_keys,
     usable_rows,
 )
@@ -250,3 +252,14 @@ def test_trial_keys_tell_capped_arms_of_one_grid_apart():
     assert keys[0] == keys[4] and keys[1] == keys[5]  # a second seed of the full store
     assert len({keys[0], keys[2]}) == 2  # the same trial values, another arm
     assert trial_keys(pl.DataFrame({"unique_tokens.text": [1.0]})) is None
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_table_columns_reads_the_header_alone(tmp_path, suffix):
+    df = pl.DataFrame({"mix.init.text": [0.7, 0.5], "bpb.text": [1.3, 1.2], "note": ["a", "b"]})
+    path = tmp_path / f"t{suffix}"
+    df.write_csv(path) if suffix == ".csv" else df.write_parquet(path)
+    assert table_columns(path) == df.columns
+    assert stage_mixtures(table_columns(path)) == ["mix.init.*"]
+    with pytest.raises(CodemixError, match="does not exist"):
+        table_columns(tmp_path / "missing.csv")
