@@ -10,7 +10,8 @@
 # Compute: CPU only, about 15 minutes on 2 cores (the two fits side by side). Training
 # seed.toml at "16M" (17.5M parameters, 159M tokens and 1.85e16 FLOPs a run) takes about
 # 80 s a run on one H200 (the seed-0 study: 6 runs in 473 s):
-#     codemix study run OUT/seed.toml --set study.seeds=1 --set study.seed=1 --quiet
+#     codemix study run OUT/seed.toml --set study.seeds=1 --set train.seed=1 --quiet
+# (`train.seed`: `study.seed` seeds only the sampler, so with it the runs repeat seed 0.)
 #
 # Usage: bash benchmarks/confirm_16m_broad.sh [OUT] [NAMES]
 #        (default runs/bconf16 and optimum,compare-1)
@@ -58,7 +59,7 @@ $bin/codemix confirm "$out/both.json" --study "$out/ladder.toml" --size 16M --co
     --out "$out" --dry-run
 
 # seed.toml: only NAMES, at the code shares seed 0 trained, as a study of its own (name,
-# folder, storage beside it); with paired seeding a run's model seed is study.seed plus its
+# folder, storage beside it); with paired seeding a run's model seed is train.seed plus its
 # replicate, whatever its trial's number
 $bin/python - "$out" "$data" "$names" <<'EOF'
 import sys

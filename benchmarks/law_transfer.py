@@ -78,6 +78,18 @@ def _schedules(w, n) -> np.ndarray:
     return group.ravel()
 
 
+def _tie_median(law, w, n, y, data) -> str:
+    """The mean relative error and Spearman of the median prediction of the chosen law and
+    the laws tied with it (`within_one_se`): a point prediction that does not turn on which
+    law of a tie won; '' without a tie."""
+    if not getattr(law, "tied", ()):
+        return ""
+    median = np.median([law.predict(w, n, data)] + [t.predict(w, n, data) for t in law.tied], 0)
+    mre = float(np.mean(np.abs(median - y) / y))
+    rho = float(stats.spearmanr(median, y).statistic)
+    return f"median of the {len(law.tied) + 1} tied laws: {mre:.2%}, Spearman {rho:.2f}"
+
+
 def _by_schedule(cols, w, n, y, mean) -> list[str]:
     """One line a schedule: its mixture, seeds, observed and predicted seed means, the signed
     relative error and the seeds' range over their mean."""
@@ -203,6 +215,8 @@ def transfer(args) -> None:
                     print(f"  {name}, by schedule:", file=sys.stderr)
                     for line in _by_schedule(train.mixture_cols, w_te, n_te, y_te, mean):
                         print(line, file=sys.stderr)
+                if tie := _tie_median(law, w_te, n_te, y_te, d_te):
+                    print(f"  {name}, {m}: {tie}", file=sys.stderr)
                 row = f"{mre:.2%} | {inside} of {k}{note} | {rho:.2f} | {means}"
                 print(f"| {m} | {law_name} | {chosen} | {name} | {row} |", flush=True)
         print(f"  ({time.time() - t0:.0f} s)", file=sys.stderr)
@@ -248,6 +262,8 @@ def synthetic(args) -> None:
         )
         mre, k_in, k, _, _, note, _ = _score(law, w[~tr], n[~tr], y[~tr], rd.take(~tr))
         inside, total = inside + k_in, total + k
+        tie = _tie_median(law, w[~tr], n[~tr], y[~tr], rd.take(~tr)) or "no tie"
+        note += f"; {tie}"
         name = getattr(law, "name", law.form)
         print(f"| {seed} | {name} | {mre:.2%} | {k_in} of {k}{note} |", flush=True)
     print(f"all: {inside} of {total} inside ({inside / total:.0%})")

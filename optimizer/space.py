@@ -86,7 +86,7 @@ class StudySpec:
     population: int = 0  # the most trials trained at once; 0: as many as fit the device
     start_trials: int = 0  # space-filling first wave; 0: search dimensions + 1, at least 4
     wave_size: int = 0  # trials asked together after the start; 0: a sixteenth of the rest
-    seed: int = 0
+    seed: int = 0  # the sampler's; the models' is [train] seed
     max_tokens: float | None = None
     heartbeat_seconds: int = 30
     grace_seconds: int = 120
@@ -96,7 +96,7 @@ class StudySpec:
     # numbers: a difference between two trials is the mixtures', not the seeds'), which
     # branching needs; per-trial: seed + trial number, as studies before 0.9 did
     seeding: str = "paired"
-    seeds: int = 1  # replicates of every trial, seeds seed ... seed + seeds - 1
+    seeds: int = 1  # replicates of every trial: model seeds train.seed ... + seeds - 1
     branch: bool = True  # trials that share their first stages branch from one trunk
     diagonal: int = 0  # trials 0 .. diagonal - 1 also train from scratch, to check branching
     control: str = ""  # a named choice every other is measured against (vs_control.* columns)
