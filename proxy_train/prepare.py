@@ -509,13 +509,11 @@ def prepare(cfg: PrepareConfig, quiet: bool = False, rebuild: bool = False) -> P
                 "file": "tokenizer.json" if tok.kind != "bytes" else None,
                 "source": str(cfg.tokenizer.path) if cfg.tokenizer.path else None,
             },
-            "read": {
-                "text_field": cfg.read.text_field,
-                "content_field": cfg.read.content_field,
-            }
-            | ({"separator": cfg.read.separator} if cfg.read.separator is not None else {}),
+            "read": {"text_field": cfg.read.text_field, "content_field": cfg.read.content_field},
             "domains": domains,
         }
+        if cfg.read.separator is not None:  # absent otherwise, as in stores built before it
+            manifest["read"]["separator"] = cfg.read.separator
         if cfg.shard is not None:
             manifest["shard"] = {"index": cfg.shard[0], "count": cfg.shard[1], "build": build}
         shutil.rmtree(parts)

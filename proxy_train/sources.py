@@ -343,15 +343,13 @@ def _separated(text: str, separator: str) -> Iterator[tuple[str, None, int]]:
     """(document, None, first line) of a plain file split at lines that are `separator`
     (surrounding blanks aside); the separator lines belong to no document."""
     start, lines = 1, []
-    for lineno, line in enumerate(text.splitlines(keepends=True), start=1):
-        if line.strip() == separator:
-            if "".join(lines).strip():
-                yield "".join(lines), None, start
-            start, lines = lineno + 1, []
-        else:
+    for lineno, line in enumerate([*text.splitlines(keepends=True), separator], start=1):
+        if line.strip() != separator:
             lines.append(line)
-    if "".join(lines).strip():
-        yield "".join(lines), None, start
+            continue
+        if (doc := "".join(lines)).strip():
+            yield doc, None, start
+        start, lines = lineno + 1, []
 
 
 def _parquet_records(source: SourceFile, key: str, field: str | None, report):
