@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -60,6 +61,15 @@ def _run(args) -> int:
     if args.n_trials is not None and args.n_trials < 1:
         raise CodemixError("--n-trials must be >= 1")
     spec = load_study(args.spec, args.set)
+    keys = {kv.partition("=")[0].strip() for kv in args.set}
+    if "study.seed" in keys and "train.seed" not in keys:
+        # a second seed asked for as study.seed repeats the models of the first
+        print(
+            "note: study.seed seeds the sampler only; the models' seeds come from [train] "
+            "seed (replicate k: train.seed + k). Another seed of the same runs: --set "
+            "train.seed=K",
+            file=sys.stderr,
+        )
     run_study(spec, args.set, _storage(args, spec), args.n_trials, args.workers, args.quiet)
     return 0
 

@@ -197,6 +197,22 @@ def test_a_study_seeded_per_trial_is_not_resumed_with_paired_seeds(write_study, 
     assert "seeding = 'per-trial' to go on with it" in err
 
 
+def test_study_seed_alone_is_said_to_seed_the_sampler_not_the_models(
+    write_study, capsys, monkeypatch
+):
+    """`--set study.seed=1` for a second seed repeats the first seed's models: said before
+    any run; not said with train.seed, or without study.seed."""
+    import codemix.optimizer.study as study
+
+    monkeypatch.setattr(study, "run_study", lambda *a, **k: None)
+    path = write_study(name="seeded", n=1)
+    assert main(["study", "run", str(path), "--set", "study.seed=1", "--quiet"]) == 0
+    assert "--set train.seed=K" in capsys.readouterr().err
+    for more in (["--set", "study.seed=1", "--set", "train.seed=1"], []):
+        assert main(["study", "run", str(path), *more, "--quiet"]) == 0
+        assert "seeds the sampler only" not in capsys.readouterr().err
+
+
 CONTINUAL = """[[stages]]
 name = "continual"
 tokens_per_param = 4
