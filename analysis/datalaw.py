@@ -93,7 +93,7 @@ from codemix.analysis._lawterms import (
 )
 from codemix.analysis._parallel import pmap
 from codemix.analysis.intervals import log_predictive, predictive_band
-from codemix.analysis.lawnames import LAWS, OPT_IN_TERMS, OVERFIT_PAST, R_STAR_MODES
+from codemix.analysis.lawnames import LAWS, OPT_IN_TERMS, OVERFIT_PAST, R_STAR_MODES, TIE_POINTS
 from codemix.analysis.layout import as_groups, check_groups
 from codemix.core.errors import CodemixError
 from codemix.core.progress import track
@@ -254,6 +254,7 @@ class DataLawFit:
     # the least and most unique tokens a run read of each domain: far apart where runs were
     # capped or repetition-matched, and then `unique`, their median, is no target's corpus
     unique_range: dict[str, tuple[float, float]] = field(default_factory=dict)
+    tie_point: str = "winner"  # the point of `interval` where there is a tie (`tie_point`)
 
     form = "joint_data"
 
@@ -417,8 +418,9 @@ class DataLawFit:
         w = np.atleast_2d(w)
         rd = data if isinstance(data, RunData) else self.run_data(w, n_params, data)  # once
         mean = self.predict(w, n_params, rd)
+        point = tie_point(self, w, n_params, data, mean)
         if len(self.boot) < 2:
-            return mean, mean * np.nan, mean * np.nan
+            return point, mean * np.nan, mean * np.nan
         lo, hi = self._band(w, n_params, level, rd)
         if "overfit" in self.extra and self.ladder_epochs:
             past = repetition_beyond(rd.epochs, self.ladder_epochs, rd.domains) > 0
@@ -430,7 +432,7 @@ class DataLawFit:
                     np.where(past, np.minimum(lo, lo2), lo),
                     np.where(past, np.maximum(hi, hi2), hi),
                 )
-        return mean, *span_tied(self, w, n_params, data, mean, lo, hi)
+        return point, *span_tied(self, w, n_params, data, mean, lo, hi)
 
     def _band(self, w, n_params, level: float, rd: RunData):
         draws = self.boot_predictions(w, n_params, rd)
@@ -509,6 +511,7 @@ class DataLawFit:
             "ladder_absence": self.ladder_absence,
             "tied": [t.to_dict() for t in self.tied],
             "unique_tokens_range": {d: list(v) for d, v in self.unique_range.items()},
+            "tie_point": self.tie_point,
         }
 
     @classmethod
@@ -549,6 +552,7 @@ class DataLawFit:
             _overfit_past(d.get("overfit_past", "power"), "FIT.json: overfit_past"),
             tuple(law_from_dict(x) for x in d.get("tied", ())),
             {k: (float(a), float(b)) for k, (a, b) in d.get("unique_tokens_range", {}).items()},
+            check_tie_point(d.get("tie_point", "winner"), "FIT.json: tie_point"),
         )
 
 
@@ -572,6 +576,38 @@ def span_tied(law, w, n_params, data, mean, lo, hi) -> tuple[np.ndarray, np.ndar
         p = t.predict(w, n_params, data)
         lo, hi = np.minimum(lo, p * below), np.maximum(hi, p * above)
     return lo, hi
+
+
+def tie_point(law, w, n_params, data, mean: np.ndarray) -> np.ndarray:
+    """The point `law` predicts, given its own prediction `mean`: that, or with `tie_point`
+    "median" and a tie, the median (of the logs) of its and the tied laws' predictions. A tie
+    is laws the held-out checks could not tell apart, and which of them won turned with a
+    seed or a library build; the median does not turn with it (`law_transfer.py`)."""
+    voters = tie_voters(law) if getattr(law, "tie_point", "winner") == "median" else []
+    if not voters:
+        return mean
+    logs = np.log([mean, *(t.predict(w, n_params, data) for t in voters)])
+    return np.exp(np.median(logs, axis=0))
+
+
+def tie_voters(law) -> list:
+    """The tied laws whose predictions the median takes beside the chosen law's: all but
+    those that are the chosen law with terms added and held out no better (to 0.1 %), whose
+    added terms the ladder did not pin down (the contest takes the sub-law for that reason),
+    so that one size up they can go anywhere."""
+    rec = law.selection.get("data_law", {})
+    score, chosen = rec.get("geomean_rmse_log", {}), rec.get("chosen", "")
+
+    def unlearnt(x: str) -> bool:
+        return _nested(chosen, x) and x in score and score[x] <= score.get(chosen, -1) * 1.001
+
+    return [t for t in law.tied if not unlearnt(getattr(t, "name", "joint"))]
+
+
+def check_tie_point(v, what: str = "--tie-point") -> str:
+    if v not in TIE_POINTS:
+        raise CodemixError(f"{what} {v!r} is not one of {', '.join(TIE_POINTS)}")
+    return v
 
 
 def _overfit_past(v, what: str = "--overfit-past") -> str:
@@ -889,6 +925,8 @@ def choose_size_law(
         record["r_star"] = {"chosen": "per-domain" if r_star == "per-domain" else "shared"}
     tied = [x for x in near if x != chosen] if law == "auto" else []
     record["tied"] = tied
+    if tied:  # measured as a point prediction (law_transfer.py), not used by one yet
+        record["tie_weights"] = _stack_weights({x: per_run[x] for x in [chosen, *tied]})
 
     def once(name: str, shared: bool) -> DataLawFit:
         """The data law `name` fitted to every run, without a bootstrap."""
@@ -1104,6 +1142,26 @@ def _within_one_se(per_run: dict, mean: dict, best: str, seed: int, draws: int =
     ]
     se = float(np.std(np.mean(np.log(rmse), axis=0)))  # of the log geometric mean
     return [x for x in ok if np.log(mean[x]) - np.log(mean[best]) <= se]
+
+
+def _stack_weights(per_run: dict) -> dict[str, float]:
+    """{law: weight}, on the simplex, of the geometric mean prediction of the laws whose
+    held-out log errors (each check's runs) it combines best: the geometric mean over the
+    checks of the RMSE of the weighted log error (stacking, as `_pick` scores one law)."""
+    from scipy.optimize import minimize
+
+    names = list(per_run)
+    checks = list(per_run[names[0]])
+    e = [np.stack([per_run[x][c] for x in names], 1) for c in checks]  # runs x laws
+
+    def loss(wt):
+        return float(np.mean([0.5 * np.log(np.mean((ec @ wt) ** 2) + 1e-300) for ec in e]))
+
+    k = len(names)
+    one = {"type": "eq", "fun": lambda wt: wt.sum() - 1.0}
+    wt = minimize(loss, np.full(k, 1 / k), method="SLSQP", bounds=[(0, 1)] * k, constraints=one).x
+    wt = np.clip(wt, 0, None)
+    return {x: round(float(v), 4) for x, v in zip(names, wt / wt.sum(), strict=True)}
 
 
 def _nested(sub: str, law: str) -> bool:

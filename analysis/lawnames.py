@@ -38,6 +38,9 @@ OPT_IN_TERMS = ("overfit_linear", "overfit_fall")  # terms of laws `auto` leaves
 # how R*, the repetitions' half-life, is fitted: one for all domains, one per domain, or
 # whichever of the two predicts held-out runs better (analysis/datalaw.py)
 R_STAR_MODES = ("auto", "shared", "per-domain")
+# the point a size law with a tie predicts: the contest's winner alone, or the median of the
+# winner's and the tied laws' predictions (analysis/datalaw.py `tie_point`)
+TIE_POINTS = ("winner", "median")
 # past the ladder's most epochs, the power overfitting term (+overfit) goes on along its
 # tangent at the ladder's edge, or as the power it was fitted as (analysis/_lawterms.py)
 OVERFIT_PAST = ("tangent", "power")

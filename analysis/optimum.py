@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from codemix.analysis.datalaw import tie_point
 from codemix.analysis.fit import predict
 from codemix.analysis.fitfile import FitFile
 from codemix.analysis.intervals import central
@@ -189,8 +190,12 @@ def _draws(
         if m in out:
             continue
         if size is not None:
-            d = fit.scaling[m].boot_predictions(w, size, data=data)
-            out[m] = d[:, :n_draws]
+            law = fit.scaling[m]
+            d = law.boot_predictions(w, size, data=data)[:, :n_draws]
+            if getattr(law, "tie_point", "winner") != "winner" and law.tied:
+                own = law.predict(w, size, data)  # the draws' spread, about the tie's point
+                d = d * (tie_point(law, w, size, data, own) / own)[:, None]
+            out[m] = d
         else:
             out[m] = _surface_draws(fit.surfaces[m].model, w, n_draws, rng)
     return out

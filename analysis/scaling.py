@@ -332,6 +332,7 @@ class JointLawFit:
     # log-sd per epoch a row reads a domain beyond the ladder's most (counted by `regime`),
     # calibrated on the most-read runs held out (`datalaw._calibrate_repetition`)
     repetition_sd: float = 0.0
+    tie_point: str = "winner"  # the point of `interval` where there is a tie (`datalaw.tie_point`)
 
     @property
     def alpha(self) -> float:
@@ -364,17 +365,16 @@ class JointLawFit:
         prediction interval for one new run)."""
         level = self.level if level is None else level
         w = np.atleast_2d(w)
+        from codemix.analysis.datalaw import span_tied, tie_point
+
         mean = self.predict(w, n_params)
+        point = tie_point(self, w, n_params, data, mean)
         if len(self.boot) < 2:
-            return mean, mean * np.nan, mean * np.nan
+            return point, mean * np.nan, mean * np.nan
         draws = self._draws(w, n_params, self.boot)
         lo, hi = predictive_band(draws, self.resid_log, level, self.repetition(w, n_params, data))
         mean, lo, hi = widen(mean, lo, hi, self.interval_scale)
-        if not self.tied:
-            return mean, lo, hi
-        from codemix.analysis.datalaw import span_tied
-
-        return mean, *span_tied(self, w, n_params, data, mean, lo, hi)
+        return point, *span_tied(self, w, n_params, data, mean, lo, hi)
 
     def boot_predictions(self, w: np.ndarray, n_params, data=None) -> np.ndarray:
         """Mean predictions under each bootstrap draw (runs x draws)."""
@@ -409,11 +409,12 @@ class JointLawFit:
             "tied": [t.to_dict() for t in self.tied],
             "regime": None if self.regime is None else self.regime.to_dict(),
             "repetition_sd": self.repetition_sd,
+            "tie_point": self.tie_point,
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> JointLawFit:
-        from codemix.analysis.datalaw import law_from_dict
+        from codemix.analysis.datalaw import check_tie_point, law_from_dict
 
         theta = np.r_[d["e"], d["a"], d["alpha"]]
         boot = np.asarray(d.get("boot", []), float).reshape(-1, len(theta))
@@ -433,6 +434,7 @@ class JointLawFit:
             tuple(law_from_dict(x) for x in d.get("tied", ())),
             law_from_dict(d["regime"]) if d.get("regime") else None,
             float(d.get("repetition_sd", 0.0)),
+            check_tie_point(d.get("tie_point", "winner"), "FIT.json: tie_point"),
         )
 
 

@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from codemix.analysis import _synthetic  # noqa: E402
 from codemix.analysis._parallel import cpu_count  # noqa: E402
 from codemix.analysis.confirm import KEY, calibration  # noqa: E402
-from codemix.analysis.datalaw import DataLawFit, choose_size_law  # noqa: E402
+from codemix.analysis.datalaw import DataLawFit, choose_size_law, tie_voters  # noqa: E402
 from codemix.analysis.intervals import coverage  # noqa: E402
 from codemix.analysis.lawnames import LAWS, OVERFIT_PAST, R_STAR_MODES  # noqa: E402
 from codemix.analysis.scaling import ScalingConfig  # noqa: E402
@@ -79,15 +79,33 @@ def _schedules(w, n) -> np.ndarray:
 
 
 def _tie_median(law, w, n, y, data) -> str:
-    """The mean relative error and Spearman of the median prediction of the chosen law and
-    the laws tied with it (`within_one_se`): a point prediction that does not turn on which
-    law of a tie won; '' without a tie."""
+    """The mean relative error and Spearman of three point predictions from the chosen law
+    and the laws tied with it (`within_one_se`), which do not turn on which law of a tie
+    won: their median, their geometric mean, and their stacked geometric mean (weights from
+    the contest's held-out errors, `tie_weights`); '' without a tie."""
     if not getattr(law, "tied", ()):
         return ""
-    median = np.median([law.predict(w, n, data)] + [t.predict(w, n, data) for t in law.tied], 0)
-    mre = float(np.mean(np.abs(median - y) / y))
-    rho = float(stats.spearmanr(median, y).statistic)
-    return f"median of the {len(law.tied) + 1} tied laws: {mre:.2%}, Spearman {rho:.2f}"
+    voters = tie_voters(law)  # as `fit --tie-point median` takes them
+    logs = np.log([law.predict(w, n, data)] + [t.predict(w, n, data) for t in voters])
+    contest = law.selection.get("data_law", {})
+    names = [contest.get("chosen")] + [getattr(t, "name", "joint") for t in voters]
+    weights = contest.get("tie_weights", {})
+    points = {"median": np.median(logs, 0), "mean": logs.mean(0)}
+    if set(names) <= set(weights):
+        wt = np.array([weights[x] for x in names])
+        points["stacked"] = wt @ logs / wt.sum()
+        top = ", ".join(f"{x} {weights[x]:.2f}" for x in names if weights[x] >= 0.05)
+    said = []
+    for what, log_point in points.items():
+        point = np.exp(log_point)
+        mre = float(np.mean(np.abs(point - y) / y))
+        rho = float(stats.spearmanr(point, y).statistic)
+        said.append(f"{what} {mre:.2%} (Spearman {rho:.2f})")
+    if "stacked" in points:
+        said[-1] += f" [{top}]"
+    left = len(law.tied) + 1 - len(logs)
+    out = f" ({left} left out: the chosen law with terms it did not learn)" if left else ""
+    return f"the {len(logs)} tied laws{out}: " + ", ".join(said)
 
 
 def _by_schedule(cols, w, n, y, mean) -> list[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 
 from codemix.analysis.lawnames import LAWS as SIZE_LAWS
-from codemix.analysis.lawnames import OVERFIT_PAST, R_STAR_MODES
+from codemix.analysis.lawnames import OVERFIT_PAST, R_STAR_MODES, TIE_POINTS
 from codemix.cli._args import at_least
 
 
@@ -95,6 +95,16 @@ def register(sub) -> None:
         "past the most epochs any fitted run read: along its tangent there (default; on "
         "codemix's ladders the power, fitted below, rose far too fast past them), or as the "
         "power",
+    )
+    p.add_argument(
+        "--tie-point",
+        choices=TIE_POINTS,
+        default="median",
+        help="the point a size law predicts where its contest ended in a tie (laws within "
+        "one standard error of the best held out, which the intervals span): the median of "
+        "the tied laws' predictions (default: which law of a tie wins can turn with a seed or "
+        "a library build, and on codemix's ladders the median missed less one size up), or "
+        "the winner's; predict, optimum, confirm and the report use it",
     )
     p.add_argument(
         "--code-domains",
@@ -566,6 +576,8 @@ def _fit(args: argparse.Namespace) -> int:
         r_star=args.r_star,
         overfit_past=args.overfit_past,
     )
+    for law in fit.scaling.values():
+        law.tie_point = args.tie_point
     save_fit(fit, args.output)
     n_sizes = 0 if table.size is None else len(np.unique(table.size))
     if 0 < n_sizes < 3:
@@ -727,6 +739,20 @@ def _default_tokens_col(args) -> str | None:
     return None
 
 
+def _tie_point_words(law, chosen: str) -> str:
+    """Which point a law with a tie predicts, in words."""
+    from codemix.analysis.datalaw import tie_voters
+
+    if getattr(law, "tie_point", "winner") != "median":
+        return f"{chosen}'s prediction; --tie-point median: the tie's median"
+    voters, left, same = tie_voters(law), "", "add terms to it and held out no better"
+    if len(voters) < len(law.tied):
+        left = f", leaving out {len(law.tied) - len(voters)} that {same}"
+    if not voters:
+        return f"{chosen}'s prediction: the laws tied with it {same}"
+    return f"the median of {chosen}'s and {len(voters)} tied laws' predictions{left}"
+
+
 def _data_law_lines(law, metric: str) -> list[str]:
     """What fit prints of the choice between the joint and the data-constrained law."""
     import math
@@ -748,7 +774,7 @@ def _data_law_lines(law, metric: str) -> list[str]:
                 f"a tie: within one standard error of {rec['best']}'s held-out error: "
                 f"{', '.join(x for x in near if x != rec['best'])} (which of them wins can turn "
                 "with a seed; the intervals span their predictions, each with the chosen law's "
-                "band)"
+                f"band; the point is {_tie_point_words(law, rec['chosen'])})"
             )
     else:
         lines = [f"size law {rec['chosen']}, as --law asked"]

@@ -18,6 +18,7 @@ from codemix.analysis.datalaw import (
     TargetData,
     _nested,
     _splits,
+    _stack_weights,
     _within_one_se,
     assumed_unique,
     calibrate,
@@ -28,6 +29,7 @@ from codemix.analysis.datalaw import (
 )
 from codemix.analysis.fitfile import FitFile, load_fit, save_fit
 from codemix.analysis.intervals import log_predictive
+from codemix.analysis.optimum import _draws as _optimum_draws
 from codemix.analysis.scaling import ScalingConfig, _law_design, fit_joint_law
 from codemix.analysis.tables import load_results
 from codemix.core.errors import CodemixError
@@ -663,6 +665,19 @@ def test_laws_within_one_standard_error_of_the_best_are_a_tie():
     )
 
 
+def test_stacking_weights_the_tied_laws_by_their_held_out_errors():
+    """Two laws that miss the same runs by opposite amounts cancel at equal weights; a law
+    that misses nothing takes all the weight from one that does; weights sum to 1."""
+    rng = np.random.default_rng(0)
+    e = rng.normal(0, 0.02, (2, 24))
+    opposite = {"a": {"largest": e[0], "most": e[1]}, "b": {"largest": -e[0], "most": -e[1]}}
+    wt = _stack_weights(opposite)
+    assert wt["a"] == pytest.approx(0.5, abs=0.01) and sum(wt.values()) == pytest.approx(1)
+    exact = {"a": {"largest": e[0] * 1e-3}, "b": {"largest": e[0]}, "c": {"largest": e[1]}}
+    wt = _stack_weights(exact)
+    assert wt["a"] > 0.9 and sum(wt.values()) == pytest.approx(1, abs=1e-3)
+
+
 def test_intervals_span_the_tied_laws_predictions_and_keep_them_in_fit_json(noisy_law, tmp_path):
     """A tied law that predicts higher one size up pulls the upper bound with it, by the
     chosen law's own band around its prediction; saved and loaded, the tie is kept."""
@@ -688,6 +703,41 @@ def test_intervals_span_the_tied_laws_predictions_and_keep_them_in_fit_json(nois
     j = dataclasses.replace(joint, boot=np.tile(joint.theta, (5, 1)), tied=(high,))
     _, jlo, jhi = j.interval(w[:3], 3.2e7, data=TargetData())
     assert np.all(jhi >= high.predict(*at) * (1 - 1e-12))
+
+
+def test_the_median_of_a_tie_is_the_point_inside_the_same_interval(noisy_law, tmp_path):
+    """With tie_point "median" the point is the median of the three laws' predictions, the
+    interval is the winner's spanning the tie as before, and both survive FIT.json; a file
+    naming another point is refused; `optimum` searches the median and its draws move with it."""
+    w, n, y, rd = _synthetic.ladder(noise=0.01, seed=0)
+    joint = fit_joint_law(w, n, y, COLS, ScalingConfig(n_boot=0))
+    high = dataclasses.replace(noisy_law, theta=noisy_law.theta.copy())
+    high.theta[0] += 1.0
+    at = (w[:3], 3.2e7, TargetData())
+    law = dataclasses.replace(noisy_law, tied=(high, joint))
+    mean, lo, hi = law.interval(*at[:2], data=at[2])
+    med = dataclasses.replace(law, tie_point="median")
+    point, lo2, hi2 = med.interval(*at[:2], data=at[2])
+    three = [noisy_law.predict(*at), high.predict(*at), joint.predict(w[:3], 3.2e7)]
+    np.testing.assert_allclose(point, np.median(three, axis=0))
+    assert not np.allclose(point, mean)
+    np.testing.assert_array_equal([lo2, hi2], [lo, hi])
+    assert np.all((lo2 <= point) & (point <= hi2))
+    save_fit(FitFile(COLS, {}, scaling={"bpb": med}), tmp_path / "F.json")
+    assert load_fit(tmp_path / "F.json").scaling["bpb"].tie_point == "median"
+    d = json.loads((tmp_path / "F.json").read_text())
+    d["scaling"]["bpb"]["tie_point"] = "mean"
+    (tmp_path / "F.json").write_text(json.dumps(d))
+    with pytest.raises(CodemixError, match="tie_point 'mean' is not one of winner, median"):
+        load_fit(tmp_path / "F.json")
+    j = dataclasses.replace(joint, boot=np.tile(joint.theta, (5, 1)), tied=(high,))
+    jmed = dataclasses.replace(j, tie_point="median")
+    p, _, _ = jmed.interval(w[:3], 3.2e7, data=TargetData())
+    np.testing.assert_allclose(p, np.sqrt(j.predict(w[:3], 3.2e7) * high.predict(*at)))
+    fit = FitFile(COLS, {}, scaling={"bpb": med})
+    draws = _optimum_draws(fit, w[:3], 3.2e7, ["bpb"], 5, 0, TargetData())["bpb"]
+    own = noisy_law.boot_predictions(*at)[:, :5]
+    np.testing.assert_allclose(draws, own * (point / noisy_law.predict(*at))[:, None])
 
 
 def test_overfit_linear_recovers_a_loss_rising_past_an_onset():
@@ -777,6 +827,8 @@ def test_auto_compares_every_law_and_refuses_recency_without_stages():
     tied = law.selection["data_law"]["within_one_se"]
     assert [getattr(t, "name", "joint") for t in law.tied] == [x for x in tied if x != law.name]
     assert law.selection["data_law"]["tied"] == [x for x in tied if x != law.name]
+    weights = law.selection["data_law"].get("tie_weights", {})
+    assert set(weights) == ({law.name, *tied} if law.tied else set())
     # without a bootstrap there are no draws, and searching an optimum takes the point fit
     assert law.boot_predictions(w[:3], 1.6e7).shape == (3, 0)
     # no run of this ladder leaves a domain out of its cooldown: nothing to forget

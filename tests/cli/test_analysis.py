@@ -596,6 +596,20 @@ def test_fit_chooses_the_data_law_and_predicts_at_the_targets_repetition(repeate
     lines = _data_law_lines(load_fit(d / "fit.json").scaling["bpb.text"], "bpb.text")
     tie = next(x for x in lines if x.startswith("a tie"))
     assert "joint_data's held-out error: " in tie and "joint_data+overfit" in tie
+    # both tied laws add terms joint_data held out no better with: not in the median
+    assert "the point is joint_data's prediction: the laws tied with it add terms" in tie
+    law = load_fit(d / "fit.json").scaling["bpb.text"]
+    assert law.tie_point == "median" and len(law.tied) == 2
+    law.tie_point = "winner"
+    tie = next(x for x in _data_law_lines(law, "bpb.text") if x.startswith("a tie"))
+    assert "the point is joint_data's prediction; --tie-point median" in tie
+    argv = ["fit", str(d / "ladder.csv"), "--mixture-cols", "mix.main.*", "--metric", "bpb.text"]
+    argv += ["--size-col", "non_embedding_params", "--families", "linear", "--n-boot", "0"]
+    argv += ["--law", "joint_data", "--tie-point", "winner", "-o", str(d / "winner.json")]
+    assert main(argv) == 0
+    assert json.loads((d / "winner.json").read_text())["scaling"]["bpb.text"]["tie_point"] == (
+        "winner"
+    )
     # the most-read fifth held out: how much wider intervals grow past the ladder's epochs
     rep = next(x for x in lines if x.startswith("repetition error"))
     assert "text read more than" in rep
