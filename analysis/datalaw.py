@@ -583,7 +583,7 @@ def tie_point(law, w, n_params, data, mean: np.ndarray) -> np.ndarray:
     "median" and a tie, the median (of the logs) of its and the tied laws' predictions. A tie
     is laws the held-out checks could not tell apart, and which of them won turned with a
     seed or a library build; the median does not turn with it (`law_transfer.py`)."""
-    voters = tie_voters(law) if getattr(law, "tie_point", "winner") == "median" else []
+    voters = tie_voters(law) if law.tie_point == "median" else []
     if not voters:
         return mean
     logs = np.log([mean, *(t.predict(w, n_params, data) for t in voters)])
@@ -925,8 +925,6 @@ def choose_size_law(
         record["r_star"] = {"chosen": "per-domain" if r_star == "per-domain" else "shared"}
     tied = [x for x in near if x != chosen] if law == "auto" else []
     record["tied"] = tied
-    if tied:  # measured as a point prediction (law_transfer.py), not used by one yet
-        record["tie_weights"] = _stack_weights({x: per_run[x] for x in [chosen, *tied]})
 
     def once(name: str, shared: bool) -> DataLawFit:
         """The data law `name` fitted to every run, without a bootstrap."""
@@ -1142,26 +1140,6 @@ def _within_one_se(per_run: dict, mean: dict, best: str, seed: int, draws: int =
     ]
     se = float(np.std(np.mean(np.log(rmse), axis=0)))  # of the log geometric mean
     return [x for x in ok if np.log(mean[x]) - np.log(mean[best]) <= se]
-
-
-def _stack_weights(per_run: dict) -> dict[str, float]:
-    """{law: weight}, on the simplex, of the geometric mean prediction of the laws whose
-    held-out log errors (each check's runs) it combines best: the geometric mean over the
-    checks of the RMSE of the weighted log error (stacking, as `_pick` scores one law)."""
-    from scipy.optimize import minimize
-
-    names = list(per_run)
-    checks = list(per_run[names[0]])
-    e = [np.stack([per_run[x][c] for x in names], 1) for c in checks]  # runs x laws
-
-    def loss(wt):
-        return float(np.mean([0.5 * np.log(np.mean((ec @ wt) ** 2) + 1e-300) for ec in e]))
-
-    k = len(names)
-    one = {"type": "eq", "fun": lambda wt: wt.sum() - 1.0}
-    wt = minimize(loss, np.full(k, 1 / k), method="SLSQP", bounds=[(0, 1)] * k, constraints=one).x
-    wt = np.clip(wt, 0, None)
-    return {x: round(float(v), 4) for x, v in zip(names, wt / wt.sum(), strict=True)}
 
 
 def _nested(sub: str, law: str) -> bool:

@@ -192,7 +192,7 @@ def _draws(
         if size is not None:
             law = fit.scaling[m]
             d = law.boot_predictions(w, size, data=data)[:, :n_draws]
-            if getattr(law, "tie_point", "winner") != "winner" and law.tied:
+            if law.tie_point == "median" and law.tied:
                 own = law.predict(w, size, data)  # the draws' spread, about the tie's point
                 d = d * (tie_point(law, w, size, data, own) / own)[:, None]
             out[m] = d

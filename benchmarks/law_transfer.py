@@ -78,31 +78,20 @@ def _schedules(w, n) -> np.ndarray:
     return group.ravel()
 
 
-def _tie_median(law, w, n, y, data) -> str:
-    """The mean relative error and Spearman of three point predictions from the chosen law
-    and the laws tied with it (`within_one_se`), which do not turn on which law of a tie
-    won: their median, their geometric mean, and their stacked geometric mean (weights from
-    the contest's held-out errors, `tie_weights`); '' without a tie."""
-    if not getattr(law, "tied", ()):
+def _tie_points(law, w, n, y, data) -> str:
+    """The mean relative error and Spearman of two point predictions from the chosen law and
+    the laws tied with it that `fit --tie-point median` takes (`tie_voters`), which do not
+    turn on which law of a tie won: their median (the default point) and their geometric
+    mean; '' without a tie."""
+    if not law.tied:
         return ""
-    voters = tie_voters(law)  # as `fit --tie-point median` takes them
+    voters = tie_voters(law)
     logs = np.log([law.predict(w, n, data)] + [t.predict(w, n, data) for t in voters])
-    contest = law.selection.get("data_law", {})
-    names = [contest.get("chosen")] + [getattr(t, "name", "joint") for t in voters]
-    weights = contest.get("tie_weights", {})
-    points = {"median": np.median(logs, 0), "mean": logs.mean(0)}
-    if set(names) <= set(weights):
-        wt = np.array([weights[x] for x in names])
-        points["stacked"] = wt @ logs / wt.sum()
-        top = ", ".join(f"{x} {weights[x]:.2f}" for x in names if weights[x] >= 0.05)
     said = []
-    for what, log_point in points.items():
-        point = np.exp(log_point)
-        mre = float(np.mean(np.abs(point - y) / y))
-        rho = float(stats.spearmanr(point, y).statistic)
+    for what, point in (("median", np.median(logs, 0)), ("mean", logs.mean(0))):
+        mre = float(np.mean(np.abs(np.exp(point) - y) / y))
+        rho = float(stats.spearmanr(np.exp(point), y).statistic)
         said.append(f"{what} {mre:.2%} (Spearman {rho:.2f})")
-    if "stacked" in points:
-        said[-1] += f" [{top}]"
     left = len(law.tied) + 1 - len(logs)
     out = f" ({left} left out: the chosen law with terms it did not learn)" if left else ""
     return f"the {len(logs)} tied laws{out}: " + ", ".join(said)
@@ -233,7 +222,7 @@ def transfer(args) -> None:
                     print(f"  {name}, by schedule:", file=sys.stderr)
                     for line in _by_schedule(train.mixture_cols, w_te, n_te, y_te, mean):
                         print(line, file=sys.stderr)
-                if tie := _tie_median(law, w_te, n_te, y_te, d_te):
+                if tie := _tie_points(law, w_te, n_te, y_te, d_te):
                     print(f"  {name}, {m}: {tie}", file=sys.stderr)
                 row = f"{mre:.2%} | {inside} of {k}{note} | {rho:.2f} | {means}"
                 print(f"| {m} | {law_name} | {chosen} | {name} | {row} |", flush=True)
@@ -280,7 +269,7 @@ def synthetic(args) -> None:
         )
         mre, k_in, k, _, _, note, _ = _score(law, w[~tr], n[~tr], y[~tr], rd.take(~tr))
         inside, total = inside + k_in, total + k
-        tie = _tie_median(law, w[~tr], n[~tr], y[~tr], rd.take(~tr)) or "no tie"
+        tie = _tie_points(law, w[~tr], n[~tr], y[~tr], rd.take(~tr)) or "no tie"
         note += f"; {tie}"
         name = getattr(law, "name", law.form)
         print(f"| {seed} | {name} | {mre:.2%} | {k_in} of {k}{note} |", flush=True)

@@ -743,7 +743,7 @@ def _tie_point_words(law, chosen: str) -> str:
     """Which point a law with a tie predicts, in words."""
     from codemix.analysis.datalaw import tie_voters
 
-    if getattr(law, "tie_point", "winner") != "median":
+    if law.tie_point != "median":
         return f"{chosen}'s prediction; --tie-point median: the tie's median"
     voters, left, same = tie_voters(law), "", "add terms to it and held out no better"
     if len(voters) < len(law.tied):

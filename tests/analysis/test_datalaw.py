@@ -18,7 +18,6 @@ from codemix.analysis.datalaw import (
     TargetData,
     _nested,
     _splits,
-    _stack_weights,
     _within_one_se,
     assumed_unique,
     calibrate,
@@ -665,19 +664,6 @@ def test_laws_within_one_standard_error_of_the_best_are_a_tie():
     )
 
 
-def test_stacking_weights_the_tied_laws_by_their_held_out_errors():
-    """Two laws that miss the same runs by opposite amounts cancel at equal weights; a law
-    that misses nothing takes all the weight from one that does; weights sum to 1."""
-    rng = np.random.default_rng(0)
-    e = rng.normal(0, 0.02, (2, 24))
-    opposite = {"a": {"largest": e[0], "most": e[1]}, "b": {"largest": -e[0], "most": -e[1]}}
-    wt = _stack_weights(opposite)
-    assert wt["a"] == pytest.approx(0.5, abs=0.01) and sum(wt.values()) == pytest.approx(1)
-    exact = {"a": {"largest": e[0] * 1e-3}, "b": {"largest": e[0]}, "c": {"largest": e[1]}}
-    wt = _stack_weights(exact)
-    assert wt["a"] > 0.9 and sum(wt.values()) == pytest.approx(1, abs=1e-3)
-
-
 def test_intervals_span_the_tied_laws_predictions_and_keep_them_in_fit_json(noisy_law, tmp_path):
     """A tied law that predicts higher one size up pulls the upper bound with it, by the
     chosen law's own band around its prediction; saved and loaded, the tie is kept."""
@@ -827,8 +813,6 @@ def test_auto_compares_every_law_and_refuses_recency_without_stages():
     tied = law.selection["data_law"]["within_one_se"]
     assert [getattr(t, "name", "joint") for t in law.tied] == [x for x in tied if x != law.name]
     assert law.selection["data_law"]["tied"] == [x for x in tied if x != law.name]
-    weights = law.selection["data_law"].get("tie_weights", {})
-    assert set(weights) == ({law.name, *tied} if law.tied else set())
     # without a bootstrap there are no draws, and searching an optimum takes the point fit
     assert law.boot_predictions(w[:3], 1.6e7).shape == (3, 0)
     # no run of this ladder leaves a domain out of its cooldown: nothing to forget
