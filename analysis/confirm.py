@@ -136,7 +136,8 @@ def planned_data(fit: FitFile, spec, preset: str) -> TargetData | None:
     would miss a store other than theirs, or the whole store after a repetition-matched
     ladder (whose runs each read a share of it). None where the fit has no data-constrained
     law or names no stages."""
-    from codemix.analysis.datalaw import group_stages, regime_law
+    from codemix.analysis.datalaw import group_stages
+    from codemix.analysis.regime import regime_law
 
     laws = [r for law in fit.scaling.values() if (r := regime_law(law)) is not None]
     plan = _plan(fit, spec, preset)

@@ -66,11 +66,13 @@ Optional terms, chosen like the law itself on held-out runs:
 Fitted like every size law here (summed Huber loss on log residuals, L-BFGS-B, bootstrap
 over runs), from the joint law's optimum. Intervals: bootstrap draws times resampled
 residuals, and beyond the largest fitted size a log-normal extrapolation error whose spread
-grows with log(N / N_max), calibrated where the largest size was held out (`calibrate`); and
-where a run reads a domain more often than any fitted run did, a second one growing with
-the epochs beyond the ladder's most, calibrated where the most-read fifth of the runs was
-held out (`_calibrate_repetition`). The two add in quadrature.
-The terms, their gradients and the objective live in `analysis/_lawterms.py`.
+grows with log(N / N_max), calibrated where the largest size was held out
+(`contest.calibrate`); and where a run reads a domain more often than any fitted run did, a
+second one growing with the epochs beyond the ladder's most, calibrated where the most-read
+fifth of the runs was held out (`contest._calibrate_repetition`). The two add in quadrature.
+The terms, their gradients and the objective live in `analysis/_lawterms.py`; the contest
+between laws in `analysis/contest.py`; what a target reads against the ladder in
+`analysis/regime.py`.
 """
 
 from __future__ import annotations
@@ -92,41 +94,27 @@ from codemix.analysis._lawterms import (
     _polish,
 )
 from codemix.analysis._parallel import pmap
-from codemix.analysis.intervals import log_predictive, predictive_band
-from codemix.analysis.lawnames import LAWS, OPT_IN_TERMS, OVERFIT_PAST, R_STAR_MODES, TIE_POINTS
+from codemix.analysis.intervals import predictive_band
+from codemix.analysis.lawnames import OVERFIT_PAST, TIE_POINTS, is_sub_law
 from codemix.analysis.layout import as_groups, check_groups
 from codemix.core.errors import CodemixError
 from codemix.core.progress import track
 from codemix.core.results import SEP
 
-# the chosen law's final fit is made again from its starts moved by a millionth, this many
-# times, and the lowest optimum kept: on codemix's 348-run code ladder two starts in eight
-# moved by a billionth ended in a minimum 1.6-1.9 % higher than the rest, which predicted
-# "8M" up to 0.3 points worse (as did the start given an inactive bound); the held-out fits
-# of the contest keep one path, for time
-RESTARTS = 2
-
 __all__ = [
     "DataLawFit",
     "RunData",
     "TargetData",
-    "MILD_EPOCHS",
-    "assumed_unique",
-    "beyond_ladder",
-    "canonical_order",
-    "check_target",
-    "choose_size_law",
+    "check_overfit_past",
+    "check_tie_point",
     "column_domains",
-    "group_stages",
     "fit_data_law",
+    "group_stages",
     "law_from_dict",
-    "matched_shares",
-    "mild_note",
-    "parse_unique_tokens",
-    "regime_law",
-    "rise_past_ladder",
+    "repetition_beyond",
     "span_tied",
-    "target_epochs",
+    "tie_point",
+    "tie_voters",
     "tokens_after",
 ]
 
@@ -549,7 +537,7 @@ class DataLawFit:
             {k: float(v) for k, v in d.get("ladder_epochs", {}).items()},
             {k: float(v) for k, v in d.get("ladder_absence", {}).items()},
             float(d.get("repetition_sd", 0.0)),
-            _overfit_past(d.get("overfit_past", "power"), "FIT.json: overfit_past"),
+            check_overfit_past(d.get("overfit_past", "power"), "FIT.json: overfit_past"),
             tuple(law_from_dict(x) for x in d.get("tied", ())),
             {k: (float(a), float(b)) for k, (a, b) in d.get("unique_tokens_range", {}).items()},
             check_tie_point(d.get("tie_point", "winner"), "FIT.json: tie_point"),
@@ -599,7 +587,7 @@ def tie_voters(law) -> list:
     score, chosen = rec.get("geomean_rmse_log", {}), rec.get("chosen", "")
 
     def unlearnt(x: str) -> bool:
-        return _nested(chosen, x) and x in score and score[x] <= score.get(chosen, -1) * 1.001
+        return is_sub_law(chosen, x) and x in score and score[x] <= score.get(chosen, -1) * 1.001
 
     return [t for t in law.tied if not unlearnt(getattr(t, "name", "joint"))]
 
@@ -610,7 +598,7 @@ def check_tie_point(v, what: str = "--tie-point") -> str:
     return v
 
 
-def _overfit_past(v, what: str = "--overfit-past") -> str:
+def check_overfit_past(v, what: str = "--overfit-past") -> str:
     if v not in OVERFIT_PAST:
         raise CodemixError(f"{what} {v!r} is not one of {', '.join(OVERFIT_PAST)}")
     return v
@@ -645,7 +633,7 @@ def fit_data_law(
     `jobs`: processes for the bootstrap (the same draws on one or many). `shared_x`: with
     one R* per domain, the same law's optimum with one R* on the same runs, if fitted.
     `restarts`: fits again from the starts moved by a millionth, keeping the lowest optimum
-    (see `RESTARTS`)."""
+    (see `contest.RESTARTS`)."""
     from codemix.analysis.scaling import _law_design
 
     w = np.atleast_2d(np.asarray(w, float))
@@ -666,7 +654,7 @@ def fit_data_law(
         raise CodemixError("the forget and revert terms model the same thing: use one")
     if {"overfit", "overfit_linear"} <= set(extra):
         raise CodemixError("overfit and overfit_linear are two forms of one term: use one")
-    _overfit_past(overfit_past)
+    check_overfit_past(overfit_past)
     if "overfit_n" in extra and "overfit" not in extra:
         raise CodemixError("overfit_n scales the overfit term's power with N: it needs overfit")
     if "overfit_fall" in extra and "overfit_n" not in extra:
@@ -804,276 +792,6 @@ def _stage_order(data: RunData) -> tuple[int, ...]:
     return tuple(int(i) for i in np.argsort(-np.median(data.after, 0), kind="stable"))
 
 
-def choose_size_law(
-    w,
-    n_params,
-    loss,
-    data: RunData | None,
-    mixture_cols,
-    stage_fracs: tuple[float, ...] = (),
-    config=None,
-    progress: bool = False,
-    groups: tuple[int, ...] | None = None,
-    law: str = "auto",
-    r_star: str = "auto",
-    overfit_past: str = "tangent",
-):
-    """The joint law (`scaling.choose_joint_law`) or, where each run's domain tokens and
-    epochs are known, the data-constrained law with the same Scheffe terms, whichever
-    predicts held-out runs better (the geometric mean of the RMSEs over the checks): the
-    largest size from the smaller ones (4+ sizes), and the runs of the most tokens from the
-    others where those are not the same runs; else 5-fold over runs. The laws within one
-    standard error of the best are recorded as a tie (`_within_one_se`). `r_star`: R* shared
-    by the domains, one per domain, or (auto, with `law` auto) the best data law's
-    per-domain twin, scored on the same checks and taken where it predicts them better than
-    every law (by more than 0.1 %). `overfit_past`: how the power overfitting term goes on
-    past the ladder's most epochs (`_lawterms._tangent`).
-    A chosen data law's extrapolation error is calibrated on the largest size held out."""
-    from codemix.analysis.scaling import ScalingConfig, choose_joint_law
-
-    cfg = config or ScalingConfig()
-    w = np.atleast_2d(np.asarray(w, float))
-    n, y = np.asarray(n_params, float), np.asarray(loss, float)
-    if len({len(w), len(n), len(y), len(y) if data is None else len(data.tokens)}) > 1:
-        raise CodemixError("weights, sizes, losses and domain tokens differ in length")
-    order = canonical_order(w, n, y, data)
-    w, n, y = w[order], n[order], y[order]
-    data = None if data is None else data.take(order)
-    if law not in LAWS:
-        raise CodemixError(f"unknown size law {law!r}: {', '.join(LAWS)}")
-    _overfit_past(overfit_past)
-    if r_star not in R_STAR_MODES:
-        raise CodemixError(f"unknown R* mode {r_star!r}: {', '.join(R_STAR_MODES)}")
-    if data is None and law != "joint" and law != "auto":
-        raise CodemixError(
-            f"the data-constrained law ({law}) needs each run's tokens and epochs per domain "
-            "(--tokens-col, and epochs.DOMAIN columns or --epochs-cols)"
-        )
-    if data is None or law == "joint":
-        return choose_joint_law(w, n, y, mixture_cols, cfg, progress, groups)
-    staged = data.stage_tokens is not None and data.stage_tokens.shape[1] >= 2
-    needs = [t for t in STAGED_TERMS if t in _extra(law)]
-    if needs and not staged:
-        raise CodemixError(
-            f"--law {law}: the {needs[0]} term needs runs of 2+ stages with each stage's tokens "
-            "(a study export's mix.STAGE.DOMAIN and tokens.STAGE columns, every stage fitted)"
-        )
-    # forgetting is learnt only from runs that leave a domain out of a later stage
-    forgets = staged and bool(np.any(_absent(data, 1.0) > 0))
-    repeats = bool(np.any(data.epochs > 1.0))
-    learns = [t for t in ("forget", "revert") if t in _extra(law)]
-    if learns and not forgets:
-        raise CodemixError(
-            f"--law {law}: the {learns[0]} term needs runs that leave a domain out of a later "
-            "stage (a cooldown without code, say); no run here does"
-        )
-    # every check above comes before any fitting
-    joint = choose_joint_law(w, n, y, mixture_cols, cfg, progress, groups)
-    kw = dict(delta=cfg.delta, level=cfg.level, groups=groups, terms=joint.terms)
-    kw["shared_r_star"] = r_star != "per-domain"
-    kw["overfit_past"] = overfit_past
-    if law == "auto":
-        names = [
-            x
-            for x in LAWS[1:]
-            if not set(OPT_IN_TERMS) & set(_extra(x))
-            if (staged or not set(STAGED_TERMS) & set(_extra(x)))
-            and (forgets or not {"forget", "revert"} & set(_extra(x)))
-            # overfitting is learnt only from runs that read a domain more than once: without
-            # them its terms are zero, and a law with them could win on the optimiser's path
-            and (repeats or not {"overfit", "overfit_linear", "overfit_n"} & set(_extra(x)))
-        ]
-        splits = _splits(n, data, cfg.seed)
-    else:
-        names, splits = [law], []  # --law: no contest
-    tasks = [(name, label, test) for name in names for label, test in splits]
-    common = (w, n, y, data, mixture_cols, stage_fracs, cfg, groups, joint.terms, kw)
-    held = pmap(_held_out, [(name, test, *common) for name, _, test in tasks], cfg.jobs)
-    held = track(held, len(tasks), desc="held-out fits", unit="fit", enabled=progress)
-    scores: dict = {name: {} for name in names}
-    per_run: dict = {name: {} for name in names}
-    fitted: dict = {name: {} for name in names}  # each law's optimum on each check's rest
-    for (name, label, _), (err, why, theta) in zip(tasks, held, strict=True):
-        per_run[name][label], fitted[name][label] = err, theta
-        scores[name][label] = float(np.sqrt(np.mean(err**2))) if err is not None else float("nan")
-        if why:
-            scores.setdefault(name + "_errors", []).append(why)
-    mean, best = _pick(scores, names)
-    # a law whose extra terms changed nothing held out (the same error to 0.1 %) cannot have
-    # learnt them from the ladder: its sub-law is taken, not their extrapolation
-    same = [x for x in names if _nested(x, best) and mean[x] <= mean[best] * 1.001]
-    best = min(same, key=lambda x: len(_extra(x))) if same else best
-    # not used to choose: laws within the checks' noise of the best are a tie the fit names,
-    # and whose predictions the intervals span
-    near = _within_one_se(per_run, mean, best, cfg.seed)
-    chosen = best if law == "auto" else law
-    how = "; ".join(label for label, _ in splits)
-    record = {"held_out": how, "scores": scores, "geomean_rmse_log": mean, "chosen": chosen}
-    record |= {"best": best, "within_one_se": near}
-    record["by"] = "held-out error" if law == "auto" else "--law"
-    data_laws = [x for x in names if x != "joint" and np.isfinite(mean[x])]
-    if law == "auto" and r_star == "auto" and data_laws and len(data.domains) > 1:
-        # the best data law's per-domain twin, against the best law of all: where the
-        # domains lose value per repetition at other rates, every shared law can lose to joint
-        twin = best if best != "joint" else min(data_laws, key=lambda x: mean[x])
-        check = _r_star_check(twin, mean[best], splits, common, cfg.jobs, fitted[twin])
-        record["r_star"] = check | {"law": twin}
-        if check["chosen"] == "per-domain":
-            chosen = record["chosen"] = twin
-        kw["shared_r_star"] = check["chosen"] == "shared"
-    else:
-        record["r_star"] = {"chosen": "per-domain" if r_star == "per-domain" else "shared"}
-    tied = [x for x in near if x != chosen] if law == "auto" else []
-    record["tied"] = tied
-
-    def once(name: str, shared: bool) -> DataLawFit:
-        """The data law `name` fitted to every run, without a bootstrap."""
-        more = {"extra": _extra(name), "shared_r_star": shared}
-        return fit_data_law(
-            *(w, n, y, data, mixture_cols, stage_fracs),
-            start=joint.theta,
-            n_boot=0,
-            seed=cfg.seed,
-            jobs=cfg.jobs,
-            **(kw | more),
-        )
-
-    others = tuple(
-        joint if x == "joint" else once(x, r_star != "per-domain")
-        for x in track(tied, len(tied), desc="tied laws", unit="fit", enabled=progress)
-    )
-    if chosen == "joint":
-        joint.selection = joint.selection | {"data_law": record}
-        joint.tied = others
-        joint.regime = next((t for t in others if isinstance(t, DataLawFit)), None)
-        if joint.regime is None and data_laws:  # one fit more, so that beyond_ladder can warn
-            joint.regime = once(min(data_laws, key=lambda x: mean[x]), kw["shared_r_star"])
-        if cfg.n_boot >= 2 and joint.regime is not None:
-            _calibrate_repetition(joint, common)
-        return joint
-    kw["extra"] = _extra(chosen)
-    fit = fit_data_law(
-        w,
-        n,
-        y,
-        data,
-        mixture_cols,
-        stage_fracs,
-        start=joint.theta,
-        n_boot=cfg.n_boot,
-        seed=cfg.seed,
-        progress=progress,
-        jobs=cfg.jobs,
-        restarts=RESTARTS,
-        **kw,
-    )
-    fit.selection = {"terms": joint.selection, "data_law": record}
-    if cfg.n_boot >= 2:  # common's kw is the chosen law's by now
-        _calibrate_size(fit, common)
-        _calibrate_repetition(fit, common)
-    fit.tied = others
-    return fit
-
-
-def canonical_order(w, n, y, data: RunData | None) -> np.ndarray:
-    """The runs sorted by size, mixture, domain tokens and epochs, stage tokens, then loss.
-    The laws' objectives have near-equal optima in several basins, and which one L-BFGS-B
-    ends in turned on the order of the rows: the same 232 runs of codemix's grid ladder gave
-    a code law 2.1 % off at "8M" read in one order and 2.3 % in another. Fitted in this
-    order, a ladder gives one fit however its exports were stacked, and so do the bootstrap
-    draws and the held-out splits, which index rows."""
-    keys = [n, *w.T]
-    if data is not None:
-        keys += [*data.tokens.T, *data.epochs.T]
-        if data.stage_tokens is not None:
-            keys += [*data.stage_tokens.reshape(len(y), -1).T, *data.after.T]
-    return np.lexsort([y, *keys[::-1]])  # lexsort sorts by its last key first
-
-
-def _held_out_law(keep, w, n, y, data, mixture_cols, stage_fracs, cfg, groups, terms, kw):
-    """The chosen law fitted on the runs `keep`, with a bootstrap for its intervals."""
-    start = _joint_sub(w[keep], n[keep], y[keep], mixture_cols, cfg, groups, terms)
-    return fit_data_law(
-        w[keep],
-        n[keep],
-        y[keep],
-        data.take(keep),
-        mixture_cols,
-        stage_fracs,
-        start=start.theta,
-        n_boot=min(cfg.n_boot, 100),
-        seed=cfg.seed,
-        jobs=cfg.jobs,
-        **kw,
-    )
-
-
-def _held_out_joint(keep, w, n, y, data, mixture_cols, stage_fracs, cfg, groups, terms, kw):
-    """The joint law fitted on the runs `keep`, with a bootstrap for its intervals."""
-    from codemix.analysis.scaling import fit_joint_law
-
-    sub_cfg = dataclasses.replace(cfg, n_boot=min(cfg.n_boot, 100))
-    return fit_joint_law(w[keep], n[keep], y[keep], mixture_cols, sub_cfg, False, groups, terms)
-
-
-def _calibrate_size(fit: DataLawFit, common) -> None:
-    """The extrapolation error in size, from the largest size held out (4+ sizes)."""
-    w, n, y, data = common[:4]
-    sizes = np.unique(n)
-    if len(sizes) < 4:
-        return
-    test = n == sizes[-1]
-    sub = _held_out_law(~test, *common)
-    fit.extrapolation_sd = calibrate(sub, w[test], n[test], y[test], data.take(test))
-    fit.extrapolation_step = float(np.log(sizes[-1] / sizes[-2]))
-    fit.selection["extrapolation"] = {
-        "sd_log_per_step": fit.extrapolation_sd,
-        "step_log_n": fit.extrapolation_step,
-    }
-
-
-def _most_read(data: RunData) -> tuple[str, np.ndarray] | None:
-    """The runs that read the most-repeated domain most often (the top fifth), where the
-    rest still make a ladder; None where no domain is repeated."""
-    k = int(np.argmax(data.epochs.max(0)))
-    e = data.epochs[:, k]
-    top = np.quantile(e, 0.8)
-    test = e > top
-    if top <= 1.0 or test.sum() < 3 or (~test).sum() < 6:
-        return None
-    return data.domains[k], test
-
-
-def _calibrate_repetition(fit, common) -> None:
-    """The error of reading a domain more often than the ladder did, from its most-read runs
-    held out: a spread per epoch beyond the rest's most, added to the size error (in
-    quadrature) where those runs are also beyond the rest's sizes. `fit`: the chosen data
-    law, or a joint law (with the data law beside it that counts the epochs)."""
-    w, n, y, data = common[:4]
-    split = _most_read(data)
-    if split is None:
-        return
-    domain, test = split
-    joint = not isinstance(fit, DataLawFit)
-    try:
-        sub = (_held_out_joint if joint else _held_out_law)(~test, *common)
-    except CodemixError as e:  # the rest too few to fit: no calibration, said so
-        fit.selection["repetition"] = {"skipped": str(e)}
-        return
-    rd = data.take(test)
-    kept = data.epochs[~test].max(0)
-    scale = repetition_beyond(rd.epochs, dict(zip(data.domains, kept, strict=True)), rd.domains)
-    # runs beyond the rest's largest size carry the size error already calibrated (a joint
-    # law widens for size by a factor, not a spread: its held-out runs carry none)
-    base = None if joint else dataclasses.replace(fit, sizes=sub.sizes).extrapolation(n[test])
-    fit.repetition_sd = calibrate(sub, w[test], n[test], y[test], rd, base=base, scale=scale)
-    fit.selection["repetition"] = {
-        "held_out": f"{domain} read more than {kept[data.domains.index(domain)]:.3g} times",
-        "runs": int(test.sum()),
-        "sd_log_per_epoch": fit.repetition_sd,
-    }
-
-
 def repetition_beyond(epochs: np.ndarray, most: dict[str, float], domains) -> np.ndarray:
     """How far each row reads a domain beyond `most` (its most epochs on a ladder): the
     largest over domains of the epochs beyond it, 0 within. In epochs, not their log, as
@@ -1081,354 +799,3 @@ def repetition_beyond(epochs: np.ndarray, most: dict[str, float], domains) -> np
     proxies rose past about 10 epochs: about linearly in the epochs, faster than in their log."""
     top = np.array([most.get(d, np.inf) for d in domains], float)
     return np.maximum(np.atleast_2d(epochs) - np.maximum(top, 1.0)[None, :], 0.0).max(1)
-
-
-def _r_star_check(name: str, best: float, splits, common, jobs: int, shared: dict) -> dict:
-    """The law `name` with one R* per domain, scored on the contest's checks against `best`,
-    the best score of all laws: {"best_shared": best, "per-domain": its score, "chosen"}. A
-    domain repeated far more than another (text read 20 times, code 2) may lose value per
-    repetition at another rate; the ladder decides, and an exact tie (0.1 %) keeps one R*.
-    `shared`: the law's shared-R* optimum on each check's rest, from the contest, where the
-    per-domain fit starts from it (refitting it would find the same)."""
-    *head, kw = common
-    twin = kw | {"shared_r_star": False}
-    tasks = [(name, test, *head, twin | {"shared_x": shared.get(label)}) for label, test in splits]
-    per = pmap(_held_out, tasks, jobs)
-    rmse = {
-        label: float(np.sqrt(np.mean(e**2))) if e is not None else float("nan")
-        for (label, _), (e, *_) in zip(splits, per, strict=True)
-    }
-    score = _pick({name: rmse}, [name])[0][name]  # scored as the contest scores
-    better = np.isfinite(score) and score < best * (1 - 1e-3)
-    return {
-        "best_shared": best,
-        "per-domain": score,
-        "chosen": "per-domain" if better else "shared",
-    }
-
-
-def _pick(scores: dict, names: list[str]) -> tuple[dict[str, float], str]:
-    """({law: geometric mean of its held-out RMSEs}, the law with the least): each check
-    counts by its relative error. Holding out the runs of most tokens can be several times
-    harder than the largest size (every law misses more), and an arithmetic mean let that
-    check's noise alone pick the law."""
-    mean = {
-        k: float(np.exp(np.mean(np.log(list(scores[k].values()))))) if scores[k] else float("nan")
-        for k in names
-    }
-    finite = [k for k in names if np.isfinite(mean[k])]
-    return mean, min(finite, key=lambda k: mean[k]) if finite else "joint"
-
-
-def _within_one_se(per_run: dict, mean: dict, best: str, seed: int, draws: int = 400) -> list:
-    """The laws whose score is within one standard error of the best's: the error of the
-    best's log score, from its held-out runs resampled (each check's runs within the check).
-    With one check of 32 runs, laws a few % apart are a tie, and which of them won moved with
-    a second seed at the small sizes. Not used to choose (RESULTS.md says why); the
-    intervals span the tied laws' predictions (`span_tied`)."""
-    ok = [
-        x
-        for x in per_run
-        if np.isfinite(mean[x]) and all(e is not None for e in per_run[x].values())
-    ]
-    if best not in ok:
-        return []
-    rng = np.random.default_rng(seed)
-    rmse = [
-        np.sqrt(np.mean(e[rng.integers(0, len(e), (draws, len(e)))] ** 2, axis=1))
-        for e in per_run[best].values()
-    ]
-    se = float(np.std(np.mean(np.log(rmse), axis=0)))  # of the log geometric mean
-    return [x for x in ok if np.log(mean[x]) - np.log(mean[best]) <= se]
-
-
-def _nested(sub: str, law: str) -> bool:
-    """Whether `sub` is `law` with some of its optional terms left out."""
-    return sub != "joint" and law != "joint" and set(_extra(sub)) <= set(_extra(law))
-
-
-def _held_out(name, test, w, n, y, data, mixture_cols, stage_fracs, cfg, groups, terms, kw):
-    """(the log errors of the runs `test`, predicted by law `name` fitted on the rest; None;
-    that fit's theta, None for the joint law), or (None, why, None) where that law could not
-    be fitted."""
-    try:
-        if name == "joint":
-            held = _joint_sub(w[~test], n[~test], y[~test], mixture_cols, cfg, groups, terms)
-        else:
-            sub_kw = kw | {"extra": _extra(name)}
-            held = _data_sub(w, n, y, data, mixture_cols, stage_fracs, ~test, sub_kw)
-        pred = _predict_runs(held, w[test], n[test], data.take(test))
-    except CodemixError as e:
-        return None, str(e), None
-    return np.log(pred) - np.log(y[test]), None, getattr(held, "theta", None)
-
-
-def _splits(n: np.ndarray, data: RunData, seed: int) -> list[tuple[str, np.ndarray]]:
-    """The held-out checks: the largest size, and the runs of the most tokens (the top fifth
-    of the ladder's token counts) where those are other runs. The fifth is of the distinct
-    counts (to 1 %), not of the runs: a second seed or arm at some sizes then moves neither
-    check, where a quantile over runs moved with them."""
-    sizes = np.unique(n)
-    if len(sizes) < 4:
-        order = np.random.default_rng(seed).permutation(len(n))
-        return [
-            (f"fold {i + 1} of 5", np.isin(np.arange(len(n)), part))
-            for i, part in enumerate(np.array_split(order, 5))
-        ]
-    out = [(f"largest size {sizes[-1]:.3g} held out", n == sizes[-1])]
-    d = data.tokens.sum(1)
-    level = np.round(np.log(d), 2)
-    most = level >= np.quantile(np.unique(level), 0.8)
-    if not np.array_equal(most, out[0][1]) and 0 < most.sum() < len(n) - 5:
-        out.append((f"most tokens (>= {d[most].min():.3g}) held out", most))
-    return out
-
-
-def _extra(name: str) -> tuple[str, ...]:
-    """The optional terms a law name carries: joint_data+recency -> ("recency",)."""
-    return tuple(name.split("+")[1:])
-
-
-def _joint_sub(w, n, y, cols, cfg, groups, terms):
-    import dataclasses
-
-    from codemix.analysis.scaling import fit_joint_law
-
-    return fit_joint_law(w, n, y, cols, dataclasses.replace(cfg, n_boot=0), False, groups, terms)
-
-
-def _data_sub(w, n, y, data, cols, fracs, keep, kw):
-    return fit_data_law(w[keep], n[keep], y[keep], data.take(keep), cols, fracs, **kw)
-
-
-def _predict_runs(law, w, n, data: RunData) -> np.ndarray:
-    """A law's mean at runs whose own tokens and epochs are known."""
-    if isinstance(law, DataLawFit):
-        return law.predict(w, n, data)
-    return np.array([law.predict(w[i : i + 1], n[i])[0] for i in range(len(n))])
-
-
-STEPS = 695  # the spreads `calibrate` scans: 1e-3..1, 1 % apart
-
-
-def calibrate(sub: DataLawFit, w, n, y, data: RunData, base=None, scale=None) -> float:
-    """The smallest log-normal spread which, added to `sub`'s intervals, puts `sub.level` of
-    the held-out runs inside (split-conformal, with the finite-sample correction), to 1 %; 1
-    where even that is too little. `scale`: each run's multiple of that spread (its distance
-    beyond the fitted runs; 1 for all by default); `base`: a spread each run has already,
-    added in quadrature."""
-    rng = np.random.default_rng(0)
-    logs = log_predictive(sub.boot_predictions(w, n, data), sub.resid_log, rng=rng)
-    z = rng.standard_normal(logs.shape)
-    scale = np.ones(len(y)) if scale is None else np.asarray(scale, float)
-    base = np.zeros(len(y)) if base is None else np.asarray(base, float)
-    need = min(len(y), int(np.ceil((len(y) + 1) * sub.level)))
-    lo_q, hi_q = 0.5 - sub.level / 2, 0.5 + sub.level / 2
-    # the first spread of a scan 1 % apart that covers enough runs: with the draws z held
-    # fixed, the count inside need not grow monotonically with the spread, so a scan, not a
-    # bisection. The former scan, 12 % apart, gave a spread up to 12 % wider than needed.
-    for sd in np.r_[0.0, np.geomspace(1e-3, 1.0, STEPS)]:
-        spread = np.hypot(base, sd * scale)[:, None]
-        lo, hi = np.quantile(logs + spread * z, [lo_q, hi_q], axis=1)
-        if np.sum((np.log(y) >= lo) & (np.log(y) <= hi)) >= need:
-            return float(sd)
-    return 1.0
-
-
-def parse_unique_tokens(text: str | None, what: str = "--unique-tokens") -> dict[str, float] | None:
-    """'text=500B,code=140B', or a token store's folder (its manifest's training tokens per
-    domain: of the whole sources where the store keeps a sample of them), as {domain:
-    unique tokens}."""
-    import json
-    from pathlib import Path
-
-    from codemix.core.units import parse_count
-
-    if not text:
-        return None
-    path = Path(text)
-    if "=" not in text:
-        manifest = path / "manifest.json"
-        if not manifest.is_file():
-            raise CodemixError(
-                f"{what} {text}: neither DOMAIN=TOKENS,... nor a token store (no {manifest})"
-            )
-        domains = json.loads(manifest.read_text()).get("domains") or {}
-        return {
-            d: float(v.get("available_train_tokens", v["train_tokens"])) for d, v in domains.items()
-        }
-    out = {}
-    for part in text.split(","):
-        name, eq, value = part.partition("=")
-        if not eq or not name.strip():
-            raise CodemixError(f"{what}: {part!r} is not DOMAIN=TOKENS (e.g. text=500B)")
-        if name.strip() in out:
-            raise CodemixError(f"{what}: domain {name.strip()!r} is given twice")
-        out[name.strip()] = parse_count(value.strip(), f"{what} {name.strip()}")
-        if out[name.strip()] <= 0:
-            raise CodemixError(f"{what} {name.strip()}: must be more than 0")
-    return out
-
-
-def check_target(law, data: TargetData | None, what: str = "--unique-tokens") -> None:
-    """A clear error for target data a data-constrained law cannot use."""
-    if not isinstance(law, DataLawFit) or data is None or not data.unique:
-        return
-    unknown = sorted(set(data.unique) - set(law.domains))
-    if unknown:
-        raise CodemixError(
-            f"{what}: domain {unknown[0]!r} is not one the fit knows ({', '.join(law.domains)})"
-        )
-
-
-# up to this many epochs repetition costs little (Muennighoff et al. 2023): where rows read
-# a domain past the ladder's most but no further, the warnings say it is a small step
-MILD_EPOCHS = 4.0
-
-
-def mild_note(most: float) -> str:
-    """The sentence the regime warnings end with where no row reads any domain more than
-    `MILD_EPOCHS` times ('' otherwise)."""
-    if not 0 < most <= MILD_EPOCHS:
-        return ""
-    return (
-        f"No domain is read more than {most:.3g} times here, though: up to about "
-        f"{MILD_EPOCHS:g} epochs repeated tokens are worth nearly as much as new ones "
-        "(Muennighoff et al. 2023), so this is a small step past the ladder"
-    )
-
-
-def beyond_ladder(law, w, n, data: TargetData | None, tol: float = 0.05) -> list[str]:
-    """What the rows (mixtures `w` at sizes `n` under `data`) do that no fitted run did, by
-    more than `tol`: read a domain more times, or leave it out for more tokens after its last
-    stage. A law extrapolates there in a regime it has not seen (codemix's validation ladders
-    missed such runs one size up by 7-47 %; benchmarks/RESULTS.md)."""
-    law = regime_law(law)
-    if law is None or not law.ladder_epochs:
-        return []
-    rd = law.run_data(np.atleast_2d(w), n, data)
-    rows = len(rd.epochs)
-
-    def which(over) -> str:
-        return f"{over.sum()} of {rows} rows; " if rows > 1 else ""
-
-    out = []
-    for k, d in enumerate(law.domains):
-        top = law.ladder_epochs[d]
-        over = rd.epochs[:, k] > top * (1 + tol)
-        if over.any():
-            out.append(
-                f"{d} read up to {rd.epochs[:, k].max():.3g} times ({which(over)}the ladder "
-                f"at most {top:.3g})"
-            )
-    if rd.stage_tokens is not None and law.ladder_absence:
-        a = _absent(rd, 1.0)
-        for k, d in enumerate(law.domains):
-            top = law.ladder_absence[d]
-            over = a[:, k] > top * (1 + tol)
-            if over.any():
-                seen = f"the ladder at most {top:.3g}" if top else "no ladder run left it out"
-                out.append(
-                    f"{d} left out for up to {a[:, k].max():.3g} tokens after its last stage "
-                    f"({which(over)}{seen})"
-                )
-    return out
-
-
-# a forecast this far above the same schedule's at the ladder's largest size is named: the
-# grid ladder without its stage-length arm forecast code-free cooldowns one size up at up to
-# 136 % above the same schedules at its top, 1.7-3.3 times what the runs scored
-# (benchmarks/RESULTS.md, twenty-fourth session); the largest rise a codemix ladder showed
-# between two of its sizes was about +50 %
-RISE_TOL = 0.2
-
-
-def rise_past_ladder(law, w, n, data: TargetData | RunData | None, tol: float = RISE_TOL):
-    """Where a data law forecasts a row beyond the ladder's sizes more than `tol` above what
-    it forecasts for the same schedule at the ladder's largest size (the same tokens per
-    parameter and corpus, so epochs and stage tokens scaled with N): (rows rising, rows
-    beyond the ladder, the largest rise). None where no row rises so; a joint law's loss
-    falls with N and never does."""
-    if not isinstance(law, DataLawFit) or not law.sizes:
-        return None
-    w = np.atleast_2d(w)
-    n = np.broadcast_to(np.asarray(n, float), (len(w),))
-    top = max(law.sizes)
-    past = n > top * 1.01
-    if not past.any():
-        return None
-    rd = data if isinstance(data, RunData) else law.run_data(w, n, data)
-    rd, w, n = rd.take(past), w[past], n[past]
-    r = top / n
-    staged = rd.stage_tokens is not None
-    there = RunData(
-        rd.domains,
-        rd.tokens * r[:, None],
-        rd.epochs * r[:, None],
-        rd.stage_tokens * r[:, None, None] if staged else None,
-        rd.after * r[:, None] if staged else None,
-    )
-    rise = law.predict(w, n, rd) / law.predict(w, np.full(len(w), top), there) - 1.0
-    up = rise > tol
-    return (int(up.sum()), len(w), float(rise.max())) if up.any() else None
-
-
-def target_epochs(law, w, n, data: TargetData | None) -> dict[str, np.ndarray] | None:
-    """Epochs per domain each mixture implies at the target, for a data-constrained law (or
-    a joint law fitted beside one)."""
-    law = regime_law(law)
-    if law is None:
-        return None
-    rd = law.run_data(np.atleast_2d(w), n, data)
-    return {d: rd.epochs[:, k] for k, d in enumerate(rd.domains)}
-
-
-def matched_shares(law, w, n, data: TargetData | None) -> dict[str, float]:
-    """`[train] unique_share` per domain for a repetition-matched ladder: the share of a
-    run's tokens that the rows' largest run reads as unique tokens of each repeated domain.
-    A ladder run capped so reads each domain as often, mixture for mixture, as that run."""
-    law = regime_law(law)
-    if law is None:
-        return {}
-    rd = law.run_data(np.atleast_2d(w), n, data)
-    i = int(np.argmax(rd.tokens.sum(1)))
-    total, tokens, epochs = rd.tokens[i].sum(), rd.tokens[i], rd.epochs[i]
-    return {
-        d: float(tokens[k] / epochs[k] / total)
-        for k, d in enumerate(rd.domains)
-        if epochs[k] > 1.0  # a domain read once or less needs no cap
-    }
-
-
-def assumed_unique(law, data: TargetData | None) -> str:
-    """Where the ladder's runs read a domain's unique tokens in amounts far apart (a capped
-    arm, a repetition-matched ladder) and the target is given none of its own: what the
-    prediction assumes (the runs' median), so that it is not taken for the target's corpus.
-    '' where nothing is assumed so."""
-    from codemix.core.units import format_count
-
-    law = regime_law(law)
-    if law is None or (data is not None and data.epochs is not None):
-        return ""
-    given = (data.unique if data is not None else None) or {}
-    wide = {d: r for d, r in law.unique_range.items() if d not in given and r[1] > 1.1 * r[0]}
-    if not wide:
-        return ""
-    each = ", ".join(
-        f"{d} {format_count(law.unique[d])} (the runs read {format_count(lo)}-{format_count(hi)})"
-        for d, (lo, hi) in wide.items()
-    )
-    return (
-        f"the target is assumed to have the ladder runs' median unique tokens: {each}; its "
-        "runs were capped or repetition-matched, so give the target's own corpus "
-        "(--unique-tokens STORE or DOMAIN=TOKENS,...)"
-    )
-
-
-def regime_law(law) -> DataLawFit | None:
-    """The data-constrained law that knows what runs read: the law itself, or the one a
-    joint law was fitted beside (`JointLawFit.regime`)."""
-    if isinstance(law, DataLawFit):
-        return law
-    regime = getattr(law, "regime", None)
-    return regime if isinstance(regime, DataLawFit) else None

@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from codemix.analysis.codeshare import check_code_domains
-from codemix.analysis.datalaw import TargetData, choose_size_law
+from codemix.analysis.contest import choose_size_law
+from codemix.analysis.datalaw import TargetData
 from codemix.analysis.decision import decision_accuracy
 from codemix.analysis.fitfile import FitFile
 from codemix.analysis.link import fit_link, link_bpb_metric

@@ -44,3 +44,13 @@ TIE_POINTS = ("winner", "median")
 # past the ladder's most epochs, the power overfitting term (+overfit) goes on along its
 # tangent at the ladder's edge, or as the power it was fitted as (analysis/_lawterms.py)
 OVERFIT_PAST = ("tangent", "power")
+
+
+def extra_terms(name: str) -> tuple[str, ...]:
+    """The optional terms a law name carries: joint_data+recency -> ("recency",)."""
+    return tuple(name.split("+")[1:])
+
+
+def is_sub_law(sub: str, law: str) -> bool:
+    """Whether `sub` is `law` with some of its optional terms left out."""
+    return sub != "joint" and law != "joint" and set(extra_terms(sub)) <= set(extra_terms(law))

@@ -184,7 +184,7 @@ def _whose_tokens(data, law) -> str:
     """Whose token counts a prediction at the target assumed: each domain's unique tokens,
     the target's where given, else the proxies' (those of the data law that counts what the
     runs read: the law itself, or the one a joint law was fitted beside)."""
-    from codemix.analysis.datalaw import assumed_unique, regime_law
+    from codemix.analysis.regime import assumed_unique, regime_law
 
     said = []
     if data is not None and data.tokens is not None:
@@ -276,15 +276,15 @@ def _headline(fit, target: Size, nl: str, shares, data=None) -> list[str]:
     argmax interval, the predicted gain over text only, an edge-of-range warning, and the
     fit's warnings about its size law."""
     from codemix.analysis.confirm import _text_only
-    from codemix.analysis.datalaw import (
+    from codemix.analysis.decision import rising_warning
+    from codemix.analysis.optimum import edge_stages, find_optimum, outside_ranges
+    from codemix.analysis.regime import (
         RISE_TOL,
         beyond_ladder,
         mild_note,
         rise_past_ladder,
         target_epochs,
     )
-    from codemix.analysis.decision import rising_warning
-    from codemix.analysis.optimum import edge_stages, find_optimum, outside_ranges
     from codemix.analysis.scaling import exponent_warnings, few_sizes_warning
 
     lowest = Objective({nl: 1.0}, text=f"min:{nl}")

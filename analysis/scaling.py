@@ -327,10 +327,10 @@ class JointLawFit:
     tied: tuple = ()  # laws the held-out contest could not tell from this one (`span_tied`)
     # the best data-constrained law, fitted once where the runs' epochs are known: this law
     # has no term for repetition, and that one says what a target reads against the ladder
-    # (`datalaw.beyond_ladder`, `target_epochs`); it predicts nothing here
+    # (`regime.beyond_ladder`, `target_epochs`); it predicts nothing here
     regime: object = None
     # log-sd per epoch a row reads a domain beyond the ladder's most (counted by `regime`),
-    # calibrated on the most-read runs held out (`datalaw._calibrate_repetition`)
+    # calibrated on the most-read runs held out (`contest._calibrate_repetition`)
     repetition_sd: float = 0.0
     tie_point: str = "winner"  # the point of `interval` where there is a tie (`datalaw.tie_point`)
 

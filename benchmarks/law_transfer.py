@@ -37,7 +37,8 @@ sys.path.insert(0, str(ROOT))
 from codemix.analysis import _synthetic  # noqa: E402
 from codemix.analysis._parallel import cpu_count  # noqa: E402
 from codemix.analysis.confirm import KEY, calibration  # noqa: E402
-from codemix.analysis.datalaw import DataLawFit, choose_size_law, tie_voters  # noqa: E402
+from codemix.analysis.contest import choose_size_law  # noqa: E402
+from codemix.analysis.datalaw import DataLawFit, tie_voters  # noqa: E402
 from codemix.analysis.intervals import coverage  # noqa: E402
 from codemix.analysis.lawnames import LAWS, OVERFIT_PAST, R_STAR_MODES  # noqa: E402
 from codemix.analysis.scaling import ScalingConfig  # noqa: E402

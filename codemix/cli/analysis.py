@@ -10,6 +10,17 @@ import argparse
 from codemix.analysis.lawnames import LAWS as SIZE_LAWS
 from codemix.analysis.lawnames import OVERFIT_PAST, R_STAR_MODES, TIE_POINTS
 from codemix.cli._args import at_least
+from codemix.cli._fitlines import data_law_lines
+from codemix.cli._target import (
+    epochs_line,
+    fit_warnings,
+    print_assumed,
+    regime_warning,
+    row_data,
+    target_data,
+    target_data_args,
+    target_epoch_cols,
+)
 
 
 def register(sub) -> None:
@@ -203,7 +214,7 @@ def register(sub) -> None:
         metavar="COL",
         help="with --size-col: each row's training tokens (default: tokens, where present)",
     )
-    _target_data_args(p)
+    target_data_args(p)
     p.add_argument("--level", type=_level, default=0.9, help="interval level (default 0.9)")
     p.add_argument("-o", "--output", required=True, metavar="PRED.csv")
     p.set_defaults(func=_predict)
@@ -278,7 +289,7 @@ def register(sub) -> None:
         help="search every mixture (default: only weights within the range the runs covered, "
         "where the fit does not extrapolate)",
     )
-    _target_data_args(p)
+    target_data_args(p)
     p.add_argument("--draws", type=at_least(0), default=200, help="draws for the argmax spread")
     p.add_argument("--level", type=_level, default=0.9, help="interval level (default 0.9)")
     p.add_argument("--seed", type=int, default=0)
@@ -294,186 +305,6 @@ def _level(text: str) -> float:
     if not 0 < v < 1:
         raise argparse.ArgumentTypeError(f"{v} is not a share strictly between 0 and 1 (0.9: 90 %)")
     return v
-
-
-def _target_data_args(p) -> None:
-    p.add_argument(
-        "--target-tokens",
-        metavar="N",
-        help="training tokens of the target run (e.g. 200B; default: the proxies' tokens per "
-        "parameter times the target's parameters); for a data-constrained law",
-    )
-    p.add_argument(
-        "--unique-tokens",
-        metavar="D=N,...|STORE",
-        help="unique tokens per domain available to the target (text=500B,code=140B), or a "
-        "token store whose manifest says (default: the proxies' corpus)",
-    )
-
-
-def _target_data(args, fit, rows: int | None = None):
-    """(TargetData or None, a line saying what it assumes) from --target-tokens and
-    --unique-tokens; refused for a fit without a data-constrained law. A joint law fitted
-    beside one takes them too: its point prediction ignores them, its interval's repetition
-    error and the warnings do not."""
-    from codemix.analysis.datalaw import TargetData, check_target, parse_unique_tokens, regime_law
-    from codemix.core.errors import CodemixError
-    from codemix.core.units import parse_count
-
-    if not (args.target_tokens or args.unique_tokens):
-        return None
-    readers = [r for law in fit.scaling.values() if (r := regime_law(law)) is not None]
-    if not readers:
-        raise CodemixError(
-            "--target-tokens and --unique-tokens need a data-constrained size law; this fit "
-            "has none (refit with --size-col on a study export, or --law joint_data)"
-        )
-    tokens = parse_count(args.target_tokens, "--target-tokens") if args.target_tokens else None
-    if tokens is not None and tokens <= 0:
-        raise CodemixError("--target-tokens must be more than 0")
-    data = TargetData(tokens, parse_unique_tokens(args.unique_tokens))
-    for law in readers:
-        check_target(law, data)
-    return data
-
-
-def _epochs_line(fit, w, size, data) -> str:
-    """'epochs at the target: text 3.1, code 0.4' for the first data-constrained law."""
-    from codemix.analysis.datalaw import target_epochs
-
-    for law in fit.scaling.values():
-        ep = target_epochs(law, w, size, data)
-        if ep is not None:
-            return "epochs at the target: " + ", ".join(f"{d} {v[0]:.3g}" for d, v in ep.items())
-    return ""
-
-
-def _fit_warnings(fit) -> list[str]:
-    """'bpb.code: alpha 3 ...' for each size law whose exponents lie out of the plausible
-    or that rests on fewer than 4 sizes, and each metric whose loss rose with size on the
-    ladder: `predict`, `optimum`, `confirm` and its report say them beside any prediction
-    from the size law, which rests on what the fit already doubts."""
-    from codemix.analysis.decision import rising_warning
-    from codemix.analysis.scaling import exponent_warnings, few_sizes_warning
-
-    out = [f"{m}: {why}" for m, law in fit.scaling.items() for why in exponent_warnings(law)]
-    out += [f"{m}: {few}" for m, law in fit.scaling.items() if (few := few_sizes_warning(law))]
-    rising = ((m, rising_warning(m, fit.decision.get(m, []))) for m in fit.scaling)
-    return out + [f"{m}: {why}" for m, why in rising if why]
-
-
-def _print_assumed(fit, data, indent: str = "") -> None:
-    """The unique tokens a prediction took from a capped or matched ladder, once a metric."""
-    from codemix.analysis.datalaw import assumed_unique
-
-    said = set()
-    for m, law in fit.scaling.items():
-        note = assumed_unique(law, data)
-        if note and note not in said:
-            said.add(note)
-            print(f"{indent}note ({m}): {note}")
-
-
-def _regime_warning(fit, w, n, data) -> str:
-    """'warning: ...' where the rows read a domain more often, or leave it out longer, than
-    any run the fit's data-constrained laws saw, and a line more where a law forecasts them
-    rising past the ladder (`_rise_warning`); '' where neither."""
-    from codemix.analysis.datalaw import (
-        DataLawFit,
-        beyond_ladder,
-        matched_shares,
-        mild_note,
-        target_epochs,
-    )
-
-    each: dict[str, list[str]] = {}
-    most = 0.0  # the most epochs any row reads a domain, where a law says it reads past
-    past: set[str] = set()  # how the laws' power overfitting terms go on, where rows read beyond
-    shares: dict[str, float] = {}  # unique_share of a ladder matched to the rows' largest run
-    blind = []  # metrics whose chosen law has no term for repetition at all
-    for m, law in fit.scaling.items():
-        each[m] = beyond = beyond_ladder(law, w, n, data)
-        if not any("read up to" in x for x in beyond):
-            continue
-        shares = shares or matched_shares(law, w, n, data)
-        most = max(most, *(float(e.max()) for e in target_epochs(law, w, n, data).values()))
-        if not isinstance(law, DataLawFit):
-            blind.append(m)
-        elif "overfit" in law.extra:
-            past.add(law.overfit_past)
-    found: list[str] = []
-    # laws fitted on other ladders (`codemix combine`) see other regimes: say whose it is
-    named = len({tuple(v) for v in each.values()}) > 1
-    for m, beyond in each.items():
-        found += [x for x in (f"{m}: {b}" if named else b for b in beyond) if x not in found]
-    rise = _rise_warning(fit, w, n, data)
-    if not found:
-        return rise
-    return (
-        "warning: beyond the ladder's regimes: "
-        + "; ".join(found)
-        + ". The law has not seen this (codemix's validation ladders missed such runs one size "
-        "up by 6-28 % on average, benchmarks/RESULTS.md): add ladder runs that do it "
-        "(an arm with the domain capped, `[train] unique_tokens` or `unique_share`: "
-        "repetition-matched proxies; stages of the target's length in tokens)"
-        + (
-            "; a ladder that reads each domain as often as these runs: codemix study run "
-            "LADDER.toml --set "
-            f"'train.unique_share={{{','.join(f'{d}={v:.4g}' for d, v in shares.items())}}}'"
-            if shares
-            else ""
-        )
-        + (
-            f"; the law chosen for {', '.join(blind)} (joint) has no term for repetition: its "
-            "prediction there assumes the ladder's"
-            if blind
-            else ""
-        )
-        + (
-            "; the overfitting term goes on there along its tangent at the ladder's most "
-            "epochs (codemix's capped runs one size up, read up to 35 times against 22: 7 % "
-            "off, against 24 % as the power); a fit with --law ...+overfit_linear is the "
-            "other reading to compare"
-            if "tangent" in past
-            else ""
-        )
-        + (
-            "; and compare a fit with --law ...+overfit_linear, whose overfitting term held "
-            "further past the ladder's epochs on codemix's ladders"
-            if "power" in past
-            else ""
-        )
-        + (
-            ". " + mild_note(most)
-            if mild_note(most) and not any("left out" in x for x in found)
-            else ""
-        )
-        + ("\n" + rise if rise else "")
-    )
-
-
-def _rise_warning(fit, w, n, data) -> str:
-    """'warning: ...' where a metric's law forecasts the rows beyond the ladder's sizes far
-    above the same schedules at its largest size; '' where none does."""
-    from codemix.analysis.datalaw import RISE_TOL, rise_past_ladder
-
-    said = []
-    for m, law in fit.scaling.items():
-        got = rise_past_ladder(law, w, n, data)
-        if got:
-            k, rows, most = got
-            said.append(f"{m} up to {most:+.0%}" + (f" ({k} of {rows} rows)" if rows > 1 else ""))
-    if not said:
-        return ""
-    return (
-        "warning: the law forecasts a loss that rises past the ladder by more than "
-        f"{RISE_TOL:.0%} over the same schedule at the ladder's largest size: "
-        + "; ".join(said)
-        + ". Such a forecast carries a rise on from the ladder's top rungs (codemix's "
-        "grid without its stage-length arm forecast code-free cooldowns this way 1.7-3.3 "
-        "times too high one size up, benchmarks/RESULTS.md): rank by it, but confirm the level "
-        "(codemix confirm) before trusting it"
-    )
 
 
 def _check_output(path: str) -> None:
@@ -527,11 +358,11 @@ def _export_mixtures(paths: list[str]) -> list[str]:
 def _fit(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from codemix.analysis.datalaw import assumed_unique
     from codemix.analysis.decision import describe, rising_warning
     from codemix.analysis.fit import fit_results
     from codemix.analysis.fitfile import save_fit
     from codemix.analysis.link import link_bpb_metric, parse_link
+    from codemix.analysis.regime import assumed_unique
     from codemix.analysis.scaling import ScalingConfig, exponent_warnings
     from codemix.analysis.surfaces import FAMILIES, SurfaceConfig
     from codemix.analysis.tables import load_results, split_domains
@@ -606,7 +437,7 @@ def _fit(args: argparse.Namespace) -> int:
                 f"    size law ({name}): Scheffe-{law.terms} exponents, alpha "
                 f"{law.alpha:.3f} over sizes " + ", ".join(f"{v:.3g}" for v in law.sizes)
             )
-            for line in _data_law_lines(law, m):
+            for line in data_law_lines(law, m):
                 print(f"    {line}")
             note = assumed_unique(law, None)
             if note:
@@ -652,69 +483,6 @@ def _fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _row_data(fit, df, source: str, tokens_col: str | None):
-    """Each row's tokens and epochs (TargetData) for the fit's data-constrained laws, or None
-    when it has none; the domains' epochs come from epochs.DOMAIN columns."""
-    import numpy as np
-    import polars as pl
-
-    from codemix.analysis.datalaw import DataLawFit, TargetData
-    from codemix.analysis.tables import resolve_columns
-    from codemix.core.errors import CodemixError
-
-    laws = [law for law in fit.scaling.values() if isinstance(law, DataLawFit)]
-    if not laws:
-        if tokens_col:
-            raise CodemixError("--tokens-col: the fit has no data-constrained size law to use it")
-        return None
-    col = resolve_columns(tokens_col or "tokens", df.columns, source)[0]
-    missing = [d for d in laws[0].domains if f"epochs.{d}" not in df.columns]
-    if missing:
-        raise CodemixError(
-            f"{source} has no column 'epochs.{missing[0]}': the fit's data-constrained law "
-            "predicts each row at its own epochs per domain (a study export has them)"
-        )
-    tokens = df[col].cast(pl.Float64, strict=False).to_numpy()
-    epochs = df.select([f"epochs.{d}" for d in laws[0].domains]).to_numpy().astype(float)
-    if not (np.all(np.isfinite(tokens) & (tokens > 0)) and np.all(np.isfinite(epochs))):
-        raise CodemixError(f"{source}: columns {col!r} and epochs.* must be numbers, tokens > 0")
-    return TargetData(tokens, None, epochs, _row_stages(laws[0], df, source))
-
-
-def _row_stages(law, df, source: str):
-    """Each row's tokens per mixture group from tokens.STAGE columns (a study export's), so
-    that rows whose stages differ in length from the proxies' are predicted at their own;
-    None where the fit has one group or the table lacks a stage's column."""
-    import numpy as np
-
-    from codemix.analysis.datalaw import group_stages
-    from codemix.core.errors import CodemixError
-
-    n_groups = len(law.groups or (1,))
-    stage = group_stages(law.mixture_cols, law.groups)
-    names = [f"tokens.{stage.get(i)}" for i in range(n_groups)]
-    if n_groups < 2 or not all(stage.get(i) and c in df.columns for i, c in enumerate(names)):
-        return None
-    stages = df.select(names).cast(float, strict=False).to_numpy()
-    if not np.all(np.isfinite(stages) & (stages >= 0)) or np.any(stages.sum(1) <= 0):
-        raise CodemixError(
-            f"{source}: columns {', '.join(names)} must be token counts >= 0 in every row "
-            "(each row is predicted at its own stage lengths)"
-        )
-    return stages
-
-
-def _target_epoch_cols(fit, w, size: float, data) -> dict:
-    """epochs.DOMAIN at the target for every row, from the first data-constrained law."""
-    from codemix.analysis.datalaw import target_epochs
-
-    for law in fit.scaling.values():
-        ep = target_epochs(law, w, size, data)
-        if ep is not None:
-            return {f"epochs.{d}": v for d, v in ep.items()}
-    return {}
-
-
 def _default_tokens_col(args) -> str | None:
     """`tokens` when the table is a study export with epochs columns and sizes are fitted
     (from the files' headers: the table itself is read once, by load_results)."""
@@ -737,162 +505,6 @@ def _default_tokens_col(args) -> str | None:
     if "tokens" in cols and (args.epochs_cols or any(c.startswith("epochs.") for c in cols)):
         return "tokens"
     return None
-
-
-def _tie_point_words(law, chosen: str) -> str:
-    """Which point a law with a tie predicts, in words."""
-    from codemix.analysis.datalaw import tie_voters
-
-    if law.tie_point != "median":
-        return f"{chosen}'s prediction; --tie-point median: the tie's median"
-    voters, left, same = tie_voters(law), "", "add terms to it and held out no better"
-    if len(voters) < len(law.tied):
-        left = f", leaving out {len(law.tied) - len(voters)} that {same}"
-    if not voters:
-        return f"{chosen}'s prediction: the laws tied with it {same}"
-    return f"the median of {chosen}'s and {len(voters)} tied laws' predictions{left}"
-
-
-def _data_law_lines(law, metric: str) -> list[str]:
-    """What fit prints of the choice between the joint and the data-constrained law."""
-    import math
-
-    rec = law.selection.get("data_law")
-    if not rec:
-        return []
-    scores = rec["scores"]
-    names = [k for k in SIZE_LAWS if k in scores]
-    parts = []
-    for split in scores.get("joint", {}):
-        each = ", ".join(f"{k} {scores[k].get(split, float('nan')):.4g}" for k in names)
-        parts.append(f"{split}: {each}")
-    if parts:
-        lines = [f"held-out RMSE of log {metric}: " + "; ".join(parts) + f" -> {rec['chosen']}"]
-        near = rec.get("within_one_se", [])
-        if len(near) > 1:
-            lines.append(
-                f"a tie: within one standard error of {rec['best']}'s held-out error: "
-                f"{', '.join(x for x in near if x != rec['best'])} (which of them wins can turn "
-                "with a seed; the intervals span their predictions, each with the chosen law's "
-                f"band; the point is {_tie_point_words(law, rec['chosen'])})"
-            )
-    else:
-        lines = [f"size law {rec['chosen']}, as --law asked"]
-    check = rec.get("r_star", {})
-    if "per-domain" in check:
-        lines.append(
-            f"R* one per domain ({check['law']}): held-out RMSE {check['per-domain']:.4g} "
-            f"against {check['best_shared']:.4g} with one shared -> {check['chosen']}"
-        )
-    if law.form == "joint_data":
-        p = law.params
-        if law.shared_r_star:
-            r_star = f"{next(iter(p['R_star'].values())):.3g}"
-        else:
-            r_star = ", ".join(f"{d} {v:.3g}" for d, v in p["R_star"].items())
-        lines.append(
-            f"data term: beta {p['beta']:.3f}, R* {r_star}, "
-            "domain weights "
-            + ", ".join(f"{d} {v:.3g}" for d, v in p["domain_weight"].items())
-            + "; unique tokens "
-            + ", ".join(f"{d} {v:.3g}" for d, v in law.unique.items())
-        )
-        if "tau_tokens" in p:
-            lines.append(
-                f"recency: a stage's tokens fade as exp(-tokens after it / {p['tau_tokens']:.3g})"
-            )
-        if "overfit_kappa" in p:
-            lines.append(
-                f"overfitting term: {p['overfit_C']:.3g} x (mean extra epochs)^"
-                f"{p['overfit_kappa']:.3g}"
-                + (
-                    ", along its tangent past the ladder's most epochs ("
-                    + ", ".join(f"{d} {v:.3g}" for d, v in law.ladder_epochs.items())
-                    + ")"
-                    if law.overfit_past == "tangent"
-                    else ", as the power past the ladder's most epochs too"
-                )
-            )
-        if "overfit_n_zeta" in p:
-            lines.append(
-                f"  times sigmoid({p['overfit_n_zeta']:.3g} log(N / {p['overfit_n_mid']:.3g})): "
-                "growing with the model's size, to a ceiling"
-            )
-        if "overfit_fall_eta" in p:
-            lines.append(
-                f"  times (1 + N / {p['overfit_n_mid']:.3g})^-{p['overfit_fall_eta']:.3g}: "
-                "falling again past it"
-            )
-        if "overfit_slope" in p:
-            lines.append(
-                f"overfitting term: the log loss rising by {p['overfit_slope']:.3g} an extra "
-                f"epoch past {p['overfit_onset']:.3g} (mean extra epochs)"
-            )
-            most = max(law.ladder_epochs.values(), default=0.0) - 1.0
-            if p["overfit_onset"] >= most:
-                lines.append(
-                    f"warning: no run read past that onset (at most {max(most, 0.0):.3g} extra "
-                    "epochs): its slope was not learnt from the ladder; add runs that read the "
-                    "domains as often as the target will (repetition-matched proxies)"
-                )
-        if "forget_nu" in p:
-            lines.append(
-                "forgetting: the loss times exp(F x (tokens after the domain's last stage / "
-                f"{law.token_scale:.3g})^{p['forget_nu']:.3g}), F "
-                + ", ".join(
-                    f"{d} {v:.3g}" if v > 1e-8 else f"{d} 0 (no run leaves it out)"
-                    for d, v in p["forget_weight"].items()
-                )
-            )
-        if "revert_nu" in p:
-            lines.append(
-                "forgetting: the log loss goes toward that of a model that never saw the domain "
-                "by c (1 - exp(-(tokens after its last stage / tau)^nu)), tau "
-                f"{p['revert_tau_tokens']:.3g} (N / {p['revert_tau_size']:.3g})^"
-                f"{p['revert_mu']:.3g}, nu {p['revert_nu']:.3g}; c, never-seen loss, its "
-                "rise an extra epoch of the other domains: "
-                + ", ".join(
-                    f"{d} {c:.2f}, {p['never_seen_loss'][d]:.3g}, "
-                    f"x{math.exp(p.get('never_seen_epoch_slope', {}).get(d, 0.0)):.3g}"
-                    if law.ladder_absence.get(d, 1.0) > 0
-                    else f"{d} - (no run leaves it out)"
-                    for d, c in p["revert_share"].items()
-                )
-            )
-        if law.extrapolation_sd:
-            step = math.exp(law.extrapolation_step)
-            lines.append(
-                f"extrapolation error calibrated on the largest size held out: log-sd "
-                f"{law.extrapolation_sd:.3g} per ladder step (x{step:.2f} in parameters), "
-                "growing with the distance beyond the largest size"
-            )
-        elif "extrapolation" in law.selection:
-            lines.append(
-                "extrapolation error: none needed where the largest size was held out (its runs "
-                "fell inside the intervals of the law fitted below it)"
-            )
-    return lines + _repetition_lines(law)
-
-
-def _repetition_lines(law) -> list[str]:
-    """How the law's intervals widen where a row reads a domain beyond the ladder's most."""
-    rep = law.selection.get("repetition", {})
-    if law.repetition_sd:
-        # a joint law counts the epochs through the data law fitted beside it
-        how = " (epochs counted by the data law beside it)" if law.form == "joint" else ""
-        return [
-            f"repetition error calibrated on the most-read runs held out ({rep['held_out']}, "
-            f"{rep['runs']} runs): log-sd {law.repetition_sd:.3g} per epoch a domain is read "
-            f"beyond the ladder's most{how}"
-        ]
-    if "held_out" in rep:
-        return [
-            f"repetition error: none needed where the most-read runs were held out "
-            f"({rep['held_out']}, {rep['runs']} runs)"
-        ]
-    if "skipped" in rep:
-        return [f"repetition error: not calibrated ({rep['skipped']})"]
-    return []
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -925,14 +537,14 @@ def _predict(args: argparse.Namespace) -> int:
         )
     if (args.target_tokens or args.unique_tokens) and not size:
         raise CodemixError("--target-tokens and --unique-tokens need a target --size")
-    data = _target_data(args, fit)
+    data = target_data(args, fit)
     epoch_cols = {}
     if args.size_col:
         col = resolve_columns(args.size_col, df.columns, args.mixtures)[0]
         n = df[col].cast(pl.Float64, strict=False).to_numpy()
         if not np.all(np.isfinite(n) & (n > 0)):
             raise CodemixError(f"{args.mixtures}: column {col!r} must be a positive number")
-        data = _row_data(fit, df, args.mixtures, args.tokens_col)
+        data = row_data(fit, df, args.mixtures, args.tokens_col)
         preds = predict(fit, w, n, args.level, data)
         where = f"at each row's {col} (size law)"
         if data is not None:
@@ -941,7 +553,7 @@ def _predict(args: argparse.Namespace) -> int:
         preds = predict(fit, w, size.count if size else None, args.level, data)
         where = f"at {size}, from the size law" if size else "at the training size"
         if size:
-            epoch_cols = _target_epoch_cols(fit, w, size.count, data)
+            epoch_cols = target_epoch_cols(fit, w, size.count, data)
     cols = {}
     pct = f"{round(args.level * 100):d}"
     for m, (mean, lo, hi) in preds.items():
@@ -965,13 +577,13 @@ def _predict(args: argparse.Namespace) -> int:
     elif len(outside.rows):
         print(_extrapolation_warning(df, outside))
     if args.size_col or size:
-        regime = _regime_warning(fit, w, n if args.size_col else size.count, data)
+        regime = regime_warning(fit, w, n if args.size_col else size.count, data)
         if regime:
             print(regime)
     if size:
-        _print_assumed(fit, data)
+        print_assumed(fit, data)
     if args.size_col or size:  # predictions from the size law: what the fit doubts of it
-        for line in _fit_warnings(fit):
+        for line in fit_warnings(fit):
             print(f"warning from the fit: {line}")
     for m, (mean, lo, hi) in preds.items():
         if m in df.columns:
@@ -1084,7 +696,7 @@ def _optimum(args: argparse.Namespace) -> int:
             )
     if (args.target_tokens or args.unique_tokens) and not target:
         raise CodemixError("--target-tokens and --unique-tokens need a --target size")
-    data = _target_data(args, fit)
+    data = target_data(args, fit)
     where = f"at {target.short}" if target else "at the training size"
     opt = find_optimum(
         fit,
@@ -1120,14 +732,14 @@ def _optimum(args: argparse.Namespace) -> int:
             " explore further (widen that stage's search range) before trusting it"
         )
     if size is not None:
-        line = _epochs_line(fit, opt.mixture[None, :], size, data)
+        line = epochs_line(fit, opt.mixture[None, :], size, data)
         if line:
             print(f"  {line}")
-        regime = _regime_warning(fit, opt.mixture[None, :], size, data)
+        regime = regime_warning(fit, opt.mixture[None, :], size, data)
         if regime:
             print(f"  {regime}")
-        _print_assumed(fit, data, "  ")
-        for line in _fit_warnings(fit):
+        print_assumed(fit, data, "  ")
+        for line in fit_warnings(fit):
             print(f"  warning from the fit: {line}")
     pair = args.pareto.split(",") if args.pareto else fit.metrics[:2]
     if len(pair) == 2:

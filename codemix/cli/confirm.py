@@ -72,7 +72,7 @@ def _confirm(args) -> int:
     from codemix.analysis.fitfile import atomic_write_text, load_fit
     from codemix.analysis.optimum import edge_stages, parse_objective
     from codemix.analysis.sizes import resolve_size
-    from codemix.cli.analysis import _fit_warnings
+    from codemix.cli._target import fit_warnings
     from codemix.core.errors import CodemixError
     from codemix.optimizer.space import load_study
 
@@ -127,7 +127,7 @@ def _confirm(args) -> int:
         import numpy as np
 
         from codemix.analysis.optimum import outside_ranges
-        from codemix.cli.analysis import _regime_warning
+        from codemix.cli._target import regime_warning
 
         names = list(rows)
         w = np.array([rows[n] for n in names])
@@ -136,7 +136,7 @@ def _confirm(args) -> int:
         outside = outside_ranges(fit, w)
         beyond = {names[i] for i in outside.rows} if outside is not None else set()
         # said before any run is trained: a ladder matched to these runs may serve better
-        regime = _regime_warning(fit, w, size.count, data)
+        regime = regime_warning(fit, w, size.count, data)
     print(f"confirmation of {objective.text} at {size}: {spec_path}")
     budget = planned_budget(fit, base, size.preset)
     if budget is not None:  # what the runs cost, before any is trained: --compare is unbounded
@@ -163,7 +163,7 @@ def _confirm(args) -> int:
             "the ladder explored: the confirmation can show whether it beats its neighbours, "
             "not what lies beyond (widen that stage's search range for that)"
         )
-    for line in _fit_warnings(fit):
+    for line in fit_warnings(fit):
         print(f"warning from the fit: {line}")
     if regime:
         print(regime)
@@ -184,7 +184,7 @@ def _run_and_score(args, fit, spec_path, out, objective) -> int:
     from codemix.analysis.fit import predict
     from codemix.analysis.fitfile import atomic_write_text
     from codemix.analysis.tables import mixture_array
-    from codemix.cli.analysis import _regime_warning, _row_data
+    from codemix.cli._target import regime_warning, row_data
     from codemix.core.errors import CodemixError
     from codemix.optimizer.export import rows as export_rows
     from codemix.optimizer.space import load_study
@@ -204,7 +204,7 @@ def _run_and_score(args, fit, spec_path, out, objective) -> int:
     atomic_write_text(out / "confirm.csv", buf.getvalue())
     w = mixture_array(df, list(fit.mixture_cols), str(out / "confirm.csv"), fit.groups)
     n = df[fit.size_col].cast(pl.Float64).to_numpy()
-    rows = _row_data(fit, df, str(out / "confirm.csv"), None)
+    rows = row_data(fit, df, str(out / "confirm.csv"), None)
     p = predict(fit, w, n, 0.9, rows)
     cols = {}
     for m, (mean, lo, hi) in p.items():
@@ -225,7 +225,7 @@ def _run_and_score(args, fit, spec_path, out, objective) -> int:
     print(f"{what}; each predicted at its own size, tokens and epochs:")
     for m in metrics:
         print(_calibration_lines(m, cal[m], names, pred[m].to_numpy(), cols, objective))
-    regime = _regime_warning(fit, w, n, rows)
+    regime = regime_warning(fit, w, n, rows)
     if regime:
         print(regime)
     _write_report(out, fit, pred, cal, objective, spec.name, args.fit, regime)
@@ -286,7 +286,7 @@ def _write_report(
     """calibration.html: the study report of the confirmation runs, headed by each metric's
     calibration, with observed against predicted for both metrics."""
     from codemix.analysis.report import ReportInput, write_report
-    from codemix.cli.analysis import _fit_warnings
+    from codemix.cli._target import fit_warnings
 
     if not {"bpb.text", "bpb.code"} <= set(fit.metrics):
         print(f"wrote {out / 'confirm.csv'}, confirm_pred.csv, calibration.json")
@@ -295,7 +295,7 @@ def _write_report(
     for m, c in cal.items():
         spread = f"; seeds' spread {c['seed_spread_mean']:.2%} on average" if c["seeds"] > 1 else ""
         head.append(_summary(m, c, objective) + spread)
-    head += [f"Warning from the fit, {line}." for line in _fit_warnings(fit)]
+    head += [f"Warning from the fit, {line}." for line in fit_warnings(fit)]
     # 'warning: beyond the ladder's regimes: ...' (the runs went where no proxy did) and
     # 'warning: the law forecasts a loss that rises past the ladder ...', a line each
     head += ["W" + line.removeprefix("w") + "." for line in regime.splitlines()]

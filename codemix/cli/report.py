@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from codemix.cli.analysis import _target_data, _target_data_args
+from codemix.cli._target import target_data, target_data_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="target size for predictions: a preset (its parameters at the fit's vocabulary) "
         "or a count (2.5e9); default 2.8B",
     )
-    _target_data_args(p)
+    target_data_args(p)
     p.set_defaults(func=_report)
 
 
@@ -129,7 +129,7 @@ def _report(args) -> int:
                 "or leave out --fit for a report of the runs alone"
             )
         target = resolve_size(args.target, fit, "--target")
-        from_fit(r, fit, target, data=_target_data(args, fit), study_objective=objective)
+        from_fit(r, fit, target, data=target_data(args, fit), study_objective=objective)
         print(f"predictions at {target}")
     n = write_report(r, Path(args.output))
     print(f"wrote {args.output} ({n} figures); open it in any browser, no network needed")

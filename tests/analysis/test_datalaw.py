@@ -12,22 +12,11 @@ import pytest
 
 from codemix.analysis import _synthetic
 from codemix.analysis._lawterms import _Layout, _objective, _tangent, _terms
-from codemix.analysis.datalaw import (
-    DataLawFit,
-    RunData,
-    TargetData,
-    _nested,
-    _splits,
-    _within_one_se,
-    assumed_unique,
-    calibrate,
-    canonical_order,
+from codemix.analysis.contest import (
     choose_size_law,
-    fit_data_law,
-    parse_unique_tokens,
 )
+from codemix.analysis.datalaw import DataLawFit, RunData, TargetData, fit_data_law
 from codemix.analysis.fitfile import FitFile, load_fit, save_fit
-from codemix.analysis.intervals import log_predictive
 from codemix.analysis.optimum import _draws as _optimum_draws
 from codemix.analysis.scaling import ScalingConfig, _law_design, fit_joint_law
 from codemix.analysis.tables import load_results
@@ -160,62 +149,6 @@ def test_repetition_error_grows_with_the_epochs_beyond_the_ladder(noisy_law):
     assert 0 < (width - width0)[2] < (width - width0)[3]
 
 
-def test_repetition_error_is_calibrated_where_the_most_read_runs_are_held_out():
-    sds = {}
-    for overfit in (0.0, 0.02):  # the law has no term for a loss that rises past 10 epochs
-        w, n, y, rd = _synthetic.ladder(sizes=LADDER[:4], noise=0.01, overfit=overfit)
-        cfg = ScalingConfig(n_boot=20)
-        law = choose_size_law(w, n, y, rd, COLS, (1.0,), config=cfg, law="joint_data")
-        rep = law.selection["repetition"]
-        assert rep["held_out"] == "text read more than 9.2 times" and rep["runs"] == 7
-        sds[overfit] = law.repetition_sd
-    # measured 0.0026 and 0.0187 per epoch (0-0.0026 and 0.0166-0.0187 for seeds 0-3)
-    assert sds[0.0] < 0.005
-    assert sds[0.02] > 5 * max(sds[0.0], 0.002)
-
-
-def test_calibrate_finds_the_smallest_spread_that_covers_the_held_out_runs():
-    """Against a reference scan of spreads 0.5 % apart: the spread is that scan's first to
-    cover the held-out runs, to the 1 % its own scan steps by."""
-    w, n, y, rd = _synthetic.ladder(sizes=LADDER, noise=0.01, overfit=0.02)
-    fitted, held = n < 8e6, n >= 8e6  # two sizes held out: 16 runs, all 16 to cover
-    sub = fit_data_law(w[fitted], n[fitted], y[fitted], rd.take(fitted), COLS, (1.0,), n_boot=5)
-    w, n, y, rd = w[held], n[held], y[held], rd.take(held)
-    sd = calibrate(sub, w, n, y, rd)
-    rng = np.random.default_rng(0)  # the draws `calibrate` takes
-    logs = log_predictive(sub.boot_predictions(w, n, rd), sub.resid_log, rng=rng)
-    z = rng.standard_normal(logs.shape)
-
-    def inside(s):
-        lo, hi = np.quantile(logs + s * z, [0.05, 0.95], axis=1)
-        return int(np.sum((np.log(y) >= lo) & (np.log(y) <= hi)))
-
-    assert inside(0.0) < 16 == inside(sd)  # ceil(17 * 0.9): the finite-sample correction
-    first = next(s for s in np.geomspace(1e-3, 1.0, 1400) if inside(s) == 16)
-    assert first < sd < first * 1.011  # measured 0.4815 and 0.4835
-
-
-def test_a_matched_ladder_says_that_its_median_unique_tokens_are_assumed():
-    """Runs that each read a share of their own tokens as unique text (a repetition-matched
-    ladder) read 10x more unique text at the largest size than at the smallest: a prediction
-    that takes their median for the target's corpus says so, until the target's is given."""
-    w, n, y, rd = _synthetic.ladder()
-    total = rd.tokens.sum(1)
-    unique = np.c_[0.05 * total, np.full(len(n), 3e7)]
-    matched = RunData(rd.domains, rd.tokens, rd.tokens / unique)
-    law = fit_data_law(w, n, y, matched, COLS, (1.0,), n_boot=0)
-    lo, hi = law.unique_range["text"]
-    assert (lo, hi) == pytest.approx((0.05 * total.min(), 0.05 * total.max()))
-    assert law.unique_range["code"] == pytest.approx((3e7, 3e7))
-    note = assumed_unique(law, None)
-    assert "text 1.5M (the runs read 500K-4M)" in note and "code" not in note
-    assert "--unique-tokens STORE" in note
-    assert assumed_unique(law, TargetData(unique={"text": 1e8})) == ""
-    assert assumed_unique(DataLawFit.from_dict(law.to_dict()), None) == note
-    plain = fit_data_law(w, n, y, rd, COLS, (1.0,), n_boot=0)
-    assert assumed_unique(plain, None) == ""
-
-
 def test_to_dict_round_trip_keeps_predictions_and_intervals(noisy_law, tmp_path):
     law = dataclasses.replace(
         noisy_law, extrapolation_sd=0.03, extrapolation_step=np.log(2), repetition_sd=0.01
@@ -295,33 +228,6 @@ def test_load_results_reads_each_domains_tokens_and_epochs(tmp_path):
         load_results(
             path, ["mix.init.*", "mix.cooldown.*"], ["bpb.text"], epochs_cols="epochs.text", **kw
         )
-
-
-def test_parse_unique_tokens_counts_and_token_stores(tmp_path):
-    assert parse_unique_tokens("text=500B,code=140B") == {"text": 5e11, "code": 1.4e11}
-    assert all(type(v) is float for v in parse_unique_tokens("text=500B, code=3e6").values())
-    assert parse_unique_tokens(None) is None and parse_unique_tokens("") is None
-    manifest = {"domains": {"text": {"train_tokens": 100}, "code": {"train_tokens": 40}}}
-    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
-    assert parse_unique_tokens(str(tmp_path)) == {"text": 100.0, "code": 40.0}
-    # a store keeping a sample of its sources: the whole sources' tokens are what a target sees
-    manifest["domains"]["text"]["available_train_tokens"] = 1000
-    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
-    assert parse_unique_tokens(str(tmp_path)) == {"text": 1000.0, "code": 40.0}
-    with pytest.raises(CodemixError, match="neither DOMAIN=TOKENS.*nor a token store"):
-        parse_unique_tokens("text")
-    with pytest.raises(CodemixError, match=r"--unique-tokens text: cannot read 'abc'"):
-        parse_unique_tokens("text=abc")
-    with pytest.raises(CodemixError, match="'code' is not DOMAIN=TOKENS"):
-        parse_unique_tokens("text=5B,code")
-    with pytest.raises(CodemixError, match="must be more than 0"):
-        parse_unique_tokens("text=0")
-    with pytest.raises(CodemixError, match="domain 'text' is given twice"):
-        parse_unique_tokens("text=5B,code=1B,text=6B")
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    with pytest.raises(CodemixError, match=r"nor a token store \(no .*manifest\.json\)"):
-        parse_unique_tokens(str(empty))
 
 
 def test_target_data_sets_epochs_and_extrapolation_grows_in_log_n(noisy_law):
@@ -624,46 +530,6 @@ def test_a_forgetting_law_does_not_turn_on_the_order_of_the_rows():
     np.testing.assert_allclose(p2, p1, rtol=5e-3)
 
 
-def test_held_out_checks_do_not_move_with_a_second_seed():
-    """The checks are the largest size and the runs of the most tokens (here a long arm's two
-    largest sizes); a second seed at the small sizes changes neither check's runs."""
-    grid = _synthetic.staged_ladder(sizes=LADDER[:4], shares=(0.0, 0.5))
-    long = _synthetic.staged_ladder(sizes=LADDER[:4], shares=(0.0, 0.5), tokens_per_param=25.0)
-    n = np.r_[grid[1], long[1]]
-    tokens = np.r_[grid[3].tokens, long[3].tokens]
-    rd = RunData(("text", "code"), tokens, tokens / 1e7)
-    (size_label, size), (most_label, most) = _splits(n, rd, 0)
-    assert "largest size 8e+06" in size_label and np.array_equal(size, n == 8e6)
-    assert "most tokens (>= 1e+08)" in most_label
-    np.testing.assert_array_equal(most, tokens.sum(1) >= 1e8)
-    twice = np.r_[np.arange(len(n)), np.flatnonzero(n <= 2e6)]  # a second seed of the small sizes
-    again = _splits(n[twice], rd.take(twice), 0)
-    assert [label for label, _ in again] == [size_label, most_label]
-    np.testing.assert_array_equal(again[1][1][: len(n)], most)
-    # on a ladder of one length per parameter the most tokens are the largest size: one check
-    assert len(_splits(grid[1], grid[3], 0)) == 1
-
-
-def test_laws_within_one_standard_error_of_the_best_are_a_tie():
-    """A law 2 % worse on 32 noisy held-out runs ties with the best (the RMSE of 32 runs is
-    uncertain by about 12 %); one twice as bad does not."""
-    rng = np.random.default_rng(0)
-    e = rng.normal(0, 0.02, 32)
-    per_run = {
-        "joint_data+overfit+revert": {"largest": e},
-        "joint_data+overfit": {"largest": e * 1.02 + rng.normal(0, 0.004, 32)},
-        "joint": {"largest": e * 2.0},
-    }
-    mean = {k: float(np.sqrt(np.mean(v["largest"] ** 2))) for k, v in per_run.items()}
-    near = _within_one_se(per_run, mean, "joint_data+overfit+revert", 0)
-    assert near == ["joint_data+overfit+revert", "joint_data+overfit"]
-    # an exact tie goes to the sub-law: its extra terms were not learnt from the ladder
-    assert _nested("joint_data+overfit", "joint_data+overfit+revert")
-    assert not _nested("joint_data+recency", "joint_data+revert") and not _nested(
-        "joint", "joint_data"
-    )
-
-
 def test_intervals_span_the_tied_laws_predictions_and_keep_them_in_fit_json(noisy_law, tmp_path):
     """A tied law that predicts higher one size up pulls the upper bound with it, by the
     chosen law's own band around its prediction; saved and loaded, the tie is kept."""
@@ -801,221 +667,12 @@ def test_overfit_power_goes_on_along_its_tangent_past_the_ladder():
         fit_data_law(w, n, y, rd, COLS, (1.0,), extra=("overfit",), overfit_past="cubic")
 
 
-def test_auto_compares_every_law_and_refuses_recency_without_stages():
-    w, n, y, rd = _synthetic.staged_ladder(sizes=LADDER[:4], noise=0.002)
-    cfg = ScalingConfig(n_boot=0)
-    law = choose_size_law(w, n, y, rd, STAGE_COLS, (0.8, 0.2), config=cfg, groups=(2, 2))
-    scores = law.selection["data_law"]["scores"]
-    assert {"joint", "joint_data", "joint_data+recency+overfit"} <= set(scores)
-    assert not any("overfit_linear" in k for k in scores)  # by --law only
-    assert law.name == law.selection["data_law"]["chosen"] != "joint"
-    # the laws tied with it are fitted to every run, for the intervals to span
-    tied = law.selection["data_law"]["within_one_se"]
-    assert [getattr(t, "name", "joint") for t in law.tied] == [x for x in tied if x != law.name]
-    assert law.selection["data_law"]["tied"] == [x for x in tied if x != law.name]
-    # without a bootstrap there are no draws, and searching an optimum takes the point fit
-    assert law.boot_predictions(w[:3], 1.6e7).shape == (3, 0)
-    # no run of this ladder leaves a domain out of its cooldown: nothing to forget
-    assert not any("forget" in k for k in scores)
-    with pytest.raises(CodemixError, match="forget term needs runs that leave a domain out"):
-        choose_size_law(
-            w, n, y, rd, STAGE_COLS, (0.8, 0.2), config=cfg, groups=(2, 2), law="joint_data+forget"
-        )
-    flat = dataclasses.replace(rd, stage_tokens=None, after=None)
-    law = choose_size_law(w, n, y, flat, STAGE_COLS, (0.8, 0.2), config=cfg, groups=(2, 2))
-    assert not any("recency" in k for k in law.selection["data_law"]["scores"])
-    with pytest.raises(CodemixError, match="recency term needs runs of 2\\+ stages"):
-        choose_size_law(
-            w,
-            n,
-            y,
-            flat,
-            STAGE_COLS,
-            (0.8, 0.2),
-            config=cfg,
-            groups=(2, 2),
-            law="joint_data+recency",
-        )
-    with pytest.raises(CodemixError, match="unknown size law 'joint_data\\+decay'"):
-        choose_size_law(w, n, y, rd, STAGE_COLS, (0.8, 0.2), config=cfg, law="joint_data+decay")
-    # no run reads a domain more than once: no overfitting term can be learnt, none competes
-    fresh = dataclasses.replace(rd, epochs=np.minimum(rd.epochs, 0.9))
-    law = choose_size_law(w, n, y, fresh, STAGE_COLS, (0.8, 0.2), config=cfg, groups=(2, 2))
-    scores = law.selection["data_law"]["scores"]
-    assert "joint_data+recency" in scores and not any("overfit" in k for k in scores)
-
-
-def test_auto_takes_one_r_star_per_domain_only_where_held_out_runs_need_it():
-    cfg = ScalingConfig(n_boot=0)
-    for r_star, want in (((1.5, 40.0), "per-domain"), (5.0, "shared")):
-        w, n, y, rd = _synthetic.ladder(
-            sizes=LADDER[:4], unique=(3e6, 1e7), noise=0.0, r_star=r_star
-        )
-        law = choose_size_law(w, n, y, rd, COLS, (1.0,), config=cfg)
-        check = law.selection["data_law"]["r_star"]
-        assert check["chosen"] == want
-        assert law.shared_r_star is (want == "shared")
-        # a shared R* cannot draw two domains that lose value per repetition at other rates
-        if want == "per-domain":
-            assert check["per-domain"] < 0.5 * check["best_shared"]
-            assert law.params["R_star"]["text"] == pytest.approx(1.5, rel=0.05)
-    forced = choose_size_law(w, n, y, rd, COLS, (1.0,), config=cfg, r_star="per-domain")
-    assert not forced.shared_r_star and forced.selection["data_law"]["r_star"] == {
-        "chosen": "per-domain"
-    }
-    with pytest.raises(CodemixError, match="unknown R\\* mode 'each'"):
-        choose_size_law(w, n, y, rd, COLS, (1.0,), config=cfg, r_star="each")
-
-
-def test_the_contest_and_bootstrap_are_the_same_on_several_processes():
-    """Held-out scores, the chosen law, its fit and bootstrap draws: one process or two."""
-    w, n, y, rd = _synthetic.staged_ladder(sizes=LADDER[:4], noise=0.01, forget=True)
-    laws = [
-        choose_size_law(
-            w,
-            n,
-            y,
-            rd,
-            STAGE_COLS,
-            (0.8, 0.2),
-            config=ScalingConfig(n_boot=3, jobs=jobs),
-            groups=(2, 2),
-        )
-        for jobs in (1, 2)
-    ]
-    one, two = (law.selection["data_law"] for law in laws)
-    assert one["geomean_rmse_log"] == two["geomean_rmse_log"] and one["chosen"] == two["chosen"]
-    np.testing.assert_array_equal(laws[1].theta, laws[0].theta)
-    np.testing.assert_array_equal(laws[1].boot, laws[0].boot)
-    with pytest.raises(CodemixError, match="jobs must be a whole number >= 1"):
-        ScalingConfig(jobs=0)
-
-
-def test_rows_own_stage_lengths_and_regimes_beyond_the_ladder():
-    """A row's tokens per stage (a confirmation run with a longer cooldown) set how long it
-    leaves a domain out; beyond_ladder names the epochs and absences no fitted run reached."""
-    from codemix.analysis.datalaw import beyond_ladder
-
-    w, n, y, rd = _synthetic.staged_ladder(
-        sizes=LADDER[:4], shares=(0.0, 0.3, 0.6), noise=0.01, forget=True
-    )
-    law = fit_data_law(w, n, y, rd, STAGE_COLS, (0.8, 0.2), groups=(2, 2), extra=("forget",))
-    free = np.flatnonzero((w[:, 3] == 0) & (w[:, 1] > 0) & (n == LADDER[3]))[:1]
-    tokens = rd.tokens[free].sum()
-    assert law.ladder_absence["code"] == pytest.approx(_absent_tokens(rd).max())
-    assert law.ladder_absence["text"] == 0.0  # every cooldown has text
-    # the proxies' split (0.8 / 0.2) unless the row says otherwise
-    same = law.run_data(w[free], n[free], TargetData(tokens, None, rd.epochs[free]))
-    np.testing.assert_allclose(same.after[:, 0], 0.2 * tokens)
-    longer = TargetData(tokens, None, rd.epochs[free], np.array([[0.6, 0.4]]) * tokens)
-    np.testing.assert_allclose(law.run_data(w[free], n[free], longer).after[:, 0], 0.4 * tokens)
-    assert law.predict(w[free], n[free], longer) > law.predict(w[free], n[free], same)
-    assert beyond_ladder(law, w[free], n[free], TargetData(tokens, None, rd.epochs[free])) == []
-    found = beyond_ladder(law, w[free], n[free], longer)
-    assert len(found) == 1 and found[0].startswith("code left out for up to")
-    many = TargetData(tokens, None, rd.epochs[free] * 3)
-    assert [x.split(" read")[0] for x in beyond_ladder(law, w[free], n[free], many)] == [
-        "text",
-        "code",
-    ]
-    back = DataLawFit.from_dict(json.loads(json.dumps(law.to_dict())))
-    assert (back.ladder_epochs, back.ladder_absence) == (law.ladder_epochs, law.ladder_absence)
-
-
-def _forgetting_law():
-    """A law with the forgetting term, fitted on a staged ladder drawn with it, and the
-    ladder's largest size."""
-    w, n, y, rd = _synthetic.staged_ladder(
-        sizes=LADDER[:4], shares=(0.0, 0.3, 0.6), noise=0.01, forget=True
-    )
-    law = fit_data_law(w, n, y, rd, STAGE_COLS, (0.8, 0.2), groups=(2, 2), extra=("forget",))
-    return w[n == LADDER[3]], law
-
-
-def test_a_forecast_rising_past_the_ladder_is_named():
-    """rise_past_ladder compares a row beyond the ladder with the same schedule at the
-    ladder's largest size: code-free cooldowns forgotten much faster than the ladder shows
-    rise past the tolerance; the fitted law's own rise (a few %), rows with code in the
-    cooldown and rows within the ladder do not."""
-    from codemix.analysis.datalaw import RISE_TOL, rise_past_ladder
-
-    w, law = _forgetting_law()
-    free, withc = w[(w[:, 3] == 0) & (w[:, 1] > 0)], w[w[:, 3] > 0]
-    up = 2 * LADDER[3]
-    # measured: +3.0 % for the code-free cooldowns, -0.3 % with code in the cooldown
-    k, rows, most = rise_past_ladder(law, free, up, None, tol=0.0)
-    assert (k, rows) == (len(free), len(free)) and 0.0 < most < RISE_TOL
-    assert rise_past_ladder(law, free, up, None) is None
-    assert rise_past_ladder(law, withc, up, None, tol=0.0) is None
-    assert rise_past_ladder(law, free, LADDER[3], None, tol=-1.0) is None  # within the ladder
-    i = law._layout().i_f + 1  # code's forgetting weight, in log
-
-    def forgetting(shift: float) -> DataLawFit:
-        theta = law.theta.copy()
-        theta[i] += shift
-        return dataclasses.replace(law, theta=theta)
-
-    assert rise_past_ladder(forgetting(-50.0), free, up, None) is None  # none forgotten
-    strong = forgetting(2.0)  # e^2 times the fitted weight
-    k, rows, most = rise_past_ladder(strong, free, up, None)
-    assert k == rows == len(free) and most > RISE_TOL  # measured: +28 %
-    # a row's own tokens and epochs (a confirmation table) scale to the ladder's size alike
-    rd = strong.run_data(free, up, None)
-    assert rise_past_ladder(strong, free, up, rd)[2] == pytest.approx(most)
-
-
-def _absent_tokens(rd):
-    from codemix.analysis._lawterms import _absent
-
-    return _absent(rd, 1.0)[:, 1]
-
-
-def test_the_contest_weighs_each_check_by_its_relative_error():
-    from codemix.analysis.datalaw import _pick
-
-    # the most-tokens check is five times harder for every law: b is a little better there,
-    # a much better on the largest size; an arithmetic mean would pick b
-    scores = {"a": {"size": 0.025, "tokens": 0.139}, "b": {"size": 0.035, "tokens": 0.123}}
-    mean, chosen = _pick(scores, ["a", "b"])
-    assert chosen == "a" and mean["a"] == pytest.approx(np.sqrt(0.025 * 0.139))
-    failed = {"a": {"size": float("nan")}, "b": {}}
-    assert _pick(failed, ["a", "b"])[1] == "joint"
-
-
-@pytest.mark.parametrize("law", ["joint", "joint_data"])
-def test_a_fit_does_not_turn_on_the_order_of_the_rows(law):
-    w, n, y, rd = _synthetic.ladder(sizes=LADDER[:4], noise=0.01, seed=3)
-    cfg = ScalingConfig(n_boot=4, seed=0)
-    fits = []
-    for perm in (np.arange(len(y)), np.random.default_rng(1).permutation(len(y))):
-        fit = choose_size_law(w[perm], n[perm], y[perm], rd.take(perm), COLS, (1.0,), cfg, law=law)
-        fits.append(fit)
-    np.testing.assert_array_equal(fits[0].theta, fits[1].theta)
-    np.testing.assert_array_equal(fits[0].boot, fits[1].boot)  # the same draws of the same rows
-    np.testing.assert_array_equal(np.sort(fits[0].resid_log), np.sort(fits[1].resid_log))
-
-
-def test_the_canonical_order_sorts_by_size_then_mixture_then_loss():
-    w = np.array([[0.5, 0.5], [0.9, 0.1], [0.5, 0.5], [0.9, 0.1]])
-    n = np.array([2e6, 1e6, 1e6, 1e6])
-    y = np.array([1.0, 3.0, 2.0, 2.5])
-    rd = RunData(COLS, np.full((4, 2), 1e6), np.ones((4, 2)))
-    order = canonical_order(w, n, y, rd)
-    np.testing.assert_array_equal(order, [2, 3, 1, 0])  # 1e6 at 0.5 text, two at 0.9, then 2e6
-
-
-def test_a_fit_refuses_rows_of_other_lengths():
-    w, n, y, rd = _synthetic.ladder(sizes=LADDER[:4], noise=0.01)
-    with pytest.raises(CodemixError, match="differ in length"):
-        choose_size_law(w, n, y[:-1], rd, COLS, (1.0,), law="joint_data")
-
-
 def test_restarts_keep_the_lowest_optimum(monkeypatch):
     """The final fit is made again from starts moved by a millionth; the lowest optimum is
     kept, whichever path found it."""
     import scipy.optimize
 
-    from codemix.analysis import datalaw
+    from codemix.analysis import contest, datalaw
 
     w, n, y, rd = _synthetic.ladder(sizes=LADDER, noise=0.01)
     real, seen, found = datalaw._minimise, [], []
@@ -1033,34 +690,7 @@ def test_restarts_keep_the_lowest_optimum(monkeypatch):
     moved = np.abs(seen[1][start] / seen[0][start] - 1)
     assert 0 < moved.max() < 1e-5  # moved, by about a millionth
     assert not np.array_equal(seen[1], seen[2])  # each restart its own way
-    assert datalaw.RESTARTS >= 1
-
-
-def test_matched_shares_read_each_domain_as_often_as_the_target():
-    """A ladder run capped at `matched_shares` of its tokens reads each repeated domain as
-    often as the target does, mixture for mixture; a joint law answers through the data law
-    fitted beside it, and keeps it through FIT.json."""
-    from codemix.analysis.datalaw import beyond_ladder, matched_shares, regime_law, target_epochs
-    from codemix.analysis.scaling import JointLawFit, fit_joint_law
-
-    w, n, y, rd = _synthetic.ladder(sizes=LADDER[:4], unique=(3e6, 1e9), noise=0.01)
-    law = fit_data_law(w, n, y, rd, COLS, (1.0,))
-    target = TargetData(tokens=4e8, unique={"text": 5e6, "code": 1e9})
-    shares = matched_shares(law, [[0.7, 0.3]], 3e7, target)
-    assert shares == pytest.approx({"text": 5e6 / 4e8})  # code is read less than once
-    small = 1e6 * law.tokens_per_param
-    capped = TargetData(tokens=small, unique={"text": shares["text"] * small, "code": 1e9})
-    np.testing.assert_allclose(
-        target_epochs(law, [[0.7, 0.3]], 1e6, capped)["text"],
-        target_epochs(law, [[0.7, 0.3]], 3e7, target)["text"],
-    )
-    joint = fit_joint_law(w, n, y, COLS, ScalingConfig(n_boot=0))
-    assert regime_law(joint) is None and beyond_ladder(joint, w[:1], 3e7, target) == []
-    joint = dataclasses.replace(joint, regime=law)
-    assert regime_law(joint) is law
-    assert beyond_ladder(joint, w[:1], 3e7, target)[0].startswith("text read up to")
-    back = JointLawFit.from_dict(json.loads(json.dumps(joint.to_dict())))
-    assert back.regime.ladder_epochs == law.ladder_epochs
+    assert contest.RESTARTS >= 1
 
 
 def test_a_joint_law_widens_where_a_row_reads_beyond_the_ladder():
@@ -1083,31 +713,3 @@ def test_a_joint_law_widens_where_a_row_reads_beyond_the_ladder():
     assert lo[0] < lo0[0] and hi[0] > hi0[0]
     back = JointLawFit.from_dict(json.loads(json.dumps(joint.to_dict())))
     assert back.repetition_sd == 0.05
-
-
-def test_a_joint_law_chosen_over_the_data_laws_keeps_one_beside_it(monkeypatch):
-    """Where the contest takes the joint law, which sees no epochs, the best data law is
-    fitted once beside it, so that a target's repetition can still be named."""
-    from codemix.analysis import datalaw
-
-    picked = datalaw._pick
-
-    def joint_first(scores, names):
-        mean, _ = picked(scores, names)
-        return mean, "joint"
-
-    monkeypatch.setattr(datalaw, "_pick", joint_first)
-    w, n, y, rd = _synthetic.ladder(sizes=LADDER[:4], unique=(3e6, 1e9), noise=0.01)
-    fit = choose_size_law(w, n, y, rd, COLS, (1.0,), ScalingConfig(n_boot=4))
-    assert fit.form == "joint" and isinstance(fit.regime, DataLawFit)
-    assert fit.regime.ladder_epochs["text"] == pytest.approx(rd.epochs[:, 0].max())
-    # its repetition error calibrated as a data law's is, on the most-read runs held out
-    assert fit.selection["repetition"]["held_out"].startswith("text read more than")
-
-
-def test_the_mild_note_only_within_the_few_epochs_repetition_costs_little():
-    from codemix.analysis.datalaw import MILD_EPOCHS, mild_note
-
-    assert mild_note(1.12).startswith("No domain is read more than 1.12 times here, though")
-    assert "small step past the ladder" in mild_note(MILD_EPOCHS)
-    assert mild_note(MILD_EPOCHS + 0.01) == "" and mild_note(0.0) == ""

@@ -583,7 +583,7 @@ def repeated(tmp_path_factory):
 
 def test_fit_chooses_the_data_law_and_predicts_at_the_targets_repetition(repeated, capsys):
     from codemix.analysis.fitfile import load_fit
-    from codemix.cli.analysis import _data_law_lines
+    from codemix.cli._fitlines import data_law_lines
 
     d = repeated
     fit = json.loads((d / "fit.json").read_text())
@@ -593,7 +593,7 @@ def test_fit_chooses_the_data_law_and_predicts_at_the_targets_repetition(repeate
     contest = fit["scaling"]["bpb.text"]["selection"]["data_law"]
     assert contest["chosen"] == contest["best"] == "joint_data"
     assert "joint_data+overfit" in contest["within_one_se"]
-    lines = _data_law_lines(load_fit(d / "fit.json").scaling["bpb.text"], "bpb.text")
+    lines = data_law_lines(load_fit(d / "fit.json").scaling["bpb.text"], "bpb.text")
     tie = next(x for x in lines if x.startswith("a tie"))
     assert "joint_data's held-out error: " in tie and "joint_data+overfit" in tie
     # both tied laws add terms joint_data held out no better with: not in the median
@@ -601,7 +601,7 @@ def test_fit_chooses_the_data_law_and_predicts_at_the_targets_repetition(repeate
     law = load_fit(d / "fit.json").scaling["bpb.text"]
     assert law.tie_point == "median" and len(law.tied) == 2
     law.tie_point = "winner"
-    tie = next(x for x in _data_law_lines(law, "bpb.text") if x.startswith("a tie"))
+    tie = next(x for x in data_law_lines(law, "bpb.text") if x.startswith("a tie"))
     assert "the point is joint_data's prediction; --tie-point median" in tie
     argv = ["fit", str(d / "ladder.csv"), "--mixture-cols", "mix.main.*", "--metric", "bpb.text"]
     argv += ["--size-col", "non_embedding_params", "--families", "linear", "--n-boot", "0"]
@@ -685,9 +685,9 @@ def test_fit_prints_every_laws_held_out_error_and_refuses_recency_without_stages
 
 def test_fit_warns_where_no_run_read_past_the_linear_overfitting_onset():
     from codemix.analysis import _synthetic
-    from codemix.analysis.datalaw import choose_size_law
+    from codemix.analysis.contest import choose_size_law
     from codemix.analysis.scaling import ScalingConfig
-    from codemix.cli.analysis import _data_law_lines
+    from codemix.cli._fitlines import data_law_lines
 
     lines = {}
     for unique in (1e9, 3e6):  # no run repeats its text; the text read up to 25 times
@@ -696,7 +696,7 @@ def test_fit_warns_where_no_run_read_past_the_linear_overfitting_onset():
         )
         cfg, name = ScalingConfig(n_boot=0), "joint_data+overfit_linear"
         law = choose_size_law(w, n, y, rd, ("text", "code"), (1.0,), config=cfg, law=name)
-        lines[unique] = "\n".join(_data_law_lines(law, "bpb.text"))
+        lines[unique] = "\n".join(data_law_lines(law, "bpb.text"))
     assert "overfitting term: the log loss rising by" in lines[3e6]
     assert "no run read past that onset" in lines[1e9]
     assert "no run read past that onset" not in lines[3e6]
@@ -704,9 +704,9 @@ def test_fit_warns_where_no_run_read_past_the_linear_overfitting_onset():
 
 def test_fit_says_how_the_power_overfitting_term_goes_on_past_the_ladder():
     from codemix.analysis import _synthetic
-    from codemix.analysis.datalaw import choose_size_law
+    from codemix.analysis.contest import choose_size_law
     from codemix.analysis.scaling import ScalingConfig
-    from codemix.cli.analysis import _data_law_lines
+    from codemix.cli._fitlines import data_law_lines
 
     w, n, y, rd = _synthetic.ladder(sizes=(1e6, 2e6, 4e6, 8e6), unique=(3e6, 1e9), overfit=0.02)
     lines = {}
@@ -723,7 +723,7 @@ def test_fit_says_how_the_power_overfitting_term_goes_on_past_the_ladder():
             overfit_past=past,
         )
         assert law.overfit_past == past
-        lines[past] = "\n".join(_data_law_lines(law, "bpb.text"))
+        lines[past] = "\n".join(data_law_lines(law, "bpb.text"))
     assert "along its tangent past the ladder's most epochs (text 25.3" in lines["tangent"]
     assert "as the power past the ladder's most epochs too" in lines["power"]
     # with the term growing with N, its logistic is printed below it
@@ -735,7 +735,7 @@ def test_fit_says_how_the_power_overfitting_term_goes_on_past_the_ladder():
         groups=(2, 2),
         law="joint_data+recency+overfit+overfit_n",
     )
-    said = "\n".join(_data_law_lines(law, "bpb.text"))
+    said = "\n".join(data_law_lines(law, "bpb.text"))
     assert "times sigmoid(" in said and "growing with the model's size, to a ceiling" in said
 
 
@@ -764,36 +764,36 @@ def test_predict_and_optimum_warn_beyond_the_ladders_repetition(repeated, capsys
 
     from codemix.analysis.datalaw import TargetData
     from codemix.analysis.fitfile import load_fit
-    from codemix.cli.analysis import _regime_warning
+    from codemix.cli._target import regime_warning
 
     fit = load_fit(d / "fit.json")
     at = ([[0.9, 0.1]], 3e7, TargetData(tokens=3e8, unique={"text": 1e6}))
     # the laws below are given terms their parameters lack, to check the wording alone: they
     # cannot predict, so the forecast's rise (the test below) is not asked of them
-    monkeypatch.setattr("codemix.cli.analysis._rise_warning", lambda *a: "")
-    assert "overfit_linear" not in _regime_warning(fit, *at)  # joint_data has no such term
+    monkeypatch.setattr("codemix.cli._target.rise_warning", lambda *a: "")
+    assert "overfit_linear" not in regime_warning(fit, *at)  # joint_data has no such term
     law = fit.scaling["bpb.text"]
     fit.scaling["bpb.text"] = dataclasses.replace(law, extra=("overfit",))
-    said = _regime_warning(fit, *at)
+    said = regime_warning(fit, *at)
     assert "goes on there along its tangent" in said and "compare a fit" not in said
     fit.scaling["bpb.text"] = dataclasses.replace(law, extra=("overfit",), overfit_past="power")
-    said = _regime_warning(fit, *at)
+    said = regime_warning(fit, *at)
     assert "compare a fit with --law ...+overfit_linear" in said and "tangent" not in said
     # a joint law, which has no term for repetition, warns through the data law beside it
     fit.scaling = {"bpb.text": dataclasses.replace(_ladder_joint(d), regime=law)}
-    said = _regime_warning(fit, *at)
+    said = regime_warning(fit, *at)
     assert "text read up to" in said and "bpb.text (joint) has no term for repetition" in said
     # laws fitted on other ladders (`codemix combine`): the warning says whose ladder it is
     wide = dataclasses.replace(law, ladder_epochs={k: 1e9 for k in law.ladder_epochs})
     fit.scaling = {"bpb.text": law, "bpb.other": wide}
-    said = _regime_warning(fit, *at)
+    said = regime_warning(fit, *at)
     assert "regimes: bpb.text: text read up to" in said and "bpb.other" not in said
     assert "small step past the ladder" not in said  # the text read hundreds of times
     # a row past the ladder's epochs but within the few where repetition costs little
     once = dataclasses.replace(law, ladder_epochs={"text": 1.0, "code": 1e9})
     fit.scaling = {"bpb.text": once}
     mild = TargetData(tokens=3e8, unique={"text": 0.9 * 3e8 / 2.5, "code": 1e12})
-    said = _regime_warning(fit, [[0.9, 0.1]], 3e7, mild)
+    said = regime_warning(fit, [[0.9, 0.1]], 3e7, mild)
     assert "text read up to 2.5 times" in said
     assert said.endswith(
         "No domain is read more than 2.5 times here, though: up to about 4 "
@@ -811,7 +811,7 @@ def test_regime_warning_names_a_forecast_rising_past_the_ladder():
 
     from codemix.analysis import _synthetic
     from codemix.analysis.datalaw import fit_data_law
-    from codemix.cli.analysis import _regime_warning
+    from codemix.cli._target import regime_warning
 
     sizes = (1e6, 2e6, 4e6, 8e6)
     w, n, y, rd = _synthetic.staged_ladder(
@@ -821,12 +821,12 @@ def test_regime_warning_names_a_forecast_rising_past_the_ladder():
     law = fit_data_law(w, n, y, rd, cols, (0.8, 0.2), groups=(2, 2), extra=("forget",))
     free = w[(n == sizes[-1]) & (w[:, 3] == 0) & (w[:, 1] > 0)]
     fit = types.SimpleNamespace(scaling={"bpb.code": law})
-    said = _regime_warning(fit, free, 2 * sizes[-1], None)
+    said = regime_warning(fit, free, 2 * sizes[-1], None)
     assert "rises past the ladder" not in said  # the fitted law: +3 %
     theta = law.theta.copy()
     theta[law._layout().i_f + 1] += 2.0  # code forgotten e^2 times faster
     fit.scaling = {"bpb.code": dataclasses.replace(law, theta=theta)}
-    said = _regime_warning(fit, free, 2 * sizes[-1], None)
+    said = regime_warning(fit, free, 2 * sizes[-1], None)
     assert said.startswith("warning: beyond the ladder's regimes: ")
     assert "code left out for up to" in said.split("\n")[0]
     rise = said.split("\n")[1]
@@ -897,7 +897,7 @@ def test_report_headline_names_regimes_beyond_the_ladder(repeated, tmp_path, mon
     # a law forecasting the optimum far above the same schedule at the ladder's top (the
     # figure is rise_past_ladder's, tested in tests/analysis): the answer says so
     assert not any("forecasts the optimum" in x for x in answer())
-    monkeypatch.setattr("codemix.analysis.datalaw.rise_past_ladder", lambda *a: (1, 1, 0.5))
+    monkeypatch.setattr("codemix.analysis.regime.rise_past_ladder", lambda *a: (1, 1, 0.5))
     said = [x for x in answer() if "forecasts the optimum" in x]
     assert said == [
         "Warning: the law forecasts the optimum&#x27;s bpb.text +50% above the same schedule "
@@ -1002,7 +1002,7 @@ def test_fit_prints_a_joint_laws_repetition_error():
 
     from codemix.analysis import _synthetic
     from codemix.analysis.scaling import fit_joint_law
-    from codemix.cli.analysis import _data_law_lines
+    from codemix.cli._fitlines import data_law_lines
 
     w, n, y, _ = _synthetic.ladder(sizes=(1e6, 2e6, 4e6, 8e6))
     joint = fit_joint_law(w, n, y, ("text", "code"))
@@ -1011,7 +1011,7 @@ def test_fit_prints_a_joint_laws_repetition_error():
     joint = dataclasses.replace(
         joint, selection={"data_law": record, "repetition": held}, repetition_sd=0.02
     )
-    said = "\n".join(_data_law_lines(joint, "bpb.text"))
+    said = "\n".join(data_law_lines(joint, "bpb.text"))
     assert "repetition error calibrated on the most-read runs held out (text read more" in said
     assert "log-sd 0.02 per epoch" in said and "counted by the data law beside it" in said
 
@@ -1070,15 +1070,15 @@ def test_predictions_name_the_unique_tokens_a_matched_ladder_makes_them_assume(c
 
     from codemix.analysis import _synthetic
     from codemix.analysis.datalaw import RunData, TargetData, fit_data_law
-    from codemix.cli.analysis import _print_assumed
+    from codemix.cli._target import print_assumed
 
     w, n, y, rd = _synthetic.ladder()
     unique = np.c_[0.05 * rd.tokens.sum(1), np.full(len(n), 3e7)]
     matched = RunData(rd.domains, rd.tokens, rd.tokens / unique)
     law = fit_data_law(w, n, y, matched, rd.domains, (1.0,), n_boot=0)
     fit = SimpleNamespace(scaling={"bpb.text": law, "bpb.code": law})
-    _print_assumed(fit, None, "  ")
+    print_assumed(fit, None, "  ")
     said = capsys.readouterr().out.splitlines()
     assert len(said) == 1 and said[0].startswith("  note (bpb.text): the target is assumed")
-    _print_assumed(fit, TargetData(unique={"text": 1e9}))
+    print_assumed(fit, TargetData(unique={"text": 1e9}))
     assert capsys.readouterr().out == ""
