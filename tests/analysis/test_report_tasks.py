@@ -144,16 +144,16 @@ def test_the_family_panels_and_front_follow_the_conventions(fitted):
 
 def test_the_headline_answers_the_studys_objective_then_each_family(fitted):
     from codemix.analysis.fitfile import load_fit
-    from codemix.analysis.report import _aims
+    from codemix.analysis.headline import aims
 
     fit = load_fit(fitted / "fit.json")
-    aims = _aims(fit, "task.nl_reasoning.bpb", "min:task.world_knowledge.bpb")
-    assert [(name, aim.text) for name, aim in aims] == [
+    got = aims(fit, "task.nl_reasoning.bpb", "min:task.world_knowledge.bpb")
+    assert [(name, aim.text) for name, aim in got] == [
         ("the study's objective", "min:task.world_knowledge.bpb"),
         ("nl reasoning", "max:task.nl_reasoning.acc"),  # linked: the accuracy, not the bpb
         ("code", "min:task.code.bpb"),  # knowledge's is the study's, said once
     ]
     # the study's objective is the NL metric already answered, or one the fit lacks: no line
     for objective in ("min:task.nl_reasoning.bpb", "min:bpb.text", None):
-        names = [name for name, _ in _aims(fit, "task.nl_reasoning.bpb", objective)]
+        names = [name for name, _ in aims(fit, "task.nl_reasoning.bpb", objective)]
         assert names == ["nl reasoning", "world knowledge", "code"]
