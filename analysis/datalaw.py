@@ -115,6 +115,7 @@ __all__ = [
     "span_tied",
     "tie_point",
     "tie_voters",
+    "tied_predictions",
     "tokens_after",
 ]
 
@@ -406,7 +407,8 @@ class DataLawFit:
         w = np.atleast_2d(w)
         rd = data if isinstance(data, RunData) else self.run_data(w, n_params, data)  # once
         mean = self.predict(w, n_params, rd)
-        point = tie_point(self, w, n_params, data, mean)
+        tied = tied_predictions(self, w, n_params, data)
+        point = tie_point(self, mean, tied)
         if len(self.boot) < 2:
             return point, mean * np.nan, mean * np.nan
         lo, hi = self._band(w, n_params, level, rd)
@@ -420,7 +422,7 @@ class DataLawFit:
                     np.where(past, np.minimum(lo, lo2), lo),
                     np.where(past, np.maximum(hi, hi2), hi),
                 )
-        return point, *span_tied(self, w, n_params, data, mean, lo, hi)
+        return point, *span_tied(mean, lo, hi, tied)
 
     def _band(self, w, n_params, level: float, rd: RunData):
         draws = self.boot_predictions(w, n_params, rd)
@@ -551,31 +553,39 @@ def law_from_dict(d: dict):
     return (DataLawFit if d.get("form") == DataLawFit.form else JointLawFit).from_dict(d)
 
 
-def span_tied(law, w, n_params, data, mean, lo, hi) -> tuple[np.ndarray, np.ndarray]:
-    """(lo, hi) widened to span each tied law's prediction with this law's band around it
-    (its relative width, row by row). The contest could not tell those laws from this one
-    held out, and one size up they can differ by more than the band: on synthetic staged
-    ladders (`benchmarks/law_transfer.py --synthetic`) the joint law won a tie with the true
-    law, missed the next size by 6 %, and covered half its runs."""
-    if not law.tied or not np.all(np.isfinite(lo)):
+def tied_predictions(law, w, n_params, data) -> list[np.ndarray]:
+    """Each tied law's prediction at the rows, in the order of `law.tied`: what the point
+    (`tie_point`) and the interval (`span_tied`) of a tie are made of."""
+    return [t.predict(w, n_params, data) for t in law.tied]
+
+
+def span_tied(mean, lo, hi, tied: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi) widened to span each tied law's prediction (`tied_predictions`) with this
+    law's band around it (its relative width, row by row). The contest could not tell those
+    laws from this one held out, and one size up they can differ by more than the band: on
+    synthetic staged ladders (`benchmarks/law_transfer.py --synthetic`) the joint law won a
+    tie with the true law, missed the next size by 6 %, and covered half its runs."""
+    if not tied or not np.all(np.isfinite(lo)):
         return lo, hi
     below, above = lo / mean, hi / mean
-    for t in law.tied:
-        p = t.predict(w, n_params, data)
+    for p in tied:
         lo, hi = np.minimum(lo, p * below), np.maximum(hi, p * above)
     return lo, hi
 
 
-def tie_point(law, w, n_params, data, mean: np.ndarray) -> np.ndarray:
-    """The point `law` predicts, given its own prediction `mean`: that, or with `tie_point`
-    "median" and a tie, the median (of the logs) of its and the tied laws' predictions. A tie
-    is laws the held-out checks could not tell apart, and which of them won turned with a
-    seed or a library build; the median does not turn with it (`law_transfer.py`)."""
-    voters = tie_voters(law) if law.tie_point == "median" else []
-    if not voters:
+def tie_point(law, mean: np.ndarray, tied: list[np.ndarray]) -> np.ndarray:
+    """The point `law` predicts, given its own prediction `mean` and its tied laws'
+    (`tied_predictions`): that, or with `tie_point` "median" and a tie, the median (of the
+    logs) of its and the voting tied laws' predictions. A tie is laws the held-out checks
+    could not tell apart, and which of them won turned with a seed or a library build; the
+    median does not turn with it (`law_transfer.py`)."""
+    if law.tie_point != "median":
         return mean
-    logs = np.log([mean, *(t.predict(w, n_params, data) for t in voters)])
-    return np.exp(np.median(logs, axis=0))
+    voters = {id(t) for t in tie_voters(law)}
+    votes = [p for t, p in zip(law.tied, tied, strict=True) if id(t) in voters]
+    if not votes:
+        return mean
+    return np.exp(np.median(np.log([mean, *votes]), axis=0))
 
 
 def tie_voters(law) -> list:

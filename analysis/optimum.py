@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from codemix.analysis.datalaw import tie_point
+from codemix.analysis.datalaw import tie_point, tied_predictions
 from codemix.analysis.fit import predict
 from codemix.analysis.fitfile import FitFile
 from codemix.analysis.intervals import central
@@ -194,7 +194,8 @@ def _draws(
             d = law.boot_predictions(w, size, data=data)[:, :n_draws]
             if law.tie_point == "median" and law.tied:
                 own = law.predict(w, size, data)  # the draws' spread, about the tie's point
-                d = d * (tie_point(law, w, size, data, own) / own)[:, None]
+                point = tie_point(law, own, tied_predictions(law, w, size, data))
+                d = d * (point / own)[:, None]
             out[m] = d
         else:
             out[m] = _surface_draws(fit.surfaces[m].model, w, n_draws, rng)

@@ -363,18 +363,19 @@ class JointLawFit:
     def interval(self, w: np.ndarray, n_params, level: float | None = None, data=None):
         """Mean, and bootstrap percentile bounds widened by the log-residual spread (a
         prediction interval for one new run)."""
+        from codemix.analysis.datalaw import span_tied, tie_point, tied_predictions
+
         level = self.level if level is None else level
         w = np.atleast_2d(w)
-        from codemix.analysis.datalaw import span_tied, tie_point
-
         mean = self.predict(w, n_params)
-        point = tie_point(self, w, n_params, data, mean)
+        tied = tied_predictions(self, w, n_params, data)
+        point = tie_point(self, mean, tied)
         if len(self.boot) < 2:
             return point, mean * np.nan, mean * np.nan
         draws = self._draws(w, n_params, self.boot)
         lo, hi = predictive_band(draws, self.resid_log, level, self.repetition(w, n_params, data))
         mean, lo, hi = widen(mean, lo, hi, self.interval_scale)
-        return point, *span_tied(self, w, n_params, data, mean, lo, hi)
+        return point, *span_tied(mean, lo, hi, tied)
 
     def boot_predictions(self, w: np.ndarray, n_params, data=None) -> np.ndarray:
         """Mean predictions under each bootstrap draw (runs x draws)."""
